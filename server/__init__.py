@@ -1,0 +1,1 @@
+"""Tally: a points engine served over gRPC."""

@@ -1,0 +1,1 @@
+"""The gRPC edge: servicers that translate protobuf <-> domain, and the error mapping."""

@@ -1,0 +1,205 @@
+"""Protobuf <-> domain conversions, and nothing else.
+
+Unknown enum numbers and other shapes the domain cannot hold are refused here with a
+ValidationFailed naming the field, so the domain only ever sees values it understands.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import Enum
+from typing import TypeVar
+
+from google.protobuf import json_format, struct_pb2, timestamp_pb2
+from google.protobuf.message import Message
+
+from server.domain.errors import FieldViolation, ValidationFailed
+from server.domain.model import (
+    Balance,
+    EntryType,
+    JsonObject,
+    LedgerEntry,
+    Level,
+    LevelBasis,
+    LevelChange,
+    PointsSystem,
+    User,
+    UserProfile,
+)
+from tally.v1 import common_pb2, points_pb2
+
+E = TypeVar("E", bound=Enum)
+
+# proto enum number <-> domain enum, per enum
+LEVEL_BASIS = {
+    points_pb2.LEVEL_BASIS_BALANCE: LevelBasis.BALANCE,
+    points_pb2.LEVEL_BASIS_LIFETIME_EARNED: LevelBasis.LIFETIME_EARNED,
+}
+ENTRY_TYPE = {
+    common_pb2.ENTRY_TYPE_AWARD: EntryType.AWARD,
+    common_pb2.ENTRY_TYPE_DEDUCT: EntryType.DEDUCT,
+    common_pb2.ENTRY_TYPE_EXPIRE: EntryType.EXPIRE,
+    common_pb2.ENTRY_TYPE_REVERSAL: EntryType.REVERSAL,
+}
+
+
+def enum_in(table: dict[int, E], value: int, field: str) -> E | None:
+    """A domain enum from a proto enum number; None for UNSPECIFIED (0)."""
+    if value == 0:
+        return None
+    try:
+        return table[value]
+    except KeyError:
+        raise ValidationFailed([FieldViolation(field, f"unknown enum value {value}")]) from None
+
+
+def enum_out(table: dict[int, E], value: E) -> int:
+    for number, member in table.items():
+        if member is value:
+            return number
+    raise ValueError(value)
+
+
+# -- scalars -----------------------------------------------------------------------------
+
+
+def time_in(message: Message, field: str) -> datetime | None:
+    """A Timestamp field as an aware UTC datetime, or None when unset."""
+    if not message.HasField(field):
+        return None
+    stamp: timestamp_pb2.Timestamp = getattr(message, field)
+    return stamp.ToDatetime(tzinfo=UTC)
+
+
+def time_out(value: datetime | None) -> timestamp_pb2.Timestamp | None:
+    if value is None:
+        return None
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def struct_in(message: Message, field: str) -> JsonObject:
+    if not message.HasField(field):
+        return {}
+    return json_format.MessageToDict(getattr(message, field))
+
+
+def struct_out(value: JsonObject) -> struct_pb2.Struct:
+    struct = struct_pb2.Struct()
+    struct.update(value)
+    return struct
+
+
+# -- resources ---------------------------------------------------------------------------
+
+
+def user_in(message: common_pb2.User) -> UserProfile:
+    """Profile fields are set only when given (non-empty)."""
+    return UserProfile(
+        id=message.id,
+        display_name=message.display_name or None,
+        email=message.email or None,
+        attributes=dict(message.attributes) or None,
+    )
+
+
+def user_out(user: User) -> common_pb2.User:
+    return common_pb2.User(
+        id=user.id,
+        display_name=user.display_name,
+        email=user.email,
+        attributes=user.attributes,
+        create_time=time_out(user.create_time),
+    )
+
+
+def system_out(system: PointsSystem) -> points_pb2.PointsSystem:
+    return points_pb2.PointsSystem(
+        key=system.key,
+        name=system.name,
+        description=system.description,
+        badge_url=system.badge_url,
+        max_points=system.max_points,
+        level_basis=enum_out(LEVEL_BASIS, system.level_basis),
+        create_time=time_out(system.create_time),
+        update_time=time_out(system.update_time),
+    )
+
+
+def entry_out(entry: LedgerEntry) -> common_pb2.LedgerEntry:
+    return common_pb2.LedgerEntry(
+        id=entry.id,
+        sequence=entry.sequence,
+        system_key=entry.system_key,
+        user_id=entry.user_id,
+        type=enum_out(ENTRY_TYPE, entry.type),
+        amount=entry.amount,
+        base_amount=entry.base_amount,
+        multiplier=float(entry.multiplier),
+        boost_ids=list(entry.boost_ids),
+        capped=entry.capped,
+        balance_after=entry.balance_after,
+        reason=entry.reason,
+        metadata=struct_out(entry.metadata),
+        idempotency_key=entry.idempotency_key,
+        trigger_id=entry.trigger_id,
+        event_type=entry.event_type,
+        expire_time=time_out(entry.expire_time),
+        reverses_entry_id=entry.reverses_entry_id,
+        create_time=time_out(entry.create_time),
+    )
+
+
+def level_out(level: Level | None) -> common_pb2.Level | None:
+    if level is None:
+        return None
+    return common_pb2.Level(
+        id=level.id,
+        system_key=level.system_key,
+        key=level.key,
+        name=level.name,
+        description=level.description,
+        badge_url=level.badge_url,
+        points=level.points,
+    )
+
+
+def level_change_out(change: LevelChange | None) -> common_pb2.LevelChange | None:
+    if change is None:
+        return None
+    return common_pb2.LevelChange(
+        sequence=change.sequence,
+        system_key=change.system_key,
+        user_id=change.user_id,
+        previous_level=level_out(change.previous_level),
+        new_level=level_out(change.new_level),
+        entry_id=change.entry_id,
+        create_time=time_out(change.create_time),
+    )
+
+
+def balance_out(balance: Balance) -> common_pb2.Balance:
+    return common_pb2.Balance(
+        system_key=balance.system_key,
+        user_id=balance.user_id,
+        balance=balance.balance,
+        total_earned=balance.total_earned,
+        total_spent=balance.total_spent,
+        total_expired=balance.total_expired,
+        level=level_out(balance.level),
+        max_points=balance.max_points,
+        last_earned_time=time_out(balance.last_earned_time),
+    )
+
+
+def mask_fields(request: Message, resource: str, updatable: frozenset[str]) -> frozenset[str]:
+    """The fields an update sets: its update_mask's paths, or, with no mask (AIP-134), every
+    updatable field the resource message carries with a non-default value. `*` = all."""
+    paths = list(request.update_mask.paths)
+    if not paths:
+        message = getattr(request, resource)
+        return frozenset(f.name for f, _ in message.ListFields() if f.name in updatable)
+    if "*" in paths:
+        return updatable
+    return frozenset(paths)

@@ -1,0 +1,143 @@
+"""The one place where domain errors become gRPC statuses.
+
+Every error carries a `google.rpc.ErrorInfo` (domain "tally", the error's reason and
+metadata); validation errors add `google.rpc.BadRequest` naming each bad field, rate
+limits add `google.rpc.RetryInfo`. Anything unexpected becomes a bare INTERNAL whose
+details go only to the log. The interceptor covers unary calls and the iteration of
+server streams alike, so servicers never handle errors themselves.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from server.domain.errors import Category, RateLimited, TallyError, ValidationFailed
+
+log = logging.getLogger(__name__)
+
+DOMAIN = "tally"
+
+CODES: dict[Category, grpc.StatusCode] = {
+    Category.INVALID: grpc.StatusCode.INVALID_ARGUMENT,
+    Category.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    Category.ALREADY_EXISTS: grpc.StatusCode.ALREADY_EXISTS,
+    Category.PRECONDITION: grpc.StatusCode.FAILED_PRECONDITION,
+    Category.EXHAUSTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Category.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
+    Category.PERMISSION_DENIED: grpc.StatusCode.PERMISSION_DENIED,
+    Category.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+}
+
+
+def status_code(error: TallyError) -> grpc.StatusCode:
+    return CODES[error.category]
+
+
+def to_status_proto(error: TallyError) -> status_pb2.Status:
+    details = [
+        error_details_pb2.ErrorInfo(reason=error.reason, domain=DOMAIN, metadata=error.metadata)
+    ]
+    if isinstance(error, ValidationFailed):
+        details.append(
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(
+                        field=v.field, description=v.description
+                    )
+                    for v in error.violations
+                ]
+            )
+        )
+    if isinstance(error, RateLimited):
+        delay = duration_pb2.Duration()
+        delay.FromNanoseconds(int(error.retry_after_seconds * 1e9))
+        details.append(error_details_pb2.RetryInfo(retry_delay=delay))
+    packed = []
+    for detail in details:
+        any_detail = any_pb2.Any()
+        any_detail.Pack(detail)
+        packed.append(any_detail)
+    code: grpc.StatusCode = status_code(error)
+    return status_pb2.Status(code=code.value[0], message=error.message, details=packed)
+
+
+def to_status(error: TallyError) -> grpc.Status:
+    return rpc_status.to_status(to_status_proto(error))  # type: ignore[no-any-return]
+
+
+INTERNAL = status_pb2.Status(code=code_pb2.INTERNAL, message="internal error")
+
+
+def _abort(context: grpc.ServicerContext, error: Exception, method: str) -> None:
+    if isinstance(error, TallyError):
+        context.abort_with_status(to_status(error))
+    if isinstance(error, NotImplementedError):  # generated base classes for RPCs to come
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented yet")
+    log.exception("unexpected error in %s", method, exc_info=error)
+    context.abort_with_status(rpc_status.to_status(INTERNAL))
+
+
+class ErrorInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+    """Maps exceptions raised by servicers (and by stream iteration) to statuses."""
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = continuation(details)
+        if handler is None:
+            return None
+        method: str = details.method
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                _wrap_unary(handler.unary_unary, method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                _wrap_stream(handler.unary_stream, method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+
+def _wrap_unary(behaviour: Callable[[Any, grpc.ServicerContext], Any], method: str) -> Any:
+    def unary(request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return behaviour(request, context)
+        except Exception as error:
+            if _is_abort(error, context):
+                raise
+            _abort(context, error, method)
+
+    return unary
+
+
+def _wrap_stream(
+    behaviour: Callable[[Any, grpc.ServicerContext], Iterator[Any]], method: str
+) -> Any:
+    def stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        try:
+            yield from behaviour(request, context)
+        except Exception as error:
+            if _is_abort(error, context):
+                raise
+            _abort(context, error, method)
+
+    return stream
+
+
+def _is_abort(error: Exception, context: grpc.ServicerContext) -> bool:
+    """context.abort() raises a bare Exception after setting the status; let it through."""
+    code = getattr(context, "code", lambda: None)()
+    return type(error) is Exception and code is not None

@@ -1,0 +1,234 @@
+"""tally.v1.PointsService: each method converts the request, calls a use case, converts
+the result. Errors are mapped by api.errors.ErrorInterceptor."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import datetime
+
+import grpc
+
+from server.api import convert
+from server.api.errors import status_code
+from server.domain import commands
+from server.domain.errors import TallyError
+from server.domain.model import EntryType
+from server.domain.validation import resolve_idempotency_key
+from server.services import points
+from server.services.points import WriteResult
+from server.services.ports import Store
+from tally.v1 import points_pb2, points_pb2_grpc
+
+IDEMPOTENCY_HEADER = "idempotency-key"
+
+
+def idempotency_header(context: grpc.ServicerContext) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == IDEMPOTENCY_HEADER:
+            return str(value)
+    return None
+
+
+class PointsServicer(points_pb2_grpc.PointsServiceServicer):
+    def __init__(self, store: Store, clock: Callable[[], datetime]) -> None:
+        self.store = store
+        self.clock = clock
+
+    # -- systems -------------------------------------------------------------------------
+
+    def CreateSystem(
+        self, request: points_pb2.CreateSystemRequest, context: grpc.ServicerContext
+    ) -> points_pb2.CreateSystemResponse:
+        s = request.system
+        cmd = commands.CreateSystem(
+            key=s.key,
+            name=s.name,
+            description=s.description,
+            badge_url=s.badge_url,
+            max_points=s.max_points,
+            level_basis=convert.enum_in(convert.LEVEL_BASIS, s.level_basis, "system.level_basis"),
+        )
+        system = points.create_system(self.store, cmd, self.clock())
+        return points_pb2.CreateSystemResponse(system=convert.system_out(system))
+
+    def GetSystem(
+        self, request: points_pb2.GetSystemRequest, context: grpc.ServicerContext
+    ) -> points_pb2.GetSystemResponse:
+        system = points.get_system(self.store, request.key)
+        return points_pb2.GetSystemResponse(system=convert.system_out(system))
+
+    def ListSystems(
+        self, request: points_pb2.ListSystemsRequest, context: grpc.ServicerContext
+    ) -> points_pb2.ListSystemsResponse:
+        page = points.list_systems(self.store, request.page_size, request.page_token)
+        return points_pb2.ListSystemsResponse(
+            systems=[convert.system_out(s) for s in page.items],
+            next_page_token=page.next_page_token,
+        )
+
+    def UpdateSystem(
+        self, request: points_pb2.UpdateSystemRequest, context: grpc.ServicerContext
+    ) -> points_pb2.UpdateSystemResponse:
+        s = request.system
+        cmd = commands.UpdateSystem(
+            key=s.key,
+            fields=convert.mask_fields(request, "system", points.UPDATABLE_SYSTEM_FIELDS),
+            name=s.name,
+            description=s.description,
+            badge_url=s.badge_url,
+            max_points=s.max_points,
+            level_basis=convert.enum_in(convert.LEVEL_BASIS, s.level_basis, "system.level_basis"),
+        )
+        system = points.update_system(self.store, cmd, self.clock())
+        return points_pb2.UpdateSystemResponse(system=convert.system_out(system))
+
+    # -- points changes ------------------------------------------------------------------
+
+    def Award(
+        self, request: points_pb2.AwardRequest, context: grpc.ServicerContext
+    ) -> points_pb2.AwardResponse:
+        cmd = commands.Award(
+            system_key=request.system_key,
+            user=convert.user_in(request.user),
+            amount=request.amount,
+            reason=request.reason,
+            metadata=convert.struct_in(request, "metadata"),
+            idempotency_key=resolve_idempotency_key(
+                request.idempotency_key, idempotency_header(context)
+            ),
+            expire_time=convert.time_in(request, "expire_time"),
+            skip_boosts=request.skip_boosts,
+            validate_only=request.validate_only,
+        )
+        result = points.award(self.store, cmd, self.clock())
+        return points_pb2.AwardResponse(**_write_fields(result))
+
+    def Deduct(
+        self, request: points_pb2.DeductRequest, context: grpc.ServicerContext
+    ) -> points_pb2.DeductResponse:
+        cmd = commands.Deduct(
+            system_key=request.system_key,
+            user_id=request.user_id,
+            amount=request.amount,
+            reason=request.reason,
+            metadata=convert.struct_in(request, "metadata"),
+            idempotency_key=resolve_idempotency_key(
+                request.idempotency_key, idempotency_header(context)
+            ),
+            validate_only=request.validate_only,
+        )
+        result = points.deduct(self.store, cmd, self.clock())
+        return points_pb2.DeductResponse(**_write_fields(result))
+
+    def AwardBatch(
+        self, request: points_pb2.AwardBatchRequest, context: grpc.ServicerContext
+    ) -> points_pb2.AwardBatchResponse:
+        header = idempotency_header(context)
+        items = [
+            commands.Award(
+                system_key=item.system_key,
+                user=convert.user_in(item.user),
+                amount=item.amount,
+                reason=item.reason,
+                metadata=convert.struct_in(item, "metadata"),
+                # One `idempotency-key` header covers the batch: item i gets "<key>.<i>".
+                idempotency_key=item.idempotency_key or (f"{header}.{index}" if header else ""),
+                skip_boosts=item.skip_boosts,
+            )
+            for index, item in enumerate(request.items)
+        ]
+        outcomes = points.award_batch(self.store, items, self.clock())
+        results = []
+        for item, outcome in zip(items, outcomes, strict=True):
+            if isinstance(outcome, TallyError):
+                error = points_pb2.BatchItemError(
+                    code=status_code(outcome).value[0],
+                    reason=outcome.reason,
+                    message=outcome.message,
+                )
+                results.append(points_pb2.AwardBatchResult(user_id=item.user.id, error=error))
+            else:
+                results.append(
+                    points_pb2.AwardBatchResult(
+                        user_id=item.user.id,
+                        entry=convert.entry_out(outcome.entry),
+                        balance=convert.balance_out(outcome.balance),
+                        replayed=outcome.replayed,
+                    )
+                )
+        failed = sum(1 for o in outcomes if isinstance(o, TallyError))
+        return points_pb2.AwardBatchResponse(
+            processed=len(outcomes) - failed, failed=failed, results=results
+        )
+
+    def Reverse(
+        self, request: points_pb2.ReverseRequest, context: grpc.ServicerContext
+    ) -> points_pb2.ReverseResponse:
+        cmd = commands.Reverse(
+            entry_id=request.entry_id,
+            reason=request.reason,
+            idempotency_key=resolve_idempotency_key(
+                request.idempotency_key, idempotency_header(context)
+            ),
+        )
+        result = points.reverse(self.store, cmd, self.clock())
+        return points_pb2.ReverseResponse(**_write_fields(result))
+
+    # -- reads ---------------------------------------------------------------------------
+
+    def GetBalance(
+        self, request: points_pb2.GetBalanceRequest, context: grpc.ServicerContext
+    ) -> points_pb2.GetBalanceResponse:
+        cmd = commands.GetBalance(
+            system_key=request.system_key,
+            user_id=request.user_id,
+            recent_entries=(request.recent_entries if request.HasField("recent_entries") else 10),
+        )
+        view = points.get_balance(self.store, cmd, self.clock())
+        return points_pb2.GetBalanceResponse(
+            balance=convert.balance_out(view.balance),
+            recent=[convert.entry_out(e) for e in view.recent],
+        )
+
+    def ListTransactions(
+        self, request: points_pb2.ListTransactionsRequest, context: grpc.ServicerContext
+    ) -> points_pb2.ListTransactionsResponse:
+        types: set[EntryType] = set()
+        for index, number in enumerate(request.types):
+            entry_type = convert.enum_in(convert.ENTRY_TYPE, number, f"types[{index}]")
+            if entry_type is not None:
+                types.add(entry_type)
+        cmd = commands.ListTransactions(
+            system_key=request.system_key,
+            user_id=request.user_id,
+            page_size=request.page_size,
+            page_token=request.page_token,
+            types=frozenset(types),
+        )
+        page = points.list_transactions(self.store, cmd, self.clock())
+        return points_pb2.ListTransactionsResponse(
+            entries=[convert.entry_out(e) for e in page.entries],
+            next_page_token=page.next_page_token,
+            total_size=page.total_size,
+        )
+
+    def StreamHistory(
+        self, request: points_pb2.StreamHistoryRequest, context: grpc.ServicerContext
+    ) -> Iterator[points_pb2.StreamHistoryResponse]:
+        cmd = commands.StreamHistory(
+            system_key=request.system_key,
+            user_id=request.user_id,
+            start_time=convert.time_in(request, "start_time"),
+            end_time=convert.time_in(request, "end_time"),
+        )
+        for entry in points.stream_history(self.store, cmd, self.clock()):
+            yield points_pb2.StreamHistoryResponse(entry=convert.entry_out(entry))
+
+
+def _write_fields(result: WriteResult) -> dict[str, object]:
+    return {
+        "entry": convert.entry_out(result.entry),
+        "balance": convert.balance_out(result.balance),
+        "level_change": convert.level_change_out(result.level_change),
+        "replayed": result.replayed,
+    }

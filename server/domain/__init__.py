@@ -1,0 +1,1 @@
+"""The rules of the points engine: plain Python, no gRPC, no SQLAlchemy."""

@@ -1,0 +1,222 @@
+"""Domain errors: what went wrong, in the caller's terms.
+
+Each error names its `reason` (the `google.rpc.ErrorInfo.reason` callers see) and belongs
+to one category; the API layer maps categories to status codes in one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import ClassVar
+
+# Errors quote at most this many characters of what the caller sent, so that an error
+# always fits in the response trailers.
+QUOTE_LIMIT = 100
+
+
+def quote(value: object) -> str:
+    """Render a caller-supplied value for an error message, cut to QUOTE_LIMIT chars."""
+    text = str(value)
+    if len(text) > QUOTE_LIMIT:
+        text = text[:QUOTE_LIMIT] + "..."
+    return repr(text)
+
+
+class Category(Enum):
+    """What kind of failure an error is; the API layer maps each to one status code."""
+
+    INVALID = "invalid"
+    NOT_FOUND = "not_found"
+    ALREADY_EXISTS = "already_exists"
+    PRECONDITION = "precondition"
+    EXHAUSTED = "exhausted"
+    UNAUTHENTICATED = "unauthenticated"
+    PERMISSION_DENIED = "permission_denied"
+    UNAVAILABLE = "unavailable"
+
+
+class TallyError(Exception):
+    """Base of every error a caller may see."""
+
+    reason: ClassVar[str]
+    category: ClassVar[Category]
+
+    def __init__(self, message: str, *, metadata: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.metadata: dict[str, str] = metadata or {}
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    """One bad field of a request, named by its proto path (e.g. `items[2].amount`)."""
+
+    field: str
+    description: str
+
+
+class ValidationFailed(TallyError):
+    reason = "VALIDATION_FAILED"
+    category = Category.INVALID
+
+    def __init__(self, violations: list[FieldViolation]) -> None:
+        summary = "; ".join(f"{v.field}: {v.description}" for v in violations)
+        super().__init__(f"invalid request: {summary}")
+        self.violations = violations
+
+
+class IdempotencyKeyInvalid(ValidationFailed):
+    reason = "IDEMPOTENCY_KEY_INVALID"
+
+
+class IdempotencyKeyMismatch(ValidationFailed):
+    reason = "IDEMPOTENCY_KEY_MISMATCH"
+
+
+class NotFound(TallyError):
+    category = Category.NOT_FOUND
+
+
+class SystemNotFound(NotFound):
+    reason = "SYSTEM_NOT_FOUND"
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"points system {quote(key)} not found", metadata={"system_key": key})
+
+
+class UserNotFound(NotFound):
+    reason = "USER_NOT_FOUND"
+
+    def __init__(self, user_id: str) -> None:
+        super().__init__(f"user {quote(user_id)} not found", metadata={"user_id": user_id})
+
+
+class TriggerNotFound(NotFound):
+    reason = "TRIGGER_NOT_FOUND"
+
+    def __init__(self, trigger_id: str) -> None:
+        super().__init__(
+            f"trigger {quote(trigger_id)} not found", metadata={"trigger_id": trigger_id}
+        )
+
+
+class LevelNotFound(NotFound):
+    reason = "LEVEL_NOT_FOUND"
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"level {quote(key)} not found", metadata={"level_key": key})
+
+
+class BoostNotFound(NotFound):
+    reason = "BOOST_NOT_FOUND"
+
+    def __init__(self, boost_id: str) -> None:
+        super().__init__(f"boost {quote(boost_id)} not found", metadata={"boost_id": boost_id})
+
+
+class EntryNotFound(NotFound):
+    reason = "ENTRY_NOT_FOUND"
+
+    def __init__(self, entry_id: str) -> None:
+        super().__init__(
+            f"ledger entry {quote(entry_id)} not found", metadata={"entry_id": entry_id}
+        )
+
+
+class NoMatchingTrigger(NotFound):
+    reason = "NO_MATCHING_TRIGGER"
+
+    def __init__(self, event_type: str) -> None:
+        super().__init__(
+            f"no trigger names event type {quote(event_type)}",
+            metadata={"event_type": event_type},
+        )
+
+
+class AlreadyExists(TallyError):
+    category = Category.ALREADY_EXISTS
+
+
+class SystemExists(AlreadyExists):
+    reason = "SYSTEM_EXISTS"
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"points system {quote(key)} already exists", metadata={"system_key": key})
+
+
+class LevelExists(AlreadyExists):
+    reason = "LEVEL_EXISTS"
+
+
+class IdempotencyKeyReused(AlreadyExists):
+    reason = "IDEMPOTENCY_KEY_REUSED"
+
+    def __init__(self, key: str) -> None:
+        super().__init__(
+            f"idempotency key {quote(key)} was already used for a different request",
+            metadata={"idempotency_key": key},
+        )
+
+
+class PreconditionFailed(TallyError):
+    category = Category.PRECONDITION
+
+
+class InsufficientPoints(PreconditionFailed):
+    reason = "INSUFFICIENT_POINTS"
+
+    def __init__(self, available: int, requested: int) -> None:
+        super().__init__(
+            f"insufficient points: {available} available, {requested} requested",
+            metadata={"available": str(available), "requested": str(requested)},
+        )
+        self.available = available
+        self.requested = requested
+
+
+class AlreadyReversed(PreconditionFailed):
+    reason = "ALREADY_REVERSED"
+
+    def __init__(self, entry_id: str, reversal_id: str) -> None:
+        super().__init__(
+            f"ledger entry {quote(entry_id)} was already reversed by {reversal_id}",
+            metadata={"entry_id": entry_id, "reversal_entry_id": reversal_id},
+        )
+
+
+class NotReversible(PreconditionFailed):
+    reason = "NOT_REVERSIBLE"
+
+    def __init__(self, entry_id: str, why: str) -> None:
+        super().__init__(
+            f"ledger entry {quote(entry_id)} cannot be reversed: {why}",
+            metadata={"entry_id": entry_id},
+        )
+
+
+class RateLimited(TallyError):
+    reason = "RATE_LIMITED"
+    category = Category.EXHAUSTED
+
+    def __init__(self, retry_after_seconds: float) -> None:
+        super().__init__(f"rate limited; retry after {retry_after_seconds:.3f}s")
+        self.retry_after_seconds = retry_after_seconds
+
+
+class StoreUnavailable(TallyError):
+    """The store could not complete the call; retrying with the same idempotency key is safe."""
+
+    reason = "STORE_UNAVAILABLE"
+    category = Category.UNAVAILABLE
+
+    def __init__(self, detail: str = "the store is unavailable; retry later") -> None:
+        super().__init__(detail)
+
+
+class TransientStoreError(Exception):
+    """A store failure worth retrying (serialization failure, deadlock, lost connection).
+
+    Raised by the store, retried by the service layer, never seen by callers: when the
+    retry budget runs out it becomes StoreUnavailable.
+    """

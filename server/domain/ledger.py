@@ -1,0 +1,252 @@
+"""The account aggregate: how awards, deductions, expiries and reversals change a balance.
+
+An `Account` is one user's standing in one points system. Every change it makes returns the
+ledger entry that explains it, so that `balance == sum(entry.amount)` holds by construction,
+and `balance == total_earned - total_spent - total_expired` after every change.
+
+Expiring credit is kept as `CreditLot`s (one per expiring award, with what is left of it).
+Spending takes from lots first, earliest expiry first; what lapses unspent is written off
+with an EXPIRE entry dated at its expiry.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+
+from server.domain.errors import InsufficientPoints, NotReversible
+from server.domain.model import Balance, EntryType, JsonObject, LedgerEntry
+
+ONE = Decimal(1)
+
+
+def new_entry_id() -> str:
+    return str(uuid.uuid4())
+
+
+@dataclass
+class CreditLot:
+    """What is left of one expiring award."""
+
+    entry_id: str
+    expire_time: datetime
+    remaining: int
+
+
+@dataclass(frozen=True)
+class Posting:
+    """What a caller asks to write, before the account decides the amount."""
+
+    reason: str = ""
+    metadata: JsonObject = field(default_factory=dict)
+    idempotency_key: str = ""
+    trigger_id: str = ""
+    event_type: str = ""
+
+
+@dataclass
+class Account:
+    system_key: str
+    user_id: str
+    balance: int = 0
+    total_earned: int = 0
+    total_spent: int = 0
+    total_expired: int = 0
+    last_earned_time: datetime | None = None
+    # Earliest expiry among lots with something left; None when there is no expiring credit.
+    next_expire_time: datetime | None = None
+    # Loaded only when the account has expiring credit (see `needs_lots`).
+    lots: list[CreditLot] = field(default_factory=list)
+    # Lots created or changed by this unit of work, for the store to write back.
+    changed_lots: dict[str, CreditLot] = field(default_factory=dict)
+
+    # -- reading -------------------------------------------------------------------------
+
+    @property
+    def needs_lots(self) -> bool:
+        """Whether `lots` must be loaded before the account can change."""
+        return self.next_expire_time is not None
+
+    def to_balance(self, max_points: int) -> Balance:
+        return Balance(
+            system_key=self.system_key,
+            user_id=self.user_id,
+            balance=self.balance,
+            total_earned=self.total_earned,
+            total_spent=self.total_spent,
+            total_expired=self.total_expired,
+            max_points=max_points,
+            last_earned_time=self.last_earned_time,
+        )
+
+    def has_lapsed_credit(self, now: datetime) -> bool:
+        return self.next_expire_time is not None and self.next_expire_time <= now
+
+    # -- changing ------------------------------------------------------------------------
+
+    def expire_lapsed(self, now: datetime) -> list[LedgerEntry]:
+        """Write off every lot that lapsed at or before `now`, oldest first."""
+        entries = []
+        for lot in sorted(self._live_lots(), key=_lot_order):
+            if lot.expire_time > now:
+                break
+            amount = lot.remaining
+            self._take_from_lot(lot, amount)
+            self.balance -= amount
+            self.total_expired += amount
+            entries.append(
+                self._entry(
+                    EntryType.EXPIRE,
+                    -amount,
+                    Posting(reason=f"expiry of {lot.entry_id}"),
+                    create_time=lot.expire_time,
+                    reverses_entry_id="",
+                )
+            )
+        self._refresh_next_expiry()
+        return entries
+
+    def award(
+        self,
+        amount: int,
+        posting: Posting,
+        *,
+        now: datetime,
+        max_points: int = 0,
+        base_amount: int | None = None,
+        multiplier: Decimal = ONE,
+        boost_ids: tuple[str, ...] = (),
+        expire_time: datetime | None = None,
+    ) -> LedgerEntry:
+        """Credit `amount` (already boosted), cut to what `max_points` leaves room for."""
+        credited = amount
+        if max_points > 0:
+            credited = max(0, min(amount, max_points - self.balance))
+        self.balance += credited
+        self.total_earned += credited
+        if credited > 0:
+            self.last_earned_time = now
+        entry = self._entry(
+            EntryType.AWARD,
+            credited,
+            posting,
+            create_time=now,
+            base_amount=amount if base_amount is None else base_amount,
+            multiplier=multiplier,
+            boost_ids=boost_ids,
+            capped=credited < amount,
+            expire_time=expire_time,
+        )
+        if expire_time is not None and credited > 0:
+            lot = CreditLot(entry.id, expire_time, credited)
+            self.lots.append(lot)
+            self.changed_lots[lot.entry_id] = lot
+            self._refresh_next_expiry()
+        return entry
+
+    def deduct(self, amount: int, posting: Posting, *, now: datetime) -> LedgerEntry:
+        """Spend `amount`, expiring credit first; all or nothing."""
+        if amount > self.balance:
+            raise InsufficientPoints(available=self.balance, requested=amount)
+        self._spend(amount)
+        self.balance -= amount
+        self.total_spent += amount
+        return self._entry(EntryType.DEDUCT, -amount, posting, create_time=now)
+
+    def reverse(self, original: LedgerEntry, posting: Posting, *, now: datetime) -> LedgerEntry:
+        """Undo an AWARD (taking its points back) or a DEDUCT (giving them back)."""
+        if original.type is EntryType.AWARD:
+            amount = original.amount
+            if amount == 0:
+                raise NotReversible(original.id, "it credited no points")
+            if original.expire_time is not None and original.expire_time <= now:
+                raise NotReversible(original.id, "its credit has expired")
+            if amount > self.balance:
+                raise InsufficientPoints(available=self.balance, requested=amount)
+            own = next((lot for lot in self._live_lots() if lot.entry_id == original.id), None)
+            if own is not None:
+                taken = min(own.remaining, amount)
+                self._take_from_lot(own, taken)
+                self._spend(amount - taken)
+            else:
+                self._spend(amount)
+            self.balance -= amount
+            self.total_earned -= amount
+            delta = -amount
+        elif original.type is EntryType.DEDUCT:
+            # The points come back as credit that does not expire.
+            delta = -original.amount
+            self.balance += delta
+            self.total_spent -= delta
+        else:
+            raise NotReversible(original.id, f"{original.type.value} entries cannot be reversed")
+        self._refresh_next_expiry()
+        return self._entry(
+            EntryType.REVERSAL, delta, posting, create_time=now, reverses_entry_id=original.id
+        )
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _live_lots(self) -> list[CreditLot]:
+        return [lot for lot in self.lots if lot.remaining > 0]
+
+    def _take_from_lot(self, lot: CreditLot, amount: int) -> None:
+        lot.remaining -= amount
+        self.changed_lots[lot.entry_id] = lot
+
+    def _spend(self, amount: int) -> None:
+        """Take `amount` out of the available points: lots by earliest expiry first, then
+        the credit that never expires. Keeps sum(lot.remaining) <= balance."""
+        from_lots = min(amount, sum(lot.remaining for lot in self._live_lots()))
+        for lot in sorted(self._live_lots(), key=_lot_order):
+            if from_lots == 0:
+                break
+            taken = min(lot.remaining, from_lots)
+            self._take_from_lot(lot, taken)
+            from_lots -= taken
+        self._refresh_next_expiry()
+
+    def _refresh_next_expiry(self) -> None:
+        live = self._live_lots()
+        self.next_expire_time = min((lot.expire_time for lot in live), default=None)
+
+    def _entry(
+        self,
+        type_: EntryType,
+        amount: int,
+        posting: Posting,
+        *,
+        create_time: datetime,
+        base_amount: int | None = None,
+        multiplier: Decimal = ONE,
+        boost_ids: tuple[str, ...] = (),
+        capped: bool = False,
+        expire_time: datetime | None = None,
+        reverses_entry_id: str = "",
+    ) -> LedgerEntry:
+        return LedgerEntry(
+            id=new_entry_id(),
+            system_key=self.system_key,
+            user_id=self.user_id,
+            type=type_,
+            amount=amount,
+            base_amount=amount if base_amount is None else base_amount,
+            multiplier=multiplier,
+            capped=capped,
+            balance_after=self.balance,
+            reason=posting.reason,
+            create_time=create_time,
+            boost_ids=boost_ids,
+            metadata=posting.metadata,
+            idempotency_key=posting.idempotency_key,
+            trigger_id=posting.trigger_id,
+            event_type=posting.event_type,
+            expire_time=expire_time,
+            reverses_entry_id=reverses_entry_id,
+        )
+
+
+def _lot_order(lot: CreditLot) -> tuple[datetime, str]:
+    return (lot.expire_time, lot.entry_id)

@@ -1,0 +1,129 @@
+"""The things Tally keeps: points systems, users, ledger entries, balances, levels.
+
+Plain frozen dataclasses; the store maps them to rows and the API layer to messages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from enum import Enum
+from typing import Any
+
+JsonObject = dict[str, Any]
+
+
+class LevelBasis(Enum):
+    """What a user's level follows."""
+
+    BALANCE = "BALANCE"
+    LIFETIME_EARNED = "LIFETIME_EARNED"
+
+
+class EntryType(Enum):
+    AWARD = "AWARD"
+    DEDUCT = "DEDUCT"
+    EXPIRE = "EXPIRE"
+    REVERSAL = "REVERSAL"
+
+
+@dataclass(frozen=True)
+class PointsSystem:
+    key: str
+    name: str
+    description: str
+    badge_url: str
+    max_points: int  # 0 = no cap
+    level_basis: LevelBasis
+    create_time: datetime
+    update_time: datetime
+
+
+@dataclass(frozen=True)
+class UserProfile:
+    """A user as a call names it: the id, plus profile fields to set (None = leave as is)."""
+
+    id: str
+    display_name: str | None = None
+    email: str | None = None
+    attributes: dict[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class User:
+    id: str
+    display_name: str
+    email: str
+    attributes: dict[str, str]
+    create_time: datetime
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """One immutable line of the ledger; `sequence` is given by the store when written."""
+
+    id: str
+    system_key: str
+    user_id: str
+    type: EntryType
+    amount: int
+    base_amount: int
+    multiplier: Decimal
+    capped: bool
+    balance_after: int
+    reason: str
+    create_time: datetime
+    sequence: int = 0
+    boost_ids: tuple[str, ...] = ()
+    metadata: JsonObject = field(default_factory=dict)
+    idempotency_key: str = ""
+    trigger_id: str = ""
+    event_type: str = ""
+    expire_time: datetime | None = None
+    reverses_entry_id: str = ""
+
+
+@dataclass(frozen=True)
+class Level:
+    id: str
+    system_key: str
+    key: str
+    name: str
+    description: str
+    badge_url: str
+    points: int
+
+
+@dataclass(frozen=True)
+class LevelChange:
+    system_key: str
+    user_id: str
+    previous_level: Level | None
+    new_level: Level | None
+    entry_id: str
+    create_time: datetime
+    sequence: int = 0
+
+
+@dataclass(frozen=True)
+class Balance:
+    """A user's standing in one points system, as callers see it."""
+
+    system_key: str
+    user_id: str
+    balance: int
+    total_earned: int
+    total_spent: int
+    total_expired: int
+    max_points: int
+    last_earned_time: datetime | None = None
+    level: Level | None = None
+
+
+@dataclass(frozen=True)
+class Page:
+    """A slice of a longer list and the token that continues it ('' on the last page)."""
+
+    items: list[Any]
+    next_page_token: str

@@ -1,0 +1,256 @@
+"""Input rules shared by every call: what a key, an id, an amount or a reason may be.
+
+Each validator collects every violation of a request, named by its proto field path, and
+raises one ValidationFailed, so a caller fixes all of them in one round.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+import uuid
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from server.domain import commands
+from server.domain.errors import (
+    FieldViolation,
+    IdempotencyKeyInvalid,
+    IdempotencyKeyMismatch,
+    ValidationFailed,
+    quote,
+)
+from server.domain.model import UserProfile
+
+MAX_AMOUNT = 1_000_000_000
+MAX_REASON_CHARS = 500
+MAX_METADATA_BYTES = 16 * 1024
+MAX_USER_ID_CHARS = 255
+MAX_NAME_CHARS = 200
+MAX_DESCRIPTION_CHARS = 2000
+MAX_URL_CHARS = 2048
+MAX_EMAIL_CHARS = 320
+MAX_ATTRIBUTES = 64
+MAX_ATTRIBUTE_KEY_CHARS = 64
+MAX_ATTRIBUTE_VALUE_CHARS = 256
+MAX_POINTS_CAP = 10**15
+MAX_PAGE_SIZE = 100
+DEFAULT_PAGE_SIZE = 50
+MAX_RECENT_ENTRIES = 100
+
+SYSTEM_KEY = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9_\-:.]{1,255}")
+
+
+class Violations:
+    """Collects the bad fields of one request."""
+
+    def __init__(self) -> None:
+        self.items: list[FieldViolation] = []
+
+    def add(self, field: str, description: str) -> None:
+        self.items.append(FieldViolation(field, description))
+
+    def raise_if_any(self) -> None:
+        if not self.items:
+            return
+        if all(v.field.endswith("idempotency_key") for v in self.items):
+            raise IdempotencyKeyInvalid(self.items)
+        raise ValidationFailed(self.items)
+
+    # -- field rules ---------------------------------------------------------------------
+
+    def system_key(self, field: str, value: str) -> None:
+        if not SYSTEM_KEY.fullmatch(value):
+            self.add(
+                field,
+                f"must be 1-64 characters of [a-z0-9_-] starting with a letter or digit, "
+                f"got {quote(value)}",
+            )
+
+    def user_id(self, field: str, value: str) -> None:
+        if not value:
+            self.add(field, "is required")
+        elif len(value) > MAX_USER_ID_CHARS:
+            self.add(field, f"must be at most {MAX_USER_ID_CHARS} characters, got {len(value)}")
+        elif value != value.strip():
+            self.add(field, f"must not start or end with whitespace, got {quote(value)}")
+        elif _has_control_characters(value):
+            self.add(field, f"must not contain control characters, got {quote(value)}")
+
+    def user(self, field: str, user: UserProfile) -> None:
+        self.user_id(f"{field}.id", user.id)
+        self.text(f"{field}.display_name", user.display_name or "", MAX_NAME_CHARS)
+        self.text(f"{field}.email", user.email or "", MAX_EMAIL_CHARS)
+        self.attributes(f"{field}.attributes", user.attributes or {})
+
+    def attributes(self, field: str, attributes: Mapping[str, str]) -> None:
+        if len(attributes) > MAX_ATTRIBUTES:
+            self.add(field, f"must have at most {MAX_ATTRIBUTES} entries, got {len(attributes)}")
+        for key, value in attributes.items():
+            if not key or len(key) > MAX_ATTRIBUTE_KEY_CHARS or _has_control_characters(key):
+                self.add(
+                    field,
+                    f"keys must be 1-{MAX_ATTRIBUTE_KEY_CHARS} printable characters, "
+                    f"got {quote(key)}",
+                )
+            self.text(f"{field}[{key[:MAX_ATTRIBUTE_KEY_CHARS]}]", value, MAX_ATTRIBUTE_VALUE_CHARS)
+
+    def amount(self, field: str, value: int) -> None:
+        if not 1 <= value <= MAX_AMOUNT:
+            self.add(field, f"must be between 1 and {MAX_AMOUNT:,}, got {value}")
+
+    def text(self, field: str, value: str, limit: int) -> None:
+        if len(value) > limit:
+            self.add(field, f"must be at most {limit} characters, got {len(value)}")
+
+    def reason(self, field: str, value: str) -> None:
+        self.text(field, value, MAX_REASON_CHARS)
+
+    def metadata(self, field: str, value: Mapping[str, Any]) -> None:
+        size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+        if size > MAX_METADATA_BYTES:
+            self.add(field, f"must be at most {MAX_METADATA_BYTES} bytes as JSON, got {size}")
+
+    def idempotency_key(self, field: str, value: str) -> None:
+        if value and not IDEMPOTENCY_KEY.fullmatch(value):
+            self.add(
+                field,
+                f"must be 1-255 characters of [A-Za-z0-9_-:.], got {quote(value)}",
+            )
+
+    def future_time(self, field: str, value: datetime | None, now: datetime) -> None:
+        if value is not None and value <= now:
+            self.add(field, f"must be in the future, got {value.isoformat()}")
+
+    def page_size(self, field: str, value: int) -> None:
+        if not 0 <= value <= MAX_PAGE_SIZE:
+            self.add(field, f"must be between 1 and {MAX_PAGE_SIZE} (0 = {DEFAULT_PAGE_SIZE})")
+
+    def entry_id(self, field: str, value: str) -> None:
+        try:
+            uuid.UUID(value)
+        except ValueError:
+            self.add(field, f"must be a ledger entry id (a UUID), got {quote(value)}")
+
+
+def _has_control_characters(value: str) -> bool:
+    return any(unicodedata.category(ch) == "Cc" for ch in value)
+
+
+def resolve_idempotency_key(field_value: str, metadata_value: str | None) -> str:
+    """The key a call carries: in its `idempotency_key` field or `idempotency-key` metadata."""
+    if metadata_value is None or metadata_value == field_value:
+        return field_value
+    if not field_value:
+        return metadata_value
+    raise IdempotencyKeyMismatch(
+        [
+            FieldViolation(
+                "idempotency_key",
+                f"differs from the idempotency-key metadata ({quote(field_value)} vs "
+                f"{quote(metadata_value)})",
+            )
+        ]
+    )
+
+
+# -- per-command validators --------------------------------------------------------------
+
+
+def create_system(cmd: commands.CreateSystem) -> None:
+    v = Violations()
+    v.system_key("system.key", cmd.key)
+    _system_fields(v, cmd.name, cmd.description, cmd.badge_url, cmd.max_points)
+    v.raise_if_any()
+
+
+def update_system(cmd: commands.UpdateSystem) -> None:
+    v = Violations()
+    v.system_key("system.key", cmd.key)
+    _system_fields(v, cmd.name, cmd.description, cmd.badge_url, cmd.max_points)
+    v.raise_if_any()
+
+
+def _system_fields(v: Violations, name: str, description: str, badge_url: str, cap: int) -> None:
+    v.text("system.name", name, MAX_NAME_CHARS)
+    v.text("system.description", description, MAX_DESCRIPTION_CHARS)
+    v.text("system.badge_url", badge_url, MAX_URL_CHARS)
+    if not 0 <= cap <= MAX_POINTS_CAP:
+        v.add("system.max_points", f"must be between 0 (no cap) and {MAX_POINTS_CAP:,}, got {cap}")
+
+
+def award(cmd: commands.Award, now: datetime, prefix: str = "") -> None:
+    v = Violations()
+    award_fields(v, cmd, prefix)
+    v.future_time(f"{prefix}expire_time", cmd.expire_time, now)
+    v.raise_if_any()
+
+
+def award_fields(v: Violations, cmd: commands.Award, prefix: str = "") -> None:
+    v.system_key(f"{prefix}system_key", cmd.system_key)
+    v.user(f"{prefix}user", cmd.user)
+    v.amount(f"{prefix}amount", cmd.amount)
+    v.reason(f"{prefix}reason", cmd.reason)
+    v.metadata(f"{prefix}metadata", cmd.metadata)
+    v.idempotency_key(f"{prefix}idempotency_key", cmd.idempotency_key)
+
+
+def deduct(cmd: commands.Deduct) -> None:
+    v = Violations()
+    v.system_key("system_key", cmd.system_key)
+    v.user_id("user_id", cmd.user_id)
+    v.amount("amount", cmd.amount)
+    v.reason("reason", cmd.reason)
+    v.metadata("metadata", cmd.metadata)
+    v.idempotency_key("idempotency_key", cmd.idempotency_key)
+    v.raise_if_any()
+
+
+def reverse(cmd: commands.Reverse) -> None:
+    v = Violations()
+    v.entry_id("entry_id", cmd.entry_id)
+    v.reason("reason", cmd.reason)
+    v.idempotency_key("idempotency_key", cmd.idempotency_key)
+    v.raise_if_any()
+
+
+def account_key(system_key: str, user_id: str) -> None:
+    v = Violations()
+    v.system_key("system_key", system_key)
+    v.user_id("user_id", user_id)
+    v.raise_if_any()
+
+
+def get_balance(cmd: commands.GetBalance) -> None:
+    v = Violations()
+    v.system_key("system_key", cmd.system_key)
+    v.user_id("user_id", cmd.user_id)
+    if not 0 <= cmd.recent_entries <= MAX_RECENT_ENTRIES:
+        v.add("recent_entries", f"must be between 0 and {MAX_RECENT_ENTRIES}")
+    v.raise_if_any()
+
+
+def list_transactions(cmd: commands.ListTransactions) -> None:
+    v = Violations()
+    v.system_key("system_key", cmd.system_key)
+    v.user_id("user_id", cmd.user_id)
+    v.page_size("page_size", cmd.page_size)
+    v.raise_if_any()
+
+
+def stream_history(cmd: commands.StreamHistory) -> None:
+    v = Violations()
+    v.system_key("system_key", cmd.system_key)
+    v.user_id("user_id", cmd.user_id)
+    if cmd.start_time and cmd.end_time and cmd.end_time < cmd.start_time:
+        v.add("end_time", "must not be before start_time")
+    v.raise_if_any()
+
+
+def page_size(field: str, value: int) -> None:
+    v = Violations()
+    v.page_size(field, value)
+    v.raise_if_any()

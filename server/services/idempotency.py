@@ -1,0 +1,62 @@
+"""Idempotency keys: a repeat of a call returns the first call's response, once.
+
+A key is remembered with a fingerprint of the request it came with and the response it
+got, in the same transaction as the entries that response describes. Keys live in the
+user's rows (scope = system key, or '' for user-wide keys), so all of it stays on one shard.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from datetime import datetime
+from typing import Any, TypeVar
+
+from server.domain.errors import IdempotencyKeyReused
+from server.services import codec
+from server.services.ports import StoredResponse, UnitOfWork
+
+R = TypeVar("R")
+
+
+def fingerprint(operation: str, command: Any) -> str:
+    """A hash of what a request asks, leaving out the key itself and the dry-run flag."""
+    changes = {
+        name: default
+        for name, default in (("idempotency_key", ""), ("validate_only", False))
+        if hasattr(command, name)
+    }
+    canonical = codec.dumps(dataclasses.replace(command, **changes))
+    return hashlib.sha256(f"{operation}\n{canonical}".encode()).hexdigest()
+
+
+def replay(
+    uow: UnitOfWork, result_type: type[R], *, user_id: str, scope: str, key: str, request_hash: str
+) -> R | None:
+    """The remembered response for `key`, or None when the key is new.
+
+    Call it holding the user's lock, so that racing repeats see each other's writes.
+    """
+    if not key:
+        return None
+    stored = uow.idempotency.get(user_id, scope, key)
+    if stored is None:
+        return None
+    if stored.request_hash != request_hash:
+        raise IdempotencyKeyReused(key)
+    return dataclasses.replace(codec.loads(result_type, stored.response), replayed=True)  # type: ignore[type-var]
+
+
+def remember(
+    uow: UnitOfWork,
+    result: Any,
+    *,
+    user_id: str,
+    scope: str,
+    key: str,
+    request_hash: str,
+    now: datetime,
+) -> None:
+    if key:
+        stored = StoredResponse(request_hash, codec.dumps(result))
+        uow.idempotency.add(user_id, scope, key, stored, now)

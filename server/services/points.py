@@ -1,0 +1,428 @@
+"""Points use cases: systems, awards, deductions, reversals, balances and history.
+
+Each write runs in one unit of work that takes the user's lock first, so that every check
+(idempotency, balance, reversal) sees the writes that came before it, and commits the
+entries, the account and the idempotency key together.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import hashlib
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+
+from server.domain import commands, validation
+from server.domain.errors import (
+    AlreadyReversed,
+    EntryNotFound,
+    FieldViolation,
+    SystemExists,
+    SystemNotFound,
+    TallyError,
+    UserNotFound,
+    ValidationFailed,
+)
+from server.domain.ledger import Account, Posting
+from server.domain.model import (
+    Balance,
+    LedgerEntry,
+    LevelBasis,
+    LevelChange,
+    Page,
+    PointsSystem,
+)
+from server.services import idempotency
+from server.services.ports import Store, UnitOfWork
+from server.services.transactions import in_transaction
+
+MAX_BATCH_ITEMS = 100
+STREAM_CHUNK = 1000
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """What a points change returns: the entry, the balance after it, and any level move."""
+
+    entry: LedgerEntry
+    balance: Balance
+    level_change: LevelChange | None = None
+    replayed: bool = False
+
+
+@dataclass(frozen=True)
+class BalanceView:
+    balance: Balance
+    recent: list[LedgerEntry]
+
+
+@dataclass(frozen=True)
+class TransactionsPage:
+    entries: list[LedgerEntry]
+    next_page_token: str
+    total_size: int
+
+
+# -- systems -----------------------------------------------------------------------------
+
+
+def create_system(store: Store, cmd: commands.CreateSystem, now: datetime) -> PointsSystem:
+    validation.create_system(cmd)
+    system = PointsSystem(
+        key=cmd.key,
+        name=cmd.name or cmd.key,
+        description=cmd.description,
+        badge_url=cmd.badge_url,
+        max_points=cmd.max_points,
+        level_basis=cmd.level_basis or LevelBasis.BALANCE,
+        create_time=now,
+        update_time=now,
+    )
+
+    def work(uow: UnitOfWork) -> PointsSystem:
+        if not uow.systems.add(system):
+            raise SystemExists(cmd.key)
+        uow.commit()
+        return system
+
+    return in_transaction(store, work, write=True)
+
+
+def get_system(store: Store, key: str) -> PointsSystem:
+    return in_transaction(store, lambda uow: _system(uow, key), write=False)
+
+
+def list_systems(store: Store, page_size: int, page_token: str) -> Page:
+    validation.page_size("page_size", page_size)
+    limit = page_size or validation.DEFAULT_PAGE_SIZE
+    after = _decode_token(page_token, "systems")
+
+    def work(uow: UnitOfWork) -> Page:
+        systems = uow.systems.list_after(str(after or ""), limit + 1)
+        more = len(systems) > limit
+        systems = systems[:limit]
+        token = _encode_token(systems[-1].key, "systems") if more else ""
+        return Page(systems, token)
+
+    return in_transaction(store, work, write=False)
+
+
+UPDATABLE_SYSTEM_FIELDS = frozenset(
+    {"name", "description", "badge_url", "max_points", "level_basis"}
+)
+
+
+def update_system(store: Store, cmd: commands.UpdateSystem, now: datetime) -> PointsSystem:
+    validation.update_system(cmd)
+    unknown = cmd.fields - UPDATABLE_SYSTEM_FIELDS - {"key"}
+    if unknown:
+        raise ValidationFailed(
+            [FieldViolation("update_mask", f"unknown field {name!r}") for name in sorted(unknown)]
+        )
+
+    def work(uow: UnitOfWork) -> PointsSystem:
+        system = _system(uow, cmd.key)
+        changes = {name: getattr(cmd, name) for name in cmd.fields & UPDATABLE_SYSTEM_FIELDS}
+        if "level_basis" in changes:
+            changes["level_basis"] = changes["level_basis"] or LevelBasis.BALANCE
+        if "name" in changes and not changes["name"]:
+            changes["name"] = system.key
+        updated = dataclasses.replace(system, **changes, update_time=now)
+        uow.systems.update(updated)
+        uow.commit()
+        return updated
+
+    return in_transaction(store, work, write=True)
+
+
+# -- points changes ----------------------------------------------------------------------
+
+
+def award(store: Store, cmd: commands.Award, now: datetime) -> WriteResult:
+    validation.award(cmd, now)
+    request_hash = idempotency.fingerprint("Award", cmd)
+
+    def work(uow: UnitOfWork) -> WriteResult:
+        system = _system(uow, cmd.system_key)
+        user, _created = uow.users.lock_or_create(cmd.user, now)
+        posting = Posting(cmd.reason, cmd.metadata, cmd.idempotency_key)
+        return _change(
+            uow,
+            system,
+            user.id,
+            cmd.idempotency_key,
+            request_hash,
+            lambda account: account.award(
+                cmd.amount,
+                posting,
+                now=now,
+                max_points=system.max_points,
+                expire_time=cmd.expire_time,
+            ),
+            now=now,
+            dry_run=cmd.validate_only,
+        )
+
+    return in_transaction(store, work, write=True)
+
+
+def deduct(store: Store, cmd: commands.Deduct, now: datetime) -> WriteResult:
+    validation.deduct(cmd)
+    request_hash = idempotency.fingerprint("Deduct", cmd)
+
+    def work(uow: UnitOfWork) -> WriteResult:
+        system = _system(uow, cmd.system_key)
+        if uow.users.lock(cmd.user_id) is None:
+            raise UserNotFound(cmd.user_id)
+        posting = Posting(cmd.reason, cmd.metadata, cmd.idempotency_key)
+        return _change(
+            uow,
+            system,
+            cmd.user_id,
+            cmd.idempotency_key,
+            request_hash,
+            lambda account: account.deduct(cmd.amount, posting, now=now),
+            now=now,
+            dry_run=cmd.validate_only,
+        )
+
+    return in_transaction(store, work, write=True)
+
+
+def award_batch(
+    store: Store, items: list[commands.Award], now: datetime
+) -> list[WriteResult | TallyError]:
+    """Each item on its own: one item's failure never undoes another."""
+    if not 1 <= len(items) <= MAX_BATCH_ITEMS:
+        raise ValidationFailed(
+            [FieldViolation("items", f"must hold 1 to {MAX_BATCH_ITEMS} items, got {len(items)}")]
+        )
+    results: list[WriteResult | TallyError] = []
+    for index, item in enumerate(items):
+        try:
+            validation.award(item, now, prefix=f"items[{index}].")
+            results.append(award(store, item, now))
+        except TallyError as error:
+            results.append(error)
+    return results
+
+
+def reverse(store: Store, cmd: commands.Reverse, now: datetime) -> WriteResult:
+    validation.reverse(cmd)
+    request_hash = idempotency.fingerprint("Reverse", cmd)
+
+    def work(uow: UnitOfWork) -> WriteResult:
+        original = uow.ledger.get(cmd.entry_id)
+        if original is None:
+            raise EntryNotFound(cmd.entry_id)
+        system = _system(uow, original.system_key)
+        uow.users.lock(original.user_id)
+        posting = Posting(cmd.reason or f"reversal of {original.id}", {}, cmd.idempotency_key)
+
+        def change(account: Account) -> LedgerEntry:
+            earlier = uow.ledger.find_reversal(original.user_id, original.id)
+            if earlier is not None:
+                raise AlreadyReversed(original.id, earlier.id)
+            return account.reverse(original, posting, now=now)
+
+        return _change(
+            uow,
+            system,
+            original.user_id,
+            cmd.idempotency_key,
+            request_hash,
+            change,
+            now=now,
+            dry_run=False,
+        )
+
+    return in_transaction(store, work, write=True)
+
+
+def _change(
+    uow: UnitOfWork,
+    system: PointsSystem,
+    user_id: str,
+    key: str,
+    request_hash: str,
+    change: Callable[[Account], LedgerEntry],
+    *,
+    now: datetime,
+    dry_run: bool,
+) -> WriteResult:
+    """Apply one change to a user's account (the user is locked): replay or run it, write
+    the entries, the account and the idempotency key, and commit unless it is a dry run."""
+    scope = {"user_id": user_id, "scope": system.key, "key": key, "request_hash": request_hash}
+    replayed = idempotency.replay(uow, WriteResult, **scope)
+    if replayed is not None:
+        return replayed
+    account = uow.accounts.get(system.key, user_id) or Account(system.key, user_id)
+    entries = account.expire_lapsed(now)
+    entries.append(change(account))
+    balance = account.to_balance(system.max_points)
+    if dry_run:
+        # Computed exactly as it would run, but nothing is written: no id, no sequence.
+        return WriteResult(dataclasses.replace(entries[-1], id=""), balance)
+    written = uow.ledger.add(entries)
+    uow.accounts.save(account, now)
+    result = WriteResult(written[-1], balance)
+    idempotency.remember(uow, result, now=now, **scope)
+    uow.commit()
+    return result
+
+
+# -- reads -------------------------------------------------------------------------------
+
+
+def get_balance(store: Store, cmd: commands.GetBalance, now: datetime) -> BalanceView:
+    validation.get_balance(cmd)
+    settle(store, cmd.system_key, cmd.user_id, now)
+
+    def work(uow: UnitOfWork) -> BalanceView:
+        system = _system(uow, cmd.system_key)
+        _user(uow, cmd.user_id)
+        account = uow.accounts.get(system.key, cmd.user_id) or Account(system.key, cmd.user_id)
+        recent = (
+            uow.ledger.page(system.key, cmd.user_id, frozenset(), None, cmd.recent_entries)
+            if cmd.recent_entries
+            else []
+        )
+        return BalanceView(account.to_balance(system.max_points), recent)
+
+    return in_transaction(store, work, write=False)
+
+
+def list_transactions(
+    store: Store, cmd: commands.ListTransactions, now: datetime
+) -> TransactionsPage:
+    validation.list_transactions(cmd)
+    query = _query_id(cmd.system_key, cmd.user_id, sorted(t.value for t in cmd.types))
+    before = _decode_token(cmd.page_token, query)
+    if before is not None and not isinstance(before, int):
+        raise ValidationFailed([FieldViolation("page_token", "is not a token this list gave")])
+    limit = cmd.page_size or validation.DEFAULT_PAGE_SIZE
+    settle(store, cmd.system_key, cmd.user_id, now)
+
+    def work(uow: UnitOfWork) -> TransactionsPage:
+        _system(uow, cmd.system_key)
+        _user(uow, cmd.user_id)
+        entries = uow.ledger.page(cmd.system_key, cmd.user_id, cmd.types, before, limit + 1)
+        more = len(entries) > limit
+        entries = entries[:limit]
+        token = _encode_token(entries[-1].sequence, query) if more else ""
+        total = uow.ledger.count(cmd.system_key, cmd.user_id, cmd.types)
+        return TransactionsPage(entries, token, total)
+
+    return in_transaction(store, work, write=False)
+
+
+def stream_history(
+    store: Store, cmd: commands.StreamHistory, now: datetime
+) -> Iterator[LedgerEntry]:
+    """The user's entries oldest first, up to the last one written when the call began.
+
+    Checks run before the first entry is yielded, so errors reach the caller as a status;
+    entries are read in chunks, each in its own short read transaction.
+    """
+    validation.stream_history(cmd)
+    settle(store, cmd.system_key, cmd.user_id, now)
+
+    def start(uow: UnitOfWork) -> int:
+        _system(uow, cmd.system_key)
+        _user(uow, cmd.user_id)
+        return uow.ledger.last_sequence(cmd.system_key, cmd.user_id)
+
+    through = in_transaction(store, start, write=False)
+    return _stream(store, cmd, through)
+
+
+def _stream(store: Store, cmd: commands.StreamHistory, through: int) -> Iterator[LedgerEntry]:
+    def chunk_after(after: int) -> list[LedgerEntry]:
+        return in_transaction(
+            store,
+            lambda uow: uow.ledger.chunk(
+                cmd.system_key,
+                cmd.user_id,
+                after,
+                through,
+                cmd.start_time,
+                cmd.end_time,
+                STREAM_CHUNK,
+            ),
+            write=False,
+        )
+
+    after = 0
+    while after < through:
+        chunk = chunk_after(after)
+        yield from chunk
+        if len(chunk) < STREAM_CHUNK:
+            return
+        after = chunk[-1].sequence
+
+
+def settle(store: Store, system_key: str, user_id: str, now: datetime) -> None:
+    """Write off credit that lapsed before `now`, so that a read includes what is due."""
+
+    def lapsed(uow: UnitOfWork) -> bool:
+        account = uow.accounts.get(system_key, user_id)
+        return account is not None and account.has_lapsed_credit(now)
+
+    if not in_transaction(store, lapsed, write=False):
+        return
+
+    def work(uow: UnitOfWork) -> None:
+        if uow.users.lock(user_id) is None:
+            return
+        account = uow.accounts.get(system_key, user_id)
+        if account is None or not account.has_lapsed_credit(now):
+            return  # someone else got there first
+        uow.ledger.add(account.expire_lapsed(now))
+        uow.accounts.save(account, now)
+        uow.commit()
+
+    in_transaction(store, work, write=True)
+
+
+# -- helpers -----------------------------------------------------------------------------
+
+
+def _system(uow: UnitOfWork, key: str) -> PointsSystem:
+    system = uow.systems.get(key)
+    if system is None:
+        raise SystemNotFound(key)
+    return system
+
+
+def _user(uow: UnitOfWork, user_id: str) -> None:
+    if uow.users.get(user_id) is None:
+        raise UserNotFound(user_id)
+
+
+def _query_id(*parts: object) -> str:
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
+
+
+def _encode_token(position: str | int, query: str) -> str:
+    """An opaque page token: where the last page ended, bound to the query that made it."""
+    raw = json.dumps({"p": position, "q": query}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_token(token: str, query: str) -> str | int | None:
+    if not token:
+        return None
+    try:
+        padded = token + "=" * (-len(token) % 4)
+        data = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        if data["q"] == query and isinstance(data["p"], (str, int)):
+            return data["p"]  # type: ignore[no-any-return]
+    except (ValueError, KeyError, TypeError, binascii.Error):
+        pass
+    raise ValidationFailed(
+        [FieldViolation("page_token", "is not a token this list gave for the same request")]
+    )

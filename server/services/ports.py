@@ -1,0 +1,113 @@
+"""What the use cases need from storage, as protocols the store implements.
+
+The services depend on these, never on SQLAlchemy, so they can be tested with fakes and
+the store can change without touching a rule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol, Self
+
+from server.domain.ledger import Account
+from server.domain.model import EntryType, LedgerEntry, PointsSystem, User, UserProfile
+
+
+@dataclass(frozen=True)
+class StoredResponse:
+    """What an idempotency key remembers: the request's fingerprint and its response."""
+
+    request_hash: str
+    response: str
+
+
+class SystemRepository(Protocol):
+    def get(self, key: str) -> PointsSystem | None: ...
+    def add(self, system: PointsSystem) -> bool:
+        """Insert; False when the key is taken."""
+        ...
+
+    def update(self, system: PointsSystem) -> None: ...
+    def list_after(self, after_key: str, limit: int) -> list[PointsSystem]: ...
+
+
+class UserRepository(Protocol):
+    def get(self, user_id: str) -> User | None: ...
+    def lock_or_create(self, profile: UserProfile, now: datetime) -> tuple[User, bool]:
+        """Lock the user's row for this unit of work, creating it (True) when new, and
+        apply the profile fields the call gave."""
+        ...
+
+    def lock(self, user_id: str) -> User | None: ...
+
+
+class AccountRepository(Protocol):
+    def get(self, system_key: str, user_id: str) -> Account | None:
+        """The account with its credit lots loaded when it has any."""
+        ...
+
+    def save(self, account: Account, now: datetime) -> None: ...
+
+
+class LedgerRepository(Protocol):
+    def add(self, entries: Sequence[LedgerEntry]) -> list[LedgerEntry]:
+        """Append entries in order; returns them with their sequence numbers."""
+        ...
+
+    def get(self, entry_id: str) -> LedgerEntry | None: ...
+    def find_reversal(self, user_id: str, entry_id: str) -> LedgerEntry | None: ...
+    def page(
+        self,
+        system_key: str,
+        user_id: str,
+        types: frozenset[EntryType],
+        before_sequence: int | None,
+        limit: int,
+    ) -> list[LedgerEntry]:
+        """Entries newest first, strictly older than `before_sequence` when given."""
+        ...
+
+    def count(self, system_key: str, user_id: str, types: frozenset[EntryType]) -> int: ...
+    def last_sequence(self, system_key: str, user_id: str) -> int: ...
+    def chunk(
+        self,
+        system_key: str,
+        user_id: str,
+        after_sequence: int,
+        through_sequence: int,
+        start_time: datetime | None,
+        end_time: datetime | None,
+        limit: int,
+    ) -> list[LedgerEntry]:
+        """Entries oldest first with after_sequence < sequence <= through_sequence."""
+        ...
+
+
+class IdempotencyRepository(Protocol):
+    def get(self, user_id: str, scope: str, key: str) -> StoredResponse | None: ...
+    def add(
+        self, user_id: str, scope: str, key: str, stored: StoredResponse, now: datetime
+    ) -> None: ...
+
+
+class UnitOfWork(Protocol):
+    """One transaction. Rolls back on exit unless `commit` was called."""
+
+    systems: SystemRepository
+    users: UserRepository
+    accounts: AccountRepository
+    ledger: LedgerRepository
+    idempotency: IdempotencyRepository
+
+    def __enter__(self) -> Self: ...
+    def __exit__(self, *exc_info: object) -> None: ...
+    def commit(self) -> None: ...
+    def rollback(self) -> None: ...
+
+
+class Store(Protocol):
+    def unit_of_work(self, *, write: bool) -> UnitOfWork:
+        """A new unit of work; `write` ones take the user's lock (or SQLite's write lock)."""
+        ...

@@ -1,0 +1,45 @@
+"""Running a use case in one unit of work, retried on transient store failures.
+
+Serialization failures, deadlocks and lost connections before COMMIT leave nothing
+written, so the whole unit of work runs again (tenacity, bounded in tries and time). When
+the budget runs out the caller gets UNAVAILABLE STORE_UNAVAILABLE, which is safe to retry
+with the same idempotency key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+from tenacity import (
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_random_exponential,
+)
+
+from server.domain.errors import StoreUnavailable, TransientStoreError
+from server.services.ports import Store, UnitOfWork
+
+T = TypeVar("T")
+
+MAX_ATTEMPTS = 8
+MAX_SECONDS = 5.0
+
+
+def in_transaction(store: Store, work: Callable[[UnitOfWork], T], *, write: bool) -> T:
+    """Run `work` in a new unit of work, again on transient failures. `work` commits."""
+    retrying = Retrying(
+        stop=stop_after_attempt(MAX_ATTEMPTS) | stop_after_delay(MAX_SECONDS),
+        wait=wait_random_exponential(multiplier=0.005, max=0.25),
+        retry=retry_if_exception_type(TransientStoreError),
+        reraise=True,
+    )
+    try:
+        for attempt in retrying:
+            with attempt, store.unit_of_work(write=write) as uow:
+                return work(uow)
+    except TransientStoreError as exc:
+        raise StoreUnavailable() from exc
+    raise AssertionError("unreachable: tenacity either returns or raises")

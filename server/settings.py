@@ -1,0 +1,41 @@
+"""Settings: command-line flags over TALLY_* environment variables over defaults."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_LISTEN = "127.0.0.1:50051"
+DEFAULT_DATABASE_FILE = "tally.db"
+
+
+def default_database_url() -> str:
+    """An SQLite file in the working folder: the server runs with nothing else installed."""
+    return f"sqlite:///{Path.cwd() / DEFAULT_DATABASE_FILE}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    listen: str = DEFAULT_LISTEN
+    database_url: str = ""
+    # Worker threads per process: each call holds one while it runs.
+    threads: int = 16
+    # Seconds that calls in flight get to finish after SIGTERM/SIGINT.
+    grace_seconds: float = 10.0
+    log_level: str = "INFO"
+
+    @classmethod
+    def load(cls, env: Mapping[str, str] | None = None, **flags: object) -> Settings:
+        """Flags that are given (not None) win over the environment, which wins over defaults."""
+        env = os.environ if env is None else env
+        values: dict[str, object] = {
+            "listen": env.get("TALLY_LISTEN", DEFAULT_LISTEN),
+            "database_url": env.get("TALLY_DATABASE_URL") or default_database_url(),
+            "threads": int(env.get("TALLY_THREADS", cls.threads)),
+            "grace_seconds": float(env.get("TALLY_GRACE_SECONDS", cls.grace_seconds)),
+            "log_level": env.get("TALLY_LOG_LEVEL", cls.log_level),
+        }
+        values.update({name: value for name, value in flags.items() if value is not None})
+        return cls(**values)  # type: ignore[arg-type]

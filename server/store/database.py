@@ -1,0 +1,160 @@
+"""Engines, sessions and the unit of work, for SQLite (embedded) and PostgreSQL.
+
+PostgreSQL: READ COMMITTED, writers serialize per user on the user's row (FOR UPDATE).
+SQLite: one writer at a time, taken up front with BEGIN IMMEDIATE so that a transaction
+never fails half-way on a lock upgrade; readers run beside it thanks to WAL.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from server.domain.errors import StoreUnavailable, TransientStoreError
+from server.store.repositories import (
+    SqlAccountRepository,
+    SqlIdempotencyRepository,
+    SqlLedgerRepository,
+    SqlSystemRepository,
+    SqlUserRepository,
+)
+
+log = logging.getLogger(__name__)
+
+# SQLSTATEs worth a retry: serialization failure, deadlock, and the connection classes.
+TRANSIENT_SQLSTATES = {"40001", "40P01", "55P03", "57P01", "57P02", "57P03"}
+WRITE_OPTION = "tally_write"
+
+
+def create_store_engine(url: str, *, pool_size: int = 10) -> Engine:
+    if url.startswith("sqlite"):
+        return _sqlite_engine(url)
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    return create_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+    )
+
+
+def _sqlite_engine(url: str) -> Engine:
+    engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+    @event.listens_for(engine, "connect")
+    def on_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
+        # Take transaction control from pysqlite, so BEGIN is ours to say.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def on_begin(connection: Connection) -> None:
+        write = connection.get_execution_options().get(WRITE_OPTION, False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    return engine
+
+
+def sqlite_url_for(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether a store error is worth retrying: lost connection, deadlock, busy database."""
+    if isinstance(error, DBAPIError) and error.connection_invalidated:
+        return True
+    orig = getattr(error, "orig", None)
+    sqlstate = getattr(orig, "sqlstate", None)
+    if sqlstate in TRANSIENT_SQLSTATES or (sqlstate or "").startswith("08"):
+        return True
+    if isinstance(orig, sqlite3.OperationalError):
+        message = str(orig)
+        return "locked" in message or "busy" in message
+    return isinstance(error, OperationalError)
+
+
+class SqlUnitOfWork:
+    """One transaction over the store's repositories; rolls back unless committed."""
+
+    def __init__(self, sessions: sessionmaker[Session], *, write: bool) -> None:
+        self._sessions = sessions
+        self._write = write
+        self._session: Session | None = None
+
+    def __enter__(self) -> Self:
+        session = self._sessions()
+        if self._write:
+            session.connection(execution_options={WRITE_OPTION: True})
+        self._session = session
+        self.systems = SqlSystemRepository(session)
+        self.users = SqlUserRepository(session)
+        self.accounts = SqlAccountRepository(session)
+        self.ledger = SqlLedgerRepository(session)
+        self.idempotency = SqlIdempotencyRepository(session)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._session is not None
+        try:
+            self._session.rollback()
+            self._session.close()
+        except DBAPIError:  # the connection is gone; the transaction went with it
+            log.warning("rollback failed", exc_info=True)
+        if isinstance(exc, DBAPIError) and is_transient(exc):
+            raise TransientStoreError(str(exc.orig)) from exc
+
+    def commit(self) -> None:
+        assert self._session is not None
+        try:
+            self._session.commit()
+        except DBAPIError as exc:
+            sqlstate = getattr(exc.orig, "sqlstate", None)
+            if sqlstate in ("40001", "40P01") or isinstance(exc.orig, sqlite3.OperationalError):
+                raise TransientStoreError(str(exc.orig)) from exc
+            # The connection broke during COMMIT: the outcome is unknown, so a blind retry
+            # could write twice. The caller retries with its idempotency key instead.
+            raise StoreUnavailable(
+                "the store connection failed while committing; the outcome is unknown, "
+                "retry with the same idempotency key"
+            ) from exc
+
+    def rollback(self) -> None:
+        assert self._session is not None
+        self._session.rollback()
+
+
+class SqlStore:
+    """The store the services use: hands out units of work over one engine."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    @classmethod
+    def from_url(cls, url: str, *, pool_size: int = 10) -> SqlStore:
+        return cls(create_store_engine(url, pool_size=pool_size))
+
+    def unit_of_work(self, *, write: bool) -> SqlUnitOfWork:
+        return SqlUnitOfWork(self._sessions, write=write)
+
+    def dispose(self) -> None:
+        self.engine.dispose()

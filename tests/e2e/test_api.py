@@ -1,0 +1,230 @@
+"""The API as callers see it: codes, reasons, details, metadata, streams."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import grpc
+import pytest
+from google.protobuf import timestamp_pb2
+from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
+
+from tally.v1 import common_pb2, levels_pb2, levels_pb2_grpc, points_pb2
+from tally.v1.points_pb2_grpc import PointsServiceStub
+
+
+def error_of(call: grpc.RpcError) -> tuple[grpc.StatusCode, str, dict[str, str], list[str]]:
+    """The code, ErrorInfo reason and metadata, and BadRequest fields of a failed call."""
+    status = rpc_status.from_call(call)  # type: ignore[arg-type]
+    assert status is not None, "every error carries rich details"
+    reason, metadata, fields = "", {}, []
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            assert info.domain == "tally"
+            reason, metadata = info.reason, dict(info.metadata)
+        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            fields = [v.field for v in bad.field_violations]
+    return call.code(), reason, metadata, fields
+
+
+def create_system(points: PointsServiceStub, key: str = "xp", max_points: int = 0) -> None:
+    points.CreateSystem(
+        points_pb2.CreateSystemRequest(
+            system=points_pb2.PointsSystem(key=key, max_points=max_points)
+        )
+    )
+
+
+def award(
+    points: PointsServiceStub, user: str, amount: int, **fields: object
+) -> points_pb2.AwardResponse:
+    request = points_pb2.AwardRequest(
+        system_key="xp", user=common_pb2.User(id=user), amount=amount, **fields
+    )
+    return points.Award(request)
+
+
+def test_award_then_balance(points: PointsServiceStub) -> None:
+    create_system(points)
+    response = award(points, "alice", 30, reason="welcome")
+    assert response.entry.type == common_pb2.ENTRY_TYPE_AWARD
+    assert (response.entry.amount, response.balance.balance, response.replayed) == (30, 30, False)
+    assert not response.HasField("level_change")
+    balance = points.GetBalance(points_pb2.GetBalanceRequest(system_key="xp", user_id="alice"))
+    assert balance.balance.balance == 30
+    assert [e.id for e in balance.recent] == [response.entry.id]
+
+
+def test_validation_error_names_each_field(points: PointsServiceStub) -> None:
+    create_system(points)
+    with pytest.raises(grpc.RpcError) as caught:
+        award(points, "", 0, reason="x" * 600)
+    code, reason, _, fields = error_of(caught.value)
+    assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, "VALIDATION_FAILED")
+    assert set(fields) == {"user.id", "amount", "reason"}
+
+
+def test_error_messages_quote_at_most_100_characters(points: PointsServiceStub) -> None:
+    with pytest.raises(grpc.RpcError) as caught:
+        points.GetSystem(points_pb2.GetSystemRequest(key="k" * 5000))
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    assert len(caught.value.details()) < 200
+
+
+def test_insufficient_points_metadata(points: PointsServiceStub) -> None:
+    create_system(points)
+    award(points, "alice", 5)
+    with pytest.raises(grpc.RpcError) as caught:
+        points.Deduct(points_pb2.DeductRequest(system_key="xp", user_id="alice", amount=9))
+    code, reason, metadata, _ = error_of(caught.value)
+    assert (code, reason) == (grpc.StatusCode.FAILED_PRECONDITION, "INSUFFICIENT_POINTS")
+    assert metadata == {"available": "5", "requested": "9"}
+
+
+def test_idempotency_key_from_metadata(points: PointsServiceStub) -> None:
+    create_system(points)
+    request = points_pb2.AwardRequest(system_key="xp", user=common_pb2.User(id="a"), amount=3)
+    first = points.Award(request, metadata=[("idempotency-key", "m-1")])
+    again = points.Award(request, metadata=[("idempotency-key", "m-1")])
+    assert again.replayed
+    assert again.entry.id == first.entry.id
+    assert first.entry.idempotency_key == "m-1"
+    with pytest.raises(grpc.RpcError) as caught:
+        points.Award(
+            points_pb2.AwardRequest(
+                system_key="xp", user=common_pb2.User(id="a"), amount=3, idempotency_key="m-2"
+            ),
+            metadata=[("idempotency-key", "m-1")],
+        )
+    code, reason, _, fields = error_of(caught.value)
+    assert (code, reason, fields) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "IDEMPOTENCY_KEY_MISMATCH",
+        ["idempotency_key"],
+    )
+
+
+def test_key_reuse_and_invalid_key(points: PointsServiceStub) -> None:
+    create_system(points)
+    award(points, "a", 1, idempotency_key="k")
+    with pytest.raises(grpc.RpcError) as caught:
+        award(points, "a", 2, idempotency_key="k")
+    assert error_of(caught.value)[:2] == (grpc.StatusCode.ALREADY_EXISTS, "IDEMPOTENCY_KEY_REUSED")
+    with pytest.raises(grpc.RpcError) as caught:
+        award(points, "a", 2, idempotency_key="no spaces")
+    assert error_of(caught.value)[:2] == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "IDEMPOTENCY_KEY_INVALID",
+    )
+
+
+def test_unknown_enum_value_is_invalid(points: PointsServiceStub) -> None:
+    request = points_pb2.CreateSystemRequest(
+        system=points_pb2.PointsSystem(key="xp", level_basis=99)  # type: ignore[arg-type]
+    )
+    with pytest.raises(grpc.RpcError) as caught:
+        points.CreateSystem(request)
+    assert error_of(caught.value)[3] == ["system.level_basis"]
+
+
+def test_expire_time_in_the_past_is_invalid(points: PointsServiceStub) -> None:
+    create_system(points)
+    past = timestamp_pb2.Timestamp()
+    past.FromDatetime(datetime.now(UTC) - timedelta(seconds=1))
+    with pytest.raises(grpc.RpcError) as caught:
+        award(points, "a", 1, expire_time=past)
+    assert error_of(caught.value)[3] == ["expire_time"]
+
+
+def test_system_lifecycle(points: PointsServiceStub) -> None:
+    create_system(points)
+    with pytest.raises(grpc.RpcError) as caught:
+        create_system(points)
+    assert error_of(caught.value)[:2] == (grpc.StatusCode.ALREADY_EXISTS, "SYSTEM_EXISTS")
+    updated = points.UpdateSystem(
+        points_pb2.UpdateSystemRequest(
+            system=points_pb2.PointsSystem(key="xp", name="Experience", max_points=9)
+        )
+    ).system
+    assert (updated.name, updated.max_points) == ("Experience", 9)
+    assert updated.level_basis == points_pb2.LEVEL_BASIS_BALANCE
+    got = points.GetSystem(points_pb2.GetSystemRequest(key="xp")).system
+    assert got == updated
+    listed = points.ListSystems(points_pb2.ListSystemsRequest()).systems
+    assert [s.key for s in listed] == ["xp"]
+
+
+def test_batch_results_in_input_order(points: PointsServiceStub) -> None:
+    create_system(points)
+    items = [
+        points_pb2.AwardBatchItem(system_key="xp", user=common_pb2.User(id="a"), amount=5),
+        points_pb2.AwardBatchItem(system_key="nope", user=common_pb2.User(id="b"), amount=5),
+        points_pb2.AwardBatchItem(system_key="xp", user=common_pb2.User(id="c"), amount=6),
+    ]
+    response = points.AwardBatch(points_pb2.AwardBatchRequest(items=items))
+    assert (response.processed, response.failed) == (2, 1)
+    assert [r.user_id for r in response.results] == ["a", "b", "c"]
+    assert response.results[1].error.reason == "SYSTEM_NOT_FOUND"
+    assert response.results[1].error.code == grpc.StatusCode.NOT_FOUND.value[0]
+    assert not response.results[0].HasField("error")
+    assert response.results[2].balance.balance == 6
+
+
+def test_reverse(points: PointsServiceStub) -> None:
+    create_system(points)
+    entry = award(points, "a", 10).entry
+    reversed_ = points.Reverse(points_pb2.ReverseRequest(entry_id=entry.id))
+    assert (reversed_.entry.amount, reversed_.entry.reverses_entry_id) == (-10, entry.id)
+    with pytest.raises(grpc.RpcError) as caught:
+        points.Reverse(points_pb2.ReverseRequest(entry_id=entry.id))
+    assert error_of(caught.value)[:2] == (grpc.StatusCode.FAILED_PRECONDITION, "ALREADY_REVERSED")
+
+
+def test_list_transactions_pages(points: PointsServiceStub) -> None:
+    create_system(points)
+    ids = [award(points, "a", i + 1).entry.id for i in range(5)]
+    seen, token = [], ""
+    while True:
+        page = points.ListTransactions(
+            points_pb2.ListTransactionsRequest(
+                system_key="xp", user_id="a", page_size=2, page_token=token
+            )
+        )
+        assert page.total_size == 5
+        seen += [e.id for e in page.entries]
+        token = page.next_page_token
+        if not token:
+            break
+    assert seen == ids[::-1]
+    with pytest.raises(grpc.RpcError) as caught:
+        points.ListTransactions(
+            points_pb2.ListTransactionsRequest(system_key="xp", user_id="a", page_size=101)
+        )
+    assert error_of(caught.value)[3] == ["page_size"]
+
+
+def test_stream_history(points: PointsServiceStub) -> None:
+    create_system(points)
+    amounts = [award(points, "a", i + 1).entry.amount for i in range(3)]
+    streamed = points.StreamHistory(points_pb2.StreamHistoryRequest(system_key="xp", user_id="a"))
+    assert [r.entry.amount for r in streamed] == amounts
+    with pytest.raises(grpc.RpcError) as caught:
+        list(points.StreamHistory(points_pb2.StreamHistoryRequest(system_key="xp", user_id="zz")))
+    assert error_of(caught.value)[:2] == (grpc.StatusCode.NOT_FOUND, "USER_NOT_FOUND")
+
+
+def test_health_and_unimplemented(channel: grpc.Channel) -> None:
+    health = health_pb2_grpc.HealthStub(channel)
+    status = health.Check(health_pb2.HealthCheckRequest(service="tally.v1.PointsService")).status
+    assert status == health_pb2.HealthCheckResponse.SERVING
+    with pytest.raises(grpc.RpcError) as caught:
+        levels_pb2_grpc.LevelsServiceStub(channel).ListLevels(
+            levels_pb2.ListLevelsRequest(system_key="xp")
+        )
+    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED

@@ -1,0 +1,159 @@
+"""Racing writers on one user: the ledger stays whole and keys award once.
+
+These run on both stores; on PostgreSQL they exercise the per-user row lock, on SQLite the
+single writer lock.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from sqlalchemy import func, select
+
+from server.domain import commands
+from server.domain.errors import InsufficientPoints
+from server.services import points
+from server.store.database import SqlStore
+from server.store.models import AccountRow, LedgerEntryRow
+from tests.conftest import T0
+from tests.integration.helpers import award, balance, deduct, system
+
+
+def race(threads: int, work: Callable[[int], object]) -> list[object]:
+    """Run work(i) on `threads` threads released together; results in thread order."""
+    barrier = threading.Barrier(threads)
+
+    def run(i: int) -> object:
+        barrier.wait()
+        try:
+            return work(i)
+        except Exception as exc:  # noqa: BLE001 - the test inspects what each thread got
+            return exc
+
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(run, range(threads)))
+
+
+def ledger_sum(store: SqlStore, user: str) -> int:
+    with store.engine.connect() as connection:
+        return connection.scalar(
+            select(func.coalesce(func.sum(LedgerEntryRow.amount), 0)).where(
+                LedgerEntryRow.user_id == user
+            )
+        )
+
+
+def account_row(store: SqlStore, user: str) -> AccountRow:
+    with store.engine.connect() as connection:
+        row = connection.execute(select(AccountRow).where(AccountRow.user_id == user)).one()
+    return row  # type: ignore[return-value]
+
+
+def test_sixteen_threads_awarding_and_deducting_keep_the_ledger_whole(store: SqlStore) -> None:
+    system(store)
+    award(store, "hot", 100)
+    rng = random.Random(7)
+    plans = [[(rng.choice("ad"), rng.randint(1, 40)) for _ in range(15)] for _ in range(16)]
+
+    def work(i: int) -> tuple[int, int]:
+        awarded = deducted = 0
+        for op, amount in plans[i]:
+            if op == "a":
+                award(store, "hot", amount)
+                awarded += amount
+            else:
+                try:
+                    deduct(store, "hot", amount)
+                    deducted += amount
+                except InsufficientPoints:
+                    pass
+        return awarded, deducted
+
+    results = race(16, work)
+    assert all(isinstance(r, tuple) for r in results), results
+    awarded = 100 + sum(r[0] for r in results)  # type: ignore[index]
+    deducted = sum(r[1] for r in results)  # type: ignore[index]
+    row = account_row(store, "hot")
+    assert row.balance == ledger_sum(store, "hot") == awarded - deducted
+    assert (row.total_earned, row.total_spent) == (awarded, deducted)
+    # balance_after along the ledger is a running sum that never goes below zero
+    entries = points.list_transactions(store, commands.ListTransactions("xp", "hot", 100), T0)
+    running = 0
+    everything = []
+    token = ""
+    while True:
+        page = points.list_transactions(
+            store, commands.ListTransactions("xp", "hot", 100, token), T0
+        )
+        everything += page.entries
+        token = page.next_page_token
+        if not token:
+            break
+    for entry in reversed(everything):
+        running += entry.amount
+        assert entry.balance_after == running >= 0
+    assert entries.total_size == len(everything)
+
+
+def test_twenty_racing_repeats_of_one_key_award_once(store: SqlStore) -> None:
+    system(store)
+    results = race(20, lambda i: award(store, "alice", 25, idempotency_key="launch-bonus"))
+    assert all(not isinstance(r, Exception) for r in results), results
+    fresh = [r for r in results if not r.replayed]  # type: ignore[attr-defined]
+    assert len(fresh) == 1
+    assert {r.entry.id for r in results} == {fresh[0].entry.id}  # type: ignore[attr-defined]
+    assert balance(store, "alice") == ledger_sum(store, "alice") == 25
+
+
+def test_racing_first_awards_create_the_user_once(store: SqlStore) -> None:
+    system(store)
+    results = race(12, lambda i: award(store, "newcomer", 1))
+    assert all(not isinstance(r, Exception) for r in results), results
+    assert balance(store, "newcomer") == 12
+
+
+def test_racing_reversals_reverse_once(store: SqlStore) -> None:
+    system(store)
+    first = award(store, "alice", 40)
+    award(store, "alice", 100)
+    results = race(8, lambda i: points.reverse(store, commands.Reverse(first.entry.id), T0))
+    done = [r for r in results if not isinstance(r, Exception)]
+    assert len(done) == 1
+    assert all(type(r).__name__ == "AlreadyReversed" for r in results if r not in done)
+    assert balance(store, "alice") == 100
+
+
+def test_keyset_pages_visit_every_entry_once_while_new_ones_arrive(store: SqlStore) -> None:
+    system(store)
+    for i in range(45):
+        award(store, "alice", i + 1)
+    before = {e.id for e in _all_pages(store, "alice", page_size=7)}
+    seen: list[str] = []
+    token = ""
+    while True:
+        page = points.list_transactions(
+            store, commands.ListTransactions("xp", "alice", 7, token), T0
+        )
+        seen += [e.id for e in page.entries]
+        award(store, "alice", 1000)  # arrives between pages
+        award(store, "bob", 1)
+        token = page.next_page_token
+        if not token:
+            break
+    assert len(seen) == len(set(seen))
+    assert set(seen) == before
+
+
+def _all_pages(store: SqlStore, user: str, page_size: int) -> list:
+    out, token = [], ""
+    while True:
+        page = points.list_transactions(
+            store, commands.ListTransactions("xp", user, page_size, token), T0
+        )
+        out += page.entries
+        token = page.next_page_token
+        if not token:
+            return out

@@ -6,9 +6,10 @@ ValidationFailed naming the field, so the domain only ever sees values it unders
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from enum import Enum
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 from google.protobuf.message import Message
@@ -29,13 +30,14 @@ from server.domain.model import (
 from tally.v1 import common_pb2, points_pb2
 
 E = TypeVar("E", bound=Enum)
+P = TypeVar("P", bound=int)
 
-# proto enum number <-> domain enum, per enum
-LEVEL_BASIS = {
+# proto enum value <-> domain enum, per enum
+LEVEL_BASIS: dict[points_pb2.LevelBasis, LevelBasis] = {
     points_pb2.LEVEL_BASIS_BALANCE: LevelBasis.BALANCE,
     points_pb2.LEVEL_BASIS_LIFETIME_EARNED: LevelBasis.LIFETIME_EARNED,
 }
-ENTRY_TYPE = {
+ENTRY_TYPE: dict[common_pb2.EntryType, EntryType] = {
     common_pb2.ENTRY_TYPE_AWARD: EntryType.AWARD,
     common_pb2.ENTRY_TYPE_DEDUCT: EntryType.DEDUCT,
     common_pb2.ENTRY_TYPE_EXPIRE: EntryType.EXPIRE,
@@ -43,17 +45,17 @@ ENTRY_TYPE = {
 }
 
 
-def enum_in(table: dict[int, E], value: int, field: str) -> E | None:
+def enum_in(table: Mapping[P, E], value: int, field: str) -> E | None:
     """A domain enum from a proto enum number; None for UNSPECIFIED (0)."""
     if value == 0:
         return None
     try:
-        return table[value]
+        return table[cast(P, value)]
     except KeyError:
         raise ValidationFailed([FieldViolation(field, f"unknown enum value {value}")]) from None
 
 
-def enum_out(table: dict[int, E], value: E) -> int:
+def enum_out(table: Mapping[P, E], value: E) -> P:
     for number, member in table.items():
         if member is value:
             return number
@@ -196,7 +198,7 @@ def balance_out(balance: Balance) -> common_pb2.Balance:
 def mask_fields(request: Message, resource: str, updatable: frozenset[str]) -> frozenset[str]:
     """The fields an update sets: its update_mask's paths, or, with no mask (AIP-134), every
     updatable field the resource message carries with a non-default value. `*` = all."""
-    paths = list(request.update_mask.paths)
+    paths = list(request.update_mask.paths)  # type: ignore[attr-defined]
     if not paths:
         message = getattr(request, resource)
         return frozenset(f.name for f, _ in message.ListFields() if f.name in updatable)

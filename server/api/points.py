@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from datetime import datetime
+from typing import TypedDict
 
 import grpc
 
@@ -17,7 +18,7 @@ from server.domain.validation import resolve_idempotency_key
 from server.services import points
 from server.services.points import WriteResult
 from server.services.ports import Store
-from tally.v1 import points_pb2, points_pb2_grpc
+from tally.v1 import common_pb2, points_pb2, points_pb2_grpc
 
 IDEMPOTENCY_HEADER = "idempotency-key"
 
@@ -225,7 +226,14 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
             yield points_pb2.StreamHistoryResponse(entry=convert.entry_out(entry))
 
 
-def _write_fields(result: WriteResult) -> dict[str, object]:
+class WriteFields(TypedDict):
+    entry: common_pb2.LedgerEntry
+    balance: common_pb2.Balance
+    level_change: common_pb2.LevelChange | None
+    replayed: bool
+
+
+def _write_fields(result: WriteResult) -> WriteFields:
     return {
         "entry": convert.entry_out(result.entry),
         "balance": convert.balance_out(result.balance),

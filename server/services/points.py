@@ -420,7 +420,7 @@ def _decode_token(token: str, query: str) -> str | int | None:
         padded = token + "=" * (-len(token) % 4)
         data = json.loads(base64.urlsafe_b64decode(padded.encode()))
         if data["q"] == query and isinstance(data["p"], (str, int)):
-            return data["p"]  # type: ignore[no-any-return]
+            return data["p"]
     except (ValueError, KeyError, TypeError, binascii.Error):
         pass
     raise ValidationFailed(

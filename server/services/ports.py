@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from types import TracebackType
 from typing import Protocol, Self
 
 from server.domain.ledger import Account
@@ -95,14 +96,24 @@ class IdempotencyRepository(Protocol):
 class UnitOfWork(Protocol):
     """One transaction. Rolls back on exit unless `commit` was called."""
 
-    systems: SystemRepository
-    users: UserRepository
-    accounts: AccountRepository
-    ledger: LedgerRepository
-    idempotency: IdempotencyRepository
+    @property
+    def systems(self) -> SystemRepository: ...
+    @property
+    def users(self) -> UserRepository: ...
+    @property
+    def accounts(self) -> AccountRepository: ...
+    @property
+    def ledger(self) -> LedgerRepository: ...
+    @property
+    def idempotency(self) -> IdempotencyRepository: ...
 
     def __enter__(self) -> Self: ...
-    def __exit__(self, *exc_info: object) -> None: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
     def commit(self) -> None: ...
     def rollback(self) -> None: ...
 

@@ -90,6 +90,12 @@ def is_transient(error: BaseException) -> bool:
 class SqlUnitOfWork:
     """One transaction over the store's repositories; rolls back unless committed."""
 
+    systems: SqlSystemRepository
+    users: SqlUserRepository
+    accounts: SqlAccountRepository
+    ledger: SqlLedgerRepository
+    idempotency: SqlIdempotencyRepository
+
     def __init__(self, sessions: sessionmaker[Session], *, write: bool) -> None:
         self._sessions = sessions
         self._write = write

@@ -7,11 +7,12 @@ that a write is a handful of round trips and no lazy loads.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Insert, Select, delete, func, select, update
+from sqlalchemy import Select, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -28,8 +29,10 @@ from server.store.models import (
     UserRow,
 )
 
+Upsert = postgresql.Insert | sqlite.Insert
 
-def _insert(session: Session, table: Any) -> Insert:
+
+def _insert(session: Session, table: Any) -> Upsert:
     """An INSERT that speaks the dialect's ON CONFLICT."""
     if session.get_bind().dialect.name == "postgresql":
         return postgresql.insert(table)
@@ -124,8 +127,14 @@ class SqlUserRepository:
             .on_conflict_do_nothing(index_elements=["id"])
             .returning(UserRow.id)
         ).first()
-        if inserted is not None:
-            return User(**values), True  # the new row is ours until commit
+        if inserted is not None:  # the new row is ours (locked) until commit
+            return User(
+                id=profile.id,
+                display_name=profile.display_name or "",
+                email=profile.email or "",
+                attributes=profile.attributes or {},
+                create_time=now,
+            ), True
         user = self.lock(profile.id)
         assert user is not None, "a user row is never deleted"
         changes: dict[str, Any] = {}
@@ -137,18 +146,8 @@ class SqlUserRepository:
             changes["attributes"] = profile.attributes
         if changes:
             self.session.execute(update(UserRow).where(UserRow.id == user.id).values(**changes))
-            user = User(**{**_user_values(user), **changes})
+            user = replace(user, **changes)
         return user, False
-
-
-def _user_values(user: User) -> dict[str, Any]:
-    return {
-        "id": user.id,
-        "display_name": user.display_name,
-        "email": user.email,
-        "attributes": user.attributes,
-        "create_time": user.create_time,
-    }
 
 
 def _user(row: UserRow) -> User:
@@ -273,17 +272,15 @@ class SqlLedgerRepository:
         return written
 
     def get(self, entry_id: str) -> LedgerEntry | None:
-        row = self.session.execute(
-            select(LedgerEntryRow).where(LedgerEntryRow.id == entry_id)
-        ).scalar()
+        row = self.session.scalar(select(LedgerEntryRow).where(LedgerEntryRow.id == entry_id))
         return _entry(row) if row else None
 
     def find_reversal(self, user_id: str, entry_id: str) -> LedgerEntry | None:
-        row = self.session.execute(
+        row = self.session.scalar(
             select(LedgerEntryRow).where(
                 LedgerEntryRow.user_id == user_id, LedgerEntryRow.reverses_entry_id == entry_id
             )
-        ).scalar()
+        )
         return _entry(row) if row else None
 
     def page(
@@ -340,9 +337,7 @@ class SqlLedgerRepository:
         return [_entry(r) for r in rows]
 
     @staticmethod
-    def _of(
-        system_key: str, user_id: str, types: frozenset[EntryType]
-    ) -> Select[tuple[LedgerEntryRow]]:
+    def _of(system_key: str, user_id: str, types: frozenset[EntryType]) -> Select[LedgerEntryRow]:
         stmt = select(LedgerEntryRow).where(
             LedgerEntryRow.user_id == user_id, LedgerEntryRow.system_key == system_key
         )
@@ -375,8 +370,6 @@ def _entry_values(entry: LedgerEntry) -> dict[str, Any]:
 
 
 def _with_sequence(entry: LedgerEntry, sequence: int) -> LedgerEntry:
-    from dataclasses import replace
-
     return replace(entry, sequence=sequence)
 
 

@@ -58,7 +58,8 @@ def build(settings: Settings, store: Store, clock: Callable[[], datetime] = utc_
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.threads, thread_name_prefix="tally"),
         interceptors=[ErrorInterceptor()],
-        options=[("grpc.so_reuseport", 0)],
+        # Several worker processes may share one port (serve --workers).
+        options=[("grpc.so_reuseport", 1 if settings.workers > 1 else 0)],
     )
     points_pb2_grpc.add_PointsServiceServicer_to_server(PointsServicer(store, clock), server)
     # Levels and boosts arrive in their own issues; until then they answer UNIMPLEMENTED.

@@ -20,8 +20,10 @@ def default_database_url() -> str:
 class Settings:
     listen: str = DEFAULT_LISTEN
     database_url: str = ""
-    # Worker threads per process: each call holds one while it runs.
+    # Threads per server process: each call holds one while it runs.
     threads: int = 16
+    # Server processes sharing the port (SO_REUSEPORT): one per core uses every core.
+    workers: int = 1
     # Seconds that calls in flight get to finish after SIGTERM/SIGINT.
     grace_seconds: float = 10.0
     log_level: str = "INFO"
@@ -34,6 +36,7 @@ class Settings:
             "listen": env.get("TALLY_LISTEN", DEFAULT_LISTEN),
             "database_url": env.get("TALLY_DATABASE_URL") or default_database_url(),
             "threads": int(env.get("TALLY_THREADS", cls.threads)),
+            "workers": int(env.get("TALLY_WORKERS", cls.workers)),
             "grace_seconds": float(env.get("TALLY_GRACE_SECONDS", cls.grace_seconds)),
             "log_level": env.get("TALLY_LOG_LEVEL", cls.log_level),
         }

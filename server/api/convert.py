@@ -70,7 +70,12 @@ def time_in(message: Message, field: str) -> datetime | None:
     if not message.HasField(field):
         return None
     stamp: timestamp_pb2.Timestamp = getattr(message, field)
-    return stamp.ToDatetime(tzinfo=UTC)
+    try:
+        return stamp.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError, OSError):
+        raise ValidationFailed(
+            [FieldViolation(field, "must be a valid timestamp (years 0001-9999)")]
+        ) from None
 
 
 def time_out(value: datetime | None) -> timestamp_pb2.Timestamp | None:
@@ -84,7 +89,10 @@ def time_out(value: datetime | None) -> timestamp_pb2.Timestamp | None:
 def struct_in(message: Message, field: str) -> JsonObject:
     if not message.HasField(field):
         return {}
-    return json_format.MessageToDict(getattr(message, field))
+    try:
+        return json_format.MessageToDict(getattr(message, field))  # type: ignore[no-any-return]
+    except ValueError as exc:  # NaN/Infinity, or a Value with no kind set
+        raise ValidationFailed([FieldViolation(field, f"must be JSON: {str(exc)[:100]}")]) from None
 
 
 def struct_out(value: JsonObject) -> struct_pb2.Struct:

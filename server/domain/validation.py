@@ -105,14 +105,23 @@ class Violations:
     def text(self, field: str, value: str, limit: int) -> None:
         if len(value) > limit:
             self.add(field, f"must be at most {limit} characters, got {len(value)}")
+        elif "\x00" in value:
+            self.add(field, "must not contain NUL characters")
 
     def reason(self, field: str, value: str) -> None:
         self.text(field, value, MAX_REASON_CHARS)
 
     def metadata(self, field: str, value: Mapping[str, Any]) -> None:
-        size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+        try:
+            text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        except ValueError:
+            self.add(field, "must not contain NaN or infinite numbers")
+            return
+        size = len(text.encode())
         if size > MAX_METADATA_BYTES:
             self.add(field, f"must be at most {MAX_METADATA_BYTES} bytes as JSON, got {size}")
+        elif _contains_nul(value):
+            self.add(field, "must not contain NUL characters")
 
     def idempotency_key(self, field: str, value: str) -> None:
         if value and not IDEMPOTENCY_KEY.fullmatch(value):
@@ -134,6 +143,17 @@ class Violations:
             uuid.UUID(value)
         except ValueError:
             self.add(field, f"must be a ledger entry id (a UUID), got {quote(value)}")
+
+
+def _contains_nul(value: object) -> bool:
+    """Whether a JSON-shaped value holds a NUL anywhere (PostgreSQL text and JSONB refuse it)."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, Mapping):
+        return any(_contains_nul(k) or _contains_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_contains_nul(v) for v in value)
+    return False
 
 
 def _has_control_characters(value: str) -> bool:

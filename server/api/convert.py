@@ -90,7 +90,7 @@ def struct_in(message: Message, field: str) -> JsonObject:
     if not message.HasField(field):
         return {}
     try:
-        return json_format.MessageToDict(getattr(message, field))  # type: ignore[no-any-return]
+        return json_format.MessageToDict(getattr(message, field))
     except ValueError as exc:  # NaN/Infinity, or a Value with no kind set
         raise ValidationFailed([FieldViolation(field, f"must be JSON: {str(exc)[:100]}")]) from None
 

@@ -128,8 +128,8 @@ def call(points: PointsServiceStub, method: str, request: object) -> None:
         if method == "StreamHistory":
             list(result)
     except grpc.RpcError as error:
-        assert error.code() not in FORBIDDEN, (method, request, error.details())
-        assert len(error.details() or "") < 1000
+        assert error.code() not in FORBIDDEN, (method, request, error.details())  # noqa: PT017
+        assert len(error.details() or "") < 1000  # noqa: PT017
 
 
 def ledger_is_whole(store: SqlStore) -> None:

@@ -1,0 +1,66 @@
+"""The README's manual session (`buf curl` through server reflection) works as written."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from server.app import App
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def find_buf() -> str | None:
+    for candidate in (
+        os.environ.get("TALLY_BUF"),
+        shutil.which("buf"),
+        str(ROOT / "node_modules" / ".bin" / "buf"),
+    ):
+        if candidate and Path(candidate).exists():
+            return candidate
+    return None
+
+
+def readme_session() -> str:
+    """The shell block under 'Calling it by hand'."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Calling it by hand", 1)[1]
+    match = re.search(r"```sh\n(.*?)```", section, re.S)
+    assert match, "the README shows a buf curl session"
+    return match.group(1)
+
+
+def test_readme_buf_curl_session(server: App) -> None:
+    buf = find_buf()
+    if buf is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("buf not found (npm install --no-save @bufbuild/buf)")
+        pytest.skip("buf not found (npm install --no-save @bufbuild/buf)")
+    script = readme_session().replace("127.0.0.1:50051", f"127.0.0.1:{server.port}")
+    script = script.replace("BUF=node_modules/.bin/buf", f"BUF={buf}")
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    # The outputs are JSON documents one after another, then the method list.
+    decoder = json.JSONDecoder()
+    text, documents = done.stdout.strip(), []
+    while text.startswith("{"):
+        document, end = decoder.raw_decode(text)
+        documents.append(document)
+        text = text[end:].strip()
+    created, awarded, balance = documents
+    assert created["system"]["key"] == "xp"
+    assert awarded["balance"]["balance"] == "50"
+    assert balance["balance"]["balance"] == "50"
+    assert "tally.v1.PointsService/Award" in text.splitlines()

@@ -22,6 +22,7 @@ from sqlalchemy.engine import make_url
 from server.store import migrate
 from server.store.database import SqlStore
 from server.store.models import Base
+from server.store.repositories import SystemCache
 
 PG_ADMIN_URL = os.environ.get(
     "TALLY_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -107,6 +108,7 @@ def _session_store(
 
 
 def _empty(store: SqlStore) -> None:
+    store.systems_cache = SystemCache(store.systems_cache.max_age)
     tables = [t.name for t in reversed(Base.metadata.sorted_tables)]
     with store.engine.begin() as connection:
         if store.engine.dialect.name == "postgresql":

@@ -165,14 +165,17 @@ class Account:
                 raise NotReversible(original.id, "its credit has expired")
             if amount > self.balance:
                 raise InsufficientPoints(available=self.balance, requested=amount)
+            # Take back the award's own points where they still are (its lot, or lasting
+            # credit for a lasting award); what was spent comes from credit of its kind.
+            rest = amount
             own = next((lot for lot in self._live_lots() if lot.entry_id == original.id), None)
             if own is not None:
-                taken = min(own.remaining, amount)
+                taken = min(own.remaining, rest)
                 self._take_from_lot(own, taken)
-                self._spend(amount - taken)
-            else:
-                self._spend(amount)
-            self.balance -= amount
+                self.balance -= taken
+                rest -= taken
+            self._spend(rest, lasting_first=original.expire_time is None)
+            self.balance -= rest
             self.total_earned -= amount
             delta = -amount
         elif original.type is EntryType.DEDUCT:
@@ -196,10 +199,18 @@ class Account:
         lot.remaining -= amount
         self.changed_lots[lot.entry_id] = lot
 
-    def _spend(self, amount: int) -> None:
-        """Take `amount` out of the available points: lots by earliest expiry first, then
-        the credit that never expires. Keeps sum(lot.remaining) <= balance."""
-        from_lots = min(amount, sum(lot.remaining for lot in self._live_lots()))
+    def _spend(self, amount: int, *, lasting_first: bool = False) -> None:
+        """Take `amount` out of the available points (the balance is lowered by the caller).
+
+        Spending takes lots by earliest expiry first, then the credit that never expires;
+        `lasting_first` (taking back a lasting award) takes lasting credit first, so that
+        expiring credit still lapses when due. Keeps sum(lot.remaining) <= balance.
+        """
+        expiring = sum(lot.remaining for lot in self._live_lots())
+        lasting = self.balance - expiring
+        from_lots = min(amount, expiring)
+        if lasting_first:
+            from_lots = max(0, amount - lasting)
         for lot in sorted(self._live_lots(), key=_lot_order):
             if from_lots == 0:
                 break

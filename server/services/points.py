@@ -125,7 +125,9 @@ def update_system(store: Store, cmd: commands.UpdateSystem, now: datetime) -> Po
         )
 
     def work(uow: UnitOfWork) -> PointsSystem:
-        system = _system(uow, cmd.key)
+        system = uow.systems.lock(cmd.key)
+        if system is None:
+            raise SystemNotFound(cmd.key)
         changes = {name: getattr(cmd, name) for name in cmd.fields & UPDATABLE_SYSTEM_FIELDS}
         if "level_basis" in changes:
             changes["level_basis"] = changes["level_basis"] or LevelBasis.BALANCE

@@ -25,7 +25,14 @@ class StoredResponse:
 
 
 class SystemRepository(Protocol):
-    def get(self, key: str) -> PointsSystem | None: ...
+    def get(self, key: str) -> PointsSystem | None:
+        """The system, possibly from a cache a second or so old (see SystemCache)."""
+        ...
+
+    def lock(self, key: str) -> PointsSystem | None:
+        """The stored system, locked for an update."""
+        ...
+
     def add(self, system: PointsSystem) -> bool:
         """Insert; False when the key is taken."""
         ...

@@ -16,7 +16,6 @@ from typing import Any, Self
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.orm import Session, sessionmaker
 
 from server.domain.errors import StoreUnavailable, TransientStoreError
 from server.store.repositories import (
@@ -25,7 +24,9 @@ from server.store.repositories import (
     SqlLedgerRepository,
     SqlSystemRepository,
     SqlUserRepository,
+    SystemCache,
 )
+from server.store.statements import statements_for
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,13 @@ def is_transient(error: BaseException) -> bool:
 
 
 class SqlUnitOfWork:
-    """One transaction over the store's repositories; rolls back unless committed."""
+    """One transaction over the store's repositories; rolls back unless committed.
+
+    A unit of work belongs to one thread (one gRPC call); it holds one pooled connection
+    from `__enter__` to `__exit__`. The transaction begins with the first statement
+    (SQLAlchemy's autobegin; on SQLite a writer's BEGIN IMMEDIATE), and after a commit or
+    rollback the next statement begins a new one.
+    """
 
     systems: SqlSystemRepository
     users: SqlUserRepository
@@ -96,21 +103,28 @@ class SqlUnitOfWork:
     ledger: SqlLedgerRepository
     idempotency: SqlIdempotencyRepository
 
-    def __init__(self, sessions: sessionmaker[Session], *, write: bool) -> None:
-        self._sessions = sessions
+    def __init__(self, engine: Engine, cache: SystemCache, *, write: bool) -> None:
+        self._engine = engine
+        self._cache = cache
         self._write = write
-        self._session: Session | None = None
+        self._connection: Connection | None = None
 
     def __enter__(self) -> Self:
-        session = self._sessions()
-        if self._write:
-            session.connection(execution_options={WRITE_OPTION: True})
-        self._session = session
-        self.systems = SqlSystemRepository(session)
-        self.users = SqlUserRepository(session)
-        self.accounts = SqlAccountRepository(session)
-        self.ledger = SqlLedgerRepository(session)
-        self.idempotency = SqlIdempotencyRepository(session)
+        try:
+            connection = self._engine.connect()
+            if self._write:
+                connection = connection.execution_options(**{WRITE_OPTION: True})
+        except DBAPIError as exc:
+            if is_transient(exc):
+                raise TransientStoreError(str(exc.orig)) from exc
+            raise
+        self._connection = connection
+        sql = statements_for(self._engine.dialect.name)
+        self.systems = SqlSystemRepository(connection, sql, self._cache)
+        self.users = SqlUserRepository(connection, sql)
+        self.accounts = SqlAccountRepository(connection, sql)
+        self.ledger = SqlLedgerRepository(connection, sql)
+        self.idempotency = SqlIdempotencyRepository(connection, sql)
         return self
 
     def __exit__(
@@ -119,19 +133,19 @@ class SqlUnitOfWork:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        assert self._session is not None
+        assert self._connection is not None
         try:
-            self._session.rollback()
-            self._session.close()
+            self._connection.rollback()
+            self._connection.close()
         except DBAPIError:  # the connection is gone; the transaction went with it
             log.warning("rollback failed", exc_info=True)
         if isinstance(exc, DBAPIError) and is_transient(exc):
             raise TransientStoreError(str(exc.orig)) from exc
 
     def commit(self) -> None:
-        assert self._session is not None
+        assert self._connection is not None
         try:
-            self._session.commit()
+            self._connection.commit()
         except DBAPIError as exc:
             sqlstate = getattr(exc.orig, "sqlstate", None)
             if sqlstate in ("40001", "40P01") or isinstance(exc.orig, sqlite3.OperationalError):
@@ -144,23 +158,23 @@ class SqlUnitOfWork:
             ) from exc
 
     def rollback(self) -> None:
-        assert self._session is not None
-        self._session.rollback()
+        assert self._connection is not None
+        self._connection.rollback()
 
 
 class SqlStore:
     """The store the services use: hands out units of work over one engine."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, config_max_age: float = 1.0) -> None:
         self.engine = engine
-        self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self.systems_cache = SystemCache(config_max_age)
 
     @classmethod
-    def from_url(cls, url: str, *, pool_size: int = 10) -> SqlStore:
-        return cls(create_store_engine(url, pool_size=pool_size))
+    def from_url(cls, url: str, *, pool_size: int = 10, config_max_age: float = 1.0) -> SqlStore:
+        return cls(create_store_engine(url, pool_size=pool_size), config_max_age=config_max_age)
 
     def unit_of_work(self, *, write: bool) -> SqlUnitOfWork:
-        return SqlUnitOfWork(self._sessions, write=write)
+        return SqlUnitOfWork(self.engine, self.systems_cache, write=write)
 
     def dispose(self) -> None:
         self.engine.dispose()

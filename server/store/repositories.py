@@ -1,142 +1,145 @@
-"""Repositories: the store's side of services/ports.py, one per table, in SQL.
+"""Repositories: the store's side of services/ports.py, one per table.
 
-Hot paths use Core statements (insert ... returning, upserts) rather than ORM flushes, so
-that a write is a handful of round trips and no lazy loads.
+They run the prebuilt statements of store/statements.py on the unit of work's connection
+and turn rows into domain values; no ORM objects, no lazy loads.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Select, delete, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, RowMapping
 
 from server.domain.ledger import Account, CreditLot
 from server.domain.model import EntryType, LedgerEntry, LevelBasis, PointsSystem, User, UserProfile
 from server.services.ports import StoredResponse
-from server.store.models import (
-    LEDGER_SEQUENCE,
-    AccountRow,
-    CreditLotRow,
-    IdempotencyRow,
-    LedgerEntryRow,
-    SystemRow,
-    UserRow,
-)
+from server.store.statements import Statements
 
-Upsert = postgresql.Insert | sqlite.Insert
+EARLIEST = datetime(1, 1, 2, tzinfo=UTC)
+LATEST = datetime(9999, 12, 30, tzinfo=UTC)
 
 
-def _insert(session: Session, table: Any) -> Upsert:
-    """An INSERT that speaks the dialect's ON CONFLICT."""
-    if session.get_bind().dialect.name == "postgresql":
-        return postgresql.insert(table)
-    return sqlite.insert(table)
+class _Repository:
+    def __init__(self, connection: Connection, sql: Statements) -> None:
+        self.connection = connection
+        self.sql = sql
 
 
-class SqlSystemRepository:
-    def __init__(self, session: Session) -> None:
-        self.session = session
+class SystemCache:
+    """Points systems change rarely and are read by every award: keep them in memory.
+
+    Shared by the threads of one process. A change made here is seen here at once; a
+    change made by another process is seen within `max_age` seconds. Misses are not
+    cached, so a new system is visible everywhere at once.
+    """
+
+    def __init__(self, max_age: float) -> None:
+        self.max_age = max_age
+        self._systems: dict[str, tuple[float, PointsSystem]] = {}
 
     def get(self, key: str) -> PointsSystem | None:
-        row = self.session.get(SystemRow, key)
-        return _system(row) if row else None
+        found = self._systems.get(key)
+        if found is None or time.monotonic() - found[0] > self.max_age:
+            return None
+        return found[1]
+
+    def put(self, system: PointsSystem) -> None:
+        if self.max_age > 0:
+            self._systems[system.key] = (time.monotonic(), system)
+
+    def forget(self, key: str) -> None:
+        self._systems.pop(key, None)
+
+
+class SqlSystemRepository(_Repository):
+    def __init__(self, connection: Connection, sql: Statements, cache: SystemCache) -> None:
+        super().__init__(connection, sql)
+        self.cache = cache
+
+    def get(self, key: str) -> PointsSystem | None:
+        system = self.cache.get(key)
+        if system is None:
+            row = self.connection.execute(self.sql.system_get, {"key": key}).first()
+            if row is None:
+                return None
+            system = _system(row._mapping)
+            self.cache.put(system)
+        return system
+
+    def lock(self, key: str) -> PointsSystem | None:
+        """The stored system, read past the cache and locked, for changing it."""
+        row = self.connection.execute(self.sql.system_lock, {"key": key}).first()
+        return _system(row._mapping) if row else None
 
     def add(self, system: PointsSystem) -> bool:
-        stmt = (
-            _insert(self.session, SystemRow)
-            .values(
-                key=system.key,
-                name=system.name,
-                description=system.description,
-                badge_url=system.badge_url,
-                max_points=system.max_points,
-                level_basis=system.level_basis.value,
-                create_time=system.create_time,
-                update_time=system.update_time,
-            )
-            .on_conflict_do_nothing(index_elements=["key"])
-            .returning(SystemRow.key)
-        )
-        return self.session.execute(stmt).first() is not None
+        values = {"key": system.key, "create_time": system.create_time, **_system_values(system)}
+        return self.connection.execute(self.sql.system_add, values).first() is not None
 
     def update(self, system: PointsSystem) -> None:
-        self.session.execute(
-            update(SystemRow)
-            .where(SystemRow.key == system.key)
-            .values(
-                name=system.name,
-                description=system.description,
-                badge_url=system.badge_url,
-                max_points=system.max_points,
-                level_basis=system.level_basis.value,
-                update_time=system.update_time,
-            )
+        self.cache.forget(system.key)
+        self.connection.execute(
+            self.sql.system_update, {"match_key": system.key, **_system_values(system)}
         )
 
     def list_after(self, after_key: str, limit: int) -> list[PointsSystem]:
-        rows = self.session.scalars(
-            select(SystemRow).where(SystemRow.key > after_key).order_by(SystemRow.key).limit(limit)
-        )
-        return [_system(r) for r in rows]
+        rows = self.connection.execute(self.sql.systems_after, {"after": after_key, "limit": limit})
+        return [_system(r._mapping) for r in rows]
 
 
-def _system(row: SystemRow) -> PointsSystem:
+def _system_values(system: PointsSystem) -> dict[str, Any]:
+    return {
+        "name": system.name,
+        "description": system.description,
+        "badge_url": system.badge_url,
+        "max_points": system.max_points,
+        "level_basis": system.level_basis.value,
+        "update_time": system.update_time,
+    }
+
+
+def _system(row: RowMapping) -> PointsSystem:
     return PointsSystem(
-        key=row.key,
-        name=row.name,
-        description=row.description,
-        badge_url=row.badge_url,
-        max_points=row.max_points,
-        level_basis=LevelBasis(row.level_basis),
-        create_time=row.create_time,
-        update_time=row.update_time,
+        key=row["key"],
+        name=row["name"],
+        description=row["description"],
+        badge_url=row["badge_url"],
+        max_points=row["max_points"],
+        level_basis=LevelBasis(row["level_basis"]),
+        create_time=row["create_time"],
+        update_time=row["update_time"],
     )
 
 
-class SqlUserRepository:
-    def __init__(self, session: Session) -> None:
-        self.session = session
-
+class SqlUserRepository(_Repository):
     def get(self, user_id: str) -> User | None:
-        row = self.session.execute(select(UserRow).where(UserRow.id == user_id)).scalar()
-        return _user(row) if row else None
+        row = self.connection.execute(self.sql.user_get, {"id": user_id}).first()
+        return _user(row._mapping) if row else None
 
     def lock(self, user_id: str) -> User | None:
-        row = self.session.execute(
-            select(UserRow).where(UserRow.id == user_id).with_for_update()
-        ).scalar()
-        return _user(row) if row else None
+        row = self.connection.execute(self.sql.user_lock, {"id": user_id}).first()
+        return _user(row._mapping) if row else None
 
     def lock_or_create(self, profile: UserProfile, now: datetime) -> tuple[User, bool]:
-        values = {
-            "id": profile.id,
-            "display_name": profile.display_name or "",
-            "email": profile.email or "",
-            "attributes": profile.attributes or {},
-            "create_time": now,
-        }
-        inserted = self.session.execute(
-            _insert(self.session, UserRow)
-            .values(**values)
-            .on_conflict_do_nothing(index_elements=["id"])
-            .returning(UserRow.id)
-        ).first()
-        if inserted is not None:  # the new row is ours (locked) until commit
-            return User(
+        # Most calls name a user already known: lock it in one round trip.
+        user = self.lock(profile.id)
+        if user is None:
+            new = User(
                 id=profile.id,
                 display_name=profile.display_name or "",
                 email=profile.email or "",
                 attributes=profile.attributes or {},
                 create_time=now,
-            ), True
-        user = self.lock(profile.id)
-        assert user is not None, "a user row is never deleted"
+            )
+            inserted = self.connection.execute(self.sql.user_add, _user_values(new)).first()
+            if inserted is not None:
+                return new, True  # the new row is ours (locked) until commit
+            user = self.lock(profile.id)  # a racing call created it first
+            assert user is not None, "a user row is never deleted"
         changes: dict[str, Any] = {}
         if profile.display_name is not None and profile.display_name != user.display_name:
             changes["display_name"] = profile.display_name
@@ -145,143 +148,129 @@ class SqlUserRepository:
         if profile.attributes is not None and profile.attributes != user.attributes:
             changes["attributes"] = profile.attributes
         if changes:
-            self.session.execute(update(UserRow).where(UserRow.id == user.id).values(**changes))
             user = replace(user, **changes)
+            self.connection.execute(
+                self.sql.user_update, {"match_id": user.id, **_user_values(user)}
+            )
         return user, False
 
 
-def _user(row: UserRow) -> User:
+def _user_values(user: User) -> dict[str, Any]:
+    return {
+        "id": user.id,
+        "display_name": user.display_name,
+        "email": user.email,
+        "attributes": user.attributes,
+        "create_time": user.create_time,
+    }
+
+
+def _user(row: RowMapping) -> User:
     return User(
-        id=row.id,
-        display_name=row.display_name,
-        email=row.email,
-        attributes=dict(row.attributes or {}),
-        create_time=row.create_time,
+        id=row["id"],
+        display_name=row["display_name"],
+        email=row["email"],
+        attributes=dict(row["attributes"] or {}),
+        create_time=row["create_time"],
     )
 
 
-class SqlAccountRepository:
-    def __init__(self, session: Session) -> None:
-        self.session = session
-
+class SqlAccountRepository(_Repository):
     def get(self, system_key: str, user_id: str) -> Account | None:
-        row = self.session.execute(
-            select(AccountRow).where(
-                AccountRow.user_id == user_id, AccountRow.system_key == system_key
-            )
-        ).scalar()
+        key = {"user_id": user_id, "system_key": system_key}
+        row = self.connection.execute(self.sql.account_get, key).first()
         if row is None:
             return None
+        r = row._mapping
         account = Account(
-            system_key=row.system_key,
-            user_id=row.user_id,
-            balance=row.balance,
-            total_earned=row.total_earned,
-            total_spent=row.total_spent,
-            total_expired=row.total_expired,
-            last_earned_time=row.last_earned_time,
-            next_expire_time=row.next_expire_time,
+            system_key=system_key,
+            user_id=user_id,
+            balance=r["balance"],
+            total_earned=r["total_earned"],
+            total_spent=r["total_spent"],
+            total_expired=r["total_expired"],
+            last_earned_time=r["last_earned_time"],
+            next_expire_time=r["next_expire_time"],
         )
         if account.needs_lots:
-            lots = self.session.scalars(
-                select(CreditLotRow).where(
-                    CreditLotRow.user_id == user_id, CreditLotRow.system_key == system_key
-                )
-            )
-            account.lots = [CreditLot(r.entry_id, r.expire_time, r.remaining) for r in lots]
+            rows = self.connection.execute(self.sql.lots_get, key)
+            account.lots = [CreditLot(x.entry_id, x.expire_time, x.remaining) for x in rows]
         return account
 
     def save(self, account: Account, now: datetime) -> None:
-        values = {
-            "balance": account.balance,
-            "total_earned": account.total_earned,
-            "total_spent": account.total_spent,
-            "total_expired": account.total_expired,
-            "last_earned_time": account.last_earned_time,
-            "next_expire_time": account.next_expire_time,
-            "update_time": now,
-        }
-        stmt = _insert(self.session, AccountRow).values(
-            user_id=account.user_id, system_key=account.system_key, create_time=now, **values
+        self.connection.execute(
+            self.sql.account_save,
+            {
+                "user_id": account.user_id,
+                "system_key": account.system_key,
+                "balance": account.balance,
+                "total_earned": account.total_earned,
+                "total_spent": account.total_spent,
+                "total_expired": account.total_expired,
+                "last_earned_time": account.last_earned_time,
+                "next_expire_time": account.next_expire_time,
+                "create_time": now,
+                "update_time": now,
+            },
         )
-        # The new values come through `excluded`, never as expressions such as now():
-        # Citus refuses those in ON CONFLICT DO UPDATE.
-        self.session.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["user_id", "system_key"],
-                set_={name: stmt.excluded[name] for name in values},
-            )
-        )
-        self._save_lots(account)
+        if account.changed_lots:
+            self._save_lots(account)
 
     def _save_lots(self, account: Account) -> None:
-        emptied = [lot.entry_id for lot in account.changed_lots.values() if lot.remaining <= 0]
-        live = [lot for lot in account.changed_lots.values() if lot.remaining > 0]
-        where = (CreditLotRow.user_id == account.user_id) & (
-            CreditLotRow.system_key == account.system_key
-        )
+        """Lots with something left are upserted; emptied ones are deleted."""
+        key = {"user_id": account.user_id, "system_key": account.system_key}
+        changed = list(account.changed_lots.values())
+        emptied = [lot.entry_id for lot in changed if lot.remaining <= 0]
+        live = [
+            {
+                **key,
+                "entry_id": lot.entry_id,
+                "expire_time": lot.expire_time,
+                "remaining": lot.remaining,
+            }
+            for lot in changed
+            if lot.remaining > 0
+        ]
         if emptied:
-            self.session.execute(
-                delete(CreditLotRow).where(where, CreditLotRow.entry_id.in_(emptied))
-            )
-        for lot in live:
-            stmt = _insert(self.session, CreditLotRow).values(
-                user_id=account.user_id,
-                system_key=account.system_key,
-                entry_id=lot.entry_id,
-                expire_time=lot.expire_time,
-                remaining=lot.remaining,
-            )
-            self.session.execute(
-                stmt.on_conflict_do_update(
-                    index_elements=["user_id", "system_key", "entry_id"],
-                    set_={"remaining": stmt.excluded.remaining},
-                )
-            )
+            self.connection.execute(self.sql.lots_delete, {**key, "entry_ids": emptied})
+        if live:
+            self.connection.execute(self.sql.lot_save, live)
         account.changed_lots.clear()
 
 
-class SqlLedgerRepository:
-    def __init__(self, session: Session) -> None:
-        self.session = session
+class SqlLedgerRepository(_Repository):
+    def __init__(self, connection: Connection, sql: Statements) -> None:
+        super().__init__(connection, sql)
         self._sqlite_next: int | None = None
 
     def add(self, entries: Sequence[LedgerEntry]) -> list[LedgerEntry]:
-        if not entries:
-            return []
-        rows = [_entry_values(e) for e in entries]
-        if self.session.get_bind().dialect.name == "postgresql":
-            for row in rows:
-                row["sequence"] = LEDGER_SEQUENCE.next_value()
-        else:
-            # SQLite runs one writer at a time (BEGIN IMMEDIATE), so max + 1 is safe.
-            if self._sqlite_next is None:
-                last = self.session.scalar(select(func.max(LedgerEntryRow.sequence)))
-                self._sqlite_next = (last or 0) + 1
-            for row in rows:
-                row["sequence"] = self._sqlite_next
-                self._sqlite_next += 1
         written = []
-        for row, entry in zip(rows, entries, strict=True):
-            sequence = self.session.execute(
-                _insert(self.session, LedgerEntryRow)
-                .values(**row)
-                .returning(LedgerEntryRow.sequence)
-            ).scalar_one()
-            written.append(_with_sequence(entry, sequence))
+        for entry in entries:
+            values = _entry_values(entry)
+            if self.sql.dialect != "postgresql":
+                values["sequence"] = self._next_sqlite_sequence()
+            sequence = self.connection.execute(self.sql.entry_add, values).scalar_one()
+            written.append(replace(entry, sequence=sequence))
         return written
 
+    def _next_sqlite_sequence(self) -> int:
+        # SQLite runs one writer at a time (BEGIN IMMEDIATE), so max + 1 is safe.
+        if self._sqlite_next is None:
+            last = self.connection.execute(self.sql.last_sequence_anywhere).scalar()
+            self._sqlite_next = (last or 0) + 1
+        sequence = self._sqlite_next
+        self._sqlite_next += 1
+        return sequence
+
     def get(self, entry_id: str) -> LedgerEntry | None:
-        row = self.session.scalar(select(LedgerEntryRow).where(LedgerEntryRow.id == entry_id))
-        return _entry(row) if row else None
+        row = self.connection.execute(self.sql.entry_get, {"id": entry_id}).first()
+        return _entry(row._mapping) if row else None
 
     def find_reversal(self, user_id: str, entry_id: str) -> LedgerEntry | None:
-        row = self.session.scalar(
-            select(LedgerEntryRow).where(
-                LedgerEntryRow.user_id == user_id, LedgerEntryRow.reverses_entry_id == entry_id
-            )
-        )
-        return _entry(row) if row else None
+        row = self.connection.execute(
+            self.sql.reversal_of, {"user_id": user_id, "entry_id": entry_id}
+        ).first()
+        return _entry(row._mapping) if row else None
 
     def page(
         self,
@@ -291,29 +280,29 @@ class SqlLedgerRepository:
         before_sequence: int | None,
         limit: int,
     ) -> list[LedgerEntry]:
-        stmt = self._of(system_key, user_id, types)
+        params: dict[str, Any] = {"user_id": user_id, "system_key": system_key, "limit": limit}
+        if types:
+            params["types"] = sorted(t.value for t in types)
         if before_sequence is not None:
-            stmt = stmt.where(LedgerEntryRow.sequence < before_sequence)
-        rows = self.session.scalars(stmt.order_by(LedgerEntryRow.sequence.desc()).limit(limit))
-        return [_entry(r) for r in rows]
+            params["before"] = before_sequence
+        statement = {
+            (False, False): self.sql.page_first,
+            (False, True): self.sql.page_before,
+            (True, False): self.sql.page_typed_first,
+            (True, True): self.sql.page_typed_before,
+        }[(bool(types), before_sequence is not None)]
+        return [_entry(r._mapping) for r in self.connection.execute(statement, params)]
 
     def count(self, system_key: str, user_id: str, types: frozenset[EntryType]) -> int:
-        stmt = select(func.count()).where(
-            LedgerEntryRow.user_id == user_id, LedgerEntryRow.system_key == system_key
-        )
+        params: dict[str, Any] = {"user_id": user_id, "system_key": system_key}
         if types:
-            stmt = stmt.where(LedgerEntryRow.type.in_([t.value for t in types]))
-        return self.session.scalar(stmt) or 0
+            params["types"] = sorted(t.value for t in types)
+            return self.connection.execute(self.sql.count_typed, params).scalar_one()
+        return self.connection.execute(self.sql.count, params).scalar_one()
 
     def last_sequence(self, system_key: str, user_id: str) -> int:
-        return (
-            self.session.scalar(
-                select(func.max(LedgerEntryRow.sequence)).where(
-                    LedgerEntryRow.user_id == user_id, LedgerEntryRow.system_key == system_key
-                )
-            )
-            or 0
-        )
+        params = {"user_id": user_id, "system_key": system_key}
+        return self.connection.execute(self.sql.last_sequence, params).scalar() or 0
 
     def chunk(
         self,
@@ -325,25 +314,16 @@ class SqlLedgerRepository:
         end_time: datetime | None,
         limit: int,
     ) -> list[LedgerEntry]:
-        stmt = self._of(system_key, user_id, frozenset()).where(
-            LedgerEntryRow.sequence > after_sequence,
-            LedgerEntryRow.sequence <= through_sequence,
-        )
-        if start_time is not None:
-            stmt = stmt.where(LedgerEntryRow.create_time >= start_time)
-        if end_time is not None:
-            stmt = stmt.where(LedgerEntryRow.create_time < end_time)
-        rows = self.session.scalars(stmt.order_by(LedgerEntryRow.sequence).limit(limit))
-        return [_entry(r) for r in rows]
-
-    @staticmethod
-    def _of(system_key: str, user_id: str, types: frozenset[EntryType]) -> Select[LedgerEntryRow]:
-        stmt = select(LedgerEntryRow).where(
-            LedgerEntryRow.user_id == user_id, LedgerEntryRow.system_key == system_key
-        )
-        if types:
-            stmt = stmt.where(LedgerEntryRow.type.in_(sorted(t.value for t in types)))
-        return stmt
+        params = {
+            "user_id": user_id,
+            "system_key": system_key,
+            "after": after_sequence,
+            "through": through_sequence,
+            "start_time": start_time or EARLIEST,
+            "end_time": end_time or LATEST,
+            "limit": limit,
+        }
+        return [_entry(r._mapping) for r in self.connection.execute(self.sql.chunk, params)]
 
 
 def _entry_values(entry: LedgerEntry) -> dict[str, Any]:
@@ -359,7 +339,7 @@ def _entry_values(entry: LedgerEntry) -> dict[str, Any]:
         "capped": entry.capped,
         "balance_after": entry.balance_after,
         "reason": entry.reason,
-        "entry_metadata": entry.metadata,
+        "metadata": entry.metadata,
         "idempotency_key": entry.idempotency_key,
         "trigger_id": entry.trigger_id,
         "event_type": entry.event_type,
@@ -369,58 +349,48 @@ def _entry_values(entry: LedgerEntry) -> dict[str, Any]:
     }
 
 
-def _with_sequence(entry: LedgerEntry, sequence: int) -> LedgerEntry:
-    return replace(entry, sequence=sequence)
-
-
-def _entry(row: LedgerEntryRow) -> LedgerEntry:
+def _entry(row: RowMapping) -> LedgerEntry:
     return LedgerEntry(
-        id=row.id,
-        sequence=row.sequence,
-        system_key=row.system_key,
-        user_id=row.user_id,
-        type=EntryType(row.type),
-        amount=row.amount,
-        base_amount=row.base_amount,
-        multiplier=Decimal(row.multiplier),
-        boost_ids=tuple(row.boost_ids or ()),
-        capped=row.capped,
-        balance_after=row.balance_after,
-        reason=row.reason,
-        metadata=dict(row.entry_metadata or {}),
-        idempotency_key=row.idempotency_key,
-        trigger_id=row.trigger_id,
-        event_type=row.event_type,
-        expire_time=row.expire_time,
-        reverses_entry_id=row.reverses_entry_id or "",
-        create_time=row.create_time,
+        id=row["id"],
+        sequence=row["sequence"],
+        system_key=row["system_key"],
+        user_id=row["user_id"],
+        type=EntryType(row["type"]),
+        amount=row["amount"],
+        base_amount=row["base_amount"],
+        multiplier=Decimal(row["multiplier"]),
+        boost_ids=tuple(row["boost_ids"] or ()),
+        capped=row["capped"],
+        balance_after=row["balance_after"],
+        reason=row["reason"],
+        metadata=dict(row["metadata"] or {}),
+        idempotency_key=row["idempotency_key"],
+        trigger_id=row["trigger_id"],
+        event_type=row["event_type"],
+        expire_time=row["expire_time"],
+        reverses_entry_id=row["reverses_entry_id"] or "",
+        create_time=row["create_time"],
     )
 
 
-class SqlIdempotencyRepository:
-    def __init__(self, session: Session) -> None:
-        self.session = session
-
+class SqlIdempotencyRepository(_Repository):
     def get(self, user_id: str, scope: str, key: str) -> StoredResponse | None:
-        row = self.session.execute(
-            select(IdempotencyRow.request_hash, IdempotencyRow.response).where(
-                IdempotencyRow.user_id == user_id,
-                IdempotencyRow.scope == scope,
-                IdempotencyRow.key == key,
-            )
+        row = self.connection.execute(
+            self.sql.key_get, {"user_id": user_id, "scope": scope, "key": key}
         ).first()
         return StoredResponse(row.request_hash, row.response) if row else None
 
     def add(
         self, user_id: str, scope: str, key: str, stored: StoredResponse, now: datetime
     ) -> None:
-        self.session.execute(
-            _insert(self.session, IdempotencyRow).values(
-                user_id=user_id,
-                scope=scope,
-                key=key,
-                request_hash=stored.request_hash,
-                response=stored.response,
-                create_time=now,
-            )
+        self.connection.execute(
+            self.sql.key_add,
+            {
+                "user_id": user_id,
+                "scope": scope,
+                "key": key,
+                "request_hash": stored.request_hash,
+                "response": stored.response,
+                "create_time": now,
+            },
         )

@@ -1,0 +1,160 @@
+"""Every SQL statement the repositories run, built once per dialect.
+
+Building a SQLAlchemy statement (coercing each value, computing its cache key) costs far
+more than running a prebuilt one with parameters, so the hot path only executes these.
+The ON CONFLICT forms differ per dialect in import only (PostgreSQL vs SQLite).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from sqlalchemy import Table, bindparam, delete, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from server.store.models import (
+    LEDGER_SEQUENCE,
+    AccountRow,
+    CreditLotRow,
+    IdempotencyRow,
+    LedgerEntryRow,
+    SystemRow,
+    UserRow,
+)
+
+
+def _table(model: Any) -> Table:
+    table: Table = model.__table__
+    return table
+
+
+systems = _table(SystemRow)
+users = _table(UserRow)
+accounts = _table(AccountRow)
+lots = _table(CreditLotRow)
+ledger = _table(LedgerEntryRow)
+idempotency = _table(IdempotencyRow)
+
+ACCOUNT_TOTALS = (
+    "balance",
+    "total_earned",
+    "total_spent",
+    "total_expired",
+    "last_earned_time",
+    "next_expire_time",
+    "update_time",
+)
+
+
+class Statements:
+    """The statements of one dialect."""
+
+    def __init__(self, dialect: str) -> None:
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        self.dialect = dialect
+
+        # points systems
+        self.system_get = select(systems).where(systems.c.key == bindparam("key"))
+        self.system_lock = self.system_get.with_for_update()
+        self.system_add = (
+            insert(systems).on_conflict_do_nothing(index_elements=["key"]).returning(systems.c.key)
+        )
+        self.system_update = update(systems).where(systems.c.key == bindparam("match_key"))
+        self.systems_after = (
+            select(systems)
+            .where(systems.c.key > bindparam("after"))
+            .order_by(systems.c.key)
+            .limit(bindparam("limit"))
+        )
+
+        # users
+        self.user_get = select(users).where(users.c.id == bindparam("id"))
+        self.user_lock = self.user_get.with_for_update()
+        self.user_add = (
+            insert(users).on_conflict_do_nothing(index_elements=["id"]).returning(users.c.id)
+        )
+        self.user_update = update(users).where(users.c.id == bindparam("match_id"))
+
+        # accounts and their credit lots
+        self.account_get = select(accounts).where(
+            accounts.c.user_id == bindparam("user_id"),
+            accounts.c.system_key == bindparam("system_key"),
+        )
+        account_insert = insert(accounts)
+        # New values come through `excluded`, never as expressions such as now():
+        # Citus refuses those in ON CONFLICT DO UPDATE.
+        self.account_save = account_insert.on_conflict_do_update(
+            index_elements=["user_id", "system_key"],
+            set_={name: account_insert.excluded[name] for name in ACCOUNT_TOTALS},
+        )
+        self.lots_get = select(lots).where(
+            lots.c.user_id == bindparam("user_id"), lots.c.system_key == bindparam("system_key")
+        )
+        lot_insert = insert(lots)
+        self.lot_save = lot_insert.on_conflict_do_update(
+            index_elements=["user_id", "system_key", "entry_id"],
+            set_={"remaining": lot_insert.excluded.remaining},
+        )
+        self.lots_delete = delete(lots).where(
+            lots.c.user_id == bindparam("user_id"),
+            lots.c.system_key == bindparam("system_key"),
+            lots.c.entry_id.in_(bindparam("entry_ids", expanding=True)),
+        )
+
+        # the ledger
+        if dialect == "postgresql":
+            self.entry_add = (
+                insert(ledger)
+                .values(sequence=LEDGER_SEQUENCE.next_value())
+                .returning(ledger.c.sequence)
+            )
+        else:  # SQLite: one writer at a time, the store numbers entries itself
+            self.entry_add = insert(ledger).returning(ledger.c.sequence)
+        self.last_sequence_anywhere = select(func.max(ledger.c.sequence))
+        self.entry_get = select(ledger).where(ledger.c.id == bindparam("id"))
+        self.reversal_of = select(ledger).where(
+            ledger.c.user_id == bindparam("user_id"),
+            ledger.c.reverses_entry_id == bindparam("entry_id"),
+        )
+        of_account = (
+            ledger.c.user_id == bindparam("user_id"),
+            ledger.c.system_key == bindparam("system_key"),
+        )
+        of_types = ledger.c.type.in_(bindparam("types", expanding=True))
+        newest_first = ledger.c.sequence.desc()
+        before = ledger.c.sequence < bindparam("before")
+        self.page_first = (
+            select(ledger).where(*of_account).order_by(newest_first).limit(bindparam("limit"))
+        )
+        self.page_before = self.page_first.where(before)
+        self.page_typed_first = self.page_first.where(of_types)
+        self.page_typed_before = self.page_first.where(of_types, before)
+        self.count = select(func.count()).select_from(ledger).where(*of_account)
+        self.count_typed = self.count.where(of_types)
+        self.last_sequence = select(func.max(ledger.c.sequence)).where(*of_account)
+        self.chunk = (
+            select(ledger)
+            .where(
+                *of_account,
+                ledger.c.sequence > bindparam("after"),
+                ledger.c.sequence <= bindparam("through"),
+                ledger.c.create_time >= bindparam("start_time"),
+                ledger.c.create_time < bindparam("end_time"),
+            )
+            .order_by(ledger.c.sequence)
+            .limit(bindparam("limit"))
+        )
+
+        # idempotency keys
+        self.key_get = select(idempotency.c.request_hash, idempotency.c.response).where(
+            idempotency.c.user_id == bindparam("user_id"),
+            idempotency.c.scope == bindparam("scope"),
+            idempotency.c.key == bindparam("key"),
+        )
+        self.key_add = insert(idempotency)
+
+
+@functools.cache
+def statements_for(dialect: str) -> Statements:
+    return Statements(dialect)

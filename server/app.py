@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass
@@ -13,6 +15,7 @@ from grpc_reflection.v1alpha import reflection
 
 from server.api.errors import ErrorInterceptor
 from server.api.points import PointsServicer
+from server.services import points
 from server.services.ports import Store
 from server.settings import Settings
 from tally.v1 import (
@@ -23,6 +26,8 @@ from tally.v1 import (
     points_pb2,
     points_pb2_grpc,
 )
+
+log = logging.getLogger(__name__)
 
 SERVICE_NAMES = (
     points_pb2.DESCRIPTOR.services_by_name["PointsService"].full_name,
@@ -35,6 +40,49 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+class Sweeper:
+    """A background thread that writes off lapsed credit of accounts nobody touches.
+
+    Reads and writes settle lapsed credit of the accounts they touch; the sweep makes the
+    EXPIRE entries of idle accounts appear on time too, for those who stream the ledger.
+    """
+
+    def __init__(self, store: Store, clock: Callable[[], datetime], every_seconds: float) -> None:
+        self.store = store
+        self.clock = clock
+        self.every_seconds = every_seconds
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="tally-sweeper", daemon=True)
+
+    def start(self) -> None:
+        if self.every_seconds > 0:
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+
+    def sweep(self) -> int:
+        """Settle every account that is due; returns how many were settled."""
+        settled = 0
+        while not self._stop.is_set():
+            done = points.expire_due(self.store, self.clock())
+            settled += done
+            if done < 500:
+                break
+        return settled
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_seconds):
+            try:
+                settled = self.sweep()
+                if settled:
+                    log.info("expiry sweep settled %d accounts", settled)
+            except Exception:
+                log.exception("expiry sweep failed")
+
+
 @dataclass
 class App:
     """A built server, not yet started, and what it needs to stop gracefully."""
@@ -42,15 +90,18 @@ class App:
     server: grpc.Server
     port: int
     health: health.HealthServicer
+    sweeper: Sweeper
 
     def start(self) -> None:
         self.server.start()
+        self.sweeper.start()
         for name in ("", *SERVICE_NAMES):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
     def stop(self, grace_seconds: float) -> None:
         """Refuse new calls, let calls in flight finish within the grace period."""
         self.health.enter_graceful_shutdown()
+        self.sweeper.stop()
         self.server.stop(grace_seconds).wait()
 
 
@@ -77,4 +128,4 @@ def build(settings: Settings, store: Store, clock: Callable[[], datetime] = utc_
     port = server.add_insecure_port(settings.listen)
     if port == 0:
         raise OSError(f"cannot listen on {settings.listen}")
-    return App(server, port, health_servicer)
+    return App(server, port, health_servicer, Sweeper(store, clock, settings.sweep_seconds))

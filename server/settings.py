@@ -27,6 +27,8 @@ class Settings:
     # Seconds that calls in flight get to finish after SIGTERM/SIGINT.
     grace_seconds: float = 10.0
     log_level: str = "INFO"
+    # Seconds between sweeps that write off lapsed credit of idle accounts (0 = off).
+    sweep_seconds: float = 30.0
 
     @classmethod
     def load(cls, env: Mapping[str, str] | None = None, **flags: object) -> Settings:
@@ -39,6 +41,7 @@ class Settings:
             "workers": int(env.get("TALLY_WORKERS", cls.workers)),
             "grace_seconds": float(env.get("TALLY_GRACE_SECONDS", cls.grace_seconds)),
             "log_level": env.get("TALLY_LOG_LEVEL", cls.log_level),
+            "sweep_seconds": float(env.get("TALLY_SWEEP_SECONDS", cls.sweep_seconds)),
         }
         values.update({name: value for name, value in flags.items() if value is not None})
         return cls(**values)  # type: ignore[arg-type]

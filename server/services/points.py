@@ -390,6 +390,18 @@ def settle(store: Store, system_key: str, user_id: str, now: datetime) -> None:
     in_transaction(store, work, write=True)
 
 
+def expire_due(store: Store, now: datetime, *, limit: int = 500) -> int:
+    """Write off lapsed credit of accounts nobody has touched since (the periodic sweep).
+
+    Each account is settled in its own unit of work under its user's lock, so the sweep
+    never holds more than one user and races with nothing. Returns the accounts settled.
+    """
+    due = in_transaction(store, lambda uow: uow.accounts.due_for_expiry(now, limit), write=False)
+    for system_key, user_id in due:
+        settle(store, system_key, user_id, now)
+    return len(due)
+
+
 # -- helpers -----------------------------------------------------------------------------
 
 

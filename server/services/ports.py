@@ -56,6 +56,10 @@ class AccountRepository(Protocol):
         """The account with its credit lots loaded when it has any."""
         ...
 
+    def due_for_expiry(self, now: datetime, limit: int) -> list[tuple[str, str]]:
+        """(system_key, user_id) of accounts holding credit that lapsed by `now`."""
+        ...
+
     def save(self, account: Account, now: datetime) -> None: ...
 
 

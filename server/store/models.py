@@ -112,7 +112,11 @@ class AccountRow(Base):
     create_time: Mapped[datetime]
     update_time: Mapped[datetime]
 
-    __table_args__ = (Index(None, "system_key", "balance"),)
+    __table_args__ = (
+        Index(None, "system_key", "balance"),
+        # The expiry sweep finds accounts with credit due to lapse.
+        Index(None, "next_expire_time"),
+    )
 
 
 class CreditLotRow(Base):

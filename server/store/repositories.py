@@ -197,6 +197,10 @@ class SqlAccountRepository(_Repository):
             account.lots = [CreditLot(x.entry_id, x.expire_time, x.remaining) for x in rows]
         return account
 
+    def due_for_expiry(self, now: datetime, limit: int) -> list[tuple[str, str]]:
+        rows = self.connection.execute(self.sql.accounts_due, {"now": now, "limit": limit})
+        return [(r.system_key, r.user_id) for r in rows]
+
     def save(self, account: Account, now: datetime) -> None:
         self.connection.execute(
             self.sql.account_save,

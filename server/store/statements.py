@@ -88,6 +88,12 @@ class Statements:
             index_elements=["user_id", "system_key"],
             set_={name: account_insert.excluded[name] for name in ACCOUNT_TOTALS},
         )
+        self.accounts_due = (
+            select(accounts.c.system_key, accounts.c.user_id)
+            .where(accounts.c.next_expire_time <= bindparam("now"))
+            .order_by(accounts.c.next_expire_time)
+            .limit(bindparam("limit"))
+        )
         self.lots_get = select(lots).where(
             lots.c.user_id == bindparam("user_id"), lots.c.system_key == bindparam("system_key")
         )

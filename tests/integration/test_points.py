@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from server.domain import commands
@@ -385,3 +387,42 @@ class TestReads:
         system(store)
         with pytest.raises(UserNotFound):
             points.stream_history(store, commands.StreamHistory("xp", "ghost"), T0)
+
+
+class TestExpirySweep:
+    def test_sweep_writes_off_idle_accounts(self, store: SqlStore) -> None:
+        system(store)
+        award(store, "alice", 10, expire_time=later(60))
+        award(store, "bob", 7, expire_time=later(30))
+        award(store, "carol", 5, expire_time=later(600))
+        assert points.expire_due(store, later(100)) == 2
+        assert points.expire_due(store, later(100)) == 0  # nothing left to do
+        with store.unit_of_work(write=False) as uow:
+            alice = uow.accounts.get("xp", "alice")
+            carol = uow.accounts.get("xp", "carol")
+            expiries = uow.ledger.page("xp", "bob", frozenset({EntryType.EXPIRE}), None, 10)
+        assert alice is not None
+        assert carol is not None
+        assert (alice.balance, alice.total_expired, alice.next_expire_time) == (0, 10, None)
+        assert carol.balance == 5
+        assert [(e.amount, e.create_time) for e in expiries] == [(-7, later(30))]
+
+    def test_sweeper_thread_settles_due_accounts(self, store: SqlStore) -> None:
+        from server.app import Sweeper
+
+        system(store)
+        award(store, "alice", 10, expire_time=later(1))
+        sweeper = Sweeper(store, lambda: later(5), every_seconds=0.01)
+        sweeper.start()
+        try:
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                with store.unit_of_work(write=False) as uow:
+                    account = uow.accounts.get("xp", "alice")
+                if account is not None and account.balance == 0:
+                    break
+                time.sleep(0.02)
+        finally:
+            sweeper.stop()
+        assert account is not None
+        assert account.total_expired == 10

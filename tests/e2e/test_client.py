@@ -1,0 +1,78 @@
+"""The Python client in clients/: typed errors, automatic keys, safe retries."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import grpc
+import pytest
+
+from clients.tally_client import (
+    AlreadyExists,
+    InsufficientPoints,
+    InvalidArgument,
+    NotFound,
+    TallyClient,
+    Unavailable,
+)
+from server.app import App
+from tally.v1 import common_pb2
+
+
+@pytest.fixture
+def tally(server: App) -> Iterator[TallyClient]:
+    with TallyClient(f"127.0.0.1:{server.port}", attempts=2) as client:
+        yield client
+
+
+def test_award_deduct_and_balance(tally: TallyClient) -> None:
+    tally.create_system("xp", "Experience")
+    awarded = tally.award("xp", "alice", 50, reason="signup", metadata={"plan": "pro"})
+    assert awarded.entry.idempotency_key.startswith("tc-")
+    tally.deduct("xp", "alice", 20)
+    balance = tally.get_balance("xp", "alice", recent_entries=0)
+    assert (balance.balance.balance, list(balance.recent)) == (30, [])
+
+
+def test_typed_errors_carry_reason_and_metadata(tally: TallyClient) -> None:
+    tally.create_system("xp")
+    with pytest.raises(AlreadyExists) as exists:
+        tally.create_system("xp")
+    assert exists.value.reason == "SYSTEM_EXISTS"
+    tally.award("xp", "alice", 5)
+    with pytest.raises(InsufficientPoints) as short:
+        tally.deduct("xp", "alice", 8)
+    assert (short.value.available, short.value.requested) == (5, 8)
+    assert short.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    with pytest.raises(InvalidArgument) as bad:
+        tally.award("xp", "", 0)
+    assert set(bad.value.field_violations) == {"user.id", "amount"}
+    with pytest.raises(NotFound) as missing:
+        tally.get_balance("xp", "ghost")
+    assert missing.value.reason == "USER_NOT_FOUND"
+
+
+def test_a_repeated_key_replays(tally: TallyClient) -> None:
+    tally.create_system("xp")
+    first = tally.award("xp", "alice", 5, idempotency_key="order-7")
+    again = tally.award("xp", "alice", 5, idempotency_key="order-7")
+    assert again.replayed
+    assert again.entry.id == first.entry.id
+
+
+def test_pages_and_history(tally: TallyClient) -> None:
+    tally.create_system("xp")
+    ids = [tally.award("xp", "alice", i + 1).entry.id for i in range(7)]
+    tally.deduct("xp", "alice", 1)
+    listed = [e.id for e in tally.transactions("xp", "alice", page_size=3)]
+    assert listed[1:] == ids[::-1]
+    awards = tally.transactions("xp", "alice", types=(common_pb2.ENTRY_TYPE_AWARD,))
+    assert [e.id for e in awards] == ids[::-1]
+    assert [e.id for e in tally.history("xp", "alice")][:-1] == ids
+    with pytest.raises(NotFound):
+        list(tally.history("xp", "ghost"))
+
+
+def test_unreachable_server_is_unavailable() -> None:
+    with TallyClient("127.0.0.1:1", timeout=0.5, attempts=2) as client, pytest.raises(Unavailable):
+        client.get_system("xp")

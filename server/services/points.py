@@ -15,6 +15,7 @@ import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeVar
 
 from server.domain import commands, validation
 from server.domain.errors import (
@@ -39,6 +40,8 @@ from server.domain.model import (
 from server.services import idempotency
 from server.services.ports import Store, UnitOfWork
 from server.services.transactions import in_transaction
+
+T = TypeVar("T")
 
 MAX_BATCH_ITEMS = 100
 STREAM_CHUNK = 1000
@@ -282,12 +285,8 @@ def _change(
 
 def get_balance(store: Store, cmd: commands.GetBalance, now: datetime) -> BalanceView:
     validation.get_balance(cmd)
-    settle(store, cmd.system_key, cmd.user_id, now)
 
-    def work(uow: UnitOfWork) -> BalanceView:
-        system = _system(uow, cmd.system_key)
-        _user(uow, cmd.user_id)
-        account = uow.accounts.get(system.key, cmd.user_id) or Account(system.key, cmd.user_id)
+    def read(uow: UnitOfWork, system: PointsSystem, account: Account) -> BalanceView:
         recent = (
             uow.ledger.page(system.key, cmd.user_id, frozenset(), None, cmd.recent_entries)
             if cmd.recent_entries
@@ -295,7 +294,7 @@ def get_balance(store: Store, cmd: commands.GetBalance, now: datetime) -> Balanc
         )
         return BalanceView(account.to_balance(system.max_points), recent)
 
-    return in_transaction(store, work, write=False)
+    return _settled_read(store, cmd.system_key, cmd.user_id, now, read)
 
 
 def list_transactions(
@@ -307,11 +306,8 @@ def list_transactions(
     if before is not None and not isinstance(before, int):
         raise ValidationFailed([FieldViolation("page_token", "is not a token this list gave")])
     limit = cmd.page_size or validation.DEFAULT_PAGE_SIZE
-    settle(store, cmd.system_key, cmd.user_id, now)
 
-    def work(uow: UnitOfWork) -> TransactionsPage:
-        _system(uow, cmd.system_key)
-        _user(uow, cmd.user_id)
+    def read(uow: UnitOfWork, _system: PointsSystem, _account: Account) -> TransactionsPage:
         entries = uow.ledger.page(cmd.system_key, cmd.user_id, cmd.types, before, limit + 1)
         more = len(entries) > limit
         entries = entries[:limit]
@@ -319,7 +315,7 @@ def list_transactions(
         total = uow.ledger.count(cmd.system_key, cmd.user_id, cmd.types)
         return TransactionsPage(entries, token, total)
 
-    return in_transaction(store, work, write=False)
+    return _settled_read(store, cmd.system_key, cmd.user_id, now, read)
 
 
 def stream_history(
@@ -331,14 +327,11 @@ def stream_history(
     entries are read in chunks, each in its own short read transaction.
     """
     validation.stream_history(cmd)
-    settle(store, cmd.system_key, cmd.user_id, now)
 
-    def start(uow: UnitOfWork) -> int:
-        _system(uow, cmd.system_key)
-        _user(uow, cmd.user_id)
+    def start(uow: UnitOfWork, _system: PointsSystem, _account: Account) -> int:
         return uow.ledger.last_sequence(cmd.system_key, cmd.user_id)
 
-    through = in_transaction(store, start, write=False)
+    through = _settled_read(store, cmd.system_key, cmd.user_id, now, start)
     return _stream(store, cmd, through)
 
 
@@ -367,15 +360,42 @@ def _stream(store: Store, cmd: commands.StreamHistory, through: int) -> Iterator
         after = chunk[-1].sequence
 
 
+class _Lapsed:
+    """What a settled read returns when the account first needs settling."""
+
+
+def _settled_read(
+    store: Store,
+    system_key: str,
+    user_id: str,
+    now: datetime,
+    read: Callable[[UnitOfWork, PointsSystem, Account], T],
+) -> T:
+    """Run `read` on one snapshot of a user's account in a system, after writing off
+    credit that lapsed before `now`, so that a read always includes what is due.
+
+    Raises SystemNotFound or UserNotFound. The check for lapsed credit is part of the read
+    itself; only when there is some does it take a write (and then read again).
+    """
+
+    def work(uow: UnitOfWork) -> T | _Lapsed:
+        system = _system(uow, system_key)
+        _user(uow, user_id)
+        account = uow.accounts.get(system_key, user_id) or Account(system_key, user_id)
+        if account.has_lapsed_credit(now):
+            return _Lapsed()
+        return read(uow, system, account)
+
+    result = in_transaction(store, work, write=False)
+    if isinstance(result, _Lapsed):
+        settle(store, system_key, user_id, now)
+        result = in_transaction(store, work, write=False)
+    assert not isinstance(result, _Lapsed), "settled at `now`, nothing lapses before it"
+    return result
+
+
 def settle(store: Store, system_key: str, user_id: str, now: datetime) -> None:
-    """Write off credit that lapsed before `now`, so that a read includes what is due."""
-
-    def lapsed(uow: UnitOfWork) -> bool:
-        account = uow.accounts.get(system_key, user_id)
-        return account is not None and account.has_lapsed_credit(now)
-
-    if not in_transaction(store, lapsed, write=False):
-        return
+    """Write off credit that lapsed before `now` (in one write, under the user's lock)."""
 
     def work(uow: UnitOfWork) -> None:
         if uow.users.lock(user_id) is None:

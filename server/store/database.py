@@ -1,6 +1,7 @@
 """Engines, sessions and the unit of work, for SQLite (embedded) and PostgreSQL.
 
-PostgreSQL: READ COMMITTED, writers serialize per user on the user's row (FOR UPDATE).
+PostgreSQL: writers run READ COMMITTED and serialize per user on the user's row (FOR
+UPDATE); readers run REPEATABLE READ, so everything one read returns is one snapshot.
 SQLite: one writer at a time, taken up front with BEGIN IMMEDIATE so that a transaction
 never fails half-way on a lock upgrade; readers run beside it thanks to WAL.
 """
@@ -44,7 +45,8 @@ def create_store_engine(url: str, *, pool_size: int = 10) -> Engine:
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
+        # No pre-ping (a round trip per checkout): a connection found dead by its first
+        # statement is a transient error, and the unit of work runs again on a fresh one.
         pool_recycle=1800,
     )
 
@@ -114,6 +116,10 @@ class SqlUnitOfWork:
             connection = self._engine.connect()
             if self._write:
                 connection = connection.execution_options(**{WRITE_OPTION: True})
+            elif self._engine.dialect.name == "postgresql":
+                # A read sees one snapshot: a balance and its recent entries, a page and
+                # its total, always agree. (SQLite's deferred BEGIN is a snapshot in WAL.)
+                connection = connection.execution_options(isolation_level="REPEATABLE READ")
         except DBAPIError as exc:
             if is_transient(exc):
                 raise TransientStoreError(str(exc.orig)) from exc

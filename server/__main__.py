@@ -89,7 +89,10 @@ def serve_here(settings: Settings) -> int:
     server = app.build(settings, store)
     server.start()
     log.info("serving on %s (port %d, pid %d)", settings.listen, server.port, os.getpid())
-    stopping.wait()
+    # Wait with a timeout: the kernel may hand SIGTERM to any of gRPC's threads, and the
+    # handler runs only when the main thread wakes to check for it.
+    while not stopping.wait(0.5):
+        pass
     server.stop(settings.grace_seconds)
     store.dispose()
     log.info("stopped (pid %d)", os.getpid())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from grpc_reflection.v1alpha import reflection
 
 from server.api.errors import ErrorInterceptor
 from server.api.points import PointsServicer
+from server.api.shutdown import ShutdownGate
 from server.services import points
 from server.services.ports import Store
 from server.settings import Settings
@@ -91,6 +93,7 @@ class App:
     port: int
     health: health.HealthServicer
     sweeper: Sweeper
+    gate: ShutdownGate
 
     def start(self) -> None:
         self.server.start()
@@ -99,16 +102,22 @@ class App:
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
     def stop(self, grace_seconds: float) -> None:
-        """Refuse new calls, let calls in flight finish within the grace period."""
+        """Refuse new calls (UNAVAILABLE), let calls in flight finish within the grace
+        period, then stop."""
+        started = time.monotonic()
         self.health.enter_graceful_shutdown()
+        self.gate.close()
         self.sweeper.stop()
-        self.server.stop(grace_seconds).wait()
+        self.gate.drain(timeout=grace_seconds)
+        remaining = max(0.0, grace_seconds - (time.monotonic() - started))
+        self.server.stop(remaining).wait()
 
 
 def build(settings: Settings, store: Store, clock: Callable[[], datetime] = utc_now) -> App:
+    gate = ShutdownGate()
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.threads, thread_name_prefix="tally"),
-        interceptors=[ErrorInterceptor()],
+        interceptors=[gate, ErrorInterceptor()],
         # Several worker processes may share one port (serve --workers).
         options=[("grpc.so_reuseport", 1 if settings.workers > 1 else 0)],
     )
@@ -128,4 +137,5 @@ def build(settings: Settings, store: Store, clock: Callable[[], datetime] = utc_
     port = server.add_insecure_port(settings.listen)
     if port == 0:
         raise OSError(f"cannot listen on {settings.listen}")
-    return App(server, port, health_servicer, Sweeper(store, clock, settings.sweep_seconds))
+    sweeper = Sweeper(store, clock, settings.sweep_seconds)
+    return App(server, port, health_servicer, sweeper, gate)

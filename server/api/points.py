@@ -12,9 +12,9 @@ import grpc
 from server.api import convert
 from server.api.errors import status_code
 from server.domain import commands
-from server.domain.errors import TallyError
+from server.domain.errors import FieldViolation, TallyError, ValidationFailed
 from server.domain.model import EntryType
-from server.domain.validation import resolve_idempotency_key
+from server.domain.validation import MAX_KEY_CHARS, resolve_idempotency_key
 from server.services import points
 from server.services.points import WriteResult
 from server.services.ports import Store
@@ -125,6 +125,16 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
         self, request: points_pb2.AwardBatchRequest, context: grpc.ServicerContext
     ) -> points_pb2.AwardBatchResponse:
         header = idempotency_header(context)
+        if header is not None and len(f"{header}.{len(request.items)}") > MAX_KEY_CHARS:
+            raise ValidationFailed(
+                [
+                    FieldViolation(
+                        IDEMPOTENCY_HEADER,
+                        f"must leave room for the item suffix '.<index>' (at most "
+                        f"{MAX_KEY_CHARS - 1 - len(str(len(request.items)))} characters here)",
+                    )
+                ]
+            )
         items = [
             commands.Award(
                 system_key=item.system_key,

@@ -45,7 +45,10 @@ class TallyError(Exception):
     def __init__(self, message: str, *, metadata: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.message = message
-        self.metadata: dict[str, str] = metadata or {}
+        # Metadata often echoes what the caller sent: cut it like messages are.
+        self.metadata: dict[str, str] = {
+            key: value[:QUOTE_LIMIT] for key, value in (metadata or {}).items()
+        }
 
 
 @dataclass(frozen=True)
@@ -56,12 +59,24 @@ class FieldViolation:
     description: str
 
 
+# At most this many field violations are reported, so that an error fits in the trailers.
+MAX_VIOLATIONS = 20
+# The message names the first few; the BadRequest details carry them all.
+VIOLATIONS_IN_MESSAGE = 3
+
+
 class ValidationFailed(TallyError):
     reason = "VALIDATION_FAILED"
     category = Category.INVALID
 
     def __init__(self, violations: list[FieldViolation]) -> None:
-        summary = "; ".join(f"{v.field}: {v.description}" for v in violations)
+        violations = violations[:MAX_VIOLATIONS]
+        summary = "; ".join(
+            f"{v.field}: {v.description}" for v in violations[:VIOLATIONS_IN_MESSAGE]
+        )
+        more = len(violations) - VIOLATIONS_IN_MESSAGE
+        if more > 0:
+            summary += f" (and {more} more in the BadRequest details)"
         super().__init__(f"invalid request: {summary}")
         self.violations = violations
 

@@ -41,6 +41,7 @@ DEFAULT_PAGE_SIZE = 50
 MAX_RECENT_ENTRIES = 100
 
 SYSTEM_KEY = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+MAX_KEY_CHARS = 255
 IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9_\-:.]{1,255}")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import grpc
 import pytest
@@ -17,7 +18,7 @@ from tally.v1.points_pb2_grpc import PointsServiceStub
 
 def error_of(call: grpc.RpcError) -> tuple[grpc.StatusCode, str, dict[str, str], list[str]]:
     """The code, ErrorInfo reason and metadata, and BadRequest fields of a failed call."""
-    status = rpc_status.from_call(call)  # type: ignore[arg-type]
+    status = rpc_status.from_call(call)
     assert status is not None, "every error carries rich details"
     reason, metadata, fields = "", {}, []
     for detail in status.details:
@@ -42,12 +43,13 @@ def create_system(points: PointsServiceStub, key: str = "xp", max_points: int = 
 
 
 def award(
-    points: PointsServiceStub, user: str, amount: int, **fields: object
+    points: PointsServiceStub, user: str, amount: int, **fields: Any
 ) -> points_pb2.AwardResponse:
     request = points_pb2.AwardRequest(
         system_key="xp", user=common_pb2.User(id=user), amount=amount, **fields
     )
-    return points.Award(request)
+    response: points_pb2.AwardResponse = points.Award(request)
+    return response
 
 
 def test_award_then_balance(points: PointsServiceStub) -> None:
@@ -74,7 +76,7 @@ def test_error_messages_quote_at_most_100_characters(points: PointsServiceStub) 
     with pytest.raises(grpc.RpcError) as caught:
         points.GetSystem(points_pb2.GetSystemRequest(key="k" * 5000))
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
-    assert len(caught.value.details()) < 200
+    assert len(caught.value.details() or "") < 200
 
 
 def test_insufficient_points_metadata(points: PointsServiceStub) -> None:

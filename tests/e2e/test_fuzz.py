@@ -4,6 +4,7 @@ whatever was accepted leaves every account equal to the sum of its ledger."""
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import grpc
 import pytest
@@ -44,7 +45,7 @@ def timestamps() -> st.SearchStrategy[timestamp_pb2.Timestamp | None]:
 
 
 def structs() -> st.SearchStrategy[struct_pb2.Struct | None]:
-    def build(values: dict[str, object]) -> struct_pb2.Struct:
+    def build(values: dict[str, Any]) -> struct_pb2.Struct:
         struct = struct_pb2.Struct()
         struct.update(values)
         return struct

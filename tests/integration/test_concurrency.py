@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 
 from server.domain import commands
 from server.domain.errors import InsufficientPoints
+from server.domain.model import LedgerEntry
 from server.services import points
 from server.store.database import SqlStore
 from server.store.models import AccountRow, LedgerEntryRow
@@ -39,7 +40,7 @@ def race(threads: int, work: Callable[[int], object]) -> list[object]:
 
 def ledger_sum(store: SqlStore, user: str) -> int:
     with store.engine.connect() as connection:
-        return connection.scalar(
+        return connection.scalar(  # type: ignore[return-value]
             select(func.coalesce(func.sum(LedgerEntryRow.amount), 0)).where(
                 LedgerEntryRow.user_id == user
             )
@@ -147,7 +148,7 @@ def test_keyset_pages_visit_every_entry_once_while_new_ones_arrive(store: SqlSto
     assert set(seen) == before
 
 
-def _all_pages(store: SqlStore, user: str, page_size: int) -> list:
+def _all_pages(store: SqlStore, user: str, page_size: int) -> list[LedgerEntry]:
     out, token = [], ""
     while True:
         page = points.list_transactions(

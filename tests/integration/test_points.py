@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 
@@ -19,15 +20,15 @@ from server.domain.errors import (
     UserNotFound,
     ValidationFailed,
 )
-from server.domain.model import EntryType, LevelBasis, UserProfile
+from server.domain.model import EntryType, LedgerEntry, LevelBasis, UserProfile
 from server.services import points
 from server.store.database import SqlStore
 from tests.conftest import T0
 from tests.integration.helpers import award, balance, deduct, later, system
 
 
-def entries(store: SqlStore, user: str, **fields: object) -> list:
-    cmd = commands.ListTransactions("xp", user, page_size=100, **fields)  # type: ignore[arg-type]
+def entries(store: SqlStore, user: str, **fields: Any) -> list[LedgerEntry]:
+    cmd = commands.ListTransactions("xp", user, page_size=100, **fields)
     return points.list_transactions(store, cmd, T0).entries
 
 

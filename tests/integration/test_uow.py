@@ -1,0 +1,323 @@
+"""The unit of work and the schema, on both stores.
+
+A unit of work writes only when told to commit; transient failures are retried a bounded
+number of times and then reach callers as STORE_UNAVAILABLE; and the Alembic migrations
+build exactly the tables the models describe, both ways.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, inspect, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+from tenacity import wait_none
+
+from server.domain.errors import InsufficientPoints, StoreUnavailable, TransientStoreError
+from server.domain.model import LevelBasis, PointsSystem
+from server.services import transactions
+from server.services.ports import UnitOfWork
+from server.services.transactions import in_transaction
+from server.store import migrate
+from server.store.database import SqlStore, create_store_engine
+from server.store.models import Base
+from tests.conftest import PG_ADMIN_URL, T0
+
+
+def a_system(key: str = "xp") -> PointsSystem:
+    return PointsSystem(key, key, "", "", 0, LevelBasis.BALANCE, T0, T0)
+
+
+def system_keys(store: SqlStore) -> list[str]:
+    with store.engine.connect() as connection:
+        return list(connection.scalars(text("SELECT key FROM points_systems ORDER BY key")))
+
+
+class TestUnitOfWork:
+    def test_rolls_back_unless_committed(self, store: SqlStore) -> None:
+        with store.unit_of_work(write=True) as uow:
+            assert uow.systems.add(a_system())
+            assert uow.systems.get("xp") is not None  # visible inside
+        assert system_keys(store) == []
+
+    def test_commits_when_told(self, store: SqlStore) -> None:
+        with store.unit_of_work(write=True) as uow:
+            uow.systems.add(a_system())
+            uow.commit()
+        assert system_keys(store) == ["xp"]
+        with store.unit_of_work(write=False) as uow:
+            assert uow.systems.get("xp") == a_system()
+
+    def test_rolls_back_when_the_work_raises(self, store: SqlStore) -> None:
+        def refused() -> None:
+            with store.unit_of_work(write=True) as uow:
+                uow.systems.add(a_system())
+                uow.systems.add(a_system("other"))
+                raise InsufficientPoints(available=0, requested=1)
+
+        with pytest.raises(InsufficientPoints):
+            refused()
+        assert system_keys(store) == []
+
+    def test_explicit_rollback_discards_earlier_writes(self, store: SqlStore) -> None:
+        with store.unit_of_work(write=True) as uow:
+            uow.systems.add(a_system("a"))
+            uow.rollback()
+            uow.systems.add(a_system("b"))
+            uow.commit()
+        assert system_keys(store) == ["b"]
+
+    def test_in_transaction_commits_only_what_work_commits(self, store: SqlStore) -> None:
+        def forgetful(uow: UnitOfWork) -> None:
+            uow.systems.add(a_system("a"))
+
+        def careful(uow: UnitOfWork) -> None:
+            uow.systems.add(a_system("b"))
+            uow.commit()
+
+        in_transaction(store, forgetful, write=True)
+        in_transaction(store, careful, write=True)
+        assert system_keys(store) == ["b"]
+
+    def test_transient_database_error_is_retried_on_a_fresh_transaction(
+        self, store: SqlStore, fast_retries: None
+    ) -> None:
+        """Each failed attempt is rolled back, so the retry does not trip on its own rows."""
+        attempts = 0
+
+        def work(uow: UnitOfWork) -> str:
+            nonlocal attempts
+            attempts += 1
+            assert uow.systems.add(a_system()), "an earlier attempt's insert leaked"
+            if attempts < 3:
+                raise OperationalError("INSERT ...", {}, Exception("connection reset"))
+            uow.commit()
+            return "done"
+
+        assert in_transaction(store, work, write=True) == "done"
+        assert attempts == 3
+        assert system_keys(store) == ["xp"]
+
+
+# -- retries, with fakes ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Three tries, no waiting: the policy, not the clock, is under test."""
+    monkeypatch.setattr(transactions, "MAX_ATTEMPTS", 3)
+    monkeypatch.setattr(transactions, "wait_random_exponential", lambda **_: wait_none())
+
+
+@dataclass
+class FakeUnitOfWork:
+    committed: bool = False
+    exited: list[type[BaseException] | None] = field(default_factory=list)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.exited.append(exc_type)
+
+    def commit(self) -> None:
+        self.committed = True
+
+    def rollback(self) -> None:
+        pass
+
+
+@dataclass
+class FlakyStore:
+    """A store whose first `failures` units of work cannot even start."""
+
+    failures: int
+    attempts: int = 0
+    opened: list[FakeUnitOfWork] = field(default_factory=list)
+
+    def unit_of_work(self, *, write: bool) -> FakeUnitOfWork:
+        self.attempts += 1
+        if self.attempts <= self.failures:
+            raise TransientStoreError("could not serialize access")
+        uow = FakeUnitOfWork()
+        self.opened.append(uow)
+        return uow
+
+
+def committing(uow: Any) -> str:
+    uow.commit()
+    return "ok"
+
+
+class TestRetries:
+    def test_a_transient_failure_is_retried(self, fast_retries: None) -> None:
+        store = FlakyStore(failures=2)
+        assert in_transaction(store, committing, write=True) == "ok"  # type: ignore[arg-type]
+        assert store.attempts == 3
+        assert [uow.committed for uow in store.opened] == [True]
+
+    def test_when_the_budget_runs_out_it_is_store_unavailable(self, fast_retries: None) -> None:
+        store = FlakyStore(failures=10**6)
+        with pytest.raises(StoreUnavailable) as caught:
+            in_transaction(store, committing, write=True)  # type: ignore[arg-type]
+        assert store.attempts == 3
+        assert caught.value.reason == "STORE_UNAVAILABLE"
+        assert isinstance(caught.value.__cause__, TransientStoreError)
+
+    def test_the_budget_is_also_bounded_in_time(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(transactions, "MAX_ATTEMPTS", 10**6)
+        monkeypatch.setattr(transactions, "MAX_SECONDS", 0.2)
+        monkeypatch.setattr(transactions, "wait_random_exponential", lambda **_: wait_none())
+        store = FlakyStore(failures=10**9)
+        with pytest.raises(StoreUnavailable):
+            in_transaction(store, committing, write=True)  # type: ignore[arg-type]
+        assert 1 < store.attempts < 10**6
+
+    def test_transient_failure_inside_the_work_is_retried(self, fast_retries: None) -> None:
+        store = FlakyStore(failures=0)
+        calls = 0
+
+        def work(uow: Any) -> int:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                raise TransientStoreError("deadlock detected")
+            uow.commit()
+            return calls
+
+        assert in_transaction(store, work, write=False) == 2  # type: ignore[arg-type]
+        assert [uow.committed for uow in store.opened] == [False, True]
+        assert store.opened[0].exited == [TransientStoreError]
+
+    def test_domain_errors_are_not_retried(self, fast_retries: None) -> None:
+        store = FlakyStore(failures=0)
+
+        def work(uow: Any) -> None:
+            raise InsufficientPoints(available=1, requested=2)
+
+        with pytest.raises(InsufficientPoints):
+            in_transaction(store, work, write=True)  # type: ignore[arg-type]
+        assert store.attempts == 1
+
+
+UNREACHABLE_PG = "postgresql+psycopg://postgres@127.0.0.1:1/tally"
+
+
+def test_a_read_on_an_unreachable_database_is_store_unavailable(fast_retries: None) -> None:
+    store = SqlStore.from_url(UNREACHABLE_PG)
+    try:
+        with pytest.raises(StoreUnavailable):
+            in_transaction(store, lambda uow: uow.systems.get("xp"), write=False)
+    finally:
+        store.dispose()
+
+
+def test_a_write_on_an_unreachable_database_is_store_unavailable(fast_retries: None) -> None:
+    """Callers retry UNAVAILABLE with their idempotency key; INTERNAL tells them not to."""
+    store = SqlStore.from_url(UNREACHABLE_PG)
+    try:
+        with pytest.raises(StoreUnavailable):
+            in_transaction(store, lambda uow: uow.systems.get("xp"), write=True)
+    finally:
+        store.dispose()
+
+
+# -- migrations ------------------------------------------------------------------------------
+
+
+def schema_diff(engine: Engine) -> list[Any]:
+    with engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        return list(compare_metadata(context, Base.metadata))
+
+
+def head_revision(engine: Engine) -> str | None:
+    return ScriptDirectory.from_config(migrate.alembic_config(engine)).get_current_head()
+
+
+def test_migrations_build_exactly_the_models(store: SqlStore) -> None:
+    assert schema_diff(store.engine) == []
+    assert migrate.current(store.engine) == head_revision(store.engine)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def fresh_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """An empty database of each kind, made for one test and dropped after it."""
+    if request.param == "sqlite":
+        engine = create_store_engine(f"sqlite:///{tmp_path / 'fresh.db'}")
+        yield engine
+        engine.dispose()
+        return
+    request.getfixturevalue("postgresql_url")  # skips (or fails under CI) when unreachable
+    name = f"tally_migrations_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    engine = create_store_engine(url)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def user_tables(engine: Engine) -> set[str]:
+    return set(inspect(engine).get_table_names()) - {"alembic_version"}
+
+
+def test_downgrade_to_base_then_upgrade_to_head(fresh_engine: Engine) -> None:
+    models = set(Base.metadata.tables)
+    postgres = fresh_engine.dialect.name == "postgresql"
+
+    migrate.upgrade(fresh_engine)
+    assert user_tables(fresh_engine) == models
+    if postgres:
+        assert "ledger_entry_sequence" in inspect(fresh_engine).get_sequence_names()
+
+    command.downgrade(migrate.alembic_config(fresh_engine), "base")
+    assert user_tables(fresh_engine) == set()
+    assert migrate.current(fresh_engine) is None
+    if postgres:
+        assert inspect(fresh_engine).get_sequence_names() == []
+
+    migrate.upgrade(fresh_engine)
+    assert user_tables(fresh_engine) == models
+    assert migrate.current(fresh_engine) == head_revision(fresh_engine)
+    assert schema_diff(fresh_engine) == []
+
+    # The rebuilt schema takes writes: one committed unit of work end to end.
+    store = SqlStore(fresh_engine)
+    in_transaction(store, _add_and_commit, write=True)
+    with store.unit_of_work(write=False) as uow:
+        assert uow.systems.get("xp") == a_system()
+
+
+def _add_and_commit(uow: UnitOfWork) -> None:
+    uow.systems.add(a_system())
+    uow.commit()
+
+
+def test_upgrade_is_idempotent(fresh_engine: Engine) -> None:
+    migrate.upgrade(fresh_engine)
+    migrate.upgrade(fresh_engine)
+    assert migrate.current(fresh_engine) == head_revision(fresh_engine)
+    assert schema_diff(fresh_engine) == []

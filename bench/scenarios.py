@@ -1,0 +1,267 @@
+"""The scenarios: what each one calls, with which requests, against which ceiling.
+
+Adding one is a few lines: a request builder (n serialized requests; make write keys
+unique with `ctx.key(name)`) and a `Scenario(...)` in SCENARIOS. `baseline` names a ceiling
+(see bench/ceilings.py: transport, db_award, db_award_hot, db_history) or an earlier
+scenario; `targets` are the issue's pass/fail lines.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from bench import seed
+from tally.v1 import common_pb2, points_pb2
+
+POINTS = "/tally.v1.PointsService/"
+
+
+@dataclass
+class Context:
+    """What request builders and setups need: the seeded data and a random source."""
+
+    run_id: str
+    users: int
+    history_entries: int
+    big_ledger_entries: int
+    rng: random.Random
+    deep_tokens: list[str] = field(default_factory=list)
+    keys_made: int = 0
+
+    def key(self, scenario: str) -> str:
+        """An idempotency key no other call of this run uses."""
+        self.keys_made += 1
+        return f"{self.run_id}-{scenario}-{self.keys_made}"
+
+    def any_user(self) -> str:
+        return seed.user_id(self.rng.randrange(self.users))
+
+
+@dataclass(frozen=True)
+class Target:
+    """One pass/fail line: `metric` (a key of the scenario's result) `op` `value`."""
+
+    metric: str  # "ratio", "p99_ms", "throughput", "memory_growth_mb"
+    op: str  # ">=" or "<="
+    value: float
+    label: str
+
+    def check(self, actual: float | None) -> bool | None:
+        if actual is None:
+            return None
+        return actual >= self.value if self.op == ">=" else actual <= self.value
+
+
+Builder = Callable[[Context, int], list[bytes]]
+Setup = Callable[["Harness"], None]
+
+
+class Harness:
+    """What a setup may use; bench/__main__.py provides the real one."""
+
+    ctx: Context
+
+    def seed_big_ledger(self) -> None:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    rpc: str  # method name in PointsService
+    build: Builder
+    baseline: str  # a ceiling or an earlier scenario
+    title: str
+    targets: tuple[Target, ...] = ()
+    also: tuple[str, ...] = ()  # more ceilings to show ratios against
+    units_per_call: int = 1  # AwardBatch: awards per call
+    unit: str = "calls"
+    entries_per_call: int = 0  # ledger entries one successful call writes
+    streaming: bool = False
+    setup: Setup | None = None
+    quick: bool = True  # run under --quick
+
+    @property
+    def path(self) -> str:
+        return POINTS + self.rpc
+
+
+def award(ctx: Context, n: int, *, user: Callable[[], str], name: str) -> list[bytes]:
+    return [
+        points_pb2.AwardRequest(
+            system_key=seed.SYSTEM,
+            user=common_pb2.User(id=user()),
+            amount=10,
+            reason="bench",
+            idempotency_key=ctx.key(name),
+        ).SerializeToString()
+        for _ in range(n)
+    ]
+
+
+def award_spread(ctx: Context, n: int) -> list[bytes]:
+    return award(ctx, n, user=ctx.any_user, name="spread")
+
+
+def award_hot(ctx: Context, n: int) -> list[bytes]:
+    return award(ctx, n, user=lambda: seed.HOT_USER, name="hot")
+
+
+def award_big_ledger(ctx: Context, n: int) -> list[bytes]:
+    return award(ctx, n, user=ctx.any_user, name="big")
+
+
+def deduct(ctx: Context, n: int) -> list[bytes]:
+    return [
+        points_pb2.DeductRequest(
+            system_key=seed.SYSTEM,
+            user_id=ctx.any_user(),
+            amount=1,
+            reason="bench",
+            idempotency_key=ctx.key("deduct"),
+        ).SerializeToString()
+        for _ in range(n)
+    ]
+
+
+def get_balance(ctx: Context, n: int) -> list[bytes]:
+    return [
+        points_pb2.GetBalanceRequest(
+            system_key=seed.SYSTEM, user_id=ctx.any_user()
+        ).SerializeToString()
+        for _ in range(n)
+    ]
+
+
+BATCH = 100
+
+
+def award_batch(ctx: Context, n: int) -> list[bytes]:
+    return [
+        points_pb2.AwardBatchRequest(
+            items=[
+                points_pb2.AwardBatchItem(
+                    system_key=seed.SYSTEM,
+                    user=common_pb2.User(id=ctx.any_user()),
+                    amount=10,
+                    reason="bench",
+                    idempotency_key=ctx.key("batch"),
+                )
+                for _ in range(BATCH)
+            ]
+        ).SerializeToString()
+        for _ in range(n)
+    ]
+
+
+def list_deep(ctx: Context, n: int) -> list[bytes]:
+    """Pages deep in the long history, from tokens the server handed out (see __main__)."""
+    return [
+        points_pb2.ListTransactionsRequest(
+            system_key=seed.SYSTEM,
+            user_id=seed.HISTORY_USER,
+            page_size=50,
+            page_token=ctx.rng.choice(ctx.deep_tokens),
+        ).SerializeToString()
+        for _ in range(n)
+    ]
+
+
+def stream_history(ctx: Context, n: int) -> list[bytes]:
+    request = points_pb2.StreamHistoryRequest(system_key=seed.SYSTEM, user_id=seed.HISTORY_USER)
+    return [request.SerializeToString()] * n
+
+
+def seed_big_ledger(harness: Harness) -> None:
+    harness.seed_big_ledger()
+
+
+SCENARIOS: tuple[Scenario, ...] = (
+    Scenario(
+        "award_spread",
+        "Award",
+        award_spread,
+        baseline="transport",
+        title="Award, spread over the users",
+        targets=(
+            Target("ratio", ">=", 0.7, ">= 0.7 x transport"),
+            Target("p99_ms", "<=", 10.0, "p99 <= 10 ms at half the ceiling"),
+        ),
+        also=("db_award",),
+        entries_per_call=1,
+    ),
+    Scenario(
+        "award_hot",
+        "Award",
+        award_hot,
+        baseline="award_spread",
+        title="Award, all to one hot user",
+        targets=(Target("ratio", ">=", 0.5, ">= 0.5 x spread Award"),),
+        also=("transport", "db_award_hot"),
+        entries_per_call=1,
+    ),
+    Scenario(
+        "deduct",
+        "Deduct",
+        deduct,
+        baseline="transport",
+        title="Deduct, spread over the users",
+        also=("db_award",),
+        entries_per_call=1,
+    ),
+    Scenario(
+        "get_balance",
+        "GetBalance",
+        get_balance,
+        baseline="transport",
+        title="GetBalance, spread over the users",
+        targets=(Target("ratio", ">=", 0.9, ">= 0.9 x transport"),),
+    ),
+    Scenario(
+        "award_batch",
+        "AwardBatch",
+        award_batch,
+        baseline="db_award",
+        title="AwardBatch of 100, spread",
+        units_per_call=BATCH,
+        unit="awards",
+        entries_per_call=BATCH,
+        also=("transport",),
+    ),
+    Scenario(
+        "list_deep",
+        "ListTransactions",
+        list_deep,
+        baseline="transport",
+        title="ListTransactions, pages deep in the long history",
+    ),
+    Scenario(
+        "stream_history",
+        "StreamHistory",
+        stream_history,
+        baseline="db_history",
+        title="StreamHistory of the long history",
+        unit="entries",
+        streaming=True,
+        targets=(
+            Target("throughput", ">=", 50_000, ">= 50,000 entries/s"),
+            Target("memory_growth_mb", "<=", 50, "server memory growth < 50 MB"),
+        ),
+    ),
+    Scenario(
+        "award_big_ledger",
+        "Award",
+        award_big_ledger,
+        baseline="award_spread",
+        title="Award, spread, after growing the ledger to 5M entries",
+        targets=(Target("ratio", ">=", 0.9, "within 10% of Award on the small ledger"),),
+        also=("transport",),
+        entries_per_call=1,
+        setup=seed_big_ledger,
+        quick=False,
+    ),
+)
+
+BY_NAME = {s.name: s for s in SCENARIOS}

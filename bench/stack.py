@@ -1,0 +1,161 @@
+"""The system under test: a fresh PostgreSQL database and the real server on a free port.
+
+Why a fresh database per run: earlier runs leave history that changes the numbers, and
+the harness must never touch a database someone uses.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+import grpc
+import psycopg
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def log(message: str) -> None:
+    """Progress for the person waiting: stderr, so stdout stays the table."""
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class Database:
+    """A database made for this run and dropped after it."""
+
+    host: str
+    port: int
+    user: str
+    name: str
+
+    @property
+    def dsn(self) -> str:
+        return f"host={self.host} port={self.port} user={self.user} dbname={self.name}"
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg://{self.user}@{self.host}:{self.port}/{self.name}"
+
+    def _admin(self) -> psycopg.Connection[tuple[object, ...]]:
+        return psycopg.connect(
+            f"host={self.host} port={self.port} user={self.user} dbname=postgres",
+            autocommit=True,
+        )
+
+    def create(self) -> None:
+        with self._admin() as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+            conn.execute(f'CREATE DATABASE "{self.name}"')
+
+    def drop(self) -> None:
+        with self._admin() as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+
+    def connect(self) -> psycopg.Connection[tuple[object, ...]]:
+        return psycopg.connect(self.dsn, autocommit=True)
+
+    def version(self) -> str:
+        with self.connect() as conn:
+            row = conn.execute("SHOW server_version").fetchone()
+        return str(row[0]) if row else ""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Server:
+    """`tally-server serve` as a subprocess; started and stopped as a context manager."""
+
+    def __init__(self, database: Database, *, workers: int, threads: int | None) -> None:
+        self.database = database
+        self.workers = workers
+        self.threads = threads
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"tally-bench-{self.port}.log"
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def __enter__(self) -> Self:
+        command = [
+            str(_server_command()),
+            "serve",
+            "--workers",
+            str(self.workers),
+            "--listen",
+            self.target,
+            "--database-url",
+            self.database.url,
+        ]
+        if self.threads:
+            command += ["--threads", str(self.threads)]
+        env = {**os.environ, "TALLY_LOG_LEVEL": "WARNING"}
+        with self.log_path.open("wb") as out:
+            self.process = subprocess.Popen(command, stdout=out, stderr=out, env=env, cwd=ROOT)
+        self._wait_serving()
+        return self
+
+    def _wait_serving(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        with grpc.insecure_channel(self.target) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            while time.monotonic() < deadline:
+                assert self.process is not None
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"the server exited; see {self.log_path}")
+                try:
+                    reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        # Every worker must be up before load starts: give the rest a moment.
+                        time.sleep(1.0)
+                        return
+                except grpc.RpcError:
+                    pass
+                time.sleep(0.2)
+        raise RuntimeError(f"the server did not become healthy; see {self.log_path}")
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def _server_command() -> Path:
+    """The venv's tally-server next to the running interpreter."""
+    candidate = Path(sys.executable).parent / "tally-server"
+    if not candidate.exists():
+        raise SystemExit(
+            "tally-server is not installed next to this Python; run "
+            "`.venv/bin/pip install -e .` and `.venv/bin/python -m bench`"
+        )
+    return candidate

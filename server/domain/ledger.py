@@ -57,6 +57,8 @@ class Account:
     last_earned_time: datetime | None = None
     # Earliest expiry among lots with something left; None when there is no expiring credit.
     next_expire_time: datetime | None = None
+    # How many entries of each type the account has: a page's total_size without a count.
+    entry_counts: dict[EntryType, int] = field(default_factory=dict)
     # Loaded only when the account has expiring credit (see `needs_lots`).
     lots: list[CreditLot] = field(default_factory=list)
     # Lots created or changed by this unit of work, for the store to write back.
@@ -80,6 +82,10 @@ class Account:
             max_points=max_points,
             last_earned_time=self.last_earned_time,
         )
+
+    def entries_of(self, types: frozenset[EntryType]) -> int:
+        """How many entries of these types (all types when empty) the account has."""
+        return sum(n for t, n in self.entry_counts.items() if not types or t in types)
 
     def has_lapsed_credit(self, now: datetime) -> bool:
         return self.next_expire_time is not None and self.next_expire_time <= now
@@ -237,6 +243,7 @@ class Account:
         expire_time: datetime | None = None,
         reverses_entry_id: str = "",
     ) -> LedgerEntry:
+        self.entry_counts[type_] = self.entry_counts.get(type_, 0) + 1
         return LedgerEntry(
             id=new_entry_id(),
             system_key=self.system_key,

@@ -307,13 +307,12 @@ def list_transactions(
         raise ValidationFailed([FieldViolation("page_token", "is not a token this list gave")])
     limit = cmd.page_size or validation.DEFAULT_PAGE_SIZE
 
-    def read(uow: UnitOfWork, _system: PointsSystem, _account: Account) -> TransactionsPage:
+    def read(uow: UnitOfWork, _system: PointsSystem, account: Account) -> TransactionsPage:
         entries = uow.ledger.page(cmd.system_key, cmd.user_id, cmd.types, before, limit + 1)
         more = len(entries) > limit
         entries = entries[:limit]
         token = _encode_token(entries[-1].sequence, query) if more else ""
-        total = uow.ledger.count(cmd.system_key, cmd.user_id, cmd.types)
-        return TransactionsPage(entries, token, total)
+        return TransactionsPage(entries, token, account.entries_of(cmd.types))
 
     return _settled_read(store, cmd.system_key, cmd.user_id, now, read)
 

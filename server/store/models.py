@@ -107,6 +107,11 @@ class AccountRow(Base):
     total_earned: Mapped[int]
     total_spent: Mapped[int]
     total_expired: Mapped[int]
+    # Entries of each type, kept with the balance so a page's total needs no count(*).
+    award_entries: Mapped[int] = mapped_column(server_default="0")
+    deduct_entries: Mapped[int] = mapped_column(server_default="0")
+    expire_entries: Mapped[int] = mapped_column(server_default="0")
+    reversal_entries: Mapped[int] = mapped_column(server_default="0")
     last_earned_time: Mapped[datetime | None]
     next_expire_time: Mapped[datetime | None]
     create_time: Mapped[datetime]

@@ -21,6 +21,12 @@ from server.services.ports import StoredResponse
 from server.store.statements import Statements
 
 EARLIEST = datetime(1, 1, 2, tzinfo=UTC)
+ENTRY_COUNT_COLUMNS = {
+    EntryType.AWARD: "award_entries",
+    EntryType.DEDUCT: "deduct_entries",
+    EntryType.EXPIRE: "expire_entries",
+    EntryType.REVERSAL: "reversal_entries",
+}
 LATEST = datetime(9999, 12, 30, tzinfo=UTC)
 
 
@@ -189,6 +195,7 @@ class SqlAccountRepository(_Repository):
             total_earned=r["total_earned"],
             total_spent=r["total_spent"],
             total_expired=r["total_expired"],
+            entry_counts={t: r[column] for t, column in ENTRY_COUNT_COLUMNS.items()},
             last_earned_time=r["last_earned_time"],
             next_expire_time=r["next_expire_time"],
         )
@@ -211,6 +218,7 @@ class SqlAccountRepository(_Repository):
                 "total_earned": account.total_earned,
                 "total_spent": account.total_spent,
                 "total_expired": account.total_expired,
+                **{c: account.entry_counts.get(t, 0) for t, c in ENTRY_COUNT_COLUMNS.items()},
                 "last_earned_time": account.last_earned_time,
                 "next_expire_time": account.next_expire_time,
                 "create_time": now,
@@ -296,13 +304,6 @@ class SqlLedgerRepository(_Repository):
             (True, True): self.sql.page_typed_before,
         }[(bool(types), before_sequence is not None)]
         return [_entry(r._mapping) for r in self.connection.execute(statement, params)]
-
-    def count(self, system_key: str, user_id: str, types: frozenset[EntryType]) -> int:
-        params: dict[str, Any] = {"user_id": user_id, "system_key": system_key}
-        if types:
-            params["types"] = sorted(t.value for t in types)
-            return self.connection.execute(self.sql.count_typed, params).scalar_one()
-        return self.connection.execute(self.sql.count, params).scalar_one()
 
     def last_sequence(self, system_key: str, user_id: str) -> int:
         params = {"user_id": user_id, "system_key": system_key}

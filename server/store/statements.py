@@ -41,6 +41,10 @@ ACCOUNT_TOTALS = (
     "total_earned",
     "total_spent",
     "total_expired",
+    "award_entries",
+    "deduct_entries",
+    "expire_entries",
+    "reversal_entries",
     "last_earned_time",
     "next_expire_time",
     "update_time",
@@ -136,8 +140,6 @@ class Statements:
         self.page_before = self.page_first.where(before)
         self.page_typed_first = self.page_first.where(of_types)
         self.page_typed_before = self.page_first.where(of_types, before)
-        self.count = select(func.count()).select_from(ledger).where(*of_account)
-        self.count_typed = self.count.where(of_types)
         self.last_sequence = select(func.max(ledger.c.sequence)).where(*of_account)
         self.chunk = (
             select(ledger)

@@ -365,6 +365,9 @@ class TestReads:
         deduct(store, "alice", 3)
         only = entries(store, "alice", types=frozenset({EntryType.DEDUCT}))
         assert [e.amount for e in only] == [-3]
+        for types, total in [(frozenset(), 2), (frozenset({EntryType.AWARD}), 1)]:
+            cmd = commands.ListTransactions("xp", "alice", 1, types=types)
+            assert points.list_transactions(store, cmd, T0).total_size == total
 
     def test_page_token_from_another_query_is_refused(self, store: SqlStore) -> None:
         system(store)

@@ -306,12 +306,16 @@ class Bench(Harness):
         )
         calls = closed.result["calls_ok"]
         throughput = (
-            closed.result["messages_per_s"]
+            closed.result["messages_per_s"] * s.units_per_message
             if s.streaming
             else closed.result["throughput"] * s.units_per_call
         )
         self.levels[s.name] = throughput
-        units = closed.result["messages"] if s.streaming else calls * s.units_per_call
+        units = (
+            closed.result["messages"] * s.units_per_message
+            if s.streaming
+            else calls * s.units_per_call
+        )
         log(
             f"  closed loop: {throughput:,.0f} {s.unit}/s, "
             f"errors {closed.result['errors'] or 'none'}"

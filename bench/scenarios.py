@@ -80,6 +80,7 @@ class Scenario:
     unit: str = "calls"
     entries_per_call: int = 0  # ledger entries one successful call writes
     streaming: bool = False
+    units_per_message: int = 1  # StreamHistory: entries per streamed message
     setup: Setup | None = None
     quick: bool = True  # run under --quick
 
@@ -245,6 +246,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         title="StreamHistory of the long history",
         unit="entries",
         streaming=True,
+        units_per_message=500,  # server/api/convert.py CHUNK_ENTRIES (small entries)
         targets=(
             Target("throughput", ">=", 50_000, ">= 50,000 entries/s"),
             Target("memory_growth_mb", "<=", 50, "server memory growth < 50 MB"),

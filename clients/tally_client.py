@@ -338,6 +338,6 @@ class TallyClient:
         )
         try:
             for response in self.points.StreamHistory(request, metadata=self._metadata):
-                yield response.entry
+                yield from response.entries
         except grpc.RpcError as call:
             raise error_from(call) from None

@@ -6,7 +6,7 @@ ValidationFailed naming the field, so the domain only ever sees values it unders
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from enum import Enum
 from typing import TypeVar, cast
@@ -213,3 +213,26 @@ def mask_fields(request: Message, resource: str, updatable: frozenset[str]) -> f
     if "*" in paths:
         return updatable
     return frozenset(paths)
+
+
+# A streamed message carries up to this many entries, or about this many bytes: one message
+# per entry would cost more than reading the entries, and gRPC refuses messages over 4 MB.
+CHUNK_ENTRIES = 500
+CHUNK_BYTES = 1_000_000
+
+
+def chunks(
+    entries: Iterable[common_pb2.LedgerEntry],
+) -> Iterator[list[common_pb2.LedgerEntry]]:
+    """Group streamed entries into messages of bounded count and size, in order."""
+    chunk: list[common_pb2.LedgerEntry] = []
+    size = 0
+    for entry in entries:
+        entry_size = entry.ByteSize()
+        if chunk and (len(chunk) >= CHUNK_ENTRIES or size + entry_size > CHUNK_BYTES):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(entry)
+        size += entry_size
+    if chunk:
+        yield chunk

@@ -232,8 +232,11 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
             start_time=convert.time_in(request, "start_time"),
             end_time=convert.time_in(request, "end_time"),
         )
-        for entry in points.stream_history(self.store, cmd, self.clock()):
-            yield points_pb2.StreamHistoryResponse(entry=convert.entry_out(entry))
+        entries = (
+            convert.entry_out(e) for e in points.stream_history(self.store, cmd, self.clock())
+        )
+        for chunk in convert.chunks(entries):
+            yield points_pb2.StreamHistoryResponse(entries=chunk)
 
 
 class WriteFields(TypedDict):

@@ -574,11 +574,11 @@ class TestReads:
             system_key="xp", user_id="alice", start_time=stamp(1), end_time=stamp(3)
         )
         responses = points.stream("StreamHistory", request)
-        assert [r.entry.amount for r in responses] == [2, 3]
+        assert [e.amount for r in responses for e in r.entries] == [2, 3]
         everything = points.stream(
             "StreamHistory", points_pb2.StreamHistoryRequest(system_key="xp", user_id="alice")
         )
-        assert [r.entry.balance_after for r in everything] == [1, 3, 6, 10]
+        assert [e.balance_after for r in everything for e in r.entries] == [1, 3, 6, 10]
 
     def test_stream_history_fails_before_the_first_entry(self, points: Points) -> None:
         points.create_system()

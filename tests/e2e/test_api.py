@@ -12,6 +12,8 @@ from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
+from server.domain.ledger import Posting
+from server.store.database import SqlStore
 from tally.v1 import common_pb2, levels_pb2, levels_pb2_grpc, points_pb2
 from tally.v1.points_pb2_grpc import PointsServiceStub
 
@@ -215,7 +217,7 @@ def test_stream_history(points: PointsServiceStub) -> None:
     create_system(points)
     amounts = [award(points, "a", i + 1).entry.amount for i in range(3)]
     streamed = points.StreamHistory(points_pb2.StreamHistoryRequest(system_key="xp", user_id="a"))
-    assert [r.entry.amount for r in streamed] == amounts
+    assert [e.amount for r in streamed for e in r.entries] == amounts
     with pytest.raises(grpc.RpcError) as caught:
         list(points.StreamHistory(points_pb2.StreamHistoryRequest(system_key="xp", user_id="zz")))
     assert error_of(caught.value)[:2] == (grpc.StatusCode.NOT_FOUND, "USER_NOT_FOUND")
@@ -230,3 +232,26 @@ def test_health_and_unimplemented(channel: grpc.Channel) -> None:
             levels_pb2.ListLevelsRequest(system_key="xp")
         )
     assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_stream_history_chunks_a_long_history_in_order(
+    points: PointsServiceStub, store: SqlStore
+) -> None:
+    """1,203 entries arrive in order, none twice, in messages of at most 500."""
+    create_system(points)
+    award(points, "a", 1)
+    with store.unit_of_work(write=True) as uow:
+        account = uow.accounts.get("xp", "a")
+        assert account is not None
+        entries = [
+            account.award(1, Posting(reason=f"r{i}"), now=datetime.now(UTC)) for i in range(1202)
+        ]
+        uow.ledger.add(entries)
+        uow.accounts.save(account, datetime.now(UTC))
+        uow.commit()
+    messages = list(
+        points.StreamHistory(points_pb2.StreamHistoryRequest(system_key="xp", user_id="a"))
+    )
+    assert [len(m.entries) for m in messages] == [500, 500, 203]
+    streamed = [e for m in messages for e in m.entries]
+    assert [e.balance_after for e in streamed] == list(range(1, 1204))

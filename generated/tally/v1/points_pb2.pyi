@@ -481,10 +481,10 @@ class StreamHistoryRequest(_message.Message):
     def __init__(self, system_key: _Optional[str] = ..., user_id: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class StreamHistoryResponse(_message.Message):
-    __slots__ = ("entry",)
-    ENTRY_FIELD_NUMBER: _ClassVar[int]
-    entry: _common_pb2.LedgerEntry
-    def __init__(self, entry: _Optional[_Union[_common_pb2.LedgerEntry, _Mapping]] = ...) -> None: ...
+    __slots__ = ("entries",)
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    entries: _containers.RepeatedCompositeFieldContainer[_common_pb2.LedgerEntry]
+    def __init__(self, entries: _Optional[_Iterable[_Union[_common_pb2.LedgerEntry, _Mapping]]] = ...) -> None: ...
 
 class WatchLedgerRequest(_message.Message):
     __slots__ = ("system_key", "after_sequence", "follow")

@@ -302,7 +302,10 @@ class PointsServiceServicer:
 
     def StreamHistory(self, request, context):
         """Streams a user's ledger entries in a system, oldest first, within the
-        time range, then ends. Errors: NOT_FOUND `SYSTEM_NOT_FOUND`,
+        time range, up to the last entry written when the call began, then ends.
+        Entries come in messages of up to 500 (and about 1 MB), so a long history
+        streams at the database's pace rather than one message per entry.
+        Errors (before the first message): NOT_FOUND `SYSTEM_NOT_FOUND`,
         `USER_NOT_FOUND`. Read only.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

@@ -223,3 +223,20 @@ def test_any_write_result_round_trips(result: WriteResult) -> None:
     assert back == result
     assert str(back.entry.multiplier) == str(result.entry.multiplier)
     assert codec.dumps(back) == codec.dumps(result)
+
+
+@given(
+    st.datetimes(
+        min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=st.just(UTC)
+    )
+)
+def test_timestamps_convert_exactly_both_ways(value: datetime) -> None:
+    """time_out is hand-rolled for speed: it must agree with protobuf's own conversion."""
+    from google.protobuf import timestamp_pb2
+
+    from server.api import convert
+
+    expected = timestamp_pb2.Timestamp()
+    expected.FromDatetime(value)
+    assert convert.time_out(value) == expected
+    assert expected.ToDatetime(tzinfo=UTC) == value

@@ -31,16 +31,11 @@ def fingerprint(operation: str, command: Any) -> str:
 
 
 def replay(
-    uow: UnitOfWork, result_type: type[R], *, user_id: str, scope: str, key: str, request_hash: str
+    stored: StoredResponse | None, result_type: type[R], *, key: str, request_hash: str
 ) -> R | None:
-    """The remembered response for `key`, or None when the key is new.
-
-    Call it holding the user's lock, so that racing repeats see each other's writes.
-    """
-    if not key:
-        return None
-    stored = uow.idempotency.get(user_id, scope, key)
-    if stored is None:
+    """The remembered response for `key` (as read under the user's lock, so that racing
+    repeats see each other's writes), or None when the key is new."""
+    if not key or stored is None:
         return None
     if stored.request_hash != request_hash:
         raise IdempotencyKeyReused(key)

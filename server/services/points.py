@@ -38,7 +38,7 @@ from server.domain.model import (
     PointsSystem,
 )
 from server.services import idempotency
-from server.services.ports import Store, UnitOfWork
+from server.services.ports import LockedUser, Store, UnitOfWork
 from server.services.transactions import in_transaction
 
 T = TypeVar("T")
@@ -153,13 +153,14 @@ def award(store: Store, cmd: commands.Award, now: datetime) -> WriteResult:
 
     def work(uow: UnitOfWork) -> WriteResult:
         system = _system(uow, cmd.system_key)
-        user, _created = uow.users.lock_or_create(cmd.user, now)
-        posting = Posting(cmd.reason, cmd.metadata, cmd.idempotency_key)
+        key = cmd.idempotency_key
+        locked = uow.users.lock_or_create(cmd.user, now, system.key, system.key, key)
+        posting = Posting(cmd.reason, cmd.metadata, key)
         return _change(
             uow,
             system,
-            user.id,
-            cmd.idempotency_key,
+            locked,
+            key,
             request_hash,
             lambda account: account.award(
                 cmd.amount,
@@ -181,14 +182,16 @@ def deduct(store: Store, cmd: commands.Deduct, now: datetime) -> WriteResult:
 
     def work(uow: UnitOfWork) -> WriteResult:
         system = _system(uow, cmd.system_key)
-        if uow.users.lock(cmd.user_id) is None:
+        key = cmd.idempotency_key
+        locked = uow.users.lock_for_change(cmd.user_id, system.key, system.key, key)
+        if locked is None:
             raise UserNotFound(cmd.user_id)
-        posting = Posting(cmd.reason, cmd.metadata, cmd.idempotency_key)
+        posting = Posting(cmd.reason, cmd.metadata, key)
         return _change(
             uow,
             system,
-            cmd.user_id,
-            cmd.idempotency_key,
+            locked,
+            key,
             request_hash,
             lambda account: account.deduct(cmd.amount, posting, now=now),
             now=now,
@@ -225,7 +228,10 @@ def reverse(store: Store, cmd: commands.Reverse, now: datetime) -> WriteResult:
         if original is None:
             raise EntryNotFound(cmd.entry_id)
         system = _system(uow, original.system_key)
-        uow.users.lock(original.user_id)
+        locked = uow.users.lock_for_change(
+            original.user_id, system.key, system.key, cmd.idempotency_key
+        )
+        assert locked is not None, "a ledger entry's user exists"
         posting = Posting(cmd.reason or f"reversal of {original.id}", {}, cmd.idempotency_key)
 
         def change(account: Account) -> LedgerEntry:
@@ -237,7 +243,7 @@ def reverse(store: Store, cmd: commands.Reverse, now: datetime) -> WriteResult:
         return _change(
             uow,
             system,
-            original.user_id,
+            locked,
             cmd.idempotency_key,
             request_hash,
             change,
@@ -251,7 +257,7 @@ def reverse(store: Store, cmd: commands.Reverse, now: datetime) -> WriteResult:
 def _change(
     uow: UnitOfWork,
     system: PointsSystem,
-    user_id: str,
+    locked: LockedUser,
     key: str,
     request_hash: str,
     change: Callable[[Account], LedgerEntry],
@@ -259,13 +265,14 @@ def _change(
     now: datetime,
     dry_run: bool,
 ) -> WriteResult:
-    """Apply one change to a user's account (the user is locked): replay or run it, write
-    the entries, the account and the idempotency key, and commit unless it is a dry run."""
-    scope = {"user_id": user_id, "scope": system.key, "key": key, "request_hash": request_hash}
-    replayed = idempotency.replay(uow, WriteResult, **scope)
+    """Apply one change to a locked user's account: replay or run it, write the entries,
+    the account and the idempotency key, and commit unless it is a dry run."""
+    replayed = idempotency.replay(locked.stored, WriteResult, key=key, request_hash=request_hash)
     if replayed is not None:
         return replayed
-    account = uow.accounts.get(system.key, user_id) or Account(system.key, user_id)
+    user_id = locked.user.id
+    scope = {"user_id": user_id, "scope": system.key, "key": key, "request_hash": request_hash}
+    account = locked.account or Account(system.key, user_id)
     entries = account.expire_lapsed(now)
     entries.append(change(account))
     balance = account.to_balance(system.max_points)
@@ -397,9 +404,8 @@ def settle(store: Store, system_key: str, user_id: str, now: datetime) -> None:
     """Write off credit that lapsed before `now` (in one write, under the user's lock)."""
 
     def work(uow: UnitOfWork) -> None:
-        if uow.users.lock(user_id) is None:
-            return
-        account = uow.accounts.get(system_key, user_id)
+        locked = uow.users.lock_for_change(user_id, system_key, system_key, "")
+        account = locked.account if locked is not None else None
         if account is None or not account.has_lapsed_credit(now):
             return  # someone else got there first
         uow.ledger.add(account.expire_lapsed(now))

@@ -24,6 +24,17 @@ class StoredResponse:
     response: str
 
 
+@dataclass(frozen=True)
+class LockedUser:
+    """A user locked for a change to their points, with what the change reads, all
+    fetched in the one round trip that takes the lock."""
+
+    user: User
+    created: bool  # this unit of work created the user
+    account: Account | None  # their account in the system; None before their first entry
+    stored: StoredResponse | None  # what the call's idempotency key remembers
+
+
 class SystemRepository(Protocol):
     def get(self, key: str) -> PointsSystem | None:
         """The system, possibly from a cache a second or so old (see SystemCache)."""
@@ -43,12 +54,19 @@ class SystemRepository(Protocol):
 
 class UserRepository(Protocol):
     def get(self, user_id: str) -> User | None: ...
-    def lock_or_create(self, profile: UserProfile, now: datetime) -> tuple[User, bool]:
-        """Lock the user's row for this unit of work, creating it (True) when new, and
-        apply the profile fields the call gave."""
+    def lock_for_change(
+        self, user_id: str, system_key: str, scope: str, key: str
+    ) -> LockedUser | None:
+        """Lock the user's row for this unit of work (None when there is no such user),
+        reading their account in `system_key` and idempotency key (`scope`, `key`)."""
         ...
 
-    def lock(self, user_id: str) -> User | None: ...
+    def lock_or_create(
+        self, profile: UserProfile, now: datetime, system_key: str, scope: str, key: str
+    ) -> LockedUser:
+        """lock_for_change, creating the user when new, and applying the profile fields
+        the call gave."""
+        ...
 
 
 class AccountRepository(Protocol):

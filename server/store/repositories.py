@@ -17,7 +17,7 @@ from sqlalchemy import Connection, RowMapping
 
 from server.domain.ledger import Account, CreditLot
 from server.domain.model import EntryType, LedgerEntry, LevelBasis, PointsSystem, User, UserProfile
-from server.services.ports import StoredResponse
+from server.services.ports import LockedUser, StoredResponse
 from server.store.statements import Statements
 
 EARLIEST = datetime(1, 1, 2, tzinfo=UTC)
@@ -126,14 +126,28 @@ class SqlUserRepository(_Repository):
         row = self.connection.execute(self.sql.user_get, {"id": user_id}).first()
         return _user(row._mapping) if row else None
 
-    def lock(self, user_id: str) -> User | None:
-        row = self.connection.execute(self.sql.user_lock, {"id": user_id}).first()
-        return _user(row._mapping) if row else None
-
-    def lock_or_create(self, profile: UserProfile, now: datetime) -> tuple[User, bool]:
-        # Most calls name a user already known: lock it in one round trip.
-        user = self.lock(profile.id)
+    def lock_for_change(
+        self, user_id: str, system_key: str, scope: str, key: str
+    ) -> LockedUser | None:
+        user = self.connection.execute(self.sql.user_lock, {"id": user_id}).first()
         if user is None:
+            return None
+        params = {"id": user_id, "system_key": system_key, "scope": scope, "key": key}
+        r = self.connection.execute(self.sql.account_and_key, params).one()._mapping
+        account = None
+        if r["account_user_id"] is not None:
+            account = _account(r, prefix="account_")
+            _load_lots(self.connection, self.sql, account)
+        stored = None
+        if r["key_request_hash"] is not None:
+            stored = StoredResponse(r["key_request_hash"], r["key_response"])
+        return LockedUser(_user(user._mapping), False, account, stored)
+
+    def lock_or_create(
+        self, profile: UserProfile, now: datetime, system_key: str, scope: str, key: str
+    ) -> LockedUser:
+        locked = self.lock_for_change(profile.id, system_key, scope, key)
+        if locked is None:
             new = User(
                 id=profile.id,
                 display_name=profile.display_name or "",
@@ -142,10 +156,11 @@ class SqlUserRepository(_Repository):
                 create_time=now,
             )
             inserted = self.connection.execute(self.sql.user_add, _user_values(new)).first()
-            if inserted is not None:
-                return new, True  # the new row is ours (locked) until commit
-            user = self.lock(profile.id)  # a racing call created it first
-            assert user is not None, "a user row is never deleted"
+            if inserted is not None:  # the new row is ours (locked) until commit
+                return LockedUser(new, True, None, None)
+            locked = self.lock_for_change(profile.id, system_key, scope, key)  # lost a race
+            assert locked is not None, "a user row is never deleted"
+        user = locked.user
         changes: dict[str, Any] = {}
         if profile.display_name is not None and profile.display_name != user.display_name:
             changes["display_name"] = profile.display_name
@@ -158,7 +173,8 @@ class SqlUserRepository(_Repository):
             self.connection.execute(
                 self.sql.user_update, {"match_id": user.id, **_user_values(user)}
             )
-        return user, False
+            locked = replace(locked, user=user)
+        return locked
 
 
 def _user_values(user: User) -> dict[str, Any]:
@@ -187,21 +203,8 @@ class SqlAccountRepository(_Repository):
         row = self.connection.execute(self.sql.account_get, key).first()
         if row is None:
             return None
-        r = row._mapping
-        account = Account(
-            system_key=system_key,
-            user_id=user_id,
-            balance=r["balance"],
-            total_earned=r["total_earned"],
-            total_spent=r["total_spent"],
-            total_expired=r["total_expired"],
-            entry_counts={t: r[column] for t, column in ENTRY_COUNT_COLUMNS.items()},
-            last_earned_time=r["last_earned_time"],
-            next_expire_time=r["next_expire_time"],
-        )
-        if account.needs_lots:
-            rows = self.connection.execute(self.sql.lots_get, key)
-            account.lots = [CreditLot(x.entry_id, x.expire_time, x.remaining) for x in rows]
+        account = _account(row._mapping)
+        _load_lots(self.connection, self.sql, account)
         return account
 
     def due_for_expiry(self, now: datetime, limit: int) -> list[tuple[str, str]]:
@@ -329,6 +332,28 @@ class SqlLedgerRepository(_Repository):
             "limit": limit,
         }
         return [_entry(r._mapping) for r in self.connection.execute(self.sql.chunk, params)]
+
+
+def _account(r: RowMapping, prefix: str = "") -> Account:
+    return Account(
+        system_key=r[f"{prefix}system_key"],
+        user_id=r[f"{prefix}user_id"],
+        balance=r[f"{prefix}balance"],
+        total_earned=r[f"{prefix}total_earned"],
+        total_spent=r[f"{prefix}total_spent"],
+        total_expired=r[f"{prefix}total_expired"],
+        entry_counts={t: r[prefix + column] for t, column in ENTRY_COUNT_COLUMNS.items()},
+        last_earned_time=r[f"{prefix}last_earned_time"],
+        next_expire_time=r[f"{prefix}next_expire_time"],
+    )
+
+
+def _load_lots(connection: Connection, sql: Statements, account: Account) -> None:
+    """Load the credit lots of an account that has any (most have none)."""
+    if account.needs_lots:
+        key = {"user_id": account.user_id, "system_key": account.system_key}
+        rows = connection.execute(sql.lots_get, key)
+        account.lots = [CreditLot(x.entry_id, x.expire_time, x.remaining) for x in rows]
 
 
 def _entry_values(entry: LedgerEntry) -> dict[str, Any]:

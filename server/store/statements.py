@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from sqlalchemy import Table, bindparam, delete, func, select, update
+from sqlalchemy import Table, and_, bindparam, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from server.store.models import (
@@ -79,6 +79,31 @@ class Statements:
             insert(users).on_conflict_do_nothing(index_elements=["id"]).returning(users.c.id)
         )
         self.user_update = update(users).where(users.c.id == bindparam("match_id"))
+
+        # A change to a user's points locks the user (user_lock), then reads their account
+        # in the system and what the call's idempotency key remembers in one statement.
+        # Not in the locking statement itself: a FOR UPDATE that waits re-reads only the
+        # locked row, and would join a stale account. Every table is keyed by user, so
+        # under Citus this is one shard's join.
+        account_of_user = and_(
+            accounts.c.user_id == users.c.id, accounts.c.system_key == bindparam("system_key")
+        )
+        key_of_user = and_(
+            idempotency.c.user_id == users.c.id,
+            idempotency.c.scope == bindparam("scope"),
+            idempotency.c.key == bindparam("key"),
+        )
+        self.account_and_key = (
+            select(
+                *(c.label(f"account_{c.name}") for c in accounts.c),
+                idempotency.c.request_hash.label("key_request_hash"),
+                idempotency.c.response.label("key_response"),
+            )
+            .select_from(
+                users.outerjoin(accounts, account_of_user).outerjoin(idempotency, key_of_user)
+            )
+            .where(users.c.id == bindparam("id"))
+        )
 
         # accounts and their credit lots
         self.account_get = select(accounts).where(

@@ -7,11 +7,7 @@ entries, the account and the idempotency key together.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import dataclasses
-import hashlib
-import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -37,7 +33,7 @@ from server.domain.model import (
     Page,
     PointsSystem,
 )
-from server.services import idempotency
+from server.services import idempotency, page_tokens
 from server.services.ports import LockedUser, Store, UnitOfWork
 from server.services.transactions import in_transaction
 
@@ -102,13 +98,13 @@ def get_system(store: Store, key: str) -> PointsSystem:
 def list_systems(store: Store, page_size: int, page_token: str) -> Page:
     validation.page_size("page_size", page_size)
     limit = page_size or validation.DEFAULT_PAGE_SIZE
-    after = _decode_token(page_token, "systems")
+    after = page_tokens.decode(page_token, "systems")
 
     def work(uow: UnitOfWork) -> Page:
         systems = uow.systems.list_after(str(after or ""), limit + 1)
         more = len(systems) > limit
         systems = systems[:limit]
-        token = _encode_token(systems[-1].key, "systems") if more else ""
+        token = page_tokens.encode(systems[-1].key, "systems") if more else ""
         return Page(systems, token)
 
     return in_transaction(store, work, write=False)
@@ -308,8 +304,8 @@ def list_transactions(
     store: Store, cmd: commands.ListTransactions, now: datetime
 ) -> TransactionsPage:
     validation.list_transactions(cmd)
-    query = _query_id(cmd.system_key, cmd.user_id, sorted(t.value for t in cmd.types))
-    before = _decode_token(cmd.page_token, query)
+    query = page_tokens.query_id(cmd.system_key, cmd.user_id, sorted(t.value for t in cmd.types))
+    before = page_tokens.decode(cmd.page_token, query)
     if before is not None and not isinstance(before, int):
         raise ValidationFailed([FieldViolation("page_token", "is not a token this list gave")])
     limit = cmd.page_size or validation.DEFAULT_PAGE_SIZE
@@ -318,7 +314,7 @@ def list_transactions(
         entries = uow.ledger.page(cmd.system_key, cmd.user_id, cmd.types, before, limit + 1)
         more = len(entries) > limit
         entries = entries[:limit]
-        token = _encode_token(entries[-1].sequence, query) if more else ""
+        token = page_tokens.encode(entries[-1].sequence, query) if more else ""
         return TransactionsPage(entries, token, account.entries_of(cmd.types))
 
     return _settled_read(store, cmd.system_key, cmd.user_id, now, read)
@@ -386,8 +382,10 @@ def _settled_read(
 
     def work(uow: UnitOfWork) -> T | _Lapsed:
         system = _system(uow, system_key)
-        _user(uow, user_id)
-        account = uow.accounts.get(system_key, user_id) or Account(system_key, user_id)
+        found = uow.users.get_with_account(user_id, system_key)
+        if found is None:
+            raise UserNotFound(user_id)
+        account = found[1] or Account(system_key, user_id)
         if account.has_lapsed_credit(now):
             return _Lapsed()
         return read(uow, system, account)
@@ -435,33 +433,3 @@ def _system(uow: UnitOfWork, key: str) -> PointsSystem:
     if system is None:
         raise SystemNotFound(key)
     return system
-
-
-def _user(uow: UnitOfWork, user_id: str) -> None:
-    if uow.users.get(user_id) is None:
-        raise UserNotFound(user_id)
-
-
-def _query_id(*parts: object) -> str:
-    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
-
-
-def _encode_token(position: str | int, query: str) -> str:
-    """An opaque page token: where the last page ended, bound to the query that made it."""
-    raw = json.dumps({"p": position, "q": query}, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_token(token: str, query: str) -> str | int | None:
-    if not token:
-        return None
-    try:
-        padded = token + "=" * (-len(token) % 4)
-        data = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        if data["q"] == query and isinstance(data["p"], (str, int)):
-            return data["p"]
-    except (ValueError, KeyError, TypeError, binascii.Error):
-        pass
-    raise ValidationFailed(
-        [FieldViolation("page_token", "is not a token this list gave for the same request")]
-    )

@@ -54,6 +54,11 @@ class SystemRepository(Protocol):
 
 class UserRepository(Protocol):
     def get(self, user_id: str) -> User | None: ...
+    def get_with_account(self, user_id: str, system_key: str) -> tuple[User, Account | None] | None:
+        """The user and their account in `system_key` (None before their first entry
+        there), in one read; None when there is no such user."""
+        ...
+
     def lock_for_change(
         self, user_id: str, system_key: str, scope: str, key: str
     ) -> LockedUser | None:

@@ -126,6 +126,18 @@ class SqlUserRepository(_Repository):
         row = self.connection.execute(self.sql.user_get, {"id": user_id}).first()
         return _user(row._mapping) if row else None
 
+    def get_with_account(self, user_id: str, system_key: str) -> tuple[User, Account | None] | None:
+        params = {"id": user_id, "system_key": system_key}
+        row = self.connection.execute(self.sql.user_and_account, params).first()
+        if row is None:
+            return None
+        r = row._mapping
+        account = None
+        if r["account_user_id"] is not None:
+            account = _account(r, prefix="account_")
+            _load_lots(self.connection, self.sql, account)
+        return _user(r), account
+
     def lock_for_change(
         self, user_id: str, system_key: str, scope: str, key: str
     ) -> LockedUser | None:

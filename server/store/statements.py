@@ -105,6 +105,14 @@ class Statements:
             .where(users.c.id == bindparam("id"))
         )
 
+        # A read of a user's standing: the user (to tell "unknown user" from "no points
+        # yet") and their account in the system, in one statement.
+        self.user_and_account = (
+            select(users, *(c.label(f"account_{c.name}") for c in accounts.c))
+            .select_from(users.outerjoin(accounts, account_of_user))
+            .where(users.c.id == bindparam("id"))
+        )
+
         # accounts and their credit lots
         self.account_get = select(accounts).where(
             accounts.c.user_id == bindparam("user_id"),

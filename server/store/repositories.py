@@ -318,7 +318,7 @@ class SqlLedgerRepository(_Repository):
             (True, False): self.sql.page_typed_first,
             (True, True): self.sql.page_typed_before,
         }[(bool(types), before_sequence is not None)]
-        return [_entry(r._mapping) for r in self.connection.execute(statement, params)]
+        return [_entry(r._mapping) for r in self.connection.execute(statement, params).all()]
 
     def last_sequence(self, system_key: str, user_id: str) -> int:
         params = {"user_id": user_id, "system_key": system_key}
@@ -343,7 +343,7 @@ class SqlLedgerRepository(_Repository):
             "end_time": end_time or LATEST,
             "limit": limit,
         }
-        return [_entry(r._mapping) for r in self.connection.execute(self.sql.chunk, params)]
+        return [_entry(r._mapping) for r in self.connection.execute(self.sql.chunk, params).all()]
 
 
 def _account(r: RowMapping, prefix: str = "") -> Account:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -15,6 +16,7 @@ from sqlalchemy import func, select
 
 from server.domain import commands
 from server.domain.errors import InsufficientPoints
+from server.domain.ledger import Posting
 from server.domain.model import LedgerEntry
 from server.services import points
 from server.store.database import SqlStore
@@ -158,3 +160,40 @@ def _all_pages(store: SqlStore, user: str, page_size: int) -> list[LedgerEntry]:
         token = page.next_page_token
         if not token:
             return out
+
+
+def test_a_change_that_waited_for_the_lock_sees_the_account_it_waited_on(
+    store: SqlStore,
+) -> None:
+    """The account is read after the user's lock is held, never with it: a FOR UPDATE that
+    waits re-reads only the locked row, so an account joined into it would be stale (a
+    lost update). Hold the lock with an award in progress, start a second, then commit."""
+    system(store)
+    award(store, "alice", 10)
+    holding = threading.Event()
+    release = threading.Event()
+
+    def first() -> None:
+        with store.unit_of_work(write=True) as uow:
+            locked = uow.users.lock_for_change("alice", "xp", "xp", "")
+            assert locked is not None
+            assert locked.account is not None
+            account = locked.account
+            entry = account.award(5, Posting(), now=T0)
+            holding.set()
+            release.wait(10)
+            uow.ledger.add([entry])
+            uow.accounts.save(account, T0)
+            uow.commit()
+
+    with ThreadPoolExecutor(2) as pool:
+        held = pool.submit(first)
+        assert holding.wait(10)
+        waiting = pool.submit(award, store, "alice", 1)
+        time.sleep(0.3)  # the second award is now waiting for alice's lock
+        assert not waiting.done()
+        release.set()
+        held.result(10)
+        second = waiting.result(10)
+    assert second.balance.balance == 16
+    assert balance(store, "alice") == ledger_sum(store, "alice") == 16

@@ -31,6 +31,9 @@ from tally.v1 import (
 
 log = logging.getLogger(__name__)
 
+# After draining, how long the server waits before cutting streams that never end.
+FLUSH_SECONDS = 1.0
+
 SERVICE_NAMES = (
     points_pb2.DESCRIPTOR.services_by_name["PointsService"].full_name,
     levels_pb2.DESCRIPTOR.services_by_name["LevelsService"].full_name,
@@ -109,8 +112,11 @@ class App:
         self.gate.close()
         self.sweeper.stop()
         self.gate.drain(timeout=grace_seconds)
+        # Drained: every call the gate let in has finished (or the grace period is spent).
+        # What is left are health Watch and reflection streams, which never end by
+        # themselves: a moment to flush the last responses, then they are cut.
         remaining = max(0.0, grace_seconds - (time.monotonic() - started))
-        self.server.stop(remaining).wait()
+        self.server.stop(min(remaining, FLUSH_SECONDS)).wait()
 
 
 def build(settings: Settings, store: Store, clock: Callable[[], datetime] = utc_now) -> App:

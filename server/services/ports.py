@@ -120,7 +120,8 @@ class LedgerRepository(Protocol):
 
 
 class IdempotencyRepository(Protocol):
-    def get(self, user_id: str, scope: str, key: str) -> StoredResponse | None: ...
+    """Keys are read with the user's lock (UserRepository.lock_for_change); stored here."""
+
     def add(
         self, user_id: str, scope: str, key: str, stored: StoredResponse, now: datetime
     ) -> None: ...

@@ -416,12 +416,6 @@ def _entry(row: RowMapping) -> LedgerEntry:
 
 
 class SqlIdempotencyRepository(_Repository):
-    def get(self, user_id: str, scope: str, key: str) -> StoredResponse | None:
-        row = self.connection.execute(
-            self.sql.key_get, {"user_id": user_id, "scope": scope, "key": key}
-        ).first()
-        return StoredResponse(row.request_hash, row.response) if row else None
-
     def add(
         self, user_id: str, scope: str, key: str, stored: StoredResponse, now: datetime
     ) -> None:

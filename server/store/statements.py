@@ -188,11 +188,6 @@ class Statements:
         )
 
         # idempotency keys
-        self.key_get = select(idempotency.c.request_hash, idempotency.c.response).where(
-            idempotency.c.user_id == bindparam("user_id"),
-            idempotency.c.scope == bindparam("scope"),
-            idempotency.c.key == bindparam("key"),
-        )
         self.key_add = insert(idempotency)
 
 

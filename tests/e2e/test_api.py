@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -255,3 +256,19 @@ def test_stream_history_chunks_a_long_history_in_order(
     assert [len(m.entries) for m in messages] == [500, 500, 203]
     streamed = [e for m in messages for e in m.entries]
     assert [e.balance_after for e in streamed] == list(range(1, 1204))
+
+
+def test_an_open_health_watch_does_not_hold_shutdown(store: SqlStore) -> None:
+    """A Watch never ends by itself; once calls in flight are done, stopping cuts it
+    instead of waiting out the whole grace period."""
+    from server import app
+    from server.settings import Settings
+
+    built = app.build(Settings(listen="127.0.0.1:0", threads=4), store)
+    built.start()
+    with grpc.insecure_channel(f"127.0.0.1:{built.port}") as channel:
+        watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())
+        assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+        started = time.monotonic()
+        built.stop(grace_seconds=10)
+        assert time.monotonic() - started < 5

@@ -55,11 +55,15 @@ def enum_in(table: Mapping[P, E], value: int, field: str) -> E | None:
         raise ValidationFailed([FieldViolation(field, f"unknown enum value {value}")]) from None
 
 
+_REVERSED: dict[int, dict[Enum, int]] = {}
+
+
 def enum_out(table: Mapping[P, E], value: E) -> P:
-    for number, member in table.items():
-        if member is value:
-            return number
-    raise ValueError(value)
+    """The proto enum value for a domain enum (the reverse table is built once)."""
+    reverse = _REVERSED.get(id(table))
+    if reverse is None:
+        reverse = _REVERSED[id(table)] = {member: number for number, member in table.items()}
+    return cast(P, reverse[value])
 
 
 # -- scalars -----------------------------------------------------------------------------
@@ -157,7 +161,7 @@ def entry_out(entry: LedgerEntry) -> common_pb2.LedgerEntry:
         capped=entry.capped,
         balance_after=entry.balance_after,
         reason=entry.reason,
-        metadata=struct_out(entry.metadata),
+        metadata=struct_out(entry.metadata) if entry.metadata else None,
         idempotency_key=entry.idempotency_key,
         trigger_id=entry.trigger_id,
         event_type=entry.event_type,

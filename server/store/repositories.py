@@ -15,12 +15,13 @@ from typing import Any
 
 from sqlalchemy import Connection, RowMapping
 
-from server.domain.ledger import Account, CreditLot
+from server.domain.ledger import ONE, Account, CreditLot
 from server.domain.model import EntryType, LedgerEntry, LevelBasis, PointsSystem, User, UserProfile
 from server.services.ports import LockedUser, StoredResponse
 from server.store.statements import Statements
 
 EARLIEST = datetime(1, 1, 2, tzinfo=UTC)
+ENTRY_TYPES = {t.value: t for t in EntryType}
 ENTRY_COUNT_COLUMNS = {
     EntryType.AWARD: "award_entries",
     EntryType.DEDUCT: "deduct_entries",
@@ -397,15 +398,15 @@ def _entry(row: RowMapping) -> LedgerEntry:
         sequence=row["sequence"],
         system_key=row["system_key"],
         user_id=row["user_id"],
-        type=EntryType(row["type"]),
+        type=ENTRY_TYPES[row["type"]],
         amount=row["amount"],
         base_amount=row["base_amount"],
-        multiplier=Decimal(row["multiplier"]),
+        multiplier=ONE if row["multiplier"] == "1" else Decimal(row["multiplier"]),
         boost_ids=tuple(row["boost_ids"] or ()),
         capped=row["capped"],
         balance_after=row["balance_after"],
         reason=row["reason"],
-        metadata=dict(row["metadata"] or {}),
+        metadata=row["metadata"] or {},  # a fresh object from the driver: no copy needed
         idempotency_key=row["idempotency_key"],
         trigger_id=row["trigger_id"],
         event_type=row["event_type"],

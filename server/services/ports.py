@@ -26,8 +26,9 @@ class StoredResponse:
 
 @dataclass(frozen=True)
 class LockedUser:
-    """A user locked for a change to their points, with what the change reads, all
-    fetched in the one round trip that takes the lock."""
+    """A user locked for a change to their points, with what the change reads: their
+    account and the call's idempotency key, read by one statement once the lock is held
+    (never by the locking statement, which would see them as they were before a wait)."""
 
     user: User
     created: bool  # this unit of work created the user

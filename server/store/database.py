@@ -1,4 +1,4 @@
-"""Engines, sessions and the unit of work, for SQLite (embedded) and PostgreSQL.
+"""Engines and the unit of work, for SQLite (embedded) and PostgreSQL.
 
 PostgreSQL: writers run READ COMMITTED and serialize per user on the user's row (FOR
 UPDATE); readers run REPEATABLE READ, so everything one read returns is one snapshot.
@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
@@ -96,10 +95,6 @@ def _sqlite_engine(url: str) -> Engine:
         connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
     return engine
-
-
-def sqlite_url_for(path: Path) -> str:
-    return f"sqlite:///{path}"
 
 
 def is_transient(error: BaseException) -> bool:

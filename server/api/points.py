@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from datetime import datetime
-from typing import TypedDict
+from typing import Any, TypedDict
 
 import grpc
 
@@ -40,15 +40,7 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
     def CreateSystem(
         self, request: points_pb2.CreateSystemRequest, context: grpc.ServicerContext
     ) -> points_pb2.CreateSystemResponse:
-        s = request.system
-        cmd = commands.CreateSystem(
-            key=s.key,
-            name=s.name,
-            description=s.description,
-            badge_url=s.badge_url,
-            max_points=s.max_points,
-            level_basis=convert.enum_in(convert.LEVEL_BASIS, s.level_basis, "system.level_basis"),
-        )
+        cmd = commands.CreateSystem(**_system_fields(request.system))
         system = points.create_system(self.store, cmd, self.clock())
         return points_pb2.CreateSystemResponse(system=convert.system_out(system))
 
@@ -70,15 +62,9 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
     def UpdateSystem(
         self, request: points_pb2.UpdateSystemRequest, context: grpc.ServicerContext
     ) -> points_pb2.UpdateSystemResponse:
-        s = request.system
         cmd = commands.UpdateSystem(
-            key=s.key,
             fields=convert.mask_fields(request, "system", points.UPDATABLE_SYSTEM_FIELDS),
-            name=s.name,
-            description=s.description,
-            badge_url=s.badge_url,
-            max_points=s.max_points,
-            level_basis=convert.enum_in(convert.LEVEL_BASIS, s.level_basis, "system.level_basis"),
+            **_system_fields(request.system),
         )
         system = points.update_system(self.store, cmd, self.clock())
         return points_pb2.UpdateSystemResponse(system=convert.system_out(system))
@@ -237,6 +223,18 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
         )
         for chunk in convert.chunks(entries):
             yield points_pb2.StreamHistoryResponse(entries=chunk)
+
+
+def _system_fields(s: points_pb2.PointsSystem) -> dict[str, Any]:
+    """The writable fields of a PointsSystem message, as command arguments."""
+    return {
+        "key": s.key,
+        "name": s.name,
+        "description": s.description,
+        "badge_url": s.badge_url,
+        "max_points": s.max_points,
+        "level_basis": convert.enum_in(convert.LEVEL_BASIS, s.level_basis, "system.level_basis"),
+    }
 
 
 class WriteFields(TypedDict):

@@ -2,7 +2,8 @@
 
 Every error carries a `google.rpc.ErrorInfo` (domain "tally", the error's reason and
 metadata); validation errors add `google.rpc.BadRequest` naming each bad field, rate
-limits add `google.rpc.RetryInfo`. Anything unexpected becomes a bare INTERNAL whose
+limits add `google.rpc.RetryInfo`. A request that cannot be decoded is bad input too
+(gRPC alone would answer INTERNAL). Anything unexpected becomes a bare INTERNAL whose
 details go only to the log. The interceptor covers unary calls and the iteration of
 server streams alike, so servicers never handle errors themselves.
 """
@@ -10,15 +11,23 @@ server streams alike, so servicers never handle errors themselves.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
+from google.protobuf.message import DecodeError
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from server.domain.errors import Category, RateLimited, TallyError, ValidationFailed
+from server.api.wrapping import Deserializer, Streaming, Unary, WrappingInterceptor
+from server.domain.errors import (
+    Category,
+    FieldViolation,
+    RateLimited,
+    TallyError,
+    ValidationFailed,
+)
 
 log = logging.getLogger(__name__)
 
@@ -84,57 +93,60 @@ def _abort(context: grpc.ServicerContext, error: Exception, method: str) -> None
     context.abort_with_status(rpc_status.to_status(INTERNAL))
 
 
-class ErrorInterceptor(grpc.ServerInterceptor):
+class Undecodable:
+    """What a request that could not be decoded becomes, so that it is answered like any
+    other bad input rather than by gRPC's own INTERNAL "Exception deserializing request"."""
+
+    def __init__(self, error: DecodeError) -> None:
+        self.error = error
+
+
+def _check_decoded(request: Any) -> None:
+    if isinstance(request, Undecodable):
+        raise ValidationFailed(
+            [FieldViolation("request", f"is not a valid message: {str(request.error)[:100]}")]
+        )
+
+
+class ErrorInterceptor(WrappingInterceptor):
     """Maps exceptions raised by servicers (and by stream iteration) to statuses."""
 
-    def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = continuation(details)
-        if handler is None:
+    def wrap_deserializer(self, deserializer: Deserializer | None) -> Deserializer | None:
+        if deserializer is None:
             return None
-        method: str = details.method
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary(handler.unary_unary, method),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(
-                _wrap_stream(handler.unary_stream, method),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return handler
+        decode = deserializer
 
+        def tolerant(data: bytes) -> Any:
+            try:
+                return decode(data)
+            except DecodeError as error:  # corrupt bytes, or nesting past protobuf's limit
+                return Undecodable(error)
 
-def _wrap_unary(behaviour: Callable[[Any, grpc.ServicerContext], Any], method: str) -> Any:
-    def unary(request: Any, context: grpc.ServicerContext) -> Any:
-        try:
-            return behaviour(request, context)
-        except Exception as error:
-            if _is_abort(error, context):
-                raise
-            _abort(context, error, method)
+        return tolerant
 
-    return unary
+    def wrap_unary(self, behaviour: Unary, method: str) -> Unary:
+        def unary(request: Any, context: grpc.ServicerContext) -> Any:
+            try:
+                _check_decoded(request)
+                return behaviour(request, context)
+            except Exception as error:
+                if _is_abort(error, context):
+                    raise
+                _abort(context, error, method)
 
+        return unary
 
-def _wrap_stream(
-    behaviour: Callable[[Any, grpc.ServicerContext], Iterator[Any]], method: str
-) -> Any:
-    def stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-        try:
-            yield from behaviour(request, context)
-        except Exception as error:
-            if _is_abort(error, context):
-                raise
-            _abort(context, error, method)
+    def wrap_stream(self, behaviour: Streaming, method: str) -> Streaming:
+        def stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            try:
+                _check_decoded(request)
+                yield from behaviour(request, context)
+            except Exception as error:
+                if _is_abort(error, context):
+                    raise
+                _abort(context, error, method)
 
-    return stream
+        return stream
 
 
 def _is_abort(error: Exception, context: grpc.ServicerContext) -> bool:

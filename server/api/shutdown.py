@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import grpc
+
+from server.api.wrapping import Streaming, Unary, WrappingInterceptor
 
 # Health and reflection keep answering while draining: health reports NOT_SERVING.
 ALWAYS_OPEN = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 
-class ShutdownGate(grpc.ServerInterceptor):
+class ShutdownGate(WrappingInterceptor):
     """Counts calls in flight; once closed, refuses new ones with UNAVAILABLE."""
 
     def __init__(self) -> None:
@@ -54,30 +56,10 @@ class ShutdownGate(grpc.ServerInterceptor):
         with self._lock:
             self._in_flight -= 1
 
-    def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = continuation(details)
-        method: str = details.method
-        if handler is None or method.startswith(ALWAYS_OPEN):
-            return handler
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(
-                self._gate_unary(handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(
-                self._gate_stream(handler.unary_stream),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return handler
+    def applies_to(self, method: str) -> bool:
+        return not method.startswith(ALWAYS_OPEN)
 
-    def _gate_unary(self, behaviour: Callable[[Any, grpc.ServicerContext], Any]) -> Any:
+    def wrap_unary(self, behaviour: Unary, method: str) -> Unary:
         def unary(request: Any, context: grpc.ServicerContext) -> Any:
             if not self._enter():
                 context.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down; retry")
@@ -88,7 +70,7 @@ class ShutdownGate(grpc.ServerInterceptor):
 
         return unary
 
-    def _gate_stream(self, behaviour: Callable[[Any, grpc.ServicerContext], Iterator[Any]]) -> Any:
+    def wrap_stream(self, behaviour: Streaming, method: str) -> Streaming:
         def stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             if not self._enter():
                 context.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down; retry")

@@ -272,3 +272,41 @@ def test_an_open_health_watch_does_not_hold_shutdown(store: SqlStore) -> None:
         started = time.monotonic()
         built.stop(grace_seconds=10)
         assert time.monotonic() - started < 5
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field, encoded by hand."""
+    length, varint = len(payload), b""
+    while True:
+        byte, length = length & 0x7F, length >> 7
+        varint += bytes([byte | (0x80 if length else 0)])
+        if not length:
+            break
+    return bytes([number << 3 | 2]) + varint + payload
+
+
+def too_deep_award(depth: int) -> bytes:
+    """An AwardRequest whose metadata nests lists `depth` deep (protobuf refuses ~100)."""
+    value = _field(3, b"x")  # Value.string_value
+    for _ in range(depth):
+        value = _field(6, _field(1, value))  # Value.list_value -> ListValue.values
+    entry = _field(1, b"a") + _field(2, value)  # Struct.fields map entry
+    return _field(1, b"xp") + _field(5, _field(1, entry))  # system_key, metadata
+
+
+@pytest.mark.parametrize(
+    "body", [b"\xff\xff\xff", too_deep_award(200)], ids=["corrupt", "too-deep"]
+)
+def test_a_request_that_cannot_be_decoded_is_invalid(channel: grpc.Channel, body: bytes) -> None:
+    """gRPC itself answers such a request INTERNAL; Tally maps it like any bad input."""
+    raw: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
+        "/tally.v1.PointsService/Award"
+    )
+    with pytest.raises(grpc.RpcError) as caught:
+        raw(body, timeout=10)
+    code, reason, _, fields = error_of(caught.value)
+    assert (code, reason, fields) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "VALIDATION_FAILED",
+        ["request"],
+    )

@@ -11,8 +11,19 @@ import base64
 import binascii
 import hashlib
 import json
+from typing import TypeVar
 
 from server.domain.errors import FieldViolation, ValidationFailed
+
+P = TypeVar("P", int, str)
+MAX_POSITION = 2**63 - 1
+MAX_KEY_CHARS = 255
+
+
+def _in_range(position: int | str) -> bool:
+    if isinstance(position, int):
+        return 0 <= position <= MAX_POSITION
+    return len(position) <= MAX_KEY_CHARS
 
 
 def query_id(*parts: object) -> str:
@@ -25,16 +36,20 @@ def encode(position: str | int, query: str) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode(token: str, query: str) -> str | int | None:
-    """The position a token holds (None for no token); VALIDATION_FAILED naming
-    `page_token` for a token this query did not give."""
+def decode(token: str, query: str, kind: type[P]) -> P | None:
+    """The position a token holds, of the type its list uses (None for no token);
+    VALIDATION_FAILED naming `page_token` for a token this query did not give.
+
+    Tokens are opaque, not secret: a caller can forge one, so the position is checked to
+    be something the store can compare with (a sequence fits in int64)."""
     if not token:
         return None
     try:
         padded = token + "=" * (-len(token) % 4)
         data = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        if data["q"] == query and isinstance(data["p"], (str, int)):
-            return data["p"]
+        position = data["p"]
+        if data["q"] == query and type(position) is kind and _in_range(position):
+            return position
     except (ValueError, KeyError, TypeError, binascii.Error):
         pass
     raise ValidationFailed(

@@ -98,10 +98,10 @@ def get_system(store: Store, key: str) -> PointsSystem:
 def list_systems(store: Store, page_size: int, page_token: str) -> Page:
     validation.page_size("page_size", page_size)
     limit = page_size or validation.DEFAULT_PAGE_SIZE
-    after = page_tokens.decode(page_token, "systems")
+    after = page_tokens.decode(page_token, "systems", str) or ""
 
     def work(uow: UnitOfWork) -> Page:
-        systems = uow.systems.list_after(str(after or ""), limit + 1)
+        systems = uow.systems.list_after(after, limit + 1)
         more = len(systems) > limit
         systems = systems[:limit]
         token = page_tokens.encode(systems[-1].key, "systems") if more else ""
@@ -305,9 +305,7 @@ def list_transactions(
 ) -> TransactionsPage:
     validation.list_transactions(cmd)
     query = page_tokens.query_id(cmd.system_key, cmd.user_id, sorted(t.value for t in cmd.types))
-    before = page_tokens.decode(cmd.page_token, query)
-    if before is not None and not isinstance(before, int):
-        raise ValidationFailed([FieldViolation("page_token", "is not a token this list gave")])
+    before = page_tokens.decode(cmd.page_token, query, int)
     limit = cmd.page_size or validation.DEFAULT_PAGE_SIZE
 
     def read(uow: UnitOfWork, _system: PointsSystem, account: Account) -> TransactionsPage:

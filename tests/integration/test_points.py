@@ -430,3 +430,22 @@ class TestExpirySweep:
             sweeper.stop()
         assert account is not None
         assert account.total_expired == 10
+
+
+@pytest.mark.parametrize("position", [10**30, -1, "7", True, None])
+def test_a_forged_page_token_is_refused(store: SqlStore, position: object) -> None:
+    """Tokens are opaque but not secret: one rebuilt with a position the store cannot
+    compare with (an integer past int64 overflowed the driver: INTERNAL) is bad input."""
+    import base64
+    import json
+
+    from server.services import page_tokens
+
+    system(store)
+    award(store, "alice", 1)
+    query = page_tokens.query_id("xp", "alice", [])
+    raw = json.dumps({"p": position, "q": query}).encode()
+    token = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    with pytest.raises(ValidationFailed) as caught:
+        points.list_transactions(store, commands.ListTransactions("xp", "alice", 1, token), T0)
+    assert [v.field for v in caught.value.violations] == ["page_token"]

@@ -96,13 +96,15 @@ def time_out(value: datetime | None) -> timestamp_pb2.Timestamp | None:
     )
 
 
-def struct_in(message: Message, field: str) -> JsonObject:
+def struct_in(message: Message, field: str, path: str = "") -> JsonObject:
+    """A Struct field as a dict; `path` names the field in errors (default: `field`)."""
     if not message.HasField(field):
         return {}
     try:
         return json_format.MessageToDict(getattr(message, field))
     except ValueError as exc:  # NaN/Infinity, or a Value with no kind set
-        raise ValidationFailed([FieldViolation(field, f"must be JSON: {str(exc)[:100]}")]) from None
+        violation = FieldViolation(path or field, f"must be JSON: {str(exc)[:100]}")
+        raise ValidationFailed([violation]) from None
 
 
 def struct_out(value: JsonObject) -> struct_pb2.Struct:

@@ -121,22 +121,10 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
                     )
                 ]
             )
-        items = [
-            commands.Award(
-                system_key=item.system_key,
-                user=convert.user_in(item.user),
-                amount=item.amount,
-                reason=item.reason,
-                metadata=convert.struct_in(item, "metadata"),
-                # One `idempotency-key` header covers the batch: item i gets "<key>.<i>".
-                idempotency_key=item.idempotency_key or (f"{header}.{index}" if header else ""),
-                skip_boosts=item.skip_boosts,
-            )
-            for index, item in enumerate(request.items)
-        ]
+        items = [_batch_item(index, item, header) for index, item in enumerate(request.items)]
         outcomes = points.award_batch(self.store, items, self.clock())
         results = []
-        for item, outcome in zip(items, outcomes, strict=True):
+        for item, outcome in zip(request.items, outcomes, strict=True):
             if isinstance(outcome, TallyError):
                 error = points_pb2.BatchItemError(
                     code=status_code(outcome).value[0],
@@ -223,6 +211,27 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
         )
         for chunk in convert.chunks(entries):
             yield points_pb2.StreamHistoryResponse(entries=chunk)
+
+
+def _batch_item(
+    index: int, item: points_pb2.AwardBatchItem, header: str | None
+) -> commands.Award | ValidationFailed:
+    """One AwardBatch item as a command, or, when it cannot even be converted, the error
+    that becomes its result (one item's bad input never fails the others)."""
+    try:
+        metadata = convert.struct_in(item, "metadata", f"items[{index}].metadata")
+    except ValidationFailed as error:
+        return error
+    return commands.Award(
+        system_key=item.system_key,
+        user=convert.user_in(item.user),
+        amount=item.amount,
+        reason=item.reason,
+        metadata=metadata,
+        # One `idempotency-key` header covers the batch: item i gets "<key>.<i>".
+        idempotency_key=item.idempotency_key or (f"{header}.{index}" if header else ""),
+        skip_boosts=item.skip_boosts,
+    )
 
 
 def _system_fields(s: points_pb2.PointsSystem) -> dict[str, Any]:

@@ -8,7 +8,7 @@ entries, the account and the idempotency key together.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
@@ -145,6 +145,11 @@ def update_system(store: Store, cmd: commands.UpdateSystem, now: datetime) -> Po
 
 def award(store: Store, cmd: commands.Award, now: datetime) -> WriteResult:
     validation.award(cmd, now)
+    return _award(store, cmd, now)
+
+
+def _award(store: Store, cmd: commands.Award, now: datetime) -> WriteResult:
+    """Award, once `cmd` is known valid."""
     request_hash = idempotency.fingerprint("Award", cmd)
 
     def work(uow: UnitOfWork) -> WriteResult:
@@ -198,18 +203,24 @@ def deduct(store: Store, cmd: commands.Deduct, now: datetime) -> WriteResult:
 
 
 def award_batch(
-    store: Store, items: list[commands.Award], now: datetime
+    store: Store, items: Sequence[commands.Award | TallyError], now: datetime
 ) -> list[WriteResult | TallyError]:
-    """Each item on its own: one item's failure never undoes another."""
+    """Each item on its own unit of work: one item's failure never undoes another.
+
+    An item may arrive already failed (the API layer could not convert it); its error is
+    its result. Results are in input order."""
     if not 1 <= len(items) <= MAX_BATCH_ITEMS:
         raise ValidationFailed(
             [FieldViolation("items", f"must hold 1 to {MAX_BATCH_ITEMS} items, got {len(items)}")]
         )
     results: list[WriteResult | TallyError] = []
     for index, item in enumerate(items):
+        if isinstance(item, TallyError):
+            results.append(item)
+            continue
         try:
             validation.award(item, now, prefix=f"items[{index}].")
-            results.append(award(store, item, now))
+            results.append(_award(store, item, now))
         except TallyError as error:
             results.append(error)
     return results

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
 import pytest
-from google.protobuf import timestamp_pb2
+from google.protobuf import struct_pb2, timestamp_pb2
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
@@ -310,3 +311,26 @@ def test_a_request_that_cannot_be_decoded_is_invalid(channel: grpc.Channel, body
         "VALIDATION_FAILED",
         ["request"],
     )
+
+
+def test_a_batch_item_that_cannot_be_converted_fails_alone(points: PointsServiceStub) -> None:
+    """NaN metadata on one item is that item's VALIDATION_FAILED, named by its index; the
+    other items are awarded as usual."""
+    create_system(points)
+    bad = struct_pb2.Struct()
+    bad.update({"x": math.nan})
+    items = [
+        points_pb2.AwardBatchItem(system_key="xp", user=common_pb2.User(id="a"), amount=4),
+        points_pb2.AwardBatchItem(
+            system_key="xp", user=common_pb2.User(id="b"), amount=4, metadata=bad
+        ),
+    ]
+    response = points.AwardBatch(points_pb2.AwardBatchRequest(items=items))
+    assert (response.processed, response.failed) == (1, 1)
+    assert response.results[0].balance.balance == 4
+    failure = response.results[1].error
+    assert (failure.code, failure.reason) == (
+        grpc.StatusCode.INVALID_ARGUMENT.value[0],
+        "VALIDATION_FAILED",
+    )
+    assert "items[1].metadata" in failure.message

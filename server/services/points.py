@@ -155,7 +155,7 @@ def _award(store: Store, cmd: commands.Award, now: datetime) -> WriteResult:
     def work(uow: UnitOfWork) -> WriteResult:
         system = _system(uow, cmd.system_key)
         key = cmd.idempotency_key
-        locked = uow.users.lock_or_create(cmd.user, now, system.key, system.key, key)
+        locked = uow.users.lock_or_create(cmd.user, now, system.key, key)
         posting = Posting(cmd.reason, cmd.metadata, key)
         return _change(
             uow,
@@ -184,7 +184,7 @@ def deduct(store: Store, cmd: commands.Deduct, now: datetime) -> WriteResult:
     def work(uow: UnitOfWork) -> WriteResult:
         system = _system(uow, cmd.system_key)
         key = cmd.idempotency_key
-        locked = uow.users.lock_for_change(cmd.user_id, system.key, system.key, key)
+        locked = uow.users.lock_for_change(cmd.user_id, system.key, key)
         if locked is None:
             raise UserNotFound(cmd.user_id)
         posting = Posting(cmd.reason, cmd.metadata, key)
@@ -235,9 +235,7 @@ def reverse(store: Store, cmd: commands.Reverse, now: datetime) -> WriteResult:
         if original is None:
             raise EntryNotFound(cmd.entry_id)
         system = _system(uow, original.system_key)
-        locked = uow.users.lock_for_change(
-            original.user_id, system.key, system.key, cmd.idempotency_key
-        )
+        locked = uow.users.lock_for_change(original.user_id, system.key, cmd.idempotency_key)
         assert locked is not None, "a ledger entry's user exists"
         posting = Posting(cmd.reason or f"reversal of {original.id}", {}, cmd.idempotency_key)
 
@@ -411,7 +409,7 @@ def settle(store: Store, system_key: str, user_id: str, now: datetime) -> None:
     """Write off credit that lapsed before `now` (in one write, under the user's lock)."""
 
     def work(uow: UnitOfWork) -> None:
-        locked = uow.users.lock_for_change(user_id, system_key, system_key, "")
+        locked = uow.users.lock_for_change(user_id, system_key, "")
         account = locked.account if locked is not None else None
         if account is None or not account.has_lapsed_credit(now):
             return  # someone else got there first

@@ -31,7 +31,6 @@ class LockedUser:
     (never by the locking statement, which would see them as they were before a wait)."""
 
     user: User
-    created: bool  # this unit of work created the user
     account: Account | None  # their account in the system; None before their first entry
     stored: StoredResponse | None  # what the call's idempotency key remembers
 
@@ -60,15 +59,14 @@ class UserRepository(Protocol):
         there), in one read; None when there is no such user."""
         ...
 
-    def lock_for_change(
-        self, user_id: str, system_key: str, scope: str, key: str
-    ) -> LockedUser | None:
+    def lock_for_change(self, user_id: str, system_key: str, key: str) -> LockedUser | None:
         """Lock the user's row for this unit of work (None when there is no such user),
-        reading their account in `system_key` and idempotency key (`scope`, `key`)."""
+        reading their account in `system_key` and what idempotency key `key` (scoped to
+        the system and the user) remembers."""
         ...
 
     def lock_or_create(
-        self, profile: UserProfile, now: datetime, system_key: str, scope: str, key: str
+        self, profile: UserProfile, now: datetime, system_key: str, key: str
     ) -> LockedUser:
         """lock_for_change, creating the user when new, and applying the profile fields
         the call gave."""

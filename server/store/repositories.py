@@ -133,33 +133,31 @@ class SqlUserRepository(_Repository):
         if row is None:
             return None
         r = row._mapping
-        account = None
-        if r["account_user_id"] is not None:
-            account = _account(r, prefix="account_")
-            _load_lots(self.connection, self.sql, account)
-        return _user(r), account
+        return _user(r), self._joined_account(r)
 
-    def lock_for_change(
-        self, user_id: str, system_key: str, scope: str, key: str
-    ) -> LockedUser | None:
+    def lock_for_change(self, user_id: str, system_key: str, key: str) -> LockedUser | None:
         user = self.connection.execute(self.sql.user_lock, {"id": user_id}).first()
         if user is None:
             return None
-        params = {"id": user_id, "system_key": system_key, "scope": scope, "key": key}
+        params = {"id": user_id, "system_key": system_key, "key": key}
         r = self.connection.execute(self.sql.account_and_key, params).one()._mapping
-        account = None
-        if r["account_user_id"] is not None:
-            account = _account(r, prefix="account_")
-            _load_lots(self.connection, self.sql, account)
         stored = None
         if r["key_request_hash"] is not None:
             stored = StoredResponse(r["key_request_hash"], r["key_response"])
-        return LockedUser(_user(user._mapping), False, account, stored)
+        return LockedUser(_user(user._mapping), self._joined_account(r), stored)
+
+    def _joined_account(self, r: RowMapping) -> Account | None:
+        """The account columns (labelled account_*) of a users-outer-join-accounts row."""
+        if r["account_user_id"] is None:
+            return None
+        account = _account(r, prefix="account_")
+        _load_lots(self.connection, self.sql, account)
+        return account
 
     def lock_or_create(
-        self, profile: UserProfile, now: datetime, system_key: str, scope: str, key: str
+        self, profile: UserProfile, now: datetime, system_key: str, key: str
     ) -> LockedUser:
-        locked = self.lock_for_change(profile.id, system_key, scope, key)
+        locked = self.lock_for_change(profile.id, system_key, key)
         if locked is None:
             new = User(
                 id=profile.id,
@@ -170,8 +168,8 @@ class SqlUserRepository(_Repository):
             )
             inserted = self.connection.execute(self.sql.user_add, _user_values(new)).first()
             if inserted is not None:  # the new row is ours (locked) until commit
-                return LockedUser(new, True, None, None)
-            locked = self.lock_for_change(profile.id, system_key, scope, key)  # lost a race
+                return LockedUser(new, None, None)
+            locked = self.lock_for_change(profile.id, system_key, key)  # lost a race
             assert locked is not None, "a user row is never deleted"
         user = locked.user
         changes: dict[str, Any] = {}
@@ -267,28 +265,13 @@ class SqlAccountRepository(_Repository):
 
 
 class SqlLedgerRepository(_Repository):
-    def __init__(self, connection: Connection, sql: Statements) -> None:
-        super().__init__(connection, sql)
-        self._sqlite_next: int | None = None
-
     def add(self, entries: Sequence[LedgerEntry]) -> list[LedgerEntry]:
+        """Insert in order; the insert numbers each entry and returns its sequence."""
         written = []
         for entry in entries:
-            values = _entry_values(entry)
-            if self.sql.dialect != "postgresql":
-                values["sequence"] = self._next_sqlite_sequence()
-            sequence = self.connection.execute(self.sql.entry_add, values).scalar_one()
-            written.append(replace(entry, sequence=sequence))
+            result = self.connection.execute(self.sql.entry_add, _entry_values(entry))
+            written.append(replace(entry, sequence=result.scalar_one()))
         return written
-
-    def _next_sqlite_sequence(self) -> int:
-        # SQLite runs one writer at a time (BEGIN IMMEDIATE), so max + 1 is safe.
-        if self._sqlite_next is None:
-            last = self.connection.execute(self.sql.last_sequence_anywhere).scalar()
-            self._sqlite_next = (last or 0) + 1
-        sequence = self._sqlite_next
-        self._sqlite_next += 1
-        return sequence
 
     def get(self, entry_id: str) -> LedgerEntry | None:
         row = self.connection.execute(self.sql.entry_get, {"id": entry_id}).first()

@@ -90,7 +90,7 @@ class Statements:
         )
         key_of_user = and_(
             idempotency.c.user_id == users.c.id,
-            idempotency.c.scope == bindparam("scope"),
+            idempotency.c.scope == bindparam("system_key"),
             idempotency.c.key == bindparam("key"),
         )
         self.account_and_key = (
@@ -152,9 +152,13 @@ class Statements:
                 .values(sequence=LEDGER_SEQUENCE.next_value())
                 .returning(ledger.c.sequence)
             )
-        else:  # SQLite: one writer at a time, the store numbers entries itself
-            self.entry_add = insert(ledger).returning(ledger.c.sequence)
-        self.last_sequence_anywhere = select(func.max(ledger.c.sequence))
+        else:  # SQLite runs one writer at a time (BEGIN IMMEDIATE): max + 1 is safe
+            next_sequence = select(func.coalesce(func.max(ledger.c.sequence), 0) + 1)
+            self.entry_add = (
+                insert(ledger)
+                .values(sequence=next_sequence.scalar_subquery())
+                .returning(ledger.c.sequence)
+            )
         self.entry_get = select(ledger).where(ledger.c.id == bindparam("id"))
         self.reversal_of = select(ledger).where(
             ledger.c.user_id == bindparam("user_id"),

@@ -175,7 +175,7 @@ def test_a_change_that_waited_for_the_lock_sees_the_account_it_waited_on(
 
     def first() -> None:
         with store.unit_of_work(write=True) as uow:
-            locked = uow.users.lock_for_change("alice", "xp", "xp", "")
+            locked = uow.users.lock_for_change("alice", "xp", "")
             assert locked is not None
             assert locked.account is not None
             account = locked.account

@@ -74,7 +74,7 @@ class Sweeper:
         while not self._stop.is_set():
             done = points.expire_due(self.store, self.clock())
             settled += done
-            if done < 500:
+            if done < points.EXPIRY_SWEEP_BATCH:  # that was the last batch
                 break
         return settled
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from enum import Enum
-from typing import TypeVar, cast
+from typing import Generic, TypeVar, cast
 
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 from google.protobuf.message import Message
@@ -32,38 +32,41 @@ from tally.v1 import common_pb2, points_pb2
 E = TypeVar("E", bound=Enum)
 P = TypeVar("P", bound=int)
 
-# proto enum value <-> domain enum, per enum
-LEVEL_BASIS: dict[points_pb2.LevelBasis, LevelBasis] = {
-    points_pb2.LEVEL_BASIS_BALANCE: LevelBasis.BALANCE,
-    points_pb2.LEVEL_BASIS_LIFETIME_EARNED: LevelBasis.LIFETIME_EARNED,
-}
-ENTRY_TYPE: dict[common_pb2.EntryType, EntryType] = {
-    common_pb2.ENTRY_TYPE_AWARD: EntryType.AWARD,
-    common_pb2.ENTRY_TYPE_DEDUCT: EntryType.DEDUCT,
-    common_pb2.ENTRY_TYPE_EXPIRE: EntryType.EXPIRE,
-    common_pb2.ENTRY_TYPE_REVERSAL: EntryType.REVERSAL,
-}
+
+class EnumMap(Generic[P, E]):
+    """A proto enum and a domain enum, mapped both ways (UNSPECIFIED, 0, maps to None)."""
+
+    def __init__(self, pairs: Mapping[P, E]) -> None:
+        self._domain = dict(pairs)
+        self._proto = {member: number for number, member in pairs.items()}
+
+    def to_domain(self, value: int, field: str) -> E | None:
+        """The domain value of a proto enum number; an unknown number is bad input."""
+        if value == 0:
+            return None
+        try:
+            return self._domain[cast(P, value)]
+        except KeyError:
+            raise ValidationFailed([FieldViolation(field, f"unknown enum value {value}")]) from None
+
+    def to_proto(self, value: E) -> P:
+        return self._proto[value]
 
 
-def enum_in(table: Mapping[P, E], value: int, field: str) -> E | None:
-    """A domain enum from a proto enum number; None for UNSPECIFIED (0)."""
-    if value == 0:
-        return None
-    try:
-        return table[cast(P, value)]
-    except KeyError:
-        raise ValidationFailed([FieldViolation(field, f"unknown enum value {value}")]) from None
-
-
-_REVERSED: dict[int, dict[Enum, int]] = {}
-
-
-def enum_out(table: Mapping[P, E], value: E) -> P:
-    """The proto enum value for a domain enum (the reverse table is built once)."""
-    reverse = _REVERSED.get(id(table))
-    if reverse is None:
-        reverse = _REVERSED[id(table)] = {member: number for number, member in table.items()}
-    return cast(P, reverse[value])
+LEVEL_BASIS: EnumMap[points_pb2.LevelBasis, LevelBasis] = EnumMap(
+    {
+        points_pb2.LEVEL_BASIS_BALANCE: LevelBasis.BALANCE,
+        points_pb2.LEVEL_BASIS_LIFETIME_EARNED: LevelBasis.LIFETIME_EARNED,
+    }
+)
+ENTRY_TYPE: EnumMap[common_pb2.EntryType, EntryType] = EnumMap(
+    {
+        common_pb2.ENTRY_TYPE_AWARD: EntryType.AWARD,
+        common_pb2.ENTRY_TYPE_DEDUCT: EntryType.DEDUCT,
+        common_pb2.ENTRY_TYPE_EXPIRE: EntryType.EXPIRE,
+        common_pb2.ENTRY_TYPE_REVERSAL: EntryType.REVERSAL,
+    }
+)
 
 
 # -- scalars -----------------------------------------------------------------------------
@@ -143,7 +146,7 @@ def system_out(system: PointsSystem) -> points_pb2.PointsSystem:
         description=system.description,
         badge_url=system.badge_url,
         max_points=system.max_points,
-        level_basis=enum_out(LEVEL_BASIS, system.level_basis),
+        level_basis=LEVEL_BASIS.to_proto(system.level_basis),
         create_time=time_out(system.create_time),
         update_time=time_out(system.update_time),
     )
@@ -155,7 +158,7 @@ def entry_out(entry: LedgerEntry) -> common_pb2.LedgerEntry:
         sequence=entry.sequence,
         system_key=entry.system_key,
         user_id=entry.user_id,
-        type=enum_out(ENTRY_TYPE, entry.type),
+        type=ENTRY_TYPE.to_proto(entry.type),
         amount=entry.amount,
         base_amount=entry.base_amount,
         multiplier=float(entry.multiplier),

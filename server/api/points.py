@@ -180,7 +180,7 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
     ) -> points_pb2.ListTransactionsResponse:
         types: set[EntryType] = set()
         for index, number in enumerate(request.types):
-            entry_type = convert.enum_in(convert.ENTRY_TYPE, number, f"types[{index}]")
+            entry_type = convert.ENTRY_TYPE.to_domain(number, f"types[{index}]")
             if entry_type is not None:
                 types.add(entry_type)
         cmd = commands.ListTransactions(
@@ -242,7 +242,7 @@ def _system_fields(s: points_pb2.PointsSystem) -> dict[str, Any]:
         "description": s.description,
         "badge_url": s.badge_url,
         "max_points": s.max_points,
-        "level_basis": convert.enum_in(convert.LEVEL_BASIS, s.level_basis, "system.level_basis"),
+        "level_basis": convert.LEVEL_BASIS.to_domain(s.level_basis, "system.level_basis"),
     }
 
 

@@ -108,7 +108,6 @@ class Account:
                     -amount,
                     Posting(reason=f"expiry of {lot.entry_id}"),
                     create_time=lot.expire_time,
-                    reverses_entry_id="",
                 )
             )
         self._refresh_next_expiry()

@@ -420,7 +420,10 @@ def settle(store: Store, system_key: str, user_id: str, now: datetime) -> None:
     in_transaction(store, work, write=True)
 
 
-def expire_due(store: Store, now: datetime, *, limit: int = 500) -> int:
+EXPIRY_SWEEP_BATCH = 500
+
+
+def expire_due(store: Store, now: datetime, *, limit: int = EXPIRY_SWEEP_BATCH) -> int:
     """Write off lapsed credit of accounts nobody has touched since (the periodic sweep).
 
     Each account is settled in its own unit of work under its user's lock, so the sweep

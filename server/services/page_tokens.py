@@ -23,7 +23,7 @@ MAX_KEY_CHARS = 255
 def _in_range(position: int | str) -> bool:
     if isinstance(position, int):
         return 0 <= position <= MAX_POSITION
-    return len(position) <= MAX_KEY_CHARS
+    return len(position) <= MAX_KEY_CHARS and "\x00" not in position
 
 
 def query_id(*parts: object) -> str:

@@ -92,6 +92,10 @@ def create_system(store: Store, cmd: commands.CreateSystem, now: datetime) -> Po
 
 
 def get_system(store: Store, key: str) -> PointsSystem:
+    # A key that cannot name a system names none: NOT_FOUND, without asking the store
+    # (which would refuse some such keys outright, e.g. with a NUL in them).
+    if not validation.SYSTEM_KEY.fullmatch(key):
+        raise SystemNotFound(key)
     return in_transaction(store, lambda uow: _system(uow, key), write=False)
 
 

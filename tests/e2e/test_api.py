@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import math
 import time
 from datetime import UTC, datetime, timedelta
@@ -334,3 +336,24 @@ def test_a_batch_item_that_cannot_be_converted_fails_alone(points: PointsService
         "VALIDATION_FAILED",
     )
     assert "items[1].metadata" in failure.message
+
+
+def test_a_system_key_that_cannot_exist_is_not_found(points: PointsServiceStub) -> None:
+    """GetSystem takes any string; one that cannot be a key (a NUL in it, which
+    PostgreSQL refuses even as a parameter) is simply not found."""
+    with pytest.raises(grpc.RpcError) as caught:
+        points.GetSystem(points_pb2.GetSystemRequest(key="a\x00b"))
+    assert error_of(caught.value)[:2] == (grpc.StatusCode.NOT_FOUND, "SYSTEM_NOT_FOUND")
+
+
+def test_a_systems_page_token_holding_a_nul_is_invalid(points: PointsServiceStub) -> None:
+    raw = json.dumps({"p": "a\x00", "q": "systems"}).encode()
+    token = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    with pytest.raises(grpc.RpcError) as caught:
+        points.ListSystems(points_pb2.ListSystemsRequest(page_token=token))
+    code, reason, _, fields = error_of(caught.value)
+    assert (code, reason, fields) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "VALIDATION_FAILED",
+        ["page_token"],
+    )

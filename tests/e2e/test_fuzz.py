@@ -3,6 +3,8 @@ whatever was accepted leaves every account equal to the sum of its ledger."""
 
 from __future__ import annotations
 
+import base64
+import json
 import math
 from typing import Any
 
@@ -85,6 +87,17 @@ def deduct_requests() -> st.SearchStrategy[points_pb2.DeductRequest]:
     )
 
 
+def forged_tokens(query: str) -> st.SearchStrategy[str]:
+    """Page tokens rebuilt by hand: the format is opaque, not secret."""
+
+    def encode(position: object) -> str:
+        raw = json.dumps({"p": position, "q": query}).encode()
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    positions = st.one_of(st.integers(), texts, st.none(), st.floats(allow_nan=False))
+    return positions.map(encode)
+
+
 def read_requests() -> st.SearchStrategy[tuple[str, object]]:
     return st.one_of(
         st.tuples(
@@ -100,6 +113,18 @@ def read_requests() -> st.SearchStrategy[tuple[str, object]]:
                 page_size=st.integers(-(2**31), 2**31 - 1),
                 page_token=texts,
                 types=st.lists(st.integers(0, 2**31 - 1), max_size=3),
+            ),
+        ),
+        st.tuples(
+            st.just("GetSystem"),
+            st.builds(points_pb2.GetSystemRequest, key=texts),
+        ),
+        st.tuples(
+            st.just("ListSystems"),
+            st.builds(
+                points_pb2.ListSystemsRequest,
+                page_size=st.integers(-(2**31), 2**31 - 1),
+                page_token=texts | forged_tokens("systems"),
             ),
         ),
         st.tuples(

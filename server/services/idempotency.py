@@ -20,7 +20,10 @@ R = TypeVar("R")
 
 
 def fingerprint(operation: str, command: Any) -> str:
-    """A hash of what a request asks, leaving out the key itself and the dry-run flag."""
+    """A hash of what a request asks, leaving out the key itself and the dry-run flag;
+    '' for a request without a key, which nothing will be compared with."""
+    if not command.idempotency_key:
+        return ""
     changes = {
         name: default
         for name, default in (("idempotency_key", ""), ("validate_only", False))

@@ -40,9 +40,11 @@ class _Repository:
 class SystemCache:
     """Points systems change rarely and are read by every award: keep them in memory.
 
-    Shared by the threads of one process. A change made here is seen here at once; a
-    change made by another process is seen within `max_age` seconds. Misses are not
-    cached, so a new system is visible everywhere at once.
+    Shared by the threads of one process. A change to a system is seen everywhere within
+    `max_age` seconds; the process making it forgets its copy, so its next reads usually
+    see the change at once (a read racing the change may cache the old copy once more).
+    Misses are not cached, so a new system is visible everywhere at once. Changes
+    themselves read the stored row past the cache (SystemRepository.lock).
     """
 
     def __init__(self, max_age: float) -> None:

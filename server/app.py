@@ -17,8 +17,9 @@ from grpc_reflection.v1alpha import reflection
 from server.api.errors import ErrorInterceptor
 from server.api.points import PointsServicer
 from server.api.shutdown import ShutdownGate
-from server.services import points
+from server.services import writes
 from server.services.ports import Store
+from server.services.tally import Tally
 from server.settings import Settings
 from tally.v1 import (
     boosts_pb2,
@@ -52,8 +53,8 @@ class Sweeper:
     EXPIRE entries of idle accounts appear on time too, for those who stream the ledger.
     """
 
-    def __init__(self, store: Store, clock: Callable[[], datetime], every_seconds: float) -> None:
-        self.store = store
+    def __init__(self, tally: Tally, clock: Callable[[], datetime], every_seconds: float) -> None:
+        self.tally = tally
         self.clock = clock
         self.every_seconds = every_seconds
         self._stop = threading.Event()
@@ -72,9 +73,9 @@ class Sweeper:
         """Settle every account that is due; returns how many were settled."""
         settled = 0
         while not self._stop.is_set():
-            done = points.expire_due(self.store, self.clock())
+            done = writes.expire_due(self.tally, self.clock())
             settled += done
-            if done < points.EXPIRY_SWEEP_BATCH:  # that was the last batch
+            if done < writes.EXPIRY_SWEEP_BATCH:  # that was the last batch
                 break
         return settled
 
@@ -127,7 +128,8 @@ def build(settings: Settings, store: Store, clock: Callable[[], datetime] = utc_
         # Several worker processes may share one port (serve --workers).
         options=[("grpc.so_reuseport", 1 if settings.workers > 1 else 0)],
     )
-    points_pb2_grpc.add_PointsServiceServicer_to_server(PointsServicer(store, clock), server)
+    tally = Tally(store)
+    points_pb2_grpc.add_PointsServiceServicer_to_server(PointsServicer(tally, clock), server)
     # Levels and boosts arrive in their own issues; until then they answer UNIMPLEMENTED.
     levels_pb2_grpc.add_LevelsServiceServicer_to_server(
         levels_pb2_grpc.LevelsServiceServicer(), server
@@ -143,5 +145,5 @@ def build(settings: Settings, store: Store, clock: Callable[[], datetime] = utc_
     port = server.add_insecure_port(settings.listen)
     if port == 0:
         raise OSError(f"cannot listen on {settings.listen}")
-    sweeper = Sweeper(store, clock, settings.sweep_seconds)
+    sweeper = Sweeper(tally, clock, settings.sweep_seconds)
     return App(server, port, health_servicer, sweeper, gate)

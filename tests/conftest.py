@@ -20,6 +20,7 @@ from hypothesis import settings
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from server.services.tally import Tally
 from server.store import migrate
 from server.store.database import SqlStore
 from server.store.models import Base
@@ -138,3 +139,14 @@ def pg_store(request: pytest.FixtureRequest, _stores: dict[str, SqlStore]) -> Sq
     store = _session_store("postgresql", request, _stores)
     _empty(store)
     return store
+
+
+@pytest.fixture
+def tally(store: SqlStore) -> Tally:
+    """The use cases' context over `store` (both stores, like `store`)."""
+    return Tally(store)
+
+
+@pytest.fixture
+def pg_tally(pg_store: SqlStore) -> Tally:
+    return Tally(pg_store)

@@ -15,9 +15,9 @@ from server.domain import commands
 from server.domain.errors import FieldViolation, TallyError, ValidationFailed
 from server.domain.model import EntryType
 from server.domain.validation import MAX_KEY_CHARS, resolve_idempotency_key
-from server.services import points
-from server.services.points import WriteResult
-from server.services.ports import Store
+from server.services import reads, systems, writes
+from server.services.results import WriteResult
+from server.services.tally import Tally
 from tally.v1 import common_pb2, points_pb2, points_pb2_grpc
 
 IDEMPOTENCY_HEADER = "idempotency-key"
@@ -31,8 +31,8 @@ def idempotency_header(context: grpc.ServicerContext) -> str | None:
 
 
 class PointsServicer(points_pb2_grpc.PointsServiceServicer):
-    def __init__(self, store: Store, clock: Callable[[], datetime]) -> None:
-        self.store = store
+    def __init__(self, tally: Tally, clock: Callable[[], datetime]) -> None:
+        self.tally = tally
         self.clock = clock
 
     # -- systems -------------------------------------------------------------------------
@@ -41,19 +41,19 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
         self, request: points_pb2.CreateSystemRequest, context: grpc.ServicerContext
     ) -> points_pb2.CreateSystemResponse:
         cmd = commands.CreateSystem(**_system_fields(request.system))
-        system = points.create_system(self.store, cmd, self.clock())
+        system = systems.create_system(self.tally, cmd, self.clock())
         return points_pb2.CreateSystemResponse(system=convert.system_out(system))
 
     def GetSystem(
         self, request: points_pb2.GetSystemRequest, context: grpc.ServicerContext
     ) -> points_pb2.GetSystemResponse:
-        system = points.get_system(self.store, request.key)
+        system = systems.get_system(self.tally, request.key)
         return points_pb2.GetSystemResponse(system=convert.system_out(system))
 
     def ListSystems(
         self, request: points_pb2.ListSystemsRequest, context: grpc.ServicerContext
     ) -> points_pb2.ListSystemsResponse:
-        page = points.list_systems(self.store, request.page_size, request.page_token)
+        page = systems.list_systems(self.tally, request.page_size, request.page_token)
         return points_pb2.ListSystemsResponse(
             systems=[convert.system_out(s) for s in page.items],
             next_page_token=page.next_page_token,
@@ -63,10 +63,10 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
         self, request: points_pb2.UpdateSystemRequest, context: grpc.ServicerContext
     ) -> points_pb2.UpdateSystemResponse:
         cmd = commands.UpdateSystem(
-            fields=convert.mask_fields(request, "system", points.UPDATABLE_SYSTEM_FIELDS),
+            fields=convert.mask_fields(request, "system", systems.UPDATABLE_SYSTEM_FIELDS),
             **_system_fields(request.system),
         )
-        system = points.update_system(self.store, cmd, self.clock())
+        system = systems.update_system(self.tally, cmd, self.clock())
         return points_pb2.UpdateSystemResponse(system=convert.system_out(system))
 
     # -- points changes ------------------------------------------------------------------
@@ -87,7 +87,7 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
             skip_boosts=request.skip_boosts,
             validate_only=request.validate_only,
         )
-        result = points.award(self.store, cmd, self.clock())
+        result = writes.award(self.tally, cmd, self.clock())
         return points_pb2.AwardResponse(**_write_fields(result))
 
     def Deduct(
@@ -104,7 +104,7 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
             ),
             validate_only=request.validate_only,
         )
-        result = points.deduct(self.store, cmd, self.clock())
+        result = writes.deduct(self.tally, cmd, self.clock())
         return points_pb2.DeductResponse(**_write_fields(result))
 
     def AwardBatch(
@@ -122,7 +122,7 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
                 ]
             )
         items = [_batch_item(index, item, header) for index, item in enumerate(request.items)]
-        outcomes = points.award_batch(self.store, items, self.clock())
+        outcomes = writes.award_batch(self.tally, items, self.clock())
         results = []
         for item, outcome in zip(request.items, outcomes, strict=True):
             if isinstance(outcome, TallyError):
@@ -156,7 +156,7 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
                 request.idempotency_key, idempotency_header(context)
             ),
         )
-        result = points.reverse(self.store, cmd, self.clock())
+        result = writes.reverse(self.tally, cmd, self.clock())
         return points_pb2.ReverseResponse(**_write_fields(result))
 
     # -- reads ---------------------------------------------------------------------------
@@ -169,7 +169,7 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
             user_id=request.user_id,
             recent_entries=(request.recent_entries if request.HasField("recent_entries") else 10),
         )
-        view = points.get_balance(self.store, cmd, self.clock())
+        view = reads.get_balance(self.tally, cmd, self.clock())
         return points_pb2.GetBalanceResponse(
             balance=convert.balance_out(view.balance),
             recent=[convert.entry_out(e) for e in view.recent],
@@ -190,7 +190,7 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
             page_token=request.page_token,
             types=frozenset(types),
         )
-        page = points.list_transactions(self.store, cmd, self.clock())
+        page = reads.list_transactions(self.tally, cmd, self.clock())
         return points_pb2.ListTransactionsResponse(
             entries=[convert.entry_out(e) for e in page.entries],
             next_page_token=page.next_page_token,
@@ -207,7 +207,7 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
             end_time=convert.time_in(request, "end_time"),
         )
         entries = (
-            convert.entry_out(e) for e in points.stream_history(self.store, cmd, self.clock())
+            convert.entry_out(e) for e in reads.stream_history(self.tally, cmd, self.clock())
         )
         for chunk in convert.chunks(entries):
             yield points_pb2.StreamHistoryResponse(entries=chunk)

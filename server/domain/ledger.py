@@ -12,7 +12,7 @@ with an EXPIRE entry dated at its expiry.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
 
@@ -63,6 +63,20 @@ class Account:
     lots: list[CreditLot] = field(default_factory=list)
     # Lots created or changed by this unit of work, for the store to write back.
     changed_lots: dict[str, CreditLot] = field(default_factory=dict)
+
+    def copy(self) -> Account:
+        """An independent copy: a decision changes the copy, never the account it was given."""
+        lots = [replace(lot) for lot in self.lots]
+        by_id = {lot.entry_id: lot for lot in lots}
+        return replace(
+            self,
+            entry_counts=dict(self.entry_counts),
+            lots=lots,
+            changed_lots={
+                entry_id: by_id.get(entry_id, replace(lot))
+                for entry_id, lot in self.changed_lots.items()
+            },
+        )
 
     # -- reading -------------------------------------------------------------------------
 

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from server.domain.errors import IdempotencyKeyReused
 from server.services import codec
-from server.services.ports import StoredResponse, UnitOfWork
-
-R = TypeVar("R")
+from server.services.ports import StoredResponse
+from server.services.results import WriteResult
 
 
 def fingerprint(operation: str, command: Any) -> str:
@@ -33,28 +31,15 @@ def fingerprint(operation: str, command: Any) -> str:
     return hashlib.sha256(f"{operation}\n{canonical}".encode()).hexdigest()
 
 
-def replay(
-    stored: StoredResponse | None, result_type: type[R], *, key: str, request_hash: str
-) -> R | None:
-    """The remembered response for `key` (as read under the user's lock, so that racing
-    repeats see each other's writes), or None when the key is new."""
-    if not key or stored is None:
+def replay(stored: StoredResponse | None, request_hash: str, *, key: str) -> WriteResult | None:
+    """The remembered response (as read under the user's lock, so that racing repeats
+    see each other's writes), or None when the key is new."""
+    if stored is None:
         return None
     if stored.request_hash != request_hash:
         raise IdempotencyKeyReused(key)
-    return dataclasses.replace(codec.loads(result_type, stored.response), replayed=True)  # type: ignore[type-var]
+    return dataclasses.replace(codec.loads(WriteResult, stored.response), replayed=True)
 
 
-def remember(
-    uow: UnitOfWork,
-    result: Any,
-    *,
-    user_id: str,
-    scope: str,
-    key: str,
-    request_hash: str,
-    now: datetime,
-) -> None:
-    if key:
-        stored = StoredResponse(request_hash, codec.dumps(result))
-        uow.idempotency.add(user_id, scope, key, stored, now)
+def remember(result: WriteResult, request_hash: str) -> StoredResponse:
+    return StoredResponse(request_hash, codec.dumps(result))

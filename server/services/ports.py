@@ -6,7 +6,7 @@ the store can change without touching a rule.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
@@ -24,15 +24,17 @@ class StoredResponse:
     response: str
 
 
-@dataclass(frozen=True)
-class LockedUser:
-    """A user locked for a change to their points, with what the change reads: their
-    account and the call's idempotency key, read by one statement once the lock is held
-    (never by the locking statement, which would see them as they were before a wait)."""
+AccountKey = tuple[str, str]  # (user_id, system_key)
+KeyScope = tuple[str, str, str]  # (user_id, scope, key): where an idempotency key lives
 
-    user: User
-    account: Account | None  # their account in the system; None before their first entry
-    stored: StoredResponse | None  # what the call's idempotency key remembers
+
+@dataclass(frozen=True)
+class LockedUsers:
+    """The users of a batch of changes, locked (or, for a dry run, read) in one sorted
+    order, with those that this unit of work created."""
+
+    users: dict[str, User]
+    created: frozenset[str]
 
 
 class SystemRepository(Protocol):
@@ -59,39 +61,46 @@ class UserRepository(Protocol):
         there), in one read; None when there is no such user."""
         ...
 
-    def lock_for_change(self, user_id: str, system_key: str, key: str) -> LockedUser | None:
-        """Lock the user's row for this unit of work (None when there is no such user),
-        reading their account in `system_key` and what idempotency key `key` (scoped to
-        the system and the user) remembers."""
+    def lock(
+        self, user_ids: Sequence[str], create: Mapping[str, UserProfile], now: datetime
+    ) -> LockedUsers:
+        """Lock these users for this unit of work, in sorted order, creating those of
+        `create` that are new and applying the profile fields `create` gives to the rest.
+
+        Their accounts, keys and reversals are read after this returns, by statements of
+        their own: a lock that waited would otherwise see them as they were before it."""
         ...
 
-    def lock_or_create(
-        self, profile: UserProfile, now: datetime, system_key: str, key: str
-    ) -> LockedUser:
-        """lock_for_change, creating the user when new, and applying the profile fields
-        the call gave."""
+    def read(self, user_ids: Sequence[str]) -> LockedUsers:
+        """The same users without a lock or a write: what a dry run decides on."""
         ...
 
 
 class AccountRepository(Protocol):
-    def get(self, system_key: str, user_id: str) -> Account | None:
-        """The account with its credit lots loaded when it has any."""
+    def of_users(self, user_ids: Sequence[str]) -> dict[AccountKey, Account]:
+        """Every account of these users, with their credit lots, in two statements."""
         ...
 
     def due_for_expiry(self, now: datetime, limit: int) -> list[tuple[str, str]]:
         """(system_key, user_id) of accounts holding credit that lapsed by `now`."""
         ...
 
-    def save(self, account: Account, now: datetime) -> None: ...
+    def save(self, accounts: Sequence[Account], now: datetime) -> None:
+        """Upsert the accounts and write back their changed credit lots."""
+        ...
 
 
 class LedgerRepository(Protocol):
     def add(self, entries: Sequence[LedgerEntry]) -> list[LedgerEntry]:
-        """Append entries in order; returns them with their sequence numbers."""
+        """Append entries in order, in one insert; returns them with their sequences."""
         ...
 
     def get(self, entry_id: str) -> LedgerEntry | None: ...
-    def find_reversal(self, user_id: str, entry_id: str) -> LedgerEntry | None: ...
+    def reversals_of(self, user_ids: Sequence[str], entry_ids: Sequence[str]) -> dict[str, str]:
+        """Of these entries (of these users), those already reversed: entry id -> the id
+        of the reversal."""
+        ...
+
     def page(
         self,
         system_key: str,
@@ -119,11 +128,13 @@ class LedgerRepository(Protocol):
 
 
 class IdempotencyRepository(Protocol):
-    """Keys are read with the user's lock (UserRepository.lock_for_change); stored here."""
+    def of_users(
+        self, user_ids: Sequence[str], keys: Sequence[str]
+    ) -> dict[KeyScope, StoredResponse]:
+        """What these keys of these users remember, in every scope, in one statement."""
+        ...
 
-    def add(
-        self, user_id: str, scope: str, key: str, stored: StoredResponse, now: datetime
-    ) -> None: ...
+    def add(self, keys: Mapping[KeyScope, StoredResponse], now: datetime) -> None: ...
 
 
 class UnitOfWork(Protocol):

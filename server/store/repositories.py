@@ -7,17 +7,17 @@ and turn rows into domain values; no ORM objects, no lazy loads.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping
+from sqlalchemy import Connection, RowMapping, Select
 
 from server.domain.ledger import ONE, Account, CreditLot
 from server.domain.model import EntryType, LedgerEntry, LevelBasis, PointsSystem, User, UserProfile
-from server.services.ports import LockedUser, StoredResponse
+from server.services.ports import AccountKey, KeyScope, LockedUsers, StoredResponse
 from server.store.statements import Statements
 
 EARLIEST = datetime(1, 1, 2, tzinfo=UTC)
@@ -137,57 +137,72 @@ class SqlUserRepository(_Repository):
         r = row._mapping
         return _user(r), self._joined_account(r)
 
-    def lock_for_change(self, user_id: str, system_key: str, key: str) -> LockedUser | None:
-        user = self.connection.execute(self.sql.user_lock, {"id": user_id}).first()
-        if user is None:
-            return None
-        params = {"id": user_id, "system_key": system_key, "key": key}
-        r = self.connection.execute(self.sql.account_and_key, params).one()._mapping
-        stored = None
-        if r["key_request_hash"] is not None:
-            stored = StoredResponse(r["key_request_hash"], r["key_response"])
-        return LockedUser(_user(user._mapping), self._joined_account(r), stored)
+    def lock(
+        self, user_ids: Sequence[str], create: Mapping[str, UserProfile], now: datetime
+    ) -> LockedUsers:
+        ids = sorted({*user_ids, *create})
+        found = self._users(self.sql.users_lock, ids)
+        created: set[str] = set()
+        new = [_new_user(create[i], now) for i in ids if i in create and i not in found]
+        if new:
+            inserted = self.connection.execute(self.sql.user_add, [_user_values(u) for u in new])
+            created = {row.id for row in inserted}  # new rows are ours (locked) until commit
+            found.update((u.id, u) for u in new if u.id in created)
+            lost = [u.id for u in new if u.id not in created]  # made meanwhile by another
+            if lost:
+                found.update(self._users(self.sql.users_lock, lost))
+        updates = []
+        for user_id, profile in create.items():
+            user = found.get(user_id)
+            if user is None or user_id in created:
+                continue
+            updated = _with_profile(user, profile)
+            if updated is not user:
+                found[user_id] = updated
+                updates.append({"match_id": user_id, **_user_values(updated)})
+        if updates:
+            self.connection.execute(self.sql.user_update, updates)
+        return LockedUsers(found, frozenset(created))
+
+    def read(self, user_ids: Sequence[str]) -> LockedUsers:
+        return LockedUsers(self._users(self.sql.users_of, sorted(set(user_ids))), frozenset())
+
+    def _users(self, statement: Select[Any], ids: list[str]) -> dict[str, User]:
+        rows = self.connection.execute(statement, {"ids": ids})
+        return {row.id: _user(row._mapping) for row in rows}
 
     def _joined_account(self, r: RowMapping) -> Account | None:
         """The account columns (labelled account_*) of a users-outer-join-accounts row."""
         if r["account_user_id"] is None:
             return None
         account = _account(r, prefix="account_")
-        _load_lots(self.connection, self.sql, account)
+        if account.needs_lots:
+            key = {"user_id": account.user_id, "system_key": account.system_key}
+            rows = self.connection.execute(self.sql.lots_get, key)
+            account.lots = [CreditLot(x.entry_id, x.expire_time, x.remaining) for x in rows]
         return account
 
-    def lock_or_create(
-        self, profile: UserProfile, now: datetime, system_key: str, key: str
-    ) -> LockedUser:
-        locked = self.lock_for_change(profile.id, system_key, key)
-        if locked is None:
-            new = User(
-                id=profile.id,
-                display_name=profile.display_name or "",
-                email=profile.email or "",
-                attributes=profile.attributes or {},
-                create_time=now,
-            )
-            inserted = self.connection.execute(self.sql.user_add, _user_values(new)).first()
-            if inserted is not None:  # the new row is ours (locked) until commit
-                return LockedUser(new, None, None)
-            locked = self.lock_for_change(profile.id, system_key, key)  # lost a race
-            assert locked is not None, "a user row is never deleted"
-        user = locked.user
-        changes: dict[str, Any] = {}
-        if profile.display_name is not None and profile.display_name != user.display_name:
-            changes["display_name"] = profile.display_name
-        if profile.email is not None and profile.email != user.email:
-            changes["email"] = profile.email
-        if profile.attributes is not None and profile.attributes != user.attributes:
-            changes["attributes"] = profile.attributes
-        if changes:
-            user = replace(user, **changes)
-            self.connection.execute(
-                self.sql.user_update, {"match_id": user.id, **_user_values(user)}
-            )
-            locked = replace(locked, user=user)
-        return locked
+
+def _new_user(profile: UserProfile, now: datetime) -> User:
+    return User(
+        id=profile.id,
+        display_name=profile.display_name or "",
+        email=profile.email or "",
+        attributes=profile.attributes or {},
+        create_time=now,
+    )
+
+
+def _with_profile(user: User, profile: UserProfile) -> User:
+    """The user with the profile fields a call gave; `user` itself when nothing changes."""
+    changes: dict[str, Any] = {}
+    if profile.display_name is not None and profile.display_name != user.display_name:
+        changes["display_name"] = profile.display_name
+    if profile.email is not None and profile.email != user.email:
+        changes["email"] = profile.email
+    if profile.attributes is not None and profile.attributes != user.attributes:
+        changes["attributes"] = profile.attributes
+    return replace(user, **changes) if changes else user
 
 
 def _user_values(user: User) -> dict[str, Any]:
@@ -211,79 +226,94 @@ def _user(row: RowMapping) -> User:
 
 
 class SqlAccountRepository(_Repository):
-    def get(self, system_key: str, user_id: str) -> Account | None:
-        key = {"user_id": user_id, "system_key": system_key}
-        row = self.connection.execute(self.sql.account_get, key).first()
-        if row is None:
-            return None
-        account = _account(row._mapping)
-        _load_lots(self.connection, self.sql, account)
-        return account
+    def of_users(self, user_ids: Sequence[str]) -> dict[AccountKey, Account]:
+        ids = sorted(set(user_ids))
+        rows = self.connection.execute(self.sql.accounts_of, {"user_ids": ids})
+        found = {(r.user_id, r.system_key): _account(r._mapping) for r in rows}
+        with_lots = sorted({user_id for (user_id, _), a in found.items() if a.needs_lots})
+        if with_lots:
+            for x in self.connection.execute(self.sql.lots_of, {"user_ids": with_lots}):
+                account = found.get((x.user_id, x.system_key))
+                if account is not None:
+                    account.lots.append(CreditLot(x.entry_id, x.expire_time, x.remaining))
+        return found
 
     def due_for_expiry(self, now: datetime, limit: int) -> list[tuple[str, str]]:
         rows = self.connection.execute(self.sql.accounts_due, {"now": now, "limit": limit})
         return [(r.system_key, r.user_id) for r in rows]
 
-    def save(self, account: Account, now: datetime) -> None:
+    def save(self, accounts: Sequence[Account], now: datetime) -> None:
+        """One upsert for the accounts; lots with something left are upserted, emptied
+        ones deleted."""
+        if not accounts:
+            return
         self.connection.execute(
             self.sql.account_save,
-            {
-                "user_id": account.user_id,
-                "system_key": account.system_key,
-                "balance": account.balance,
-                "total_earned": account.total_earned,
-                "total_spent": account.total_spent,
-                "total_expired": account.total_expired,
-                **{c: account.entry_counts.get(t, 0) for t, c in ENTRY_COUNT_COLUMNS.items()},
-                "last_earned_time": account.last_earned_time,
-                "next_expire_time": account.next_expire_time,
-                "create_time": now,
-                "update_time": now,
-            },
+            [
+                {
+                    "user_id": account.user_id,
+                    "system_key": account.system_key,
+                    "balance": account.balance,
+                    "total_earned": account.total_earned,
+                    "total_spent": account.total_spent,
+                    "total_expired": account.total_expired,
+                    **{c: account.entry_counts.get(t, 0) for t, c in ENTRY_COUNT_COLUMNS.items()},
+                    "last_earned_time": account.last_earned_time,
+                    "next_expire_time": account.next_expire_time,
+                    "create_time": now,
+                    "update_time": now,
+                }
+                for account in accounts
+            ],
         )
-        if account.changed_lots:
-            self._save_lots(account)
-
-    def _save_lots(self, account: Account) -> None:
-        """Lots with something left are upserted; emptied ones are deleted."""
-        key = {"user_id": account.user_id, "system_key": account.system_key}
-        changed = list(account.changed_lots.values())
-        emptied = [lot.entry_id for lot in changed if lot.remaining <= 0]
-        live = [
-            {
-                **key,
-                "entry_id": lot.entry_id,
-                "expire_time": lot.expire_time,
-                "remaining": lot.remaining,
-            }
-            for lot in changed
-            if lot.remaining > 0
-        ]
+        live, emptied = [], []
+        for account in accounts:
+            key = {"user_id": account.user_id, "system_key": account.system_key}
+            for lot in account.changed_lots.values():
+                if lot.remaining > 0:
+                    live.append(
+                        {
+                            **key,
+                            "entry_id": lot.entry_id,
+                            "expire_time": lot.expire_time,
+                            "remaining": lot.remaining,
+                        }
+                    )
+                else:
+                    emptied.append({**key, "entry_id": lot.entry_id})
+            account.changed_lots.clear()
         if emptied:
-            self.connection.execute(self.sql.lots_delete, {**key, "entry_ids": emptied})
+            self.connection.execute(self.sql.lot_delete, emptied)
         if live:
             self.connection.execute(self.sql.lot_save, live)
-        account.changed_lots.clear()
 
 
 class SqlLedgerRepository(_Repository):
     def add(self, entries: Sequence[LedgerEntry]) -> list[LedgerEntry]:
-        """Insert in order; the insert numbers each entry and returns its sequence."""
-        written = []
-        for entry in entries:
-            result = self.connection.execute(self.sql.entry_add, _entry_values(entry))
-            written.append(replace(entry, sequence=result.scalar_one()))
+        """Number the entries in order (one statement reserves the numbers), then insert
+        them in one multi-row insert."""
+        if not entries:
+            return []
+        sequences = self._reserve(len(entries))
+        written = [replace(e, sequence=n) for e, n in zip(entries, sequences, strict=True)]
+        self.connection.execute(self.sql.entry_add, [_entry_values(e) for e in written])
         return written
+
+    def _reserve(self, count: int) -> list[int]:
+        if self.sql.dialect == "postgresql":
+            rows = self.connection.execute(self.sql.sequences_reserve, {"count": count})
+            return sorted(row[0] for row in rows)
+        first: int = self.connection.execute(self.sql.sequences_reserve).scalar_one()
+        return list(range(first, first + count))
 
     def get(self, entry_id: str) -> LedgerEntry | None:
         row = self.connection.execute(self.sql.entry_get, {"id": entry_id}).first()
         return _entry(row._mapping) if row else None
 
-    def find_reversal(self, user_id: str, entry_id: str) -> LedgerEntry | None:
-        row = self.connection.execute(
-            self.sql.reversal_of, {"user_id": user_id, "entry_id": entry_id}
-        ).first()
-        return _entry(row._mapping) if row else None
+    def reversals_of(self, user_ids: Sequence[str], entry_ids: Sequence[str]) -> dict[str, str]:
+        params = {"user_ids": sorted(set(user_ids)), "entry_ids": sorted(set(entry_ids))}
+        rows = self.connection.execute(self.sql.reversals_of, params)
+        return {row.reverses_entry_id: row.id for row in rows}
 
     def page(
         self,
@@ -346,18 +376,11 @@ def _account(r: RowMapping, prefix: str = "") -> Account:
     )
 
 
-def _load_lots(connection: Connection, sql: Statements, account: Account) -> None:
-    """Load the credit lots of an account that has any (most have none)."""
-    if account.needs_lots:
-        key = {"user_id": account.user_id, "system_key": account.system_key}
-        rows = connection.execute(sql.lots_get, key)
-        account.lots = [CreditLot(x.entry_id, x.expire_time, x.remaining) for x in rows]
-
-
 def _entry_values(entry: LedgerEntry) -> dict[str, Any]:
     return {
         "user_id": entry.user_id,
         "id": entry.id,
+        "sequence": entry.sequence,
         "system_key": entry.system_key,
         "type": entry.type.value,
         "amount": entry.amount,
@@ -402,17 +425,29 @@ def _entry(row: RowMapping) -> LedgerEntry:
 
 
 class SqlIdempotencyRepository(_Repository):
-    def add(
-        self, user_id: str, scope: str, key: str, stored: StoredResponse, now: datetime
-    ) -> None:
+    def of_users(
+        self, user_ids: Sequence[str], keys: Sequence[str]
+    ) -> dict[KeyScope, StoredResponse]:
+        params = {"user_ids": sorted(set(user_ids)), "keys": sorted(set(keys))}
+        rows = self.connection.execute(self.sql.keys_of, params)
+        return {
+            (r.user_id, r.scope, r.key): StoredResponse(r.request_hash, r.response) for r in rows
+        }
+
+    def add(self, keys: Mapping[KeyScope, StoredResponse], now: datetime) -> None:
+        if not keys:
+            return
         self.connection.execute(
             self.sql.key_add,
-            {
-                "user_id": user_id,
-                "scope": scope,
-                "key": key,
-                "request_hash": stored.request_hash,
-                "response": stored.response,
-                "create_time": now,
-            },
+            [
+                {
+                    "user_id": user_id,
+                    "scope": scope,
+                    "key": key,
+                    "request_hash": stored.request_hash,
+                    "response": stored.response,
+                    "create_time": now,
+                }
+                for (user_id, scope, key), stored in keys.items()
+            ],
         )

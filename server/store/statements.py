@@ -10,8 +10,21 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from sqlalchemy import Table, and_, bindparam, delete, func, select, update
+from sqlalchemy import (
+    ColumnElement,
+    String,
+    Table,
+    and_,
+    any_,
+    bindparam,
+    delete,
+    func,
+    literal_column,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.elements import ColumnClause
 
 from server.store.models import (
     LEDGER_SEQUENCE,
@@ -58,6 +71,14 @@ class Statements:
         insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
         self.dialect = dialect
 
+        def one_of(column: ColumnClause[Any] | Any, name: str) -> ColumnElement[bool]:
+            """`column` is one of the list bound as `name`: `= ANY(array)` on PostgreSQL
+            (one statement text, and so one prepared plan, whatever the list's length),
+            an expanding IN on SQLite."""
+            if dialect == "postgresql":
+                return column == any_(bindparam(name, type_=postgresql.ARRAY(String)))
+            return column.in_(bindparam(name, expanding=True))
+
         # points systems
         self.system_get = select(systems).where(systems.c.key == bindparam("key"))
         self.system_lock = self.system_get.with_for_update()
@@ -74,37 +95,37 @@ class Statements:
 
         # users
         self.user_get = select(users).where(users.c.id == bindparam("id"))
-        self.user_lock = self.user_get.with_for_update()
         self.user_add = (
             insert(users).on_conflict_do_nothing(index_elements=["id"]).returning(users.c.id)
         )
         self.user_update = update(users).where(users.c.id == bindparam("match_id"))
 
-        # A change to a user's points locks the user (user_lock), then reads their account
-        # in the system and what the call's idempotency key remembers in one statement.
-        # Not in the locking statement itself: a FOR UPDATE that waits re-reads only the
-        # locked row, and would join a stale account. Every table is keyed by user, so
-        # under Citus this is one shard's join.
+        # The users of a batch of changes, locked in one sorted order (so that batches
+        # sharing users never deadlock), or read without a lock for a dry run. Under Citus,
+        # FOR UPDATE over several users' rows is refused: there a batch locks one user at
+        # a time in the same order (SqlUserRepository.lock is the seam).
+        self.users_of = select(users).where(one_of(users.c.id, "ids")).order_by(users.c.id)
+        self.users_lock = self.users_of.with_for_update()
+
+        # What a batch reads once its users are locked (never in the locking statement:
+        # a FOR UPDATE that waits re-reads only the locked rows, and would join a stale
+        # account). Every table is keyed by user, so under Citus each is a shard's read.
+        self.accounts_of = select(accounts).where(one_of(accounts.c.user_id, "user_ids"))
+        self.lots_of = select(lots).where(one_of(lots.c.user_id, "user_ids"))
+        self.keys_of = select(
+            idempotency.c.user_id,
+            idempotency.c.scope,
+            idempotency.c.key,
+            idempotency.c.request_hash,
+            idempotency.c.response,
+        ).where(one_of(idempotency.c.user_id, "user_ids"), one_of(idempotency.c.key, "keys"))
+        self.reversals_of = select(ledger.c.user_id, ledger.c.reverses_entry_id, ledger.c.id).where(
+            one_of(ledger.c.user_id, "user_ids"), one_of(ledger.c.reverses_entry_id, "entry_ids")
+        )
+
         account_of_user = and_(
             accounts.c.user_id == users.c.id, accounts.c.system_key == bindparam("system_key")
         )
-        key_of_user = and_(
-            idempotency.c.user_id == users.c.id,
-            idempotency.c.scope == bindparam("system_key"),
-            idempotency.c.key == bindparam("key"),
-        )
-        self.account_and_key = (
-            select(
-                *(c.label(f"account_{c.name}") for c in accounts.c),
-                idempotency.c.request_hash.label("key_request_hash"),
-                idempotency.c.response.label("key_response"),
-            )
-            .select_from(
-                users.outerjoin(accounts, account_of_user).outerjoin(idempotency, key_of_user)
-            )
-            .where(users.c.id == bindparam("id"))
-        )
-
         # A read of a user's standing: the user (to tell "unknown user" from "no points
         # yet") and their account in the system, in one statement.
         self.user_and_account = (
@@ -114,10 +135,6 @@ class Statements:
         )
 
         # accounts and their credit lots
-        self.account_get = select(accounts).where(
-            accounts.c.user_id == bindparam("user_id"),
-            accounts.c.system_key == bindparam("system_key"),
-        )
         account_insert = insert(accounts)
         # New values come through `excluded`, never as expressions such as now():
         # Citus refuses those in ON CONFLICT DO UPDATE.
@@ -139,31 +156,24 @@ class Statements:
             index_elements=["user_id", "system_key", "entry_id"],
             set_={"remaining": lot_insert.excluded.remaining},
         )
-        self.lots_delete = delete(lots).where(
+        self.lot_delete = delete(lots).where(
             lots.c.user_id == bindparam("user_id"),
             lots.c.system_key == bindparam("system_key"),
-            lots.c.entry_id.in_(bindparam("entry_ids", expanding=True)),
+            lots.c.entry_id == bindparam("entry_id"),
         )
 
-        # the ledger
+        # the ledger: a batch reserves its sequence numbers in one statement, then inserts
+        # its entries complete, in one multi-row insert.
         if dialect == "postgresql":
-            self.entry_add = (
-                insert(ledger)
-                .values(sequence=LEDGER_SEQUENCE.next_value())
-                .returning(ledger.c.sequence)
+            self.sequences_reserve = select(LEDGER_SEQUENCE.next_value()).select_from(
+                func.generate_series(1, bindparam("count"))
             )
-        else:  # SQLite runs one writer at a time (BEGIN IMMEDIATE): max + 1 is safe
-            next_sequence = select(func.coalesce(func.max(ledger.c.sequence), 0) + 1)
-            self.entry_add = (
-                insert(ledger)
-                .values(sequence=next_sequence.scalar_subquery())
-                .returning(ledger.c.sequence)
+        else:  # SQLite runs one writer at a time (BEGIN IMMEDIATE): max + 1 onwards is safe
+            self.sequences_reserve = select(
+                func.coalesce(func.max(ledger.c.sequence), 0) + literal_column("1")
             )
+        self.entry_add = insert(ledger)
         self.entry_get = select(ledger).where(ledger.c.id == bindparam("id"))
-        self.reversal_of = select(ledger).where(
-            ledger.c.user_id == bindparam("user_id"),
-            ledger.c.reverses_entry_id == bindparam("entry_id"),
-        )
         of_account = (
             ledger.c.user_id == bindparam("user_id"),
             ledger.c.system_key == bindparam("system_key"),

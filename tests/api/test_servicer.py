@@ -25,6 +25,7 @@ from server.api import errors
 from server.api.points import PointsServicer
 from server.domain import errors as domain
 from server.domain.errors import FieldViolation, TallyError
+from server.services.tally import Tally
 from server.store.database import SqlStore
 from tally.v1 import common_pb2, points_pb2
 from tests.conftest import T0
@@ -182,7 +183,7 @@ def clock() -> Clock:
 
 @pytest.fixture
 def points(store: SqlStore, clock: Clock) -> Points:
-    servicer = ErrorMapped(PointsServicer(store, clock))
+    servicer = ErrorMapped(PointsServicer(Tally(store), clock))
     server = grpc_testing.server_from_dictionary(
         {SERVICE: servicer}, grpc_testing.strict_real_time()
     )

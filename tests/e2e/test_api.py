@@ -245,13 +245,12 @@ def test_stream_history_chunks_a_long_history_in_order(
     create_system(points)
     award(points, "a", 1)
     with store.unit_of_work(write=True) as uow:
-        account = uow.accounts.get("xp", "a")
-        assert account is not None
+        account = uow.accounts.of_users(["a"])[("a", "xp")]
         entries = [
             account.award(1, Posting(reason=f"r{i}"), now=datetime.now(UTC)) for i in range(1202)
         ]
         uow.ledger.add(entries)
-        uow.accounts.save(account, datetime.now(UTC))
+        uow.accounts.save([account], datetime.now(UTC))
         uow.commit()
     messages = list(
         points.StreamHistory(points_pb2.StreamHistoryRequest(system_key="xp", user_id="a"))

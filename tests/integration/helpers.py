@@ -7,18 +7,18 @@ from typing import Any
 
 from server.domain import commands
 from server.domain.model import UserProfile
-from server.services import points
-from server.services.points import WriteResult
-from server.store.database import SqlStore
+from server.services import reads, systems, writes
+from server.services.results import WriteResult
+from server.services.tally import Tally
 from tests.conftest import T0
 
 
-def system(store: SqlStore, key: str = "xp", *, max_points: int = 0) -> None:
-    points.create_system(store, commands.CreateSystem(key=key, max_points=max_points), T0)
+def system(tally: Tally, key: str = "xp", *, max_points: int = 0) -> None:
+    systems.create_system(tally, commands.CreateSystem(key=key, max_points=max_points), T0)
 
 
 def award(
-    store: SqlStore,
+    tally: Tally,
     user: str,
     amount: int,
     *,
@@ -27,11 +27,11 @@ def award(
     **fields: Any,
 ) -> WriteResult:
     cmd = commands.Award(system_key=system_key, user=UserProfile(user), amount=amount, **fields)
-    return points.award(store, cmd, at)
+    return writes.award(tally, cmd, at)
 
 
 def deduct(
-    store: SqlStore,
+    tally: Tally,
     user: str,
     amount: int,
     *,
@@ -40,11 +40,11 @@ def deduct(
     **fields: Any,
 ) -> WriteResult:
     cmd = commands.Deduct(system_key=system_key, user_id=user, amount=amount, **fields)
-    return points.deduct(store, cmd, at)
+    return writes.deduct(tally, cmd, at)
 
 
-def balance(store: SqlStore, user: str, *, at: datetime = T0, system_key: str = "xp") -> int:
-    view = points.get_balance(store, commands.GetBalance(system_key, user, 0), at)
+def balance(tally: Tally, user: str, *, at: datetime = T0, system_key: str = "xp") -> int:
+    view = reads.get_balance(tally, commands.GetBalance(system_key, user, 0), at)
     return view.balance.balance
 
 

@@ -23,7 +23,7 @@ from server.domain.model import (
     UserProfile,
 )
 from server.services import codec
-from server.services.points import WriteResult
+from server.services.results import WriteResult
 from tests.conftest import T0
 
 GOLD = Level("lvl-1", "xp", "gold", "Gold", "shiny", "https://x/gold.png", 100)

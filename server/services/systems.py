@@ -1,0 +1,88 @@
+"""Points-system use cases: create, get, list, update."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime
+
+from server.domain import commands, validation
+from server.domain.errors import FieldViolation, SystemExists, SystemNotFound, ValidationFailed
+from server.domain.model import LevelBasis, Page, PointsSystem
+from server.services import page_tokens
+from server.services.ports import UnitOfWork
+from server.services.tally import Tally
+from server.services.transactions import in_transaction
+
+UPDATABLE_SYSTEM_FIELDS = frozenset(
+    {"name", "description", "badge_url", "max_points", "level_basis"}
+)
+
+
+def create_system(tally: Tally, cmd: commands.CreateSystem, now: datetime) -> PointsSystem:
+    validation.create_system(cmd)
+    system = PointsSystem(
+        key=cmd.key,
+        name=cmd.name or cmd.key,
+        description=cmd.description,
+        badge_url=cmd.badge_url,
+        max_points=cmd.max_points,
+        level_basis=cmd.level_basis or LevelBasis.BALANCE,
+        create_time=now,
+        update_time=now,
+    )
+
+    def work(uow: UnitOfWork) -> PointsSystem:
+        if not uow.systems.add(system):
+            raise SystemExists(cmd.key)
+        uow.commit()
+        return system
+
+    return in_transaction(tally.store, work, write=True)
+
+
+def get_system(tally: Tally, key: str) -> PointsSystem:
+    # A key that cannot name a system names none: NOT_FOUND, without asking the store
+    # (which would refuse some such keys outright, e.g. with a NUL in them).
+    if not validation.SYSTEM_KEY.fullmatch(key):
+        raise SystemNotFound(key)
+    return tally.system(key)
+
+
+def list_systems(tally: Tally, page_size: int, page_token: str) -> Page:
+    validation.page_size("page_size", page_size)
+    limit = page_size or validation.DEFAULT_PAGE_SIZE
+    after = page_tokens.decode(page_token, "systems", str) or ""
+
+    def work(uow: UnitOfWork) -> Page:
+        systems = uow.systems.list_after(after, limit + 1)
+        more = len(systems) > limit
+        systems = systems[:limit]
+        token = page_tokens.encode(systems[-1].key, "systems") if more else ""
+        return Page(systems, token)
+
+    return in_transaction(tally.store, work, write=False)
+
+
+def update_system(tally: Tally, cmd: commands.UpdateSystem, now: datetime) -> PointsSystem:
+    validation.update_system(cmd)
+    unknown = cmd.fields - UPDATABLE_SYSTEM_FIELDS - {"key"}
+    if unknown:
+        raise ValidationFailed(
+            [FieldViolation("update_mask", f"unknown field {name!r}") for name in sorted(unknown)]
+        )
+
+    def work(uow: UnitOfWork) -> PointsSystem:
+        system = uow.systems.lock(cmd.key)
+        if system is None:
+            raise SystemNotFound(cmd.key)
+        changes = {name: getattr(cmd, name) for name in cmd.fields & UPDATABLE_SYSTEM_FIELDS}
+        if "level_basis" in changes:
+            changes["level_basis"] = changes["level_basis"] or LevelBasis.BALANCE
+        if "name" in changes and not changes["name"]:
+            changes["name"] = system.key
+        updated = dataclasses.replace(system, **changes, update_time=now)
+        uow.systems.update(updated)
+        uow.commit()
+        return updated
+
+    return in_transaction(tally.store, work, write=True)

@@ -1,0 +1,154 @@
+"""Points-change use cases: award, deduct, award in batches, reverse, and settle lapsed
+credit. Each validates its command, states the change for the domain to decide, and
+hands it to the process's writer, which posts it with whatever else is queued."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from server.domain import changes, commands, validation
+from server.domain.errors import EntryNotFound, FieldViolation, TallyError, ValidationFailed
+from server.domain.ledger import Account
+from server.services import idempotency
+from server.services.posting import Change, Circumstances, Outcome
+from server.services.results import WriteResult
+from server.services.tally import Tally
+from server.services.transactions import in_transaction
+
+MAX_BATCH_ITEMS = 100
+EXPIRY_SWEEP_BATCH = 500
+
+
+def award(tally: Tally, cmd: commands.Award, now: datetime) -> WriteResult:
+    validation.award(cmd, now)
+    return _one(tally, _award_change(tally, cmd, now), dry_run=cmd.validate_only)
+
+
+def _award_change(tally: Tally, cmd: commands.Award, now: datetime) -> Change:
+    """The change an Award states, once `cmd` is known valid."""
+    tally.system(cmd.system_key)
+
+    def decide(account: Account, given: Circumstances) -> changes.Decision:
+        return changes.award(account, given.system, cmd, now)
+
+    return Change(
+        cmd.system_key,
+        cmd.user.id,
+        decide,
+        now,
+        profile=cmd.user,
+        idempotency_key=cmd.idempotency_key,
+        request_hash=idempotency.fingerprint("Award", cmd),
+    )
+
+
+def deduct(tally: Tally, cmd: commands.Deduct, now: datetime) -> WriteResult:
+    validation.deduct(cmd)
+    tally.system(cmd.system_key)
+
+    def decide(account: Account, _given: Circumstances) -> changes.Decision:
+        return changes.deduct(account, cmd, now)
+
+    change = Change(
+        cmd.system_key,
+        cmd.user_id,
+        decide,
+        now,
+        idempotency_key=cmd.idempotency_key,
+        request_hash=idempotency.fingerprint("Deduct", cmd),
+    )
+    return _one(tally, change, dry_run=cmd.validate_only)
+
+
+def award_batch(
+    tally: Tally, items: Sequence[commands.Award | TallyError], now: datetime
+) -> list[WriteResult | TallyError]:
+    """Every valid item posted together: one item's failure never undoes another.
+
+    An item may arrive already failed (the API layer could not convert it); its error is
+    its result. Results are in input order."""
+    if not 1 <= len(items) <= MAX_BATCH_ITEMS:
+        raise ValidationFailed(
+            [FieldViolation("items", f"must hold 1 to {MAX_BATCH_ITEMS} items, got {len(items)}")]
+        )
+    results: list[WriteResult | TallyError | Change] = []
+    for index, item in enumerate(items):
+        if isinstance(item, TallyError):
+            results.append(item)
+            continue
+        try:
+            validation.award(item, now, prefix=f"items[{index}].")
+            results.append(_award_change(tally, item, now))
+        except TallyError as error:
+            results.append(error)
+    queued = [r for r in results if isinstance(r, Change)]
+    posted = iter(tally.writer.post(queued) if queued else [])
+    return [_item(next(posted)) if isinstance(r, Change) else r for r in results]
+
+
+def reverse(tally: Tally, cmd: commands.Reverse, now: datetime) -> WriteResult:
+    validation.reverse(cmd)
+    original = in_transaction(tally.store, lambda uow: uow.ledger.get(cmd.entry_id), write=False)
+    if original is None:
+        raise EntryNotFound(cmd.entry_id)
+
+    def decide(account: Account, given: Circumstances) -> changes.Decision:
+        earlier = given.reversals.get(original.id)
+        return changes.reverse(account, original, cmd, now, earlier_reversal_id=earlier)
+
+    change = Change(
+        original.system_key,
+        original.user_id,
+        decide,
+        now,
+        idempotency_key=cmd.idempotency_key,
+        request_hash=idempotency.fingerprint("Reverse", cmd),
+        reverses=original.id,
+    )
+    return _one(tally, change, dry_run=False)
+
+
+def settle(tally: Tally, system_key: str, user_id: str, now: datetime) -> None:
+    """Write off credit that lapsed before `now` (nothing when someone got there first)."""
+    settle_many(tally, [(system_key, user_id)], now)
+
+
+def settle_many(tally: Tally, accounts: Sequence[tuple[str, str]], now: datetime) -> None:
+    def decide(account: Account, _given: Circumstances) -> changes.Decision:
+        return changes.settle(account, now)
+
+    outcomes = tally.writer.post(
+        [Change(system_key, user_id, decide, now) for system_key, user_id in accounts]
+    )
+    for outcome in outcomes:
+        if isinstance(outcome, TallyError):
+            raise outcome
+
+
+def expire_due(tally: Tally, now: datetime, *, limit: int = EXPIRY_SWEEP_BATCH) -> int:
+    """Write off lapsed credit of accounts nobody has touched since (the periodic sweep),
+    in batches posted like any other changes. Returns the accounts settled."""
+    due = in_transaction(
+        tally.store, lambda uow: uow.accounts.due_for_expiry(now, limit), write=False
+    )
+    if due:
+        settle_many(tally, due, now)
+    return len(due)
+
+
+def _one(tally: Tally, change: Change, *, dry_run: bool) -> WriteResult:
+    if dry_run:
+        return _written(tally.writer.dry_run(change))
+    return _written(tally.writer.post([change])[0])
+
+
+def _item(outcome: Outcome) -> WriteResult | TallyError:
+    return outcome if isinstance(outcome, TallyError) else _written(outcome)
+
+
+def _written(outcome: Outcome) -> WriteResult:
+    if isinstance(outcome, TallyError):
+        raise outcome
+    assert outcome is not None, "an award, deduction or reversal always writes an entry"
+    return outcome

@@ -35,12 +35,12 @@ class LockedUsers:
 
     users: dict[str, User]
     created: frozenset[str]
+    config_version: int  # the configuration's version, as the locking statement saw it
 
 
 class SystemRepository(Protocol):
-    def get(self, key: str) -> PointsSystem | None:
-        """The system, possibly from a cache a second or so old (see SystemCache)."""
-        ...
+    def get(self, key: str) -> PointsSystem | None: ...
+    def all(self) -> list[PointsSystem]: ...
 
     def lock(self, key: str) -> PointsSystem | None:
         """The stored system, locked for an update."""
@@ -52,6 +52,13 @@ class SystemRepository(Protocol):
 
     def update(self, system: PointsSystem) -> None: ...
     def list_after(self, after_key: str, limit: int) -> list[PointsSystem]: ...
+    def version(self) -> int:
+        """The configuration's version (see Configuration)."""
+        ...
+
+    def bump_version(self) -> int:
+        """Raise the configuration's version, in the transaction that changes it."""
+        ...
 
 
 class UserRepository(Protocol):

@@ -19,6 +19,7 @@ from server.domain.errors import IdempotencyKeyReused, SystemNotFound, TallyErro
 from server.domain.ledger import Account
 from server.domain.model import LedgerEntry, PointsSystem, UserProfile
 from server.services import idempotency
+from server.services.configuration import Configuration
 from server.services.ports import AccountKey, KeyScope, StoredResponse, UnitOfWork
 from server.services.results import WriteResult
 
@@ -65,7 +66,7 @@ class _Decided:
 def post(
     uow: UnitOfWork,
     changes: Sequence[Change],
-    system_of: Callable[[UnitOfWork, str], PointsSystem | None],
+    config: Configuration,
     *,
     dry_run: bool = False,
 ) -> list[Outcome]:
@@ -80,6 +81,7 @@ def post(
     else:
         profiles = {c.user_id: c.profile for c in changes if c.profile is not None}
         locked = uow.users.lock(user_ids, profiles, now)
+    systems = config.at_version(uow, locked.config_version).systems
     present = sorted(locked.users)
     keys = [c.idempotency_key for c in changes if c.idempotency_key]
     reverses = [c.reverses for c in changes if c.reverses]
@@ -106,7 +108,7 @@ def post(
                 if replayed is not None:
                     outcomes.append(replayed)
                     continue
-            system = system_of(uow, change.system_key)
+            system = systems.get(change.system_key)
             if system is None:
                 raise SystemNotFound(change.system_key)
             account_key = (change.user_id, change.system_key)

@@ -119,7 +119,7 @@ def _settled_read(
     """
 
     def work(uow: UnitOfWork) -> T | _Lapsed:
-        system = uow.systems.get(system_key)
+        system = tally.config.read_system(uow, system_key)
         if system is None:
             raise SystemNotFound(system_key)
         found = uow.users.get_with_account(user_id, system_key)

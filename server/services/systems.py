@@ -34,10 +34,13 @@ def create_system(tally: Tally, cmd: commands.CreateSystem, now: datetime) -> Po
     def work(uow: UnitOfWork) -> PointsSystem:
         if not uow.systems.add(system):
             raise SystemExists(cmd.key)
+        uow.systems.bump_version()
         uow.commit()
         return system
 
-    return in_transaction(tally.store, work, write=True)
+    created = in_transaction(tally.store, work, write=True)
+    tally.config.changed()
+    return created
 
 
 def get_system(tally: Tally, key: str) -> PointsSystem:
@@ -45,7 +48,12 @@ def get_system(tally: Tally, key: str) -> PointsSystem:
     # (which would refuse some such keys outright, e.g. with a NUL in them).
     if not validation.SYSTEM_KEY.fullmatch(key):
         raise SystemNotFound(key)
-    return tally.system(key)
+    system = in_transaction(
+        tally.store, lambda uow: tally.config.read_system(uow, key), write=False
+    )
+    if system is None:
+        raise SystemNotFound(key)
+    return system
 
 
 def list_systems(tally: Tally, page_size: int, page_token: str) -> Page:
@@ -82,7 +90,10 @@ def update_system(tally: Tally, cmd: commands.UpdateSystem, now: datetime) -> Po
             changes["name"] = system.key
         updated = dataclasses.replace(system, **changes, update_time=now)
         uow.systems.update(updated)
+        uow.systems.bump_version()
         uow.commit()
         return updated
 
-    return in_transaction(tally.store, work, write=True)
+    result = in_transaction(tally.store, work, write=True)
+    tally.config.changed()
+    return result

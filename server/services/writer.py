@@ -20,10 +20,10 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from server.domain.errors import StoreUnavailable, TallyError
-from server.domain.model import PointsSystem
+from server.services.configuration import Configuration
 from server.services.ports import Store, UnitOfWork
 from server.services.posting import Change, Outcome, post
 from server.services.transactions import in_transaction
@@ -31,8 +31,6 @@ from server.services.transactions import in_transaction
 log = logging.getLogger(__name__)
 
 MAX_BATCH_CHANGES = 256
-
-SystemOf = Callable[[UnitOfWork, str], PointsSystem | None]
 
 
 class _Ticket:
@@ -51,9 +49,9 @@ class _Ticket:
 class Writer:
     """Posts changes for the calls of one process, many changes to one transaction."""
 
-    def __init__(self, store: Store, system_of: SystemOf) -> None:
+    def __init__(self, store: Store, config: Configuration) -> None:
         self.store = store
-        self.system_of = system_of
+        self.config = config
         self._mutex = threading.Lock()
         self._queue: deque[_Ticket] = deque()
         self._leading = False
@@ -133,7 +131,7 @@ class Writer:
 
     def _post(self, changes: list[Change]) -> list[Outcome]:
         def work(uow: UnitOfWork) -> list[Outcome]:
-            outcomes = post(uow, changes, self.system_of)
+            outcomes = post(uow, changes, self.config)
             uow.commit()
             return outcomes
 
@@ -143,6 +141,6 @@ class Writer:
         """Decide `change` exactly as posting would, on a read, and write nothing."""
 
         def work(uow: UnitOfWork) -> Outcome:
-            return post(uow, [change], self.system_of, dry_run=True)[0]
+            return post(uow, [change], self.config, dry_run=True)[0]
 
         return in_transaction(self.store, work, write=False)

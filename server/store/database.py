@@ -26,7 +26,6 @@ from server.store.repositories import (
     SqlLedgerRepository,
     SqlSystemRepository,
     SqlUserRepository,
-    SystemCache,
 )
 from server.store.statements import statements_for
 
@@ -126,9 +125,8 @@ class SqlUnitOfWork:
     ledger: SqlLedgerRepository
     idempotency: SqlIdempotencyRepository
 
-    def __init__(self, engine: Engine, cache: SystemCache, *, write: bool) -> None:
+    def __init__(self, engine: Engine, *, write: bool) -> None:
         self._engine = engine
-        self._cache = cache
         self._write = write
         self._connection: Connection | None = None
 
@@ -147,7 +145,7 @@ class SqlUnitOfWork:
             raise
         self._connection = connection
         sql = statements_for(self._engine.dialect.name)
-        self.systems = SqlSystemRepository(connection, sql, self._cache)
+        self.systems = SqlSystemRepository(connection, sql)
         self.users = SqlUserRepository(connection, sql)
         self.accounts = SqlAccountRepository(connection, sql)
         self.ledger = SqlLedgerRepository(connection, sql)
@@ -192,16 +190,15 @@ class SqlUnitOfWork:
 class SqlStore:
     """The store the services use: hands out units of work over one engine."""
 
-    def __init__(self, engine: Engine, *, config_max_age: float = 1.0) -> None:
+    def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self.systems_cache = SystemCache(config_max_age)
 
     @classmethod
-    def from_url(cls, url: str, *, pool_size: int = 10, config_max_age: float = 1.0) -> SqlStore:
-        return cls(create_store_engine(url, pool_size=pool_size), config_max_age=config_max_age)
+    def from_url(cls, url: str, *, pool_size: int = 10) -> SqlStore:
+        return cls(create_store_engine(url, pool_size=pool_size))
 
     def unit_of_work(self, *, write: bool) -> SqlUnitOfWork:
-        return SqlUnitOfWork(self.engine, self.systems_cache, write=write)
+        return SqlUnitOfWork(self.engine, write=write)
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -16,6 +16,7 @@ from sqlalchemy import (
     DateTime,
     Dialect,
     Index,
+    Integer,
     MetaData,
     Sequence,
     String,
@@ -84,6 +85,16 @@ class SystemRow(Base):
     level_basis: Mapped[str] = mapped_column(String(32))
     create_time: Mapped[datetime]
     update_time: Mapped[datetime]
+
+
+class ConfigVersionRow(Base):
+    """One row: the configuration's version, raised by every change to a system (and
+    later to triggers, levels, boosts). Processes compare it with what they hold."""
+
+    __tablename__ = "config_version"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[int]
 
 
 class UserRow(Base):

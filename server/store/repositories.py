@@ -6,7 +6,6 @@ and turn rows into domain values; no ORM objects, no lazy loads.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -37,51 +36,16 @@ class _Repository:
         self.sql = sql
 
 
-class SystemCache:
-    """Points systems change rarely and are read by every award: keep them in memory.
-
-    Shared by the threads of one process. A change to a system is seen everywhere within
-    `max_age` seconds; the process making it forgets its copy, so its next reads usually
-    see the change at once (a read racing the change may cache the old copy once more).
-    Misses are not cached, so a new system is visible everywhere at once. Changes
-    themselves read the stored row past the cache (SystemRepository.lock).
-    """
-
-    def __init__(self, max_age: float) -> None:
-        self.max_age = max_age
-        self._systems: dict[str, tuple[float, PointsSystem]] = {}
-
-    def get(self, key: str) -> PointsSystem | None:
-        found = self._systems.get(key)
-        if found is None or time.monotonic() - found[0] > self.max_age:
-            return None
-        return found[1]
-
-    def put(self, system: PointsSystem) -> None:
-        if self.max_age > 0:
-            self._systems[system.key] = (time.monotonic(), system)
-
-    def forget(self, key: str) -> None:
-        self._systems.pop(key, None)
-
-
 class SqlSystemRepository(_Repository):
-    def __init__(self, connection: Connection, sql: Statements, cache: SystemCache) -> None:
-        super().__init__(connection, sql)
-        self.cache = cache
-
     def get(self, key: str) -> PointsSystem | None:
-        system = self.cache.get(key)
-        if system is None:
-            row = self.connection.execute(self.sql.system_get, {"key": key}).first()
-            if row is None:
-                return None
-            system = _system(row._mapping)
-            self.cache.put(system)
-        return system
+        row = self.connection.execute(self.sql.system_get, {"key": key}).first()
+        return _system(row._mapping) if row else None
+
+    def all(self) -> list[PointsSystem]:
+        return [_system(r._mapping) for r in self.connection.execute(self.sql.systems_all)]
 
     def lock(self, key: str) -> PointsSystem | None:
-        """The stored system, read past the cache and locked, for changing it."""
+        """The stored system, locked, for changing it."""
         row = self.connection.execute(self.sql.system_lock, {"key": key}).first()
         return _system(row._mapping) if row else None
 
@@ -90,7 +54,6 @@ class SqlSystemRepository(_Repository):
         return self.connection.execute(self.sql.system_add, values).first() is not None
 
     def update(self, system: PointsSystem) -> None:
-        self.cache.forget(system.key)
         self.connection.execute(
             self.sql.system_update, {"match_key": system.key, **_system_values(system)}
         )
@@ -98,6 +61,16 @@ class SqlSystemRepository(_Repository):
     def list_after(self, after_key: str, limit: int) -> list[PointsSystem]:
         rows = self.connection.execute(self.sql.systems_after, {"after": after_key, "limit": limit})
         return [_system(r._mapping) for r in rows]
+
+    def version(self) -> int:
+        return _config_version(self.connection, self.sql)
+
+    def bump_version(self) -> int:
+        return int(self.connection.execute(self.sql.config_bump).scalar_one())
+
+
+def _config_version(connection: Connection, sql: Statements) -> int:
+    return int(connection.execute(sql.config_version).scalar_one())
 
 
 def _system_values(system: PointsSystem) -> dict[str, Any]:
@@ -141,7 +114,9 @@ class SqlUserRepository(_Repository):
         self, user_ids: Sequence[str], create: Mapping[str, UserProfile], now: datetime
     ) -> LockedUsers:
         ids = sorted({*user_ids, *create})
-        found = self._users(self.sql.users_lock, ids)
+        rows = self.connection.execute(self.sql.users_lock, {"ids": ids}).all()
+        found = {row.id: _user(row._mapping) for row in rows}
+        version = rows[0].config if rows else _config_version(self.connection, self.sql)
         created: set[str] = set()
         new = [_new_user(create[i], now) for i in ids if i in create and i not in found]
         if new:
@@ -162,10 +137,11 @@ class SqlUserRepository(_Repository):
                 updates.append({"match_id": user_id, **_user_values(updated)})
         if updates:
             self.connection.execute(self.sql.user_update, updates)
-        return LockedUsers(found, frozenset(created))
+        return LockedUsers(found, frozenset(created), version)
 
     def read(self, user_ids: Sequence[str]) -> LockedUsers:
-        return LockedUsers(self._users(self.sql.users_of, sorted(set(user_ids))), frozenset())
+        users = self._users(self.sql.users_of, sorted(set(user_ids)))
+        return LockedUsers(users, frozenset(), _config_version(self.connection, self.sql))
 
     def _users(self, statement: Select[Any], ids: list[str]) -> dict[str, User]:
         rows = self.connection.execute(statement, {"ids": ids})

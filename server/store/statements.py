@@ -29,6 +29,7 @@ from sqlalchemy.sql.elements import ColumnClause
 from server.store.models import (
     LEDGER_SEQUENCE,
     AccountRow,
+    ConfigVersionRow,
     CreditLotRow,
     IdempotencyRow,
     LedgerEntryRow,
@@ -48,6 +49,7 @@ accounts = _table(AccountRow)
 lots = _table(CreditLotRow)
 ledger = _table(LedgerEntryRow)
 idempotency = _table(IdempotencyRow)
+config = _table(ConfigVersionRow)
 
 ACCOUNT_TOTALS = (
     "balance",
@@ -86,6 +88,14 @@ class Statements:
             insert(systems).on_conflict_do_nothing(index_elements=["key"]).returning(systems.c.key)
         )
         self.system_update = update(systems).where(systems.c.key == bindparam("match_key"))
+        self.systems_all = select(systems).order_by(systems.c.key)
+        self.config_version = select(config.c.version).where(config.c.id == 1)
+        self.config_bump = (
+            update(config)
+            .where(config.c.id == 1)
+            .values(version=config.c.version + 1)
+            .returning(config.c.version)
+        )
         self.systems_after = (
             select(systems)
             .where(systems.c.key > bindparam("after"))
@@ -104,8 +114,12 @@ class Statements:
         # sharing users never deadlock), or read without a lock for a dry run. Under Citus,
         # FOR UPDATE over several users' rows is refused: there a batch locks one user at
         # a time in the same order (SqlUserRepository.lock is the seam).
+        # The lock also returns the configuration's version, so a process learns of a
+        # configuration change from the statement it runs anyway.
         self.users_of = select(users).where(one_of(users.c.id, "ids")).order_by(users.c.id)
-        self.users_lock = self.users_of.with_for_update()
+        self.users_lock = self.users_of.add_columns(
+            self.config_version.scalar_subquery().label("config")
+        ).with_for_update(of=users)
 
         # What a batch reads once its users are locked (never in the locking statement:
         # a FOR UPDATE that waits re-reads only the locked rows, and would join a stale

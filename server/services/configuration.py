@@ -1,0 +1,88 @@
+"""The configuration held in memory: points systems (and next triggers, levels, boosts).
+
+Every process holds all of it and a version number. Every change to the configuration
+raises the stored version in its own transaction. A batch of points changes learns the
+stored version from the statement that locks its users and reloads when it differs
+before it decides anything, so a change is used by every process from its next write,
+with no extra round trip. Reads check the version when what they hold is older than
+READ_MAX_AGE seconds (one small statement), so a read sees a change made by another
+process within that bound, and one made by its own process at once.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+from server.domain.model import PointsSystem
+from server.services.ports import Store, UnitOfWork
+from server.services.transactions import in_transaction
+
+READ_MAX_AGE = 1.0
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One version of the configuration; replaced whole, never changed."""
+
+    version: int = 0  # 0: nothing loaded yet (stored versions start at 1)
+    systems: dict[str, PointsSystem] = field(default_factory=dict)
+
+
+class Configuration:
+    """The process's configuration, shared by its threads."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._snapshot = Snapshot()
+        self._checked = float("-inf")  # when the version was last compared (monotonic)
+        self._mutex = threading.Lock()
+
+    @property
+    def snapshot(self) -> Snapshot:
+        return self._snapshot
+
+    def at_version(self, uow: UnitOfWork, version: int) -> Snapshot:
+        """The configuration at `version` (as a locking statement just read it), loaded
+        in `uow` when what the process holds is another version."""
+        snapshot = self._snapshot
+        if snapshot.version != version:
+            snapshot = self._load(uow)
+        return snapshot
+
+    def for_read(self, uow: UnitOfWork) -> Snapshot:
+        """The configuration, checked against the stored version at most READ_MAX_AGE
+        seconds ago."""
+        if time.monotonic() - self._checked > READ_MAX_AGE:
+            return self.at_version(uow, uow.systems.version())
+        return self._snapshot
+
+    def find(self, key: str) -> PointsSystem | None:
+        """Whether a system exists, for a change about to be queued: a held system does
+        (systems are never deleted); one not held is looked for again in the store."""
+        system = self._snapshot.systems.get(key)
+        if system is None:
+            system = in_transaction(self.store, self._load, write=False).systems.get(key)
+        return system
+
+    def read_system(self, uow: UnitOfWork, key: str) -> PointsSystem | None:
+        """The system for a read in `uow`, within READ_MAX_AGE of the stored one."""
+        system = self.for_read(uow).systems.get(key)
+        if system is None:
+            system = self._load(uow).systems.get(key)
+        return system
+
+    def changed(self) -> None:
+        """This process changed the configuration: check the version on the next use."""
+        self._checked = float("-inf")
+
+    def _load(self, uow: UnitOfWork) -> Snapshot:
+        checked = time.monotonic()
+        version = uow.systems.version()
+        snapshot = Snapshot(version, {s.key: s for s in uow.systems.all()})
+        with self._mutex:
+            if snapshot.version >= self._snapshot.version:
+                self._snapshot = snapshot
+                self._checked = checked
+            return self._snapshot if self._snapshot.version > version else snapshot

@@ -1,0 +1,61 @@
+"""The configuration in memory: each process (here, each Tally) holds it, and a change
+made in one is used by every other from its next write, and by reads within the bound."""
+
+from __future__ import annotations
+
+import pytest
+
+from server.domain import commands
+from server.services import configuration, reads, systems
+from server.services.tally import Tally
+from server.store.database import SqlStore
+from tests.integration.helpers import award, later, system
+
+
+def test_a_change_made_by_one_process_is_used_by_the_next_write_of_another(
+    store: SqlStore,
+) -> None:
+    here, there = Tally(store), Tally(store)
+    system(here)
+    assert award(here, "alice", 30).balance.balance == 30  # `here` now holds xp, uncapped
+    systems.update_system(
+        there, commands.UpdateSystem("xp", frozenset({"max_points"}), max_points=50), later(1)
+    )
+    capped = award(here, "alice", 30, at=later(2))
+    assert capped.entry.amount == 20
+    assert capped.entry.capped
+    assert capped.balance.max_points == 50
+
+
+def test_a_read_sees_another_process_change_within_the_bound(
+    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    here, there = Tally(store), Tally(store)
+    system(here)
+    award(here, "alice", 5)
+    view = reads.get_balance(here, commands.GetBalance("xp", "alice", 0), later(1))
+    assert view.balance.max_points == 0
+    systems.update_system(
+        there, commands.UpdateSystem("xp", frozenset({"max_points"}), max_points=70), later(2)
+    )
+    monkeypatch.setattr(configuration, "READ_MAX_AGE", 0.0)  # the bound has passed
+    view = reads.get_balance(here, commands.GetBalance("xp", "alice", 0), later(3))
+    assert view.balance.max_points == 70
+    assert systems.get_system(here, "xp").max_points == 70
+
+
+def test_a_change_is_seen_at_once_by_the_process_that_made_it(tally: Tally) -> None:
+    system(tally)
+    award(tally, "alice", 5)
+    systems.update_system(
+        tally, commands.UpdateSystem("xp", frozenset({"name"}), name="Experience"), later(1)
+    )
+    assert systems.get_system(tally, "xp").name == "Experience"
+
+
+def test_a_system_created_by_another_process_is_found_at_once(store: SqlStore) -> None:
+    here, there = Tally(store), Tally(store)
+    system(here)
+    award(here, "alice", 1)
+    system(there, "coins")
+    assert award(here, "alice", 4, system_key="coins").balance.balance == 4

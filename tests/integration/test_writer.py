@@ -1,0 +1,277 @@
+"""The write pipeline on both stores: many changes to one transaction, each failing alone.
+
+These drive services/writer.py and services/posting.py with real stores: batches in which
+one change fails, repeats of a key inside a batch, database errors in the middle of a
+batch, batches of separate writers (as of separate processes) racing on shared users.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from server.domain import changes, commands
+from server.domain.errors import (
+    IdempotencyKeyReused,
+    InsufficientPoints,
+    StoreUnavailable,
+    TallyError,
+    TransientStoreError,
+)
+from server.domain.ledger import Account
+from server.domain.model import UserProfile
+from server.services import writes
+from server.services.ports import Store, UnitOfWork
+from server.services.posting import Change, Circumstances
+from server.services.results import WriteResult
+from server.services.tally import Tally
+from server.store.database import SqlStore
+from server.store.models import AccountRow, LedgerEntryRow
+from tests.conftest import T0
+from tests.integration.helpers import award, balance, system
+
+
+class CountingStore:
+    """A store that counts the write transactions it hands out."""
+
+    def __init__(self, store: SqlStore) -> None:
+        self.store = store
+        self.writes = 0
+
+    def unit_of_work(self, *, write: bool) -> UnitOfWork:
+        if write:
+            self.writes += 1
+        return self.store.unit_of_work(write=write)
+
+
+def award_change(user: str, amount: int, *, key: str = "", **fields: Any) -> Change:
+    cmd = commands.Award("xp", UserProfile(user), amount, idempotency_key=key, **fields)
+
+    def decide(account: Account, given: Circumstances) -> changes.Decision:
+        return changes.award(account, given.system, cmd, T0)
+
+    return Change(
+        "xp",
+        user,
+        decide,
+        T0,
+        profile=cmd.user,
+        idempotency_key=key,
+        request_hash=f"award {user} {amount}" if key else "",
+    )
+
+
+def deduct_change(user: str, amount: int) -> Change:
+    cmd = commands.Deduct("xp", user, amount)
+    return Change("xp", user, lambda account, _: changes.deduct(account, cmd, T0), T0)
+
+
+def ledger(store: SqlStore) -> tuple[int, int]:
+    """(entries, sum of amounts) over the whole ledger."""
+    with store.engine.connect() as connection:
+        row = connection.execute(
+            select(func.count(), func.coalesce(func.sum(LedgerEntryRow.amount), 0))
+        ).one()
+    return row[0], row[1]
+
+
+def balances(store: SqlStore) -> int:
+    with store.engine.connect() as connection:
+        total = connection.scalar(select(func.coalesce(func.sum(AccountRow.balance), 0)))
+    return int(total or 0)
+
+
+def test_a_batch_posts_in_one_transaction_and_a_failing_change_fails_alone(
+    store: SqlStore,
+) -> None:
+    counting = CountingStore(store)
+    tally = Tally(counting)
+    system(tally)
+    award(tally, "bob", 5)
+    counting.writes = 0
+    outcomes = tally.writer.post(
+        [
+            award_change("alice", 10),
+            deduct_change("bob", 1000),
+            award_change("carol", 7),
+            deduct_change("bob", 2),
+            award_change("alice", 1),
+        ]
+    )
+    assert counting.writes == 1
+    assert isinstance(outcomes[1], InsufficientPoints)
+    assert outcomes[1].metadata == {"available": "5", "requested": "1000"}
+    results = [o for o in outcomes if isinstance(o, WriteResult)]
+    assert [r.balance.balance for r in results] == [10, 7, 3, 11]  # chained per user
+    assert [r.entry.balance_after for r in results] == [10, 7, 3, 11]
+    sequences = [r.entry.sequence for r in results]
+    assert sequences == sorted(sequences)
+    assert len(set(sequences)) == 4
+    assert (balance(tally, "alice"), balance(tally, "bob"), balance(tally, "carol")) == (11, 3, 7)
+    assert ledger(store) == (5, 21)
+    assert balances(store) == 21
+
+
+def test_repeats_of_a_key_within_a_batch_apply_once(tally: Tally, store: SqlStore) -> None:
+    system(tally)
+    outcomes = writes.award_batch(
+        tally,
+        [
+            commands.Award("xp", UserProfile("alice"), 10, idempotency_key="k"),
+            commands.Award("xp", UserProfile("alice"), 10, idempotency_key="k"),
+            commands.Award("xp", UserProfile("alice"), 11, idempotency_key="k"),
+            commands.Award("xp", UserProfile("bob"), 10, idempotency_key="k"),
+        ],
+        T0,
+    )
+    first, repeat, reused, other_user = outcomes
+    assert isinstance(first, WriteResult)
+    assert isinstance(repeat, WriteResult)
+    assert (first.replayed, repeat.replayed) == (False, True)
+    assert repeat.entry == first.entry
+    assert repeat.balance == first.balance
+    assert isinstance(reused, IdempotencyKeyReused)
+    assert isinstance(other_user, WriteResult)
+    assert not other_user.replayed
+    again = award(tally, "alice", 10, idempotency_key="k")
+    assert again.replayed
+    assert again.entry == first.entry
+    assert (balance(tally, "alice"), balance(tally, "bob")) == (10, 10)
+    assert ledger(store) == (2, 20)
+
+
+def test_a_change_decided_after_a_failed_one_with_its_key_applies(tally: Tally) -> None:
+    system(tally)
+    outcomes = tally.writer.post(
+        [
+            deduct_change("alice", 5),
+            award_change("alice", 3, key="k"),
+            award_change("alice", 3, key="k"),
+        ]
+    )
+    assert isinstance(outcomes[0], TallyError)  # alice does not exist yet: USER_NOT_FOUND
+    assert isinstance(outcomes[1], WriteResult)
+    assert not outcomes[1].replayed
+    assert isinstance(outcomes[2], WriteResult)
+    assert outcomes[2].replayed
+    assert balance(tally, "alice") == 3
+
+
+def test_a_database_error_in_a_batch_posts_each_change_alone(tally: Tally, store: SqlStore) -> None:
+    """A change whose entry cannot be written (its id is taken) fails alone; its
+    neighbours are each applied once, none doubled."""
+    system(tally)
+    taken = award(tally, "bob", 1).entry.id
+
+    def clashing(account: Account, given: Circumstances) -> changes.Decision:
+        decision = changes.award(
+            account, given.system, commands.Award("xp", UserProfile("bob"), 4), T0
+        )
+        return replace(decision, entries=(replace(decision.entries[0], id=taken),))
+
+    bad = Change("xp", "bob", clashing, T0, profile=UserProfile("bob"))
+    outcomes = tally.writer.post([award_change("alice", 10), bad, award_change("carol", 5)])
+    assert isinstance(outcomes[0], WriteResult)
+    assert isinstance(outcomes[2], WriteResult)
+    assert isinstance(outcomes[1], StoreUnavailable)
+    assert (balance(tally, "alice"), balance(tally, "bob"), balance(tally, "carol")) == (10, 1, 5)
+    assert ledger(store) == (3, 16)
+    assert balances(store) == 16
+
+
+def test_a_transient_error_mid_batch_reruns_the_batch_once_applied(
+    tally: Tally, store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    system(tally)
+    failures = iter([True])
+    original = type(store.unit_of_work(write=True).__enter__().ledger).add
+
+    def flaky_add(self: Any, entries: Any) -> Any:
+        written = original(self, entries)
+        if next(failures, False):
+            raise TransientStoreError("connection lost mid-batch")
+        return written
+
+    monkeypatch.setattr(type(store.unit_of_work(write=True).__enter__().ledger), "add", flaky_add)
+    outcomes = tally.writer.post([award_change(u, 3, key=f"k-{u}") for u in ("a", "b", "c")])
+    assert all(isinstance(o, WriteResult) and not o.replayed for o in outcomes)
+    assert ledger(store) == (3, 9)
+    assert balances(store) == 9
+
+
+def test_calls_queued_behind_a_commit_share_the_next_transaction(store: SqlStore) -> None:
+    """While one batch is being posted, the calls that arrive wait and are then posted
+    together: 1 + 1 transactions for 6 calls."""
+    counting = CountingStore(store)
+    tally = Tally(counting)
+    system(tally)
+    counting.writes = 0
+    inside, release = threading.Event(), threading.Event()
+
+    def slow(account: Account, given: Circumstances) -> changes.Decision:
+        inside.set()
+        assert release.wait(10)
+        return changes.award(account, given.system, commands.Award("xp", UserProfile("u0"), 1), T0)
+
+    with ThreadPoolExecutor(6) as pool:
+        first = pool.submit(
+            tally.writer.post, [Change("xp", "u0", slow, T0, profile=UserProfile("u0"))]
+        )
+        assert inside.wait(10)
+        rest = [pool.submit(tally.writer.post, [award_change(f"u{i}", 1)]) for i in range(1, 6)]
+        deadline = time.monotonic() + 10
+        while len(tally.writer._queue) < 5 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        release.set()
+        outcomes = [first.result(10)[0]] + [f.result(10)[0] for f in rest]
+    assert all(isinstance(o, WriteResult) for o in outcomes)
+    assert counting.writes == 2
+    assert ledger(store) == (6, 6)
+
+
+def test_separate_writers_racing_on_shared_users_never_deadlock(store: SqlStore) -> None:
+    """Four writers (as four server processes would) post batches over the same users in
+    random orders; batches lock users in one sorted order, so every batch commits."""
+    writers = [Tally(store) for _ in range(4)]
+    system(writers[0])
+    users = [f"user-{i}" for i in range(8)]
+    rounds = 15
+
+    def run(w: int) -> int:
+        rng = random.Random(w)
+        posted = 0
+        for _ in range(rounds):
+            batch = rng.sample(users, k=6)
+            outcomes = writers[w].writer.post([award_change(u, 1) for u in batch])
+            assert all(isinstance(o, WriteResult) for o in outcomes), outcomes
+            posted += len(batch)
+        return posted
+
+    with ThreadPoolExecutor(4) as pool:
+        total = sum(pool.map(run, range(4)))
+    assert total == 4 * rounds * 6
+    assert ledger(store) == (total, total)
+    assert balances(store) == total
+
+
+def test_a_crash_in_a_lone_change_reaches_its_caller(tally: Tally) -> None:
+    system(tally)
+
+    def broken(account: Account, given: Circumstances) -> changes.Decision:
+        raise ZeroDivisionError("a bug in a rule")
+
+    with pytest.raises(ZeroDivisionError):
+        tally.writer.post([Change("xp", "alice", broken, T0, profile=UserProfile("alice"))])
+    # the writer is not wedged: the next call leads and posts
+    assert isinstance(tally.writer.post([award_change("alice", 2)])[0], WriteResult)
+
+
+_: Callable[..., Store] = CountingStore  # CountingStore is a Store

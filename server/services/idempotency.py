@@ -1,34 +1,21 @@
 """Idempotency keys: a repeat of a call returns the first call's response, once.
 
 A key is remembered with a fingerprint of the request it came with and the response it
-got, in the same transaction as the entries that response describes. Keys live in the
-user's rows (scope = system key, or '' for user-wide keys), so all of it stays on one shard.
+got (services/codec.py), in the same transaction as the entries that response describes.
+Keys live in the user's rows (scope = system key, or '' for user-wide keys), so all of it
+stays on one shard.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-from typing import Any
 
 from server.domain.errors import IdempotencyKeyReused
 from server.services import codec
 from server.services.ports import StoredResponse
 from server.services.results import WriteResult
 
-
-def fingerprint(operation: str, command: Any) -> str:
-    """A hash of what a request asks, leaving out the key itself and the dry-run flag;
-    '' for a request without a key, which nothing will be compared with."""
-    if not command.idempotency_key:
-        return ""
-    changes = {
-        name: default
-        for name, default in (("idempotency_key", ""), ("validate_only", False))
-        if hasattr(command, name)
-    }
-    canonical = codec.dumps(dataclasses.replace(command, **changes))
-    return hashlib.sha256(f"{operation}\n{canonical}".encode()).hexdigest()
+fingerprint = codec.fingerprint
 
 
 def replay(stored: StoredResponse | None, request_hash: str, *, key: str) -> WriteResult | None:
@@ -38,7 +25,7 @@ def replay(stored: StoredResponse | None, request_hash: str, *, key: str) -> Wri
         return None
     if stored.request_hash != request_hash:
         raise IdempotencyKeyReused(key)
-    return dataclasses.replace(codec.loads(WriteResult, stored.response), replayed=True)
+    return dataclasses.replace(codec.loads(stored.response), replayed=True)
 
 
 def remember(result: WriteResult, request_hash: str) -> StoredResponse:

@@ -1,15 +1,18 @@
-"""The JSON codec behind idempotency keys: a replayed response must equal the original.
+"""The stored form behind idempotency keys: a replayed response must equal the original.
 
 A replay is read back from this JSON, so anything the codec loses (a timezone, a decimal
-digit, a tuple turned list, a nested level) would change what a retrying caller sees.
+digit, a tuple turned list, a nested level) would change what a retrying caller sees. The
+fingerprint must tell apart requests that differ and only those.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -63,7 +66,7 @@ def balance(**fields: object) -> Balance:
 
 
 def round_trip(result: WriteResult) -> WriteResult:
-    return codec.loads(WriteResult, codec.dumps(result))
+    return codec.loads(codec.dumps(result))
 
 
 def test_full_result_round_trips() -> None:
@@ -134,21 +137,71 @@ def test_dumps_is_canonical() -> None:
     assert decoded["entry"]["type"] == "AWARD"
 
 
-def test_commands_round_trip_for_fingerprints() -> None:
-    award = commands.Award(
-        "xp",
-        UserProfile("alice", display_name="Alice", attributes={"tier": "gold"}),
-        10,
-        metadata={"k": [1]},
-        expire_time=T0,
+def test_the_stored_form_is_versioned_and_names_every_field() -> None:
+    stored = json.loads(codec.dumps(WriteResult(entry(), balance())))
+    assert stored["v"] == codec.FORMAT
+    assert stored["entry"]["create_time"] == "2026-01-01T12:00:00.123456+00:00"
+    # A response stored before a field existed loads with that field's default.
+    del stored["entry"]["trigger_id"], stored["balance"]["level"]
+    back = codec.loads(json.dumps(stored))
+    assert back.entry.trigger_id == ""
+    assert back.balance.level is None
+
+
+def test_a_stored_form_of_another_version_is_refused() -> None:
+    stored = json.loads(codec.dumps(WriteResult(entry(), balance())))
+    stored["v"] = codec.FORMAT + 1
+    with pytest.raises(ValueError, match="format"):
+        codec.loads(json.dumps(stored))
+
+
+AWARD = commands.Award(
+    "xp",
+    UserProfile("alice", display_name="Alice", attributes={"tier": "gold", "a": "b"}),
+    10,
+    metadata={"k": [1], "j": {"y": 1, "x": 2}},
+    idempotency_key="key-1",
+    expire_time=T0,
+)
+
+
+def test_fingerprints_ignore_key_order_the_key_and_the_dry_run_flag() -> None:
+    same = replace(
+        AWARD,
+        user=UserProfile("alice", display_name="Alice", attributes={"a": "b", "tier": "gold"}),
+        metadata={"j": {"x": 2, "y": 1}, "k": [1]},
+        idempotency_key="key-2",
+        validate_only=True,
     )
-    assert codec.loads(commands.Award, codec.dumps(award)) == award
-    listing = commands.ListTransactions(
-        "xp", "alice", types=frozenset({EntryType.DEDUCT, EntryType.AWARD})
-    )
-    back = codec.loads(commands.ListTransactions, codec.dumps(listing))
-    assert back == listing
-    assert type(back.types) is frozenset
+    assert codec.fingerprint("Award", same) == codec.fingerprint("Award", AWARD)
+    assert len(codec.fingerprint("Award", AWARD)) == 64
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [
+        replace(AWARD, amount=11),
+        replace(AWARD, reason="other"),
+        replace(AWARD, metadata={"k": [1]}),
+        replace(AWARD, expire_time=T0.replace(microsecond=1)),
+        replace(AWARD, user=UserProfile("alice", display_name="Alice")),
+        replace(
+            AWARD,
+            user=UserProfile("bob", display_name="Alice", attributes={"tier": "gold", "a": "b"}),
+        ),
+        replace(AWARD, skip_boosts=True),
+        replace(AWARD, system_key="coins"),
+    ],
+)
+def test_fingerprints_tell_apart_requests_that_differ(changed: commands.Award) -> None:
+    assert codec.fingerprint("Award", changed) != codec.fingerprint("Award", AWARD)
+
+
+def test_fingerprints_tell_apart_operations_and_sets() -> None:
+    assert codec.fingerprint("Deduct", AWARD) != codec.fingerprint("Award", AWARD)
+    a = commands.Deduct("xp", "alice", 5, idempotency_key="k")
+    assert codec.fingerprint("Deduct", a) != codec.fingerprint("Deduct", replace(a, amount=6))
+    assert codec.fingerprint("Deduct", replace(a, idempotency_key="")) == ""
 
 
 # -- any WriteResult -----------------------------------------------------------------------

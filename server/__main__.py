@@ -85,7 +85,7 @@ def run_serve(settings: Settings) -> int:
 def serve_here(settings: Settings) -> int:
     """One server process: serves until SIGTERM/SIGINT, then finishes calls in flight."""
     stopping = _stop_on_signals()
-    store = SqlStore.from_url(settings.database_url, pool_size=settings.threads)
+    store = SqlStore.from_url(settings.database_url, pool_size=settings.pool_size)
     server = app.build(settings, store)
     server.start()
     log.info("serving on %s (port %d, pid %d)", settings.listen, server.port, os.getpid())

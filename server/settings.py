@@ -20,8 +20,9 @@ def default_database_url() -> str:
 class Settings:
     listen: str = DEFAULT_LISTEN
     database_url: str = ""
-    # Threads per server process: each call holds one while it runs.
-    threads: int = 16
+    # Threads per server process: each call holds one while it runs, also while it waits
+    # for the writer, so the thread count bounds how many changes one commit can carry.
+    threads: int = 64
     # Server processes sharing the port (SO_REUSEPORT): one per core uses every core.
     workers: int = 1
     # Seconds that calls in flight get to finish after SIGTERM/SIGINT.
@@ -29,6 +30,12 @@ class Settings:
     log_level: str = "INFO"
     # Seconds between sweeps that write off lapsed credit of idle accounts (0 = off).
     sweep_seconds: float = 30.0
+
+    @property
+    def pool_size(self) -> int:
+        """Database connections per process (and as many more at peaks): one writer, and
+        readers, whose transactions are short, so far fewer than the threads."""
+        return min(self.threads, 16)
 
     @classmethod
     def load(cls, env: Mapping[str, str] | None = None, **flags: object) -> Settings:

@@ -23,6 +23,7 @@ class ShutdownGate(WrappingInterceptor):
     """Counts calls in flight; once closed, refuses new ones with UNAVAILABLE."""
 
     def __init__(self) -> None:
+        super().__init__()
         self._lock = threading.Lock()
         self._open = True
         self._in_flight = 0

@@ -8,17 +8,23 @@ it). Subclasses say how to wrap a unary behaviour and a streaming one.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 
 Unary = Callable[[Any, grpc.ServicerContext], Any]
 Streaming = Callable[[Any, grpc.ServicerContext], Iterator[Any]]
 Deserializer = Callable[[bytes], Any]
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 
 
 class WrappingInterceptor(grpc.ServerInterceptor):
-    """Rebuilds unary-unary and unary-stream handlers around wrapped behaviours."""
+    """Rebuilds unary-unary and unary-stream handlers around wrapped behaviours, once per
+    method: gRPC asks on every call, and the wrapped handler is kept for the next."""
+
+    def __init__(self) -> None:
+        # method -> (the handler gRPC gave, the one built around it)
+        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
 
     def applies_to(self, method: str) -> bool:
         return True
@@ -41,6 +47,14 @@ class WrappingInterceptor(grpc.ServerInterceptor):
         method: str = details.method
         if handler is None or not self.applies_to(method):
             return handler
+        known = self._wrapped.get(method)
+        if known is not None and known[0] is handler:
+            return known[1]
+        built = self._wrap(handler, method)
+        self._wrapped[method] = (handler, built)
+        return built
+
+    def _wrap(self, handler: Handler, method: str) -> Handler:
         deserializer = self.wrap_deserializer(handler.request_deserializer)
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(

@@ -10,14 +10,14 @@ from server.api.errors import ErrorInterceptor
 from server.api.shutdown import ShutdownGate
 
 
-class Details:
+class Details(grpc.HandlerCallDetails):
     def __init__(self, method: str) -> None:
         self.method = method
         self.invocation_metadata = ()
 
 
 def test_a_method_handler_is_wrapped_once_and_reused() -> None:
-    registered = {
+    registered: dict[str, Any] = {
         name: grpc.unary_unary_rpc_method_handler(lambda request, context: request)
         for name in ("/tally.v1.PointsService/Award", "/tally.v1.PointsService/Deduct")
     }

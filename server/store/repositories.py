@@ -6,13 +6,14 @@ and turn rows into domain values; no ORM objects, no lazy loads.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, Select
+from sqlalchemy import Connection, Executable, RowMapping, Select
 
 from server.domain.ledger import ONE, Account, CreditLot
 from server.domain.model import EntryType, LedgerEntry, LevelBasis, PointsSystem, User, UserProfile
@@ -34,6 +35,26 @@ class _Repository:
     def __init__(self, connection: Connection, sql: Statements) -> None:
         self.connection = connection
         self.sql = sql
+
+    def _execute_rows(self, statement: Executable, rows: list[dict[str, Any]]) -> None:
+        """Run a statement that writes many rows: set-based (the rows as one JSON
+        parameter) where the dialect's statement is, else as executemany."""
+        self.connection.execute(statement, _rows_json(rows) if self.sql.set_based else rows)
+
+
+def _rows_json(rows: list[dict[str, Any]]) -> dict[str, str]:
+    """Rows as the one JSON parameter of a set-based statement (statements.from_json)."""
+    return {"rows": json.dumps(rows, separators=(",", ":"), ensure_ascii=False, default=_iso)}
+
+
+def _iso(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+def _numbered(entry: LedgerEntry, sequence: int) -> LedgerEntry:
+    return replace(entry, sequence=sequence)
 
 
 class SqlSystemRepository(_Repository):
@@ -223,7 +244,7 @@ class SqlAccountRepository(_Repository):
         ones deleted."""
         if not accounts:
             return
-        self.connection.execute(
+        self._execute_rows(
             self.sql.account_save,
             [
                 {
@@ -266,21 +287,20 @@ class SqlAccountRepository(_Repository):
 
 class SqlLedgerRepository(_Repository):
     def add(self, entries: Sequence[LedgerEntry]) -> list[LedgerEntry]:
-        """Number the entries in order (one statement reserves the numbers), then insert
-        them in one multi-row insert."""
+        """Insert the entries in one statement, numbered in order; returns them numbered."""
         if not entries:
             return []
-        sequences = self._reserve(len(entries))
-        written = [replace(e, sequence=n) for e, n in zip(entries, sequences, strict=True)]
-        self.connection.execute(self.sql.entry_add, [_entry_values(e) for e in written])
+        rows = [_entry_values(e) for e in entries]
+        if self.sql.set_based:
+            result = self.connection.execute(self.sql.entry_add, _rows_json(rows))
+            numbers: dict[str, int] = {row.id: row.sequence for row in result}
+            return [_numbered(e, numbers[e.id]) for e in entries]
+        first: int = self.connection.execute(self.sql.sequence_next).scalar_one()
+        written = [_numbered(e, first + i) for i, e in enumerate(entries)]
+        for row, entry in zip(rows, written, strict=True):
+            row["sequence"] = entry.sequence
+        self.connection.execute(self.sql.entry_add, rows)
         return written
-
-    def _reserve(self, count: int) -> list[int]:
-        if self.sql.dialect == "postgresql":
-            rows = self.connection.execute(self.sql.sequences_reserve, {"count": count})
-            return sorted(row[0] for row in rows)
-        first: int = self.connection.execute(self.sql.sequences_reserve).scalar_one()
-        return list(range(first, first + count))
 
     def get(self, entry_id: str) -> LedgerEntry | None:
         row = self.connection.execute(self.sql.entry_get, {"id": entry_id}).first()
@@ -413,7 +433,7 @@ class SqlIdempotencyRepository(_Repository):
     def add(self, keys: Mapping[KeyScope, StoredResponse], now: datetime) -> None:
         if not keys:
             return
-        self.connection.execute(
+        self._execute_rows(
             self.sql.key_add,
             [
                 {

@@ -12,11 +12,16 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    Executable,
+    Select,
     String,
     Table,
+    Text,
     and_,
     any_,
     bindparam,
+    cast,
+    column,
     delete,
     func,
     literal_column,
@@ -64,6 +69,24 @@ ACCOUNT_TOTALS = (
     "next_expire_time",
     "update_time",
 )
+
+
+def from_json(table: Table, names: list[str]) -> Select[Any]:
+    """SELECT over the rows of a JSON array bound as `rows` (one object per row, keyed by
+    column name): a batch's rows as one set, so that one INSERT writes them all, its text
+    (and so its prepared plan) the same whatever the batch's size, and its one parameter
+    made by a single json.dumps (PostgreSQL)."""
+    rows = (
+        func.jsonb_to_recordset(cast(bindparam("rows", type_=Text), postgresql.JSONB))
+        .table_valued(*(column(n, _plain(table.c[n].type)) for n in names))
+        .render_derived(name="batch", with_types=True)
+    )
+    return select(*(rows.c[n] for n in names))
+
+
+def _plain(type_: Any) -> Any:
+    """The column's type as SQL knows it (a TypeDecorator's own implementation)."""
+    return getattr(type_, "impl", type_)
 
 
 class Statements:
@@ -149,7 +172,13 @@ class Statements:
         )
 
         # accounts and their credit lots
+        # PostgreSQL writes a batch's rows with one set-based statement per table (rows
+        # bound as one JSON array, see from_json); SQLite, in-process, runs executemany.
+        self.set_based = dialect == "postgresql"
         account_insert = insert(accounts)
+        if self.set_based:
+            names = [c.name for c in accounts.c]
+            account_insert = insert(accounts).from_select(names, from_json(accounts, names))
         # New values come through `excluded`, never as expressions such as now():
         # Citus refuses those in ON CONFLICT DO UPDATE.
         self.account_save = account_insert.on_conflict_do_update(
@@ -176,17 +205,23 @@ class Statements:
             lots.c.entry_id == bindparam("entry_id"),
         )
 
-        # the ledger: a batch reserves its sequence numbers in one statement, then inserts
-        # its entries complete, in one multi-row insert.
-        if dialect == "postgresql":
-            self.sequences_reserve = select(LEDGER_SEQUENCE.next_value()).select_from(
-                func.generate_series(1, bindparam("count"))
+        # the ledger: one insert numbers a batch's entries in order and returns the numbers
+        # (PostgreSQL: nextval per row, in the order of the arrays). SQLite runs one writer
+        # at a time (BEGIN IMMEDIATE), so numbering from max + 1 is safe there.
+        self.entry_add: Executable
+        if self.set_based:
+            names = [c.name for c in ledger.c if c.name != "sequence"]
+            numbered = from_json(ledger, names).add_columns(LEDGER_SEQUENCE.next_value())
+            self.entry_add = (
+                insert(ledger)
+                .from_select([*names, "sequence"], numbered)
+                .returning(ledger.c.id, ledger.c.sequence)
             )
-        else:  # SQLite runs one writer at a time (BEGIN IMMEDIATE): max + 1 onwards is safe
-            self.sequences_reserve = select(
+        else:
+            self.entry_add = insert(ledger)
+            self.sequence_next = select(
                 func.coalesce(func.max(ledger.c.sequence), 0) + literal_column("1")
             )
-        self.entry_add = insert(ledger)
         self.entry_get = select(ledger).where(ledger.c.id == bindparam("id"))
         of_account = (
             ledger.c.user_id == bindparam("user_id"),
@@ -217,6 +252,9 @@ class Statements:
 
         # idempotency keys
         self.key_add = insert(idempotency)
+        if self.set_based:
+            names = [c.name for c in idempotency.c]
+            self.key_add = insert(idempotency).from_select(names, from_json(idempotency, names))
 
 
 @functools.cache

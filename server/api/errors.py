@@ -25,6 +25,7 @@ from server.domain.errors import (
     Category,
     FieldViolation,
     RateLimited,
+    StoreUnavailable,
     TallyError,
     ValidationFailed,
 )
@@ -84,9 +85,17 @@ def to_status(error: TallyError) -> grpc.Status:
 INTERNAL = status_pb2.Status(code=code_pb2.INTERNAL, message="internal error")
 
 
+def with_operation(error: TallyError, operation: str) -> TallyError:
+    """The error with the metadata only the API layer knows: STORE_UNAVAILABLE names the
+    operation (the RPC) that could not complete."""
+    if isinstance(error, StoreUnavailable) and "operation" not in error.metadata:
+        error.metadata["operation"] = operation
+    return error
+
+
 def _abort(context: grpc.ServicerContext, error: Exception, method: str) -> None:
     if isinstance(error, TallyError):
-        context.abort_with_status(to_status(error))
+        context.abort_with_status(to_status(with_operation(error, method.rsplit("/", 1)[-1])))
     if isinstance(error, NotImplementedError):  # generated base classes for RPCs to come
         context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented yet")
     log.exception("unexpected error in %s", method, exc_info=error)

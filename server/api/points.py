@@ -10,7 +10,7 @@ from typing import Any, TypedDict
 import grpc
 
 from server.api import convert
-from server.api.errors import status_code
+from server.api.errors import status_code, with_operation
 from server.domain import commands
 from server.domain.errors import FieldViolation, TallyError, ValidationFailed
 from server.domain.model import EntryType
@@ -126,10 +126,12 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
         results = []
         for item, outcome in zip(request.items, outcomes, strict=True):
             if isinstance(outcome, TallyError):
+                metadata = with_operation(outcome, "AwardBatch").metadata
                 error = points_pb2.BatchItemError(
                     code=status_code(outcome).value[0],
                     reason=outcome.reason,
                     message=outcome.message,
+                    metadata=metadata,
                 )
                 results.append(points_pb2.AwardBatchResult(user_id=item.user.id, error=error))
             else:

@@ -77,8 +77,12 @@ class ValidationFailed(TallyError):
         more = len(violations) - VIOLATIONS_IN_MESSAGE
         if more > 0:
             summary += f" (and {more} more in the BadRequest details)"
-        super().__init__(f"invalid request: {summary}")
+        first = {"field": violations[0].field} if violations else {}
+        super().__init__(f"invalid request: {summary}", metadata={**first, **self.extra_metadata})
         self.violations = violations
+
+    # Metadata this kind of validation error always carries (see IdempotencyKeyMismatch).
+    extra_metadata: ClassVar[dict[str, str]] = {}
 
 
 class IdempotencyKeyInvalid(ValidationFailed):
@@ -87,6 +91,7 @@ class IdempotencyKeyInvalid(ValidationFailed):
 
 class IdempotencyKeyMismatch(ValidationFailed):
     reason = "IDEMPOTENCY_KEY_MISMATCH"
+    extra_metadata: ClassVar[dict[str, str]] = {"metadata_key": "idempotency-key"}
 
 
 class NotFound(TallyError):
@@ -103,8 +108,11 @@ class SystemNotFound(NotFound):
 class UserNotFound(NotFound):
     reason = "USER_NOT_FOUND"
 
-    def __init__(self, user_id: str) -> None:
-        super().__init__(f"user {quote(user_id)} not found", metadata={"user_id": user_id})
+    def __init__(self, user_id: str, system_key: str) -> None:
+        super().__init__(
+            f"user {quote(user_id)} not found",
+            metadata={"system_key": system_key, "user_id": user_id},
+        )
 
 
 class TriggerNotFound(NotFound):
@@ -203,10 +211,11 @@ class AlreadyReversed(PreconditionFailed):
 class NotReversible(PreconditionFailed):
     reason = "NOT_REVERSIBLE"
 
-    def __init__(self, entry_id: str, why: str) -> None:
+    def __init__(self, entry_id: str, entry_type: str, why: str) -> None:
+        """`entry_type` as the API names it, e.g. ENTRY_TYPE_EXPIRE."""
         super().__init__(
             f"ledger entry {quote(entry_id)} cannot be reversed: {why}",
-            metadata={"entry_id": entry_id},
+            metadata={"entry_id": entry_id, "entry_type": entry_type},
         )
 
 
@@ -226,6 +235,7 @@ class StoreUnavailable(TallyError):
     category = Category.UNAVAILABLE
 
     def __init__(self, detail: str = "the store is unavailable; retry later") -> None:
+        # The API layer adds the metadata `operation` (the RPC), which only it knows.
         super().__init__(detail)
 
 

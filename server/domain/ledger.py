@@ -179,9 +179,9 @@ class Account:
         if original.type is EntryType.AWARD:
             amount = original.amount
             if amount == 0:
-                raise NotReversible(original.id, "it credited no points")
+                raise NotReversible(original.id, _api_name(original), "it credited no points")
             if original.expire_time is not None and original.expire_time <= now:
-                raise NotReversible(original.id, "its credit has expired")
+                raise NotReversible(original.id, _api_name(original), "its credit has expired")
             if amount > self.balance:
                 raise InsufficientPoints(available=self.balance, requested=amount)
             # Take back the award's own points where they still are (its lot, or lasting
@@ -203,7 +203,11 @@ class Account:
             self.balance += delta
             self.total_spent -= delta
         else:
-            raise NotReversible(original.id, f"{original.type.value} entries cannot be reversed")
+            raise NotReversible(
+                original.id,
+                _api_name(original),
+                f"{original.type.value} entries cannot be reversed",
+            )
         self._refresh_next_expiry()
         return self._entry(
             EntryType.REVERSAL, delta, posting, create_time=now, reverses_entry_id=original.id
@@ -277,6 +281,11 @@ class Account:
             expire_time=expire_time,
             reverses_entry_id=reverses_entry_id,
         )
+
+
+def _api_name(entry: LedgerEntry) -> str:
+    """The entry's type as callers know it (the EntryType enum of the API)."""
+    return f"ENTRY_TYPE_{entry.type.value}"
 
 
 def _lot_order(lot: CreditLot) -> tuple[datetime, str]:

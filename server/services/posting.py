@@ -95,7 +95,7 @@ def post(
         try:
             # (A dry run creates nobody: a user it would create counts as present.)
             if change.user_id not in locked.users and not (dry_run and change.profile):
-                raise UserNotFound(change.user_id)
+                raise UserNotFound(change.user_id, change.system_key)
             scope = (change.user_id, change.system_key, change.idempotency_key)
             if change.idempotency_key:
                 earlier = firsts.get(scope)

@@ -124,7 +124,7 @@ def _settled_read(
             raise SystemNotFound(system_key)
         found = uow.users.get_with_account(user_id, system_key)
         if found is None:
-            raise UserNotFound(user_id)
+            raise UserNotFound(user_id, system_key)
         account = found[1] or Account(system_key, user_id)
         if account.has_lapsed_credit(now):
             return _Lapsed()

@@ -6,7 +6,13 @@ import dataclasses
 from datetime import datetime
 
 from server.domain import commands, validation
-from server.domain.errors import FieldViolation, SystemExists, SystemNotFound, ValidationFailed
+from server.domain.errors import (
+    FieldViolation,
+    SystemExists,
+    SystemNotFound,
+    ValidationFailed,
+    quote,
+)
 from server.domain.model import LevelBasis, Page, PointsSystem
 from server.services import page_tokens
 from server.services.ports import UnitOfWork
@@ -16,6 +22,7 @@ from server.services.transactions import in_transaction
 UPDATABLE_SYSTEM_FIELDS = frozenset(
     {"name", "description", "badge_url", "max_points", "level_basis"}
 )
+OUTPUT_ONLY_SYSTEM_FIELDS = frozenset({"create_time", "update_time", "triggers"})
 
 
 def create_system(tally: Tally, cmd: commands.CreateSystem, now: datetime) -> PointsSystem:
@@ -71,13 +78,20 @@ def list_systems(tally: Tally, page_size: int, page_token: str) -> Page:
     return in_transaction(tally.store, work, write=False)
 
 
+def _why(name: str) -> str:
+    """Why an update_mask path cannot be updated."""
+    if name == "key":
+        return "names 'key', which is immutable"
+    if name in OUTPUT_ONLY_SYSTEM_FIELDS:
+        return f"names {name!r}, which is output only"
+    return f"names {quote(name)}, which is not a field of PointsSystem"
+
+
 def update_system(tally: Tally, cmd: commands.UpdateSystem, now: datetime) -> PointsSystem:
     validation.update_system(cmd)
-    unknown = cmd.fields - UPDATABLE_SYSTEM_FIELDS - {"key"}
-    if unknown:
-        raise ValidationFailed(
-            [FieldViolation("update_mask", f"unknown field {name!r}") for name in sorted(unknown)]
-        )
+    refused = sorted(cmd.fields - UPDATABLE_SYSTEM_FIELDS)
+    if refused:
+        raise ValidationFailed([FieldViolation("update_mask", _why(name)) for name in refused])
 
     def work(uow: UnitOfWork) -> PointsSystem:
         system = uow.systems.lock(cmd.key)

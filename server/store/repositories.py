@@ -197,8 +197,10 @@ def _with_profile(user: User, profile: UserProfile) -> User:
         changes["display_name"] = profile.display_name
     if profile.email is not None and profile.email != user.email:
         changes["email"] = profile.email
-    if profile.attributes is not None and profile.attributes != user.attributes:
-        changes["attributes"] = profile.attributes
+    if profile.attributes:  # keys given replace the stored values of those keys
+        merged = {**user.attributes, **profile.attributes}
+        if merged != user.attributes:
+            changes["attributes"] = merged
     return replace(user, **changes) if changes else user
 
 

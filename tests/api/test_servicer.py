@@ -486,6 +486,10 @@ class TestAwardBatch:
         assert "items[1].amount" in bad_b.error.message
         assert not bad_b.HasField("entry")
         assert (bad_c.error.code, bad_c.error.reason) == (code_pb2.NOT_FOUND, "SYSTEM_NOT_FOUND")
+        # Item errors carry the ErrorInfo metadata a failed Award would.
+        assert dict(bad_b.error.metadata) == {"field": "items[1].amount"}
+        assert dict(bad_c.error.metadata) == {"system_key": "no"}
+        assert not ok_a.error.metadata
 
     def test_one_metadata_key_covers_the_batch_item_by_item(self, points: Points) -> None:
         points.create_system()
@@ -535,7 +539,7 @@ class TestReads:
         assert (failure.code, failure.reason, failure.metadata) == (
             grpc.StatusCode.NOT_FOUND,
             "USER_NOT_FOUND",
-            {"user_id": "ghost"},
+            {"system_key": "xp", "user_id": "ghost"},  # as common.proto documents it
         )
 
     def test_list_transactions_filters_by_type_and_pages(self, points: Points) -> None:
@@ -626,7 +630,7 @@ CASES: list[tuple[TallyError, int, str]] = [
     (domain.IdempotencyKeyInvalid([FieldViolation("k", "bad")]), 3, "IDEMPOTENCY_KEY_INVALID"),
     (domain.IdempotencyKeyMismatch([FieldViolation("k", "x")]), 3, "IDEMPOTENCY_KEY_MISMATCH"),
     (domain.SystemNotFound("xp"), 5, "SYSTEM_NOT_FOUND"),
-    (domain.UserNotFound("alice"), 5, "USER_NOT_FOUND"),
+    (domain.UserNotFound("alice", "xp"), 5, "USER_NOT_FOUND"),
     (domain.TriggerNotFound("t1"), 5, "TRIGGER_NOT_FOUND"),
     (domain.LevelNotFound("gold"), 5, "LEVEL_NOT_FOUND"),
     (domain.BoostNotFound("b1"), 5, "BOOST_NOT_FOUND"),
@@ -637,7 +641,7 @@ CASES: list[tuple[TallyError, int, str]] = [
     (domain.IdempotencyKeyReused("k1"), 6, "IDEMPOTENCY_KEY_REUSED"),
     (domain.InsufficientPoints(available=3, requested=5), 9, "INSUFFICIENT_POINTS"),
     (domain.AlreadyReversed(ENTRY, "r1"), 9, "ALREADY_REVERSED"),
-    (domain.NotReversible(ENTRY, "expired"), 9, "NOT_REVERSIBLE"),
+    (domain.NotReversible(ENTRY, "ENTRY_TYPE_AWARD", "expired"), 9, "NOT_REVERSIBLE"),
     (domain.RateLimited(0.25), 8, "RATE_LIMITED"),
     (ApiKeyMissing("no x-api-key"), 16, "API_KEY_MISSING"),
     (ScopeInsufficient("read key"), 7, "SCOPE_INSUFFICIENT"),

@@ -16,7 +16,9 @@ from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
+from server.domain.errors import StoreUnavailable
 from server.domain.ledger import Posting
+from server.services import writes
 from server.store.database import SqlStore
 from tally.v1 import common_pb2, levels_pb2, levels_pb2_grpc, points_pb2
 from tally.v1.points_pb2_grpc import PointsServiceStub
@@ -355,4 +357,24 @@ def test_a_systems_page_token_holding_a_nul_is_invalid(points: PointsServiceStub
         grpc.StatusCode.INVALID_ARGUMENT,
         "VALIDATION_FAILED",
         ["page_token"],
+    )
+
+
+def test_store_unavailable_names_the_operation(
+    points: PointsServiceStub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """STORE_UNAVAILABLE carries the ErrorInfo metadata `operation` (common.proto)."""
+    create_system(points)
+
+    def down(*args: Any) -> Any:
+        raise StoreUnavailable()
+
+    monkeypatch.setattr(writes, "award", down)
+    with pytest.raises(grpc.RpcError) as caught:
+        award(points, "alice", 1)
+    code, reason, metadata, _ = error_of(caught.value)
+    assert (code, reason, metadata) == (
+        grpc.StatusCode.UNAVAILABLE,
+        "STORE_UNAVAILABLE",
+        {"operation": "Award"},
     )

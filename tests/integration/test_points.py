@@ -23,6 +23,7 @@ from server.domain.errors import (
 from server.domain.model import EntryType, LedgerEntry, LevelBasis, UserProfile
 from server.services import reads, systems, writes
 from server.services.tally import Tally
+from server.store.database import SqlStore
 from tests.conftest import T0
 from tests.integration.helpers import award, balance, deduct, later, system
 
@@ -449,3 +450,38 @@ def test_a_forged_page_token_is_refused(tally: Tally, position: object) -> None:
     with pytest.raises(ValidationFailed) as caught:
         reads.list_transactions(tally, commands.ListTransactions("xp", "alice", 1, token), T0)
     assert [v.field for v in caught.value.violations] == ["page_token"]
+
+
+class TestContract:
+    """What common.proto and points.proto document, held to."""
+
+    def test_update_mask_naming_key_or_an_output_only_field_is_refused(self, tally: Tally) -> None:
+        system(tally)
+        for path, why in (
+            ("key", "immutable"),
+            ("create_time", "output only"),
+            ("triggers", "output only"),
+            ("colour", "not a field"),
+        ):
+            cmd = commands.UpdateSystem("xp", frozenset({path, "name"}), name="X")
+            with pytest.raises(ValidationFailed) as caught:
+                systems.update_system(tally, cmd, later(1))
+            assert caught.value.metadata == {"field": "update_mask"}
+            assert why in caught.value.violations[0].description
+        assert systems.get_system(tally, "xp").name == "xp"  # nothing was written
+
+    def test_user_attributes_given_later_replace_only_those_keys(
+        self, tally: Tally, store: SqlStore
+    ) -> None:
+        system(tally)
+        first = UserProfile("alice", attributes={"plan": "pro", "a": "1"})
+        writes.award(tally, commands.Award("xp", first, 1), T0)
+        writes.award(
+            tally,
+            commands.Award("xp", UserProfile("alice", attributes={"a": "2", "b": "3"}), 1),
+            later(1),
+        )
+        with store.unit_of_work(write=False) as uow:
+            user = uow.users.get("alice")
+        assert user is not None
+        assert user.attributes == {"plan": "pro", "a": "2", "b": "3"}

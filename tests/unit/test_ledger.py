@@ -245,7 +245,7 @@ class TestReverse:
         with pytest.raises(NotReversible) as caught:
             account.reverse(original, NOTHING, now=at(100))
         assert caught.value.reason == "NOT_REVERSIBLE"
-        assert caught.value.metadata == {"entry_id": original.id}
+        assert caught.value.metadata == {"entry_id": original.id, "entry_type": "ENTRY_TYPE_AWARD"}
         assert totals(account) == before
 
     def test_reversing_an_award_that_credited_nothing_is_refused(self, account: Account) -> None:

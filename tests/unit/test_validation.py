@@ -312,7 +312,7 @@ def test_validation_messages_quote_at_most_100_characters(
     "error",
     [
         SystemNotFound("K" * LONG),
-        UserNotFound("K" * LONG),
+        UserNotFound("K" * LONG, "xp"),
         EntryNotFound("K" * LONG),
         SystemExists("K" * LONG),
         IdempotencyKeyReused("K" * LONG),

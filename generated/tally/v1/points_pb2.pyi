@@ -327,14 +327,23 @@ class AwardBatchResult(_message.Message):
     def __init__(self, user_id: _Optional[str] = ..., entry: _Optional[_Union[_common_pb2.LedgerEntry, _Mapping]] = ..., balance: _Optional[_Union[_common_pb2.Balance, _Mapping]] = ..., error: _Optional[_Union[BatchItemError, _Mapping]] = ..., replayed: _Optional[bool] = ...) -> None: ...
 
 class BatchItemError(_message.Message):
-    __slots__ = ("code", "reason", "message")
+    __slots__ = ("code", "reason", "message", "metadata")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     CODE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
     code: int
     reason: str
     message: str
-    def __init__(self, code: _Optional[int] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+    metadata: _containers.ScalarMap[str, str]
+    def __init__(self, code: _Optional[int] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class RecordEventRequest(_message.Message):
     __slots__ = ("user", "event_type", "value", "attributes", "metadata", "idempotency_key", "validate_only")

@@ -236,13 +236,14 @@ class PointsServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def AwardBatch(self, request, context):
-        """Awards points to up to 100 users in one call. Each item runs as its own
-        Award (its own transaction, idempotency key and boosts): one item's
-        failure never undoes another, and results come back in input order with
-        a per-item error. The call itself fails only when the request as a whole
-        is invalid (e.g. no items or more than 100: INVALID_ARGUMENT
-        `VALIDATION_FAILED`). Not atomic across items; each item is idempotent
-        with its idempotency key. Scope: write.
+        """Awards points to up to 100 users in one call. Each item is decided as its
+        own Award (its own idempotency key and boosts); the items are posted
+        together, usually in one transaction, but one item's failure never undoes
+        another, and results come back in input order with a per-item error. The
+        call itself fails only when the request as a whole is invalid (e.g. no
+        items or more than 100: INVALID_ARGUMENT `VALIDATION_FAILED`). Not atomic
+        across items; each item is idempotent with its idempotency key. Scope:
+        write.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -92,6 +92,7 @@ class Bench(Harness):
         )
         self.tmp = Path(tempfile.mkdtemp(prefix="tally-bench-"))
         self.levels: dict[str, float] = {}  # units/s of every ceiling and scenario so far
+        self.p50s: dict[str, float] = {}  # closed-loop p50 ms of latency scenarios so far
         self.ceilings: dict[str, dict[str, Any]] = {}
         self.results: list[dict[str, Any]] = []
         self.seeded = seed.Seeded(0, 0, 0)
@@ -279,6 +280,22 @@ class Bench(Harness):
         log(f"  ledger now {entries:,} entries ({seconds:.0f} s)")
 
     def run_scenario(self, s: Scenario) -> dict[str, Any]:
+        """Run `s` on the run's server, or on a server of its own (Scenario.server_env)."""
+        if s.server_env is None:
+            return self._run_scenario(s)
+        main_server, main_meter = self.server, self.meter
+        env = ", ".join(f"{k}={v}" for k, v in s.server_env.items())
+        log(f"scenario {s.name}: starting a server of its own ({env})")
+        with Server(
+            self.database, workers=self.args.workers, threads=self.args.threads, env=s.server_env
+        ) as other:
+            self.server, self.meter = other, Meter(other.pid)
+            try:
+                return self._run_scenario(s)
+            finally:
+                self.server, self.meter = main_server, main_meter
+
+    def _run_scenario(self, s: Scenario) -> dict[str, Any]:
         log(f"scenario {s.name}: {s.title}")
         if s.setup is not None:
             s.setup(self)
@@ -293,7 +310,15 @@ class Bench(Harness):
         with self.database.connect() as conn:
             sequence_before = seed.last_sequence(conn)
         rss_start = self.meter.start_sampling()
-        connections, streams = (1, 1) if s.streaming else (self.args.connections, self.args.streams)
+        connections, streams = (self.args.connections, self.args.streams)
+        if s.streaming:
+            connections, streams = 1, 1
+        elif s.in_flight is not None:
+            connections, streams = s.in_flight
+        if s.in_flight is not None:
+            # fewer calls in flight take fewer calls; never fewer than the window can use
+            in_flight = connections * streams
+            closed_calls = min(closed_calls, int(closed_calls * in_flight / self.in_flight) + 2000)
         closed = run_h2gen(
             self.meter,
             port=self.server.port,
@@ -322,7 +347,11 @@ class Bench(Harness):
         )
         latency: dict[str, Any] = {}
         open_run: Run | None = None
-        if not s.streaming:
+        if s.latency == "closed":
+            latency = {**closed.result["latency"], "at": f"{connections * streams} in flight"}
+            self.p50s[s.name] = float(latency.get("p50_ms") or 0.0)
+            log(f"  latency: p50 {latency.get('p50_ms')} ms, p99 {latency.get('p99_ms')} ms")
+        elif not s.streaming:
             open_run, latency = self.open_loop(s, closed.result["throughput"])
         peak = self.meter.stop_sampling()
         check = self.verify(s, closed, open_run, sequence_before)
@@ -351,6 +380,9 @@ class Bench(Harness):
             "check": "ok" if check["ok"] else "MISMATCH",
         }
         result["p99_ms"] = latency.get("p99_ms") if latency.get("at") else None
+        baseline_p50 = self.p50s.get(s.baseline)
+        if baseline_p50 and latency.get("p50_ms"):
+            result["p50_ratio"] = round(latency["p50_ms"] / baseline_p50, 3)
         self.judge(s, result)
         for t in result["targets"]:
             log(f"  target {t['label']}: {report._mark(t['passed'])} ({t['actual']})")

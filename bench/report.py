@@ -54,7 +54,9 @@ def markdown(doc: dict[str, Any]) -> str:
     ]
     for s in doc["scenarios"]:
         lat = s.get("latency") or {}
-        if lat:
+        if lat and str(lat.get("at", "")).endswith("in flight"):  # a closed-loop latency run
+            latency = f"{_fmt(lat.get('p50_ms'), 2)} / {_fmt(lat.get('p99_ms'), 2)} ({lat['at']})"
+        elif lat:
             note = "" if lat.get("at") == "half the ceiling" else " *"
             latency = (
                 f"{_fmt(lat.get('p50_ms'), 1)} / {_fmt(lat.get('p99_ms'), 1)}"
@@ -76,8 +78,8 @@ def markdown(doc: dict[str, Any]) -> str:
         "",
         "Throughput: closed loop. Latency: open loop at half the baseline's rate; `*` marks a "
         "scenario that could not take half its ceiling, measured instead at half its own "
-        "throughput. CPU per unit is over the closed-loop window. Checks compare the "
-        "ledger with the calls that succeeded.",
+        "throughput; `(N in flight)` is a closed loop's own latency. CPU per unit is over "
+        "the closed-loop window. Checks compare the ledger with the calls that succeeded.",
         "",
     ]
     return "\n".join(lines)

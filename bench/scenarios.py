@@ -43,7 +43,7 @@ class Context:
 class Target:
     """One pass/fail line: `metric` (a key of the scenario's result) `op` `value`."""
 
-    metric: str  # "ratio", "p99_ms", "throughput", "memory_growth_mb"
+    metric: str  # "ratio", "p99_ms", "p50_ratio", "throughput", "memory_growth_mb"
     op: str  # ">=" or "<="
     value: float
     label: str
@@ -83,6 +83,14 @@ class Scenario:
     units_per_message: int = 1  # StreamHistory: entries per streamed message
     setup: Setup | None = None
     quick: bool = True  # run under --quick
+    # The load shape (connections, calls in flight per connection); None = the run's.
+    in_flight: tuple[int, int] | None = None
+    # "open": latency in an open loop at half the baseline's rate; "closed": the closed
+    # loop's own latency at `in_flight` (for a latency run at 1 in flight).
+    latency: str = "open"
+    # Settings (TALLY_* variables) of a server of its own for this scenario; None = the
+    # run's server.
+    server_env: dict[str, str] | None = None
 
     @property
     def path(self) -> str:
@@ -192,6 +200,39 @@ SCENARIOS: tuple[Scenario, ...] = (
         ),
         also=("db_award",),
         entries_per_call=1,
+    ),
+    Scenario(
+        "award_spread_64",
+        "Award",
+        award_spread,
+        baseline="transport",
+        title="Award, spread, 64 calls in flight (16 connections x 4)",
+        targets=(Target("ratio", ">=", 0.5, ">= 0.5 x transport"),),
+        also=("award_spread", "db_award"),
+        entries_per_call=1,
+        in_flight=(16, 4),
+    ),
+    Scenario(
+        "award_1_unbatched",
+        "Award",
+        award_spread,
+        baseline="transport",
+        title="Award, 1 call in flight, on a server posting one change per transaction",
+        entries_per_call=1,
+        in_flight=(1, 1),
+        latency="closed",
+        server_env={"TALLY_MAX_BATCH": "1"},
+    ),
+    Scenario(
+        "award_1",
+        "Award",
+        award_spread,
+        baseline="award_1_unbatched",
+        title="Award, 1 call in flight (group commit at low load)",
+        targets=(Target("p50_ratio", "<=", 1.2, "p50 <= 1.2 x one transaction per award"),),
+        entries_per_call=1,
+        in_flight=(1, 1),
+        latency="closed",
     ),
     Scenario(
         "award_hot",

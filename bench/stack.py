@@ -79,10 +79,18 @@ def free_port() -> int:
 class Server:
     """`tally-server serve` as a subprocess; started and stopped as a context manager."""
 
-    def __init__(self, database: Database, *, workers: int, threads: int | None) -> None:
+    def __init__(
+        self,
+        database: Database,
+        *,
+        workers: int,
+        threads: int | None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.database = database
         self.workers = workers
         self.threads = threads
+        self.env = env or {}
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"tally-bench-{self.port}.log"
@@ -109,7 +117,7 @@ class Server:
         ]
         if self.threads:
             command += ["--threads", str(self.threads)]
-        env = {**os.environ, "TALLY_LOG_LEVEL": "WARNING"}
+        env = {**os.environ, "TALLY_LOG_LEVEL": "WARNING", **self.env}
         with self.log_path.open("wb") as out:
             self.process = subprocess.Popen(command, stdout=out, stderr=out, env=env, cwd=ROOT)
         self._wait_serving()

@@ -128,7 +128,7 @@ def build(settings: Settings, store: Store, clock: Callable[[], datetime] = utc_
         # Several worker processes may share one port (serve --workers).
         options=[("grpc.so_reuseport", 1 if settings.workers > 1 else 0)],
     )
-    tally = Tally(store)
+    tally = Tally(store, max_batch=settings.max_batch)
     points_pb2_grpc.add_PointsServiceServicer_to_server(PointsServicer(tally, clock), server)
     # Levels and boosts arrive in their own issues; until then they answer UNIMPLEMENTED.
     levels_pb2_grpc.add_LevelsServiceServicer_to_server(

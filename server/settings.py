@@ -30,6 +30,8 @@ class Settings:
     log_level: str = "INFO"
     # Seconds between sweeps that write off lapsed credit of idle accounts (0 = off).
     sweep_seconds: float = 30.0
+    # Most changes one group commit carries (1 = one transaction per change).
+    max_batch: int = 256
 
     @property
     def pool_size(self) -> int:
@@ -49,6 +51,7 @@ class Settings:
             "grace_seconds": float(env.get("TALLY_GRACE_SECONDS", cls.grace_seconds)),
             "log_level": env.get("TALLY_LOG_LEVEL", cls.log_level),
             "sweep_seconds": float(env.get("TALLY_SWEEP_SECONDS", cls.sweep_seconds)),
+            "max_batch": int(env.get("TALLY_MAX_BATCH", cls.max_batch)),
         }
         values.update({name: value for name, value in flags.items() if value is not None})
         return cls(**values)  # type: ignore[arg-type]

@@ -38,6 +38,15 @@ class LockedUsers:
     config_version: int  # the configuration's version, as the locking statement saw it
 
 
+@dataclass(frozen=True)
+class Standing:
+    """What a batch reads once its users are locked: their accounts (with credit lots)
+    and what the batch's idempotency keys remember."""
+
+    accounts: dict[AccountKey, Account]
+    keys: dict[KeyScope, StoredResponse]
+
+
 class SystemRepository(Protocol):
     def get(self, key: str) -> PointsSystem | None: ...
     def all(self) -> list[PointsSystem]: ...
@@ -84,8 +93,9 @@ class UserRepository(Protocol):
 
 
 class AccountRepository(Protocol):
-    def of_users(self, user_ids: Sequence[str]) -> dict[AccountKey, Account]:
-        """Every account of these users, with their credit lots, in two statements."""
+    def standing(self, user_ids: Sequence[str], keys: Sequence[str]) -> Standing:
+        """Every account of these users and what these keys of theirs remember (in every
+        scope), in one statement; a second loads credit lots where there are any."""
         ...
 
     def due_for_expiry(self, now: datetime, limit: int) -> list[tuple[str, str]]:
@@ -135,11 +145,7 @@ class LedgerRepository(Protocol):
 
 
 class IdempotencyRepository(Protocol):
-    def of_users(
-        self, user_ids: Sequence[str], keys: Sequence[str]
-    ) -> dict[KeyScope, StoredResponse]:
-        """What these keys of these users remember, in every scope, in one statement."""
-        ...
+    """Keys are read with the accounts (AccountRepository.standing); written here."""
 
     def add(self, keys: Mapping[KeyScope, StoredResponse], now: datetime) -> None: ...
 

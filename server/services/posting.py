@@ -20,7 +20,7 @@ from server.domain.ledger import Account
 from server.domain.model import LedgerEntry, PointsSystem, UserProfile
 from server.services import idempotency
 from server.services.configuration import Configuration
-from server.services.ports import AccountKey, KeyScope, StoredResponse, UnitOfWork
+from server.services.ports import AccountKey, KeyScope, Standing, StoredResponse, UnitOfWork
 from server.services.results import WriteResult
 
 
@@ -85,8 +85,9 @@ def post(
     present = sorted(locked.users)
     keys = [c.idempotency_key for c in changes if c.idempotency_key]
     reverses = [c.reverses for c in changes if c.reverses]
-    accounts: dict[AccountKey, Account] = uow.accounts.of_users(present) if present else {}
-    stored = uow.idempotency.of_users(present, keys) if keys and present else {}
+    standing = uow.accounts.standing(present, keys) if present else Standing({}, {})
+    accounts: dict[AccountKey, Account] = standing.accounts
+    stored = standing.keys
     reversals = uow.ledger.reversals_of(present, reverses) if reverses and present else {}
 
     outcomes: list[Outcome | _Decided | int] = []

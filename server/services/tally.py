@@ -7,17 +7,17 @@ from server.domain.errors import SystemNotFound
 from server.domain.model import PointsSystem
 from server.services.configuration import Configuration
 from server.services.ports import Store
-from server.services.writer import Writer
+from server.services.writer import MAX_BATCH_CHANGES, Writer
 
 
 class Tally:
     """The store, the configuration and the process's one writer; every use case takes
     this first."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, max_batch: int = MAX_BATCH_CHANGES) -> None:
         self.store = store
         self.config = Configuration(store)
-        self.writer = Writer(store, self.config)
+        self.writer = Writer(store, self.config, max_batch=max_batch)
 
     def system(self, key: str) -> PointsSystem:
         """The system (SYSTEM_NOT_FOUND when there is none): checked before a change is

@@ -30,7 +30,7 @@ from server.services.transactions import in_transaction
 
 log = logging.getLogger(__name__)
 
-MAX_BATCH_CHANGES = 256
+MAX_BATCH_CHANGES = 256  # the default; Settings.max_batch
 
 
 class _Ticket:
@@ -49,9 +49,14 @@ class _Ticket:
 class Writer:
     """Posts changes for the calls of one process, many changes to one transaction."""
 
-    def __init__(self, store: Store, config: Configuration) -> None:
+    def __init__(
+        self, store: Store, config: Configuration, *, max_batch: int = MAX_BATCH_CHANGES
+    ) -> None:
         self.store = store
         self.config = config
+        # A batch takes queued calls while it has room (a call's own changes, such as an
+        # AwardBatch's, are never split: a call larger than this is a batch of its own).
+        self.max_batch = max(1, max_batch)
         self._mutex = threading.Lock()
         self._queue: deque[_Ticket] = deque()
         self._leading = False
@@ -78,7 +83,7 @@ class Writer:
         with self._mutex:
             batch = [self._queue.popleft()]
             size = len(batch[0].changes)
-            while self._queue and size + len(self._queue[0].changes) <= MAX_BATCH_CHANGES:
+            while self._queue and size + len(self._queue[0].changes) <= self.max_batch:
                 ticket = self._queue.popleft()
                 batch.append(ticket)
                 size += len(ticket.changes)

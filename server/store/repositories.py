@@ -17,7 +17,7 @@ from sqlalchemy import Connection, Executable, RowMapping, Select
 
 from server.domain.ledger import ONE, Account, CreditLot
 from server.domain.model import EntryType, LedgerEntry, LevelBasis, PointsSystem, User, UserProfile
-from server.services.ports import AccountKey, KeyScope, LockedUsers, StoredResponse
+from server.services.ports import AccountKey, KeyScope, LockedUsers, Standing, StoredResponse
 from server.store.statements import Statements
 
 EARLIEST = datetime(1, 1, 2, tzinfo=UTC)
@@ -225,17 +225,25 @@ def _user(row: RowMapping) -> User:
 
 
 class SqlAccountRepository(_Repository):
-    def of_users(self, user_ids: Sequence[str]) -> dict[AccountKey, Account]:
-        ids = sorted(set(user_ids))
-        rows = self.connection.execute(self.sql.accounts_of, {"user_ids": ids})
-        found = {(r.user_id, r.system_key): _account(r._mapping) for r in rows}
+    def standing(self, user_ids: Sequence[str], keys: Sequence[str]) -> Standing:
+        params = {"user_ids": sorted(set(user_ids)), "keys": sorted(set(keys))}
+        found: dict[AccountKey, Account] = {}
+        stored: dict[KeyScope, StoredResponse] = {}
+        for r in self.connection.execute(self.sql.standing, params):
+            if r.kind == "a":
+                account = _account(r._mapping, prefix="a_", user_id=r.user_id)
+                found[(account.user_id, account.system_key)] = account
+            else:
+                stored[(r.user_id, r.k_scope, r.k_key)] = StoredResponse(
+                    r.k_request_hash, r.k_response
+                )
         with_lots = sorted({user_id for (user_id, _), a in found.items() if a.needs_lots})
         if with_lots:
             for x in self.connection.execute(self.sql.lots_of, {"user_ids": with_lots}):
-                account = found.get((x.user_id, x.system_key))
-                if account is not None:
-                    account.lots.append(CreditLot(x.entry_id, x.expire_time, x.remaining))
-        return found
+                holder = found.get((x.user_id, x.system_key))
+                if holder is not None:
+                    holder.lots.append(CreditLot(x.entry_id, x.expire_time, x.remaining))
+        return Standing(found, stored)
 
     def due_for_expiry(self, now: datetime, limit: int) -> list[tuple[str, str]]:
         rows = self.connection.execute(self.sql.accounts_due, {"now": now, "limit": limit})
@@ -360,10 +368,10 @@ class SqlLedgerRepository(_Repository):
         return [_entry(r._mapping) for r in self.connection.execute(self.sql.chunk, params).all()]
 
 
-def _account(r: RowMapping, prefix: str = "") -> Account:
+def _account(r: RowMapping, prefix: str = "", user_id: str | None = None) -> Account:
     return Account(
         system_key=r[f"{prefix}system_key"],
-        user_id=r[f"{prefix}user_id"],
+        user_id=r[f"{prefix}user_id"] if user_id is None else user_id,
         balance=r[f"{prefix}balance"],
         total_earned=r[f"{prefix}total_earned"],
         total_spent=r[f"{prefix}total_spent"],
@@ -423,15 +431,6 @@ def _entry(row: RowMapping) -> LedgerEntry:
 
 
 class SqlIdempotencyRepository(_Repository):
-    def of_users(
-        self, user_ids: Sequence[str], keys: Sequence[str]
-    ) -> dict[KeyScope, StoredResponse]:
-        params = {"user_ids": sorted(set(user_ids)), "keys": sorted(set(keys))}
-        rows = self.connection.execute(self.sql.keys_of, params)
-        return {
-            (r.user_id, r.scope, r.key): StoredResponse(r.request_hash, r.response) for r in rows
-        }
-
     def add(self, keys: Mapping[KeyScope, StoredResponse], now: datetime) -> None:
         if not keys:
             return

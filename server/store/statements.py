@@ -24,8 +24,11 @@ from sqlalchemy import (
     column,
     delete,
     func,
+    literal,
     literal_column,
+    null,
     select,
+    union_all,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -147,15 +150,30 @@ class Statements:
         # What a batch reads once its users are locked (never in the locking statement:
         # a FOR UPDATE that waits re-reads only the locked rows, and would join a stale
         # account). Every table is keyed by user, so under Citus each is a shard's read.
-        self.accounts_of = select(accounts).where(one_of(accounts.c.user_id, "user_ids"))
+        # A batch's accounts and what its keys remember come back in one statement: rows
+        # of accounts (kind "a") and of keys (kind "k"), each padded with the other's
+        # columns as NULLs.
+        key_columns = [idempotency.c[n] for n in ("scope", "key", "request_hash", "response")]
+        account_columns = [c for c in accounts.c if c.name != "user_id"]
+
+        def nulls(columns: list[Any], prefix: str) -> list[Any]:
+            return [cast(null(), c.type).label(prefix + c.name) for c in columns]
+
+        self.standing = union_all(
+            select(
+                literal("a").label("kind"),
+                accounts.c.user_id,
+                *(c.label("a_" + c.name) for c in account_columns),
+                *nulls(key_columns, "k_"),
+            ).where(one_of(accounts.c.user_id, "user_ids")),
+            select(
+                literal("k"),
+                idempotency.c.user_id,
+                *nulls(account_columns, "a_"),
+                *(c.label("k_" + c.name) for c in key_columns),
+            ).where(one_of(idempotency.c.user_id, "user_ids"), one_of(idempotency.c.key, "keys")),
+        )
         self.lots_of = select(lots).where(one_of(lots.c.user_id, "user_ids"))
-        self.keys_of = select(
-            idempotency.c.user_id,
-            idempotency.c.scope,
-            idempotency.c.key,
-            idempotency.c.request_hash,
-            idempotency.c.response,
-        ).where(one_of(idempotency.c.user_id, "user_ids"), one_of(idempotency.c.key, "keys"))
         self.reversals_of = select(ledger.c.user_id, ledger.c.reverses_entry_id, ledger.c.id).where(
             one_of(ledger.c.user_id, "user_ids"), one_of(ledger.c.reverses_entry_id, "entry_ids")
         )

@@ -247,7 +247,7 @@ def test_stream_history_chunks_a_long_history_in_order(
     create_system(points)
     award(points, "a", 1)
     with store.unit_of_work(write=True) as uow:
-        account = uow.accounts.of_users(["a"])[("a", "xp")]
+        account = uow.accounts.standing(["a"], []).accounts[("a", "xp")]
         entries = [
             account.award(1, Posting(reason=f"r{i}"), now=datetime.now(UTC)) for i in range(1202)
         ]

@@ -403,8 +403,8 @@ class TestExpirySweep:
         assert writes.expire_due(tally, later(100)) == 2
         assert writes.expire_due(tally, later(100)) == 0  # nothing left to do
         with tally.store.unit_of_work(write=False) as uow:
-            alice = uow.accounts.of_users(["alice"]).get(("alice", "xp"))
-            carol = uow.accounts.of_users(["carol"]).get(("carol", "xp"))
+            alice = uow.accounts.standing(["alice"], []).accounts.get(("alice", "xp"))
+            carol = uow.accounts.standing(["carol"], []).accounts.get(("carol", "xp"))
             expiries = uow.ledger.page("xp", "bob", frozenset({EntryType.EXPIRE}), None, 10)
         assert alice is not None
         assert carol is not None
@@ -423,7 +423,7 @@ class TestExpirySweep:
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline:
                 with tally.store.unit_of_work(write=False) as uow:
-                    account = uow.accounts.of_users(["alice"]).get(("alice", "xp"))
+                    account = uow.accounts.standing(["alice"], []).accounts.get(("alice", "xp"))
                 if account is not None and account.balance == 0:
                     break
                 time.sleep(0.02)

@@ -207,11 +207,14 @@ def test_a_transient_error_mid_batch_reruns_the_batch_once_applied(
     assert balances(store) == 9
 
 
-def test_calls_queued_behind_a_commit_share_the_next_transaction(store: SqlStore) -> None:
+@pytest.mark.parametrize(("max_batch", "transactions"), [(256, 2), (3, 3), (1, 6)])
+def test_calls_queued_behind_a_commit_share_the_next_transaction(
+    store: SqlStore, max_batch: int, transactions: int
+) -> None:
     """While one batch is being posted, the calls that arrive wait and are then posted
-    together: 1 + 1 transactions for 6 calls."""
+    together: 1 + 1 transactions for 6 calls (more when a batch may carry fewer)."""
     counting = CountingStore(store)
-    tally = Tally(counting)
+    tally = Tally(counting, max_batch=max_batch)
     system(tally)
     counting.writes = 0
     inside, release = threading.Event(), threading.Event()
@@ -233,7 +236,7 @@ def test_calls_queued_behind_a_commit_share_the_next_transaction(store: SqlStore
         release.set()
         outcomes = [first.result(10)[0]] + [f.result(10)[0] for f in rest]
     assert all(isinstance(o, WriteResult) for o in outcomes)
-    assert counting.writes == 2
+    assert counting.writes == transactions
     assert ledger(store) == (6, 6)
 
 

@@ -20,6 +20,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from server.domain.errors import StoreUnavailable, TransientStoreError
+from server.store.execution import Executor
 from server.store.repositories import (
     SqlAccountRepository,
     SqlIdempotencyRepository,
@@ -71,6 +72,10 @@ def _postgres_engine(url: str, pool_size: int) -> Engine:
     @event.listens_for(engine, "connect")
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
         set_json_loads(_json_loads, dbapi_connection)
+        # Times come back in UTC, whether SQLAlchemy or the driver reads them (execution.py).
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute("SET TIME ZONE 'UTC'")
+        dbapi_connection.commit()
 
     return engine
 
@@ -145,11 +150,12 @@ class SqlUnitOfWork:
             raise
         self._connection = connection
         sql = statements_for(self._engine.dialect.name)
-        self.systems = SqlSystemRepository(connection, sql)
-        self.users = SqlUserRepository(connection, sql)
-        self.accounts = SqlAccountRepository(connection, sql)
-        self.ledger = SqlLedgerRepository(connection, sql)
-        self.idempotency = SqlIdempotencyRepository(connection, sql)
+        db = Executor(connection)
+        self.systems = SqlSystemRepository(db, sql)
+        self.users = SqlUserRepository(db, sql)
+        self.accounts = SqlAccountRepository(db, sql)
+        self.ledger = SqlLedgerRepository(db, sql)
+        self.idempotency = SqlIdempotencyRepository(db, sql)
         return self
 
     def __exit__(

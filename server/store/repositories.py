@@ -1,7 +1,8 @@
 """Repositories: the store's side of services/ports.py, one per table.
 
 They run the prebuilt statements of store/statements.py on the unit of work's connection
-and turn rows into domain values; no ORM objects, no lazy loads.
+(through store/execution.py) and turn rows into domain values; no ORM objects, no lazy
+loads.
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, Executable, RowMapping, Select
+from sqlalchemy.sql import Executable
 
 from server.domain.ledger import ONE, Account, CreditLot
 from server.domain.model import EntryType, LedgerEntry, LevelBasis, PointsSystem, User, UserProfile
 from server.services.ports import AccountKey, KeyScope, LockedUsers, Standing, StoredResponse
+from server.store.execution import Executor, Row
 from server.store.statements import Statements
 
 EARLIEST = datetime(1, 1, 2, tzinfo=UTC)
@@ -32,14 +34,14 @@ LATEST = datetime(9999, 12, 30, tzinfo=UTC)
 
 
 class _Repository:
-    def __init__(self, connection: Connection, sql: Statements) -> None:
-        self.connection = connection
+    def __init__(self, db: Executor, sql: Statements) -> None:
+        self.db = db
         self.sql = sql
 
-    def _execute_rows(self, statement: Executable, rows: list[dict[str, Any]]) -> None:
+    def _write_rows(self, statement: Executable, rows: list[dict[str, Any]]) -> None:
         """Run a statement that writes many rows: set-based (the rows as one JSON
         parameter) where the dialect's statement is, else as executemany."""
-        self.connection.execute(statement, _rows_json(rows) if self.sql.set_based else rows)
+        self.db.run(statement, _rows_json(rows) if self.sql.set_based else rows)
 
 
 def _rows_json(rows: list[dict[str, Any]]) -> dict[str, str]:
@@ -59,39 +61,37 @@ def _numbered(entry: LedgerEntry, sequence: int) -> LedgerEntry:
 
 class SqlSystemRepository(_Repository):
     def get(self, key: str) -> PointsSystem | None:
-        row = self.connection.execute(self.sql.system_get, {"key": key}).first()
-        return _system(row._mapping) if row else None
+        row = self.db.first(self.sql.system_get, {"key": key})
+        return _system(row) if row else None
 
     def all(self) -> list[PointsSystem]:
-        return [_system(r._mapping) for r in self.connection.execute(self.sql.systems_all)]
+        return [_system(r) for r in self.db.rows(self.sql.systems_all)]
 
     def lock(self, key: str) -> PointsSystem | None:
         """The stored system, locked, for changing it."""
-        row = self.connection.execute(self.sql.system_lock, {"key": key}).first()
-        return _system(row._mapping) if row else None
+        row = self.db.first(self.sql.system_lock, {"key": key})
+        return _system(row) if row else None
 
     def add(self, system: PointsSystem) -> bool:
         values = {"key": system.key, "create_time": system.create_time, **_system_values(system)}
-        return self.connection.execute(self.sql.system_add, values).first() is not None
+        return self.db.first(self.sql.system_add, values) is not None
 
     def update(self, system: PointsSystem) -> None:
-        self.connection.execute(
-            self.sql.system_update, {"match_key": system.key, **_system_values(system)}
-        )
+        self.db.run(self.sql.system_update, {"match_key": system.key, **_system_values(system)})
 
     def list_after(self, after_key: str, limit: int) -> list[PointsSystem]:
-        rows = self.connection.execute(self.sql.systems_after, {"after": after_key, "limit": limit})
-        return [_system(r._mapping) for r in rows]
+        rows = self.db.rows(self.sql.systems_after, {"after": after_key, "limit": limit})
+        return [_system(r) for r in rows]
 
     def version(self) -> int:
-        return _config_version(self.connection, self.sql)
+        return _config_version(self.db, self.sql)
 
     def bump_version(self) -> int:
-        return int(self.connection.execute(self.sql.config_bump).scalar_one())
+        return int(self.db.scalar(self.sql.config_bump))
 
 
-def _config_version(connection: Connection, sql: Statements) -> int:
-    return int(connection.execute(sql.config_version).scalar_one())
+def _config_version(db: Executor, sql: Statements) -> int:
+    return int(db.scalar(sql.config_version))
 
 
 def _system_values(system: PointsSystem) -> dict[str, Any]:
@@ -105,7 +105,7 @@ def _system_values(system: PointsSystem) -> dict[str, Any]:
     }
 
 
-def _system(row: RowMapping) -> PointsSystem:
+def _system(row: Row) -> PointsSystem:
     return PointsSystem(
         key=row["key"],
         name=row["name"],
@@ -120,29 +120,32 @@ def _system(row: RowMapping) -> PointsSystem:
 
 class SqlUserRepository(_Repository):
     def get(self, user_id: str) -> User | None:
-        row = self.connection.execute(self.sql.user_get, {"id": user_id}).first()
-        return _user(row._mapping) if row else None
+        row = self.db.first(self.sql.user_get, {"id": user_id})
+        return _user(row) if row else None
 
     def get_with_account(self, user_id: str, system_key: str) -> tuple[User, Account | None] | None:
         params = {"id": user_id, "system_key": system_key}
-        row = self.connection.execute(self.sql.user_and_account, params).first()
+        row = self.db.first(self.sql.user_and_account, params)
         if row is None:
             return None
-        r = row._mapping
-        return _user(r), self._joined_account(r)
+        return _user(row), self._joined_account(row)
 
     def lock(
         self, user_ids: Sequence[str], create: Mapping[str, UserProfile], now: datetime
     ) -> LockedUsers:
         ids = sorted({*user_ids, *create})
-        rows = self.connection.execute(self.sql.users_lock, {"ids": ids}).all()
-        found = {row.id: _user(row._mapping) for row in rows}
-        version = rows[0].config if rows else _config_version(self.connection, self.sql)
+        rows = self.db.rows(self.sql.users_lock, {"ids": ids})
+        found = {row["id"]: _user(row) for row in rows}
+        version = rows[0]["config"] if rows else _config_version(self.db, self.sql)
         created: set[str] = set()
         new = [_new_user(create[i], now) for i in ids if i in create and i not in found]
         if new:
-            inserted = self.connection.execute(self.sql.user_add, [_user_values(u) for u in new])
-            created = {row.id for row in inserted}  # new rows are ours (locked) until commit
+            values = [_user_values(u) for u in new]
+            if self.sql.set_based:
+                inserted = self.db.rows(self.sql.user_add, _rows_json(values))
+            else:
+                inserted = [r for v in values for r in self.db.rows(self.sql.user_add, v)]
+            created = {row["id"] for row in inserted}  # new rows are ours (locked) until commit
             found.update((u.id, u) for u in new if u.id in created)
             lost = [u.id for u in new if u.id not in created]  # made meanwhile by another
             if lost:
@@ -157,27 +160,30 @@ class SqlUserRepository(_Repository):
                 found[user_id] = updated
                 updates.append({"match_id": user_id, **_user_values(updated)})
         if updates:
-            self.connection.execute(self.sql.user_update, updates)
+            self._write_rows(self.sql.user_update, updates)
         return LockedUsers(found, frozenset(created), version)
 
     def read(self, user_ids: Sequence[str]) -> LockedUsers:
         users = self._users(self.sql.users_of, sorted(set(user_ids)))
-        return LockedUsers(users, frozenset(), _config_version(self.connection, self.sql))
+        return LockedUsers(users, frozenset(), _config_version(self.db, self.sql))
 
-    def _users(self, statement: Select[Any], ids: list[str]) -> dict[str, User]:
-        rows = self.connection.execute(statement, {"ids": ids})
-        return {row.id: _user(row._mapping) for row in rows}
+    def _users(self, statement: Executable, ids: list[str]) -> dict[str, User]:
+        return {row["id"]: _user(row) for row in self.db.rows(statement, {"ids": ids})}
 
-    def _joined_account(self, r: RowMapping) -> Account | None:
+    def _joined_account(self, r: Row) -> Account | None:
         """The account columns (labelled account_*) of a users-outer-join-accounts row."""
         if r["account_user_id"] is None:
             return None
         account = _account(r, prefix="account_")
         if account.needs_lots:
             key = {"user_id": account.user_id, "system_key": account.system_key}
-            rows = self.connection.execute(self.sql.lots_get, key)
-            account.lots = [CreditLot(x.entry_id, x.expire_time, x.remaining) for x in rows]
+            rows = self.db.rows(self.sql.lots_get, key)
+            account.lots = [_lot(x) for x in rows]
         return account
+
+
+def _lot(row: Row) -> CreditLot:
+    return CreditLot(row["entry_id"], row["expire_time"], row["remaining"])
 
 
 def _new_user(profile: UserProfile, now: datetime) -> User:
@@ -214,7 +220,7 @@ def _user_values(user: User) -> dict[str, Any]:
     }
 
 
-def _user(row: RowMapping) -> User:
+def _user(row: Row) -> User:
     return User(
         id=row["id"],
         display_name=row["display_name"],
@@ -229,32 +235,31 @@ class SqlAccountRepository(_Repository):
         params = {"user_ids": sorted(set(user_ids)), "keys": sorted(set(keys))}
         found: dict[AccountKey, Account] = {}
         stored: dict[KeyScope, StoredResponse] = {}
-        for r in self.connection.execute(self.sql.standing, params):
-            if r.kind == "a":
-                account = _account(r._mapping, prefix="a_", user_id=r.user_id)
+        for r in self.db.rows(self.sql.standing, params):
+            if r["kind"] == "a":
+                account = _account(r, prefix="a_", user_id=r["user_id"])
                 found[(account.user_id, account.system_key)] = account
             else:
-                stored[(r.user_id, r.k_scope, r.k_key)] = StoredResponse(
-                    r.k_request_hash, r.k_response
-                )
+                scope = (r["user_id"], r["k_scope"], r["k_key"])
+                stored[scope] = StoredResponse(r["k_request_hash"], r["k_response"])
         with_lots = sorted({user_id for (user_id, _), a in found.items() if a.needs_lots})
         if with_lots:
-            for x in self.connection.execute(self.sql.lots_of, {"user_ids": with_lots}):
-                holder = found.get((x.user_id, x.system_key))
+            for x in self.db.rows(self.sql.lots_of, {"user_ids": with_lots}):
+                holder = found.get((x["user_id"], x["system_key"]))
                 if holder is not None:
-                    holder.lots.append(CreditLot(x.entry_id, x.expire_time, x.remaining))
+                    holder.lots.append(_lot(x))
         return Standing(found, stored)
 
     def due_for_expiry(self, now: datetime, limit: int) -> list[tuple[str, str]]:
-        rows = self.connection.execute(self.sql.accounts_due, {"now": now, "limit": limit})
-        return [(r.system_key, r.user_id) for r in rows]
+        rows = self.db.rows(self.sql.accounts_due, {"now": now, "limit": limit})
+        return [(r["system_key"], r["user_id"]) for r in rows]
 
     def save(self, accounts: Sequence[Account], now: datetime) -> None:
         """One upsert for the accounts; lots with something left are upserted, emptied
         ones deleted."""
         if not accounts:
             return
-        self._execute_rows(
+        self._write_rows(
             self.sql.account_save,
             [
                 {
@@ -290,9 +295,9 @@ class SqlAccountRepository(_Repository):
                     emptied.append({**key, "entry_id": lot.entry_id})
             account.changed_lots.clear()
         if emptied:
-            self.connection.execute(self.sql.lot_delete, emptied)
+            self.db.run(self.sql.lot_delete, emptied)
         if live:
-            self.connection.execute(self.sql.lot_save, live)
+            self.db.run(self.sql.lot_save, live)
 
 
 class SqlLedgerRepository(_Repository):
@@ -302,24 +307,24 @@ class SqlLedgerRepository(_Repository):
             return []
         rows = [_entry_values(e) for e in entries]
         if self.sql.set_based:
-            result = self.connection.execute(self.sql.entry_add, _rows_json(rows))
-            numbers: dict[str, int] = {row.id: row.sequence for row in result}
+            result = self.db.rows(self.sql.entry_add, _rows_json(rows))
+            numbers: dict[str, int] = {row["id"]: row["sequence"] for row in result}
             return [_numbered(e, numbers[e.id]) for e in entries]
-        first: int = self.connection.execute(self.sql.sequence_next).scalar_one()
+        first = int(self.db.scalar(self.sql.sequence_next))
         written = [_numbered(e, first + i) for i, e in enumerate(entries)]
         for row, entry in zip(rows, written, strict=True):
             row["sequence"] = entry.sequence
-        self.connection.execute(self.sql.entry_add, rows)
+        self.db.run(self.sql.entry_add, rows)
         return written
 
     def get(self, entry_id: str) -> LedgerEntry | None:
-        row = self.connection.execute(self.sql.entry_get, {"id": entry_id}).first()
-        return _entry(row._mapping) if row else None
+        row = self.db.first(self.sql.entry_get, {"id": entry_id})
+        return _entry(row) if row else None
 
     def reversals_of(self, user_ids: Sequence[str], entry_ids: Sequence[str]) -> dict[str, str]:
         params = {"user_ids": sorted(set(user_ids)), "entry_ids": sorted(set(entry_ids))}
-        rows = self.connection.execute(self.sql.reversals_of, params)
-        return {row.reverses_entry_id: row.id for row in rows}
+        rows = self.db.rows(self.sql.reversals_of, params)
+        return {row["reverses_entry_id"]: row["id"] for row in rows}
 
     def page(
         self,
@@ -340,11 +345,11 @@ class SqlLedgerRepository(_Repository):
             (True, False): self.sql.page_typed_first,
             (True, True): self.sql.page_typed_before,
         }[(bool(types), before_sequence is not None)]
-        return [_entry(r._mapping) for r in self.connection.execute(statement, params).all()]
+        return [_entry(r) for r in self.db.rows(statement, params)]
 
     def last_sequence(self, system_key: str, user_id: str) -> int:
         params = {"user_id": user_id, "system_key": system_key}
-        return self.connection.execute(self.sql.last_sequence, params).scalar() or 0
+        return int(self.db.scalar(self.sql.last_sequence, params) or 0)
 
     def chunk(
         self,
@@ -365,10 +370,10 @@ class SqlLedgerRepository(_Repository):
             "end_time": end_time or LATEST,
             "limit": limit,
         }
-        return [_entry(r._mapping) for r in self.connection.execute(self.sql.chunk, params).all()]
+        return [_entry(r) for r in self.db.rows(self.sql.chunk, params)]
 
 
-def _account(r: RowMapping, prefix: str = "", user_id: str | None = None) -> Account:
+def _account(r: Row, prefix: str = "", user_id: str | None = None) -> Account:
     return Account(
         system_key=r[f"{prefix}system_key"],
         user_id=r[f"{prefix}user_id"] if user_id is None else user_id,
@@ -406,7 +411,7 @@ def _entry_values(entry: LedgerEntry) -> dict[str, Any]:
     }
 
 
-def _entry(row: RowMapping) -> LedgerEntry:
+def _entry(row: Row) -> LedgerEntry:
     return LedgerEntry(
         id=row["id"],
         sequence=row["sequence"],
@@ -434,7 +439,7 @@ class SqlIdempotencyRepository(_Repository):
     def add(self, keys: Mapping[KeyScope, StoredResponse], now: datetime) -> None:
         if not keys:
             return
-        self._execute_rows(
+        self._write_rows(
             self.sql.key_add,
             [
                 {

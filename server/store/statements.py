@@ -74,22 +74,31 @@ ACCOUNT_TOTALS = (
 )
 
 
-def from_json(table: Table, names: list[str]) -> Select[Any]:
-    """SELECT over the rows of a JSON array bound as `rows` (one object per row, keyed by
-    column name): a batch's rows as one set, so that one INSERT writes them all, its text
+def json_rows(table: Table, names: list[str]) -> Any:
+    """The rows of a JSON array bound as `rows` (one object per row, keyed by column name)
+    as a table: a batch's rows as one set, so that one statement writes them all, its text
     (and so its prepared plan) the same whatever the batch's size, and its one parameter
     made by a single json.dumps (PostgreSQL)."""
-    rows = (
+    return (
         func.jsonb_to_recordset(cast(bindparam("rows", type_=Text), postgresql.JSONB))
         .table_valued(*(column(n, _plain(table.c[n].type)) for n in names))
         .render_derived(name="batch", with_types=True)
     )
+
+
+def from_json(table: Table, names: list[str]) -> Select[Any]:
+    """SELECT of `names` from json_rows."""
+    rows = json_rows(table, names)
     return select(*(rows.c[n] for n in names))
 
 
 def _plain(type_: Any) -> Any:
     """The column's type as SQL knows it (a TypeDecorator's own implementation)."""
     return getattr(type_, "impl", type_)
+
+
+# What UpdateSystem writes (statements with explicit values compile to one text).
+SYSTEM_FIELDS = ("name", "description", "badge_url", "max_points", "level_basis", "update_time")
 
 
 class Statements:
@@ -113,7 +122,11 @@ class Statements:
         self.system_add = (
             insert(systems).on_conflict_do_nothing(index_elements=["key"]).returning(systems.c.key)
         )
-        self.system_update = update(systems).where(systems.c.key == bindparam("match_key"))
+        self.system_update = (
+            update(systems)
+            .where(systems.c.key == bindparam("match_key"))
+            .values({n: bindparam(n) for n in SYSTEM_FIELDS})
+        )
         self.systems_all = select(systems).order_by(systems.c.key)
         self.config_version = select(config.c.version).where(config.c.id == 1)
         self.config_bump = (
@@ -131,10 +144,25 @@ class Statements:
 
         # users
         self.user_get = select(users).where(users.c.id == bindparam("id"))
-        self.user_add = (
-            insert(users).on_conflict_do_nothing(index_elements=["id"]).returning(users.c.id)
-        )
+        self.set_based = dialect == "postgresql"  # see "accounts and their credit lots"
+        user_insert = insert(users)
         self.user_update = update(users).where(users.c.id == bindparam("match_id"))
+        if self.set_based:
+            names = [c.name for c in users.c]
+            user_insert = insert(users).from_select(names, from_json(users, names))
+            changed = json_rows(users, ["id", "display_name", "email", "attributes"])
+            self.user_update = (
+                update(users)
+                .where(users.c.id == changed.c.id)
+                .values(
+                    display_name=changed.c.display_name,
+                    email=changed.c.email,
+                    attributes=changed.c.attributes,
+                )
+            )
+        self.user_add = user_insert.on_conflict_do_nothing(index_elements=["id"]).returning(
+            users.c.id
+        )
 
         # The users of a batch of changes, locked in one sorted order (so that batches
         # sharing users never deadlock), or read without a lock for a dry run. Under Citus,
@@ -191,8 +219,7 @@ class Statements:
 
         # accounts and their credit lots
         # PostgreSQL writes a batch's rows with one set-based statement per table (rows
-        # bound as one JSON array, see from_json); SQLite, in-process, runs executemany.
-        self.set_based = dialect == "postgresql"
+        # bound as one JSON array, see json_rows); SQLite, in-process, runs executemany.
         account_insert = insert(accounts)
         if self.set_based:
             names = [c.name for c in accounts.c]
@@ -245,7 +272,7 @@ class Statements:
             ledger.c.user_id == bindparam("user_id"),
             ledger.c.system_key == bindparam("system_key"),
         )
-        of_types = ledger.c.type.in_(bindparam("types", expanding=True))
+        of_types = one_of(ledger.c.type, "types")
         newest_first = ledger.c.sequence.desc()
         before = ledger.c.sequence < bindparam("before")
         self.page_first = (

@@ -4,9 +4,10 @@ Every process holds all of it and a version number. Every change to the configur
 raises the stored version in its own transaction. A batch of points changes learns the
 stored version from the statement that locks its users and reloads when it differs
 before it decides anything, so a change is used by every process from its next write,
-with no extra round trip. Reads check the version when what they hold is older than
-READ_MAX_AGE seconds (one small statement), so a read sees a change made by another
-process within that bound, and one made by its own process at once.
+with no extra round trip. A read of a user's standing carries the version the same way.
+Other reads (GetSystem) check the version when what they hold is older than
+READ_MAX_AGE seconds (one small statement), so they see a change made by another process
+within that bound, and one made by their own process at once.
 """
 
 from __future__ import annotations

@@ -47,6 +47,18 @@ class Standing:
     keys: dict[KeyScope, StoredResponse]
 
 
+@dataclass(frozen=True)
+class UserView:
+    """One user's standing in one system, read as one snapshot: the user, their account
+    (None before their first entry there; credit lots not loaded), a page of their newest
+    entries, and the configuration's version."""
+
+    user: User
+    account: Account | None
+    entries: list[LedgerEntry]
+    config_version: int
+
+
 class SystemRepository(Protocol):
     def get(self, key: str) -> PointsSystem | None: ...
     def all(self) -> list[PointsSystem]: ...
@@ -72,9 +84,17 @@ class SystemRepository(Protocol):
 
 class UserRepository(Protocol):
     def get(self, user_id: str) -> User | None: ...
-    def get_with_account(self, user_id: str, system_key: str) -> tuple[User, Account | None] | None:
-        """The user and their account in `system_key` (None before their first entry
-        there), in one read; None when there is no such user."""
+    def view(
+        self,
+        user_id: str,
+        system_key: str,
+        types: frozenset[EntryType],
+        before_sequence: int | None,
+        limit: int,
+    ) -> UserView | None:
+        """The user's standing in `system_key` with up to `limit` of their newest entries
+        (of these types, all when empty; older than `before_sequence` when given), as one
+        snapshot; None when there is no such user."""
         ...
 
     def lock(

@@ -1,17 +1,18 @@
 """Posting a batch of points changes in one unit of work: lock, read, decide, write.
 
-The users of the batch are locked in one sorted order; their accounts, idempotency keys
-and reversals are read by one statement each; every change is decided by the domain in
-arrival order, one user's changes chaining on the account the previous one left; then
-the entries, accounts and keys of every change that succeeded are written with one
-statement each. A change whose decision fails (insufficient points, a reused key) fails
-alone; the others are posted. The caller commits.
+The users of the batch are locked in one sorted order; their accounts and what the
+batch's idempotency keys remember are read by one statement (reversals by another, when
+the batch reverses something); every change is decided by the domain in arrival order,
+one user's changes chaining on the account the previous one left; then the entries,
+accounts and keys of every change that succeeded are written with one statement each.
+A change whose decision fails (insufficient points, a reused key) fails alone; the
+others are posted. The caller commits.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from server.domain.changes import Decision
@@ -63,6 +64,52 @@ class _Decided:
     system: PointsSystem
 
 
+@dataclass
+class _Batch:
+    """What a batch has read once its users are locked, and what its decisions have
+    changed so far: each change is decided on the state the changes before it left."""
+
+    changes: Sequence[Change]
+    users: frozenset[str]
+    systems: Mapping[str, PointsSystem]
+    accounts: dict[AccountKey, Account]
+    stored: Mapping[KeyScope, StoredResponse]
+    reversals: dict[str, str]
+    dry_run: bool
+    firsts: dict[KeyScope, int] = field(default_factory=dict)  # key -> its first change
+
+    def decide(self, index: int, change: Change) -> Outcome | _Decided | int:
+        """The change's outcome, its decision to write, or (for a repeat of a key used
+        earlier in the batch) the index of the change whose result it replays."""
+        # A dry run creates nobody: a user it would create counts as present.
+        if change.user_id not in self.users and not (self.dry_run and change.profile):
+            raise UserNotFound(change.user_id, change.system_key)
+        scope = (change.user_id, change.system_key, change.idempotency_key)
+        if change.idempotency_key:
+            earlier = self.firsts.get(scope)
+            if earlier is not None:
+                if self.changes[earlier].request_hash != change.request_hash:
+                    raise IdempotencyKeyReused(change.idempotency_key)
+                return earlier
+            replayed = idempotency.replay(self.stored.get(scope), change.request_hash, key=scope[2])
+            if replayed is not None:
+                return replayed
+        system = self.systems.get(change.system_key)
+        if system is None:
+            raise SystemNotFound(change.system_key)
+        account_key = (change.user_id, change.system_key)
+        account = self.accounts.get(account_key) or Account(change.system_key, change.user_id)
+        decision = change.decide(account, Circumstances(system, self.reversals))
+        if decision.changed:
+            self.accounts[account_key] = decision.account
+            for entry in decision.entries:
+                if entry.reverses_entry_id:
+                    self.reversals[entry.reverses_entry_id] = entry.id
+        if change.idempotency_key:
+            self.firsts[scope] = index
+        return _Decided(change, decision, system)
+
+
 def post(
     uow: UnitOfWork,
     changes: Sequence[Change],
@@ -75,6 +122,25 @@ def post(
     A dry run decides the same way on an unlocked read and writes nothing: its entries
     have no id and no sequence."""
     now = max(change.now for change in changes)
+    batch = _read(uow, changes, config, now, dry_run=dry_run)
+    outcomes: list[Outcome | _Decided | int] = []
+    for index, change in enumerate(changes):
+        try:
+            outcomes.append(batch.decide(index, change))
+        except TallyError as error:
+            outcomes.append(error)
+    return _write(uow, batch, outcomes, now)
+
+
+def _read(
+    uow: UnitOfWork,
+    changes: Sequence[Change],
+    config: Configuration,
+    now: datetime,
+    *,
+    dry_run: bool,
+) -> _Batch:
+    """Lock (or, for a dry run, read) the batch's users, then read what it decides on."""
     user_ids = [change.user_id for change in changes]
     if dry_run:
         locked = uow.users.read(user_ids)
@@ -86,67 +152,44 @@ def post(
     keys = [c.idempotency_key for c in changes if c.idempotency_key]
     reverses = [c.reverses for c in changes if c.reverses]
     standing = uow.accounts.standing(present, keys) if present else Standing({}, {})
-    accounts: dict[AccountKey, Account] = standing.accounts
-    stored = standing.keys
     reversals = uow.ledger.reversals_of(present, reverses) if reverses and present else {}
+    return _Batch(
+        changes,
+        frozenset(locked.users),
+        systems,
+        standing.accounts,
+        standing.keys,
+        reversals,
+        dry_run,
+    )
 
-    outcomes: list[Outcome | _Decided | int] = []
-    firsts: dict[KeyScope, int] = {}  # key -> the index of the change that used it first
-    for index, change in enumerate(changes):
-        try:
-            # (A dry run creates nobody: a user it would create counts as present.)
-            if change.user_id not in locked.users and not (dry_run and change.profile):
-                raise UserNotFound(change.user_id, change.system_key)
-            scope = (change.user_id, change.system_key, change.idempotency_key)
-            if change.idempotency_key:
-                earlier = firsts.get(scope)
-                if earlier is not None:
-                    if changes[earlier].request_hash != change.request_hash:
-                        raise IdempotencyKeyReused(change.idempotency_key)
-                    outcomes.append(earlier)  # a repeat within the batch replays the first
-                    continue
-                replayed = idempotency.replay(stored.get(scope), change.request_hash, key=scope[2])
-                if replayed is not None:
-                    outcomes.append(replayed)
-                    continue
-            system = systems.get(change.system_key)
-            if system is None:
-                raise SystemNotFound(change.system_key)
-            account_key = (change.user_id, change.system_key)
-            account = accounts.get(account_key) or Account(change.system_key, change.user_id)
-            decision = change.decide(account, Circumstances(system, reversals))
-            if decision.changed:
-                accounts[account_key] = decision.account
-                for entry in decision.entries:
-                    if entry.reverses_entry_id:
-                        reversals[entry.reverses_entry_id] = entry.id
-            if change.idempotency_key:
-                firsts[scope] = index
-            outcomes.append(_Decided(change, decision, system))
-        except TallyError as error:
-            outcomes.append(error)
 
+def _write(
+    uow: UnitOfWork, batch: _Batch, outcomes: list[Outcome | _Decided | int], now: datetime
+) -> list[Outcome]:
+    """Write the decided changes' entries, accounts and keys (nothing for a dry run), and
+    turn every outcome into the change's result."""
     decided = [o for o in outcomes if isinstance(o, _Decided)]
     entries = [entry for d in decided for entry in d.decision.entries]
-    if dry_run:
+    if batch.dry_run:
         written = {e.id: replace(e, id="") for e in entries}
     else:
         written = {e.id: e for e in uow.ledger.add(entries)}
     results: list[Outcome] = []
     remembered: dict[KeyScope, StoredResponse] = {}
-    for change, outcome in zip(changes, outcomes, strict=True):
+    for change, outcome in zip(batch.changes, outcomes, strict=True):
         if isinstance(outcome, int):  # a repeat of an earlier change in this batch
             first = results[outcome]
             outcome = replace(first, replayed=True) if isinstance(first, WriteResult) else first
         elif isinstance(outcome, _Decided):
             outcome = _result(outcome, written)
-            if change.idempotency_key and outcome is not None and not dry_run:
+            if change.idempotency_key and outcome is not None and not batch.dry_run:
                 scope = (change.user_id, change.system_key, change.idempotency_key)
                 remembered[scope] = idempotency.remember(outcome, change.request_hash)
         results.append(outcome)
-    if not dry_run:
+    if not batch.dry_run:
         touched = {(d.change.user_id, d.change.system_key) for d in decided if d.decision.changed}
-        uow.accounts.save([accounts[key] for key in sorted(touched)], now)
+        uow.accounts.save([batch.accounts[key] for key in sorted(touched)], now)
         uow.idempotency.add(remembered, now)
     return results
 

@@ -7,37 +7,27 @@ always includes what is due.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime
-from typing import TypeVar
 
 from server.domain import commands, validation
 from server.domain.errors import SystemNotFound, UserNotFound
 from server.domain.ledger import Account
-from server.domain.model import LedgerEntry, PointsSystem
+from server.domain.model import EntryType, LedgerEntry, PointsSystem
 from server.services import page_tokens, writes
-from server.services.ports import UnitOfWork
+from server.services.ports import UnitOfWork, UserView
 from server.services.results import BalanceView, TransactionsPage
 from server.services.tally import Tally
 from server.services.transactions import in_transaction
-
-T = TypeVar("T")
 
 STREAM_CHUNK = 1000
 
 
 def get_balance(tally: Tally, cmd: commands.GetBalance, now: datetime) -> BalanceView:
     validation.get_balance(cmd)
-
-    def read(uow: UnitOfWork, system: PointsSystem, account: Account) -> BalanceView:
-        recent = (
-            uow.ledger.page(system.key, cmd.user_id, frozenset(), None, cmd.recent_entries)
-            if cmd.recent_entries
-            else []
-        )
-        return BalanceView(account.to_balance(system.max_points), recent)
-
-    return _settled_read(tally, cmd.system_key, cmd.user_id, now, read)
+    system, view = _settled_view(tally, cmd.system_key, cmd.user_id, now, limit=cmd.recent_entries)
+    account = view.account or Account(cmd.system_key, cmd.user_id)
+    return BalanceView(account.to_balance(system.max_points), view.entries)
 
 
 def list_transactions(
@@ -47,15 +37,13 @@ def list_transactions(
     query = page_tokens.query_id(cmd.system_key, cmd.user_id, sorted(t.value for t in cmd.types))
     before = page_tokens.decode(cmd.page_token, query, int)
     limit = cmd.page_size or validation.DEFAULT_PAGE_SIZE
-
-    def read(uow: UnitOfWork, _system: PointsSystem, account: Account) -> TransactionsPage:
-        entries = uow.ledger.page(cmd.system_key, cmd.user_id, cmd.types, before, limit + 1)
-        more = len(entries) > limit
-        entries = entries[:limit]
-        token = page_tokens.encode(entries[-1].sequence, query) if more else ""
-        return TransactionsPage(entries, token, account.entries_of(cmd.types))
-
-    return _settled_read(tally, cmd.system_key, cmd.user_id, now, read)
+    _system, view = _settled_view(
+        tally, cmd.system_key, cmd.user_id, now, types=cmd.types, before=before, limit=limit + 1
+    )
+    entries = view.entries[:limit]
+    token = page_tokens.encode(entries[-1].sequence, query) if len(view.entries) > limit else ""
+    account = view.account or Account(cmd.system_key, cmd.user_id)
+    return TransactionsPage(entries, token, account.entries_of(cmd.types))
 
 
 def stream_history(
@@ -64,14 +52,11 @@ def stream_history(
     """The user's entries oldest first, up to the last one written when the call began.
 
     Checks run before the first entry is yielded, so errors reach the caller as a status;
-    entries are read in chunks, each in its own short read transaction.
+    entries are read in chunks, each in its own short read.
     """
     validation.stream_history(cmd)
-
-    def start(uow: UnitOfWork, _system: PointsSystem, _account: Account) -> int:
-        return uow.ledger.last_sequence(cmd.system_key, cmd.user_id)
-
-    through = _settled_read(tally, cmd.system_key, cmd.user_id, now, start)
+    _system, view = _settled_view(tally, cmd.system_key, cmd.user_id, now, limit=1)
+    through = view.entries[0].sequence if view.entries else 0
     return _stream(tally, cmd, through)
 
 
@@ -100,39 +85,39 @@ def _stream(tally: Tally, cmd: commands.StreamHistory, through: int) -> Iterator
         after = chunk[-1].sequence
 
 
-class _Lapsed:
-    """What a settled read returns when the account first needs settling."""
-
-
-def _settled_read(
+def _settled_view(
     tally: Tally,
     system_key: str,
     user_id: str,
     now: datetime,
-    read: Callable[[UnitOfWork, PointsSystem, Account], T],
-) -> T:
-    """Run `read` on one snapshot of a user's account in a system, after writing off
-    credit that lapsed before `now`, so that a read always includes what is due.
+    *,
+    types: frozenset[EntryType] = frozenset(),
+    before: int | None = None,
+    limit: int,
+) -> tuple[PointsSystem, UserView]:
+    """The user's standing in a system and a page of their newest entries, as one
+    snapshot, after writing off credit that lapsed before `now`, so that a read always
+    includes what is due.
 
     Raises SystemNotFound or UserNotFound. The check for lapsed credit is part of the read
     itself; only when there is some does it post a change (and then read again).
     """
 
-    def work(uow: UnitOfWork) -> T | _Lapsed:
-        system = tally.config.read_system(uow, system_key)
+    def work(uow: UnitOfWork) -> tuple[PointsSystem, UserView]:
+        view = uow.users.view(user_id, system_key, types, before, limit)
+        if view is None:
+            system = tally.config.read_system(uow, system_key)
+        else:  # the view says which configuration is current
+            system = tally.config.at_version(uow, view.config_version).systems.get(system_key)
         if system is None:
             raise SystemNotFound(system_key)
-        found = uow.users.get_with_account(user_id, system_key)
-        if found is None:
+        if view is None:
             raise UserNotFound(user_id, system_key)
-        account = found[1] or Account(system_key, user_id)
-        if account.has_lapsed_credit(now):
-            return _Lapsed()
-        return read(uow, system, account)
+        return system, view
 
-    result = in_transaction(tally.store, work, write=False)
-    if isinstance(result, _Lapsed):
+    system, view = in_transaction(tally.store, work, write=False)
+    if view.account is not None and view.account.has_lapsed_credit(now):
         writes.settle(tally, system_key, user_id, now)
-        result = in_transaction(tally.store, work, write=False)
-    assert not isinstance(result, _Lapsed), "settled at `now`, nothing lapses before it"
-    return result
+        system, view = in_transaction(tally.store, work, write=False)
+        assert view.account is None or not view.account.has_lapsed_credit(now), "settled"
+    return system, view

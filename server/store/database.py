@@ -1,7 +1,7 @@
 """Engines and the unit of work, for SQLite (embedded) and PostgreSQL.
 
-PostgreSQL: writers run READ COMMITTED and serialize per user on the user's row (FOR
-UPDATE); readers run REPEATABLE READ, so everything one read returns is one snapshot.
+PostgreSQL: writers run READ COMMITTED and serialize per user on the users' rows (FOR
+UPDATE); reads run in autocommit, each a single statement and so one snapshot.
 SQLite: one writer at a time, taken up front with BEGIN IMMEDIATE so that a transaction
 never fails half-way on a lock upgrade; readers run beside it thanks to WAL.
 """
@@ -141,9 +141,11 @@ class SqlUnitOfWork:
             if self._write:
                 connection = connection.execution_options(**{WRITE_OPTION: True})
             elif self._engine.dialect.name == "postgresql":
-                # A read sees one snapshot: a balance and its recent entries, a page and
-                # its total, always agree. (SQLite's deferred BEGIN is a snapshot in WAL.)
-                connection = connection.execution_options(isolation_level="REPEATABLE READ")
+                # A read that must agree with itself (a balance and its recent entries, a
+                # page and its total) is one statement, and so one snapshot: reads need no
+                # transaction, and skip its BEGIN and ROLLBACK round trips. (SQLite reads
+                # the parts apart, in its deferred BEGIN, which is a snapshot in WAL.)
+                connection = connection.execution_options(isolation_level="AUTOCOMMIT")
         except DBAPIError as exc:
             if is_transient(exc):
                 raise TransientStoreError(str(exc.orig)) from exc

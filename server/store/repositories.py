@@ -18,7 +18,14 @@ from sqlalchemy.sql import Executable
 
 from server.domain.ledger import ONE, Account, CreditLot
 from server.domain.model import EntryType, LedgerEntry, LevelBasis, PointsSystem, User, UserProfile
-from server.services.ports import AccountKey, KeyScope, LockedUsers, Standing, StoredResponse
+from server.services.ports import (
+    AccountKey,
+    KeyScope,
+    LockedUsers,
+    Standing,
+    StoredResponse,
+    UserView,
+)
 from server.store.execution import Executor, Row
 from server.store.statements import Statements
 
@@ -123,12 +130,33 @@ class SqlUserRepository(_Repository):
         row = self.db.first(self.sql.user_get, {"id": user_id})
         return _user(row) if row else None
 
-    def get_with_account(self, user_id: str, system_key: str) -> tuple[User, Account | None] | None:
-        params = {"id": user_id, "system_key": system_key}
-        row = self.db.first(self.sql.user_and_account, params)
-        if row is None:
+    def view(
+        self,
+        user_id: str,
+        system_key: str,
+        types: frozenset[EntryType],
+        before_sequence: int | None,
+        limit: int,
+    ) -> UserView | None:
+        params = _page_params(system_key, types, before_sequence, limit)
+        if not self.sql.set_based:  # SQLite: no LATERAL; its read transaction is a snapshot
+            row = self.db.first(self.sql.user_and_account, {**params, "id": user_id})
+            if row is None:
+                return None
+            entries = self._page(user_id, params) if limit else []
+            version = _config_version(self.db, self.sql)
+            return UserView(_user(row), _joined_account(row), entries, version)
+        statement = _by_page_shape(self.sql, "view", types, before_sequence)
+        rows = self.db.rows(statement, {**params, "id": user_id})
+        if not rows:
             return None
-        return _user(row), self._joined_account(row)
+        first = rows[0]
+        entries = [_entry(r, prefix="entry_") for r in rows if r["entry_id"] is not None]
+        return UserView(_user(first), _joined_account(first), entries, first["config"])
+
+    def _page(self, user_id: str, params: dict[str, Any]) -> list[LedgerEntry]:
+        statement = _by_page_shape(self.sql, "page", _types(params), params.get("before"))
+        return [_entry(r) for r in self.db.rows(statement, {**params, "user_id": user_id})]
 
     def lock(
         self, user_ids: Sequence[str], create: Mapping[str, UserProfile], now: datetime
@@ -170,16 +198,38 @@ class SqlUserRepository(_Repository):
     def _users(self, statement: Executable, ids: list[str]) -> dict[str, User]:
         return {row["id"]: _user(row) for row in self.db.rows(statement, {"ids": ids})}
 
-    def _joined_account(self, r: Row) -> Account | None:
-        """The account columns (labelled account_*) of a users-outer-join-accounts row."""
-        if r["account_user_id"] is None:
-            return None
-        account = _account(r, prefix="account_")
-        if account.needs_lots:
-            key = {"user_id": account.user_id, "system_key": account.system_key}
-            rows = self.db.rows(self.sql.lots_get, key)
-            account.lots = [_lot(x) for x in rows]
-        return account
+
+def _joined_account(r: Row) -> Account | None:
+    """The account columns (labelled account_*) of a users-outer-join-accounts row."""
+    if r["account_user_id"] is None:
+        return None
+    return _account(r, prefix="account_")
+
+
+def _page_params(
+    system_key: str, types: frozenset[EntryType], before_sequence: int | None, limit: int
+) -> dict[str, Any]:
+    params: dict[str, Any] = {"system_key": system_key, "limit": limit}
+    if types:
+        params["types"] = sorted(t.value for t in types)
+    if before_sequence is not None:
+        params["before"] = before_sequence
+    return params
+
+
+def _types(params: dict[str, Any]) -> frozenset[EntryType]:
+    return frozenset(ENTRY_TYPES[t] for t in params.get("types", ()))
+
+
+def _by_page_shape(
+    sql: Statements, kind: str, types: frozenset[EntryType], before_sequence: int | None
+) -> Executable:
+    """The `kind` statement (page or view) for a page with or without a type filter and
+    a cursor: four prebuilt shapes rather than one statement built per call."""
+    typed = "_typed" if types else ""
+    position = "_before" if before_sequence is not None else "_first"
+    statement: Executable = getattr(sql, f"{kind}{typed}{position}")
+    return statement
 
 
 def _lot(row: Row) -> CreditLot:
@@ -334,17 +384,8 @@ class SqlLedgerRepository(_Repository):
         before_sequence: int | None,
         limit: int,
     ) -> list[LedgerEntry]:
-        params: dict[str, Any] = {"user_id": user_id, "system_key": system_key, "limit": limit}
-        if types:
-            params["types"] = sorted(t.value for t in types)
-        if before_sequence is not None:
-            params["before"] = before_sequence
-        statement = {
-            (False, False): self.sql.page_first,
-            (False, True): self.sql.page_before,
-            (True, False): self.sql.page_typed_first,
-            (True, True): self.sql.page_typed_before,
-        }[(bool(types), before_sequence is not None)]
+        params = {**_page_params(system_key, types, before_sequence, limit), "user_id": user_id}
+        statement = _by_page_shape(self.sql, "page", types, before_sequence)
         return [_entry(r) for r in self.db.rows(statement, params)]
 
     def last_sequence(self, system_key: str, user_id: str) -> int:
@@ -411,27 +452,29 @@ def _entry_values(entry: LedgerEntry) -> dict[str, Any]:
     }
 
 
-def _entry(row: Row) -> LedgerEntry:
+def _entry(row: Row, prefix: str = "") -> LedgerEntry:
+    p = prefix
+    multiplier = row[p + "multiplier"]
     return LedgerEntry(
-        id=row["id"],
-        sequence=row["sequence"],
-        system_key=row["system_key"],
-        user_id=row["user_id"],
-        type=ENTRY_TYPES[row["type"]],
-        amount=row["amount"],
-        base_amount=row["base_amount"],
-        multiplier=ONE if row["multiplier"] == "1" else Decimal(row["multiplier"]),
-        boost_ids=tuple(row["boost_ids"] or ()),
-        capped=row["capped"],
-        balance_after=row["balance_after"],
-        reason=row["reason"],
-        metadata=row["metadata"] or {},  # a fresh object from the driver: no copy needed
-        idempotency_key=row["idempotency_key"],
-        trigger_id=row["trigger_id"],
-        event_type=row["event_type"],
-        expire_time=row["expire_time"],
-        reverses_entry_id=row["reverses_entry_id"] or "",
-        create_time=row["create_time"],
+        id=row[p + "id"],
+        sequence=row[p + "sequence"],
+        system_key=row[p + "system_key"],
+        user_id=row[p + "user_id"],
+        type=ENTRY_TYPES[row[p + "type"]],
+        amount=row[p + "amount"],
+        base_amount=row[p + "base_amount"],
+        multiplier=ONE if multiplier == "1" else Decimal(multiplier),
+        boost_ids=tuple(row[p + "boost_ids"] or ()),
+        capped=row[p + "capped"],
+        balance_after=row[p + "balance_after"],
+        reason=row[p + "reason"],
+        metadata=row[p + "metadata"] or {},  # a fresh object from the driver: no copy needed
+        idempotency_key=row[p + "idempotency_key"],
+        trigger_id=row[p + "trigger_id"],
+        event_type=row[p + "event_type"],
+        expire_time=row[p + "expire_time"],
+        reverses_entry_id=row[p + "reverses_entry_id"] or "",
+        create_time=row[p + "create_time"],
     )
 
 

@@ -28,6 +28,7 @@ from sqlalchemy import (
     literal_column,
     null,
     select,
+    true,
     union_all,
     update,
 )
@@ -236,9 +237,6 @@ class Statements:
             .order_by(accounts.c.next_expire_time)
             .limit(bindparam("limit"))
         )
-        self.lots_get = select(lots).where(
-            lots.c.user_id == bindparam("user_id"), lots.c.system_key == bindparam("system_key")
-        )
         lot_insert = insert(lots)
         self.lot_save = lot_insert.on_conflict_do_update(
             index_elements=["user_id", "system_key", "entry_id"],
@@ -281,6 +279,39 @@ class Statements:
         self.page_before = self.page_first.where(before)
         self.page_typed_first = self.page_first.where(of_types)
         self.page_typed_before = self.page_first.where(of_types, before)
+
+        # A read of a user's standing in one system: the user (to tell "unknown user" from
+        # "no points yet"), their account, a page of their newest entries (a LATERAL join:
+        # one row per entry, or one with no entry) and the configuration's version, in
+        # one statement, and so one snapshot (PostgreSQL; SQLite reads the page apart).
+        def user_view(*page_filters: ColumnElement[bool]) -> Select[Any]:
+            page = (
+                select(ledger)
+                .where(
+                    ledger.c.user_id == users.c.id,
+                    ledger.c.system_key == bindparam("system_key"),
+                    *page_filters,
+                )
+                .order_by(newest_first)
+                .limit(bindparam("limit"))
+                .lateral("page")
+            )
+            return (
+                select(
+                    users,
+                    *(c.label(f"account_{c.name}") for c in accounts.c),
+                    *(c.label(f"entry_{c.name}") for c in page.c),
+                    self.config_version.scalar_subquery().label("config"),
+                )
+                .select_from(users.outerjoin(accounts, account_of_user).outerjoin(page, true()))
+                .where(users.c.id == bindparam("id"))
+                .order_by(page.c.sequence.desc())
+            )
+
+        self.view_first = user_view()
+        self.view_before = user_view(before)
+        self.view_typed_first = user_view(of_types)
+        self.view_typed_before = user_view(of_types, before)
         self.last_sequence = select(func.max(ledger.c.sequence)).where(*of_account)
         self.chunk = (
             select(ledger)

@@ -22,7 +22,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
-    UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -178,7 +178,16 @@ class LedgerEntryRow(Base):
         Index(None, "user_id", "system_key", "sequence"),
         Index(None, "sequence"),
         Index(None, "id"),
-        UniqueConstraint("user_id", "reverses_entry_id"),
+        # An entry is reversed once. Partial: only reversals carry reverses_entry_id, and
+        # an index over every entry would compete with the one above for history reads.
+        Index(
+            None,
+            "user_id",
+            "reverses_entry_id",
+            unique=True,
+            postgresql_where=text("reverses_entry_id IS NOT NULL"),
+            sqlite_where=text("reverses_entry_id IS NOT NULL"),
+        ),
     )
 
 

@@ -288,7 +288,9 @@ class Statements:
             page = (
                 select(ledger)
                 .where(
-                    ledger.c.user_id == users.c.id,
+                    # the bound id, not users.id: so the planner knows whose history it
+                    # reads (a long one is read by index, newest first, not sorted whole)
+                    ledger.c.user_id == bindparam("id"),
                     ledger.c.system_key == bindparam("system_key"),
                     *page_filters,
                 )

@@ -5,7 +5,7 @@ Plain frozen dataclasses; the store maps them to rows and the API layer to messa
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
 from enum import Enum
@@ -57,6 +57,30 @@ class User:
     email: str
     attributes: dict[str, str]
     create_time: datetime
+
+    @classmethod
+    def new(cls, profile: UserProfile, now: datetime) -> User:
+        return cls(
+            id=profile.id,
+            display_name=profile.display_name or "",
+            email=profile.email or "",
+            attributes=dict(profile.attributes or {}),
+            create_time=now,
+        )
+
+    def with_profile(self, profile: UserProfile) -> User:
+        """The user with the profile fields a call gave (attributes given replace only
+        those keys); this same user when nothing changes."""
+        changes: dict[str, Any] = {}
+        if profile.display_name is not None and profile.display_name != self.display_name:
+            changes["display_name"] = profile.display_name
+        if profile.email is not None and profile.email != self.email:
+            changes["email"] = profile.email
+        if profile.attributes:
+            merged = {**self.attributes, **profile.attributes}
+            if merged != self.attributes:
+                changes["attributes"] = merged
+        return replace(self, **changes) if changes else self
 
 
 @dataclass(frozen=True)

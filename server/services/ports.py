@@ -101,7 +101,8 @@ class UserRepository(Protocol):
         self, user_ids: Sequence[str], create: Mapping[str, UserProfile], now: datetime
     ) -> LockedUsers:
         """Lock these users for this unit of work, in sorted order, creating those of
-        `create` that are new and applying the profile fields `create` gives to the rest.
+        `create` that are new, with the profile `create` gives them (LockedUsers.created
+        says which; profile fields for users who exist are written by `update`).
 
         Their accounts, keys and reversals are read after this returns, by statements of
         their own: a lock that waited would otherwise see them as they were before it."""
@@ -109,6 +110,10 @@ class UserRepository(Protocol):
 
     def read(self, user_ids: Sequence[str]) -> LockedUsers:
         """The same users without a lock or a write: what a dry run decides on."""
+        ...
+
+    def update(self, users: Sequence[User]) -> None:
+        """Write these (locked) users' profile fields."""
         ...
 
 

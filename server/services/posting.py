@@ -18,7 +18,7 @@ from datetime import datetime
 from server.domain.changes import Decision
 from server.domain.errors import IdempotencyKeyReused, SystemNotFound, TallyError, UserNotFound
 from server.domain.ledger import Account
-from server.domain.model import LedgerEntry, PointsSystem, UserProfile
+from server.domain.model import LedgerEntry, PointsSystem, User, UserProfile
 from server.services import idempotency
 from server.services.configuration import Configuration
 from server.services.ports import AccountKey, KeyScope, Standing, StoredResponse, UnitOfWork
@@ -70,20 +70,25 @@ class _Batch:
     changed so far: each change is decided on the state the changes before it left."""
 
     changes: Sequence[Change]
-    users: frozenset[str]
+    users: dict[str, User]  # as locked, then with the profile fields of decided changes
+    # Users the batch may change: those that existed, then each new one from the first
+    # change that creates it (a change before it finds no user, as it would alone).
+    present: set[str]
     systems: Mapping[str, PointsSystem]
     accounts: dict[AccountKey, Account]
     stored: Mapping[KeyScope, StoredResponse]
     reversals: dict[str, str]
     dry_run: bool
     firsts: dict[KeyScope, int] = field(default_factory=dict)  # key -> its first change
+    profiled: set[str] = field(default_factory=set)  # users whose profile fields changed
 
     def decide(self, index: int, change: Change) -> Outcome | _Decided | int:
         """The change's outcome, its decision to write, or (for a repeat of a key used
         earlier in the batch) the index of the change whose result it replays."""
-        # A dry run creates nobody: a user it would create counts as present.
-        if change.user_id not in self.users and not (self.dry_run and change.profile):
-            raise UserNotFound(change.user_id, change.system_key)
+        if change.user_id not in self.present:
+            if change.profile is None:
+                raise UserNotFound(change.user_id, change.system_key)
+            self.present.add(change.user_id)  # created (a dry run: would be) by this change
         scope = (change.user_id, change.system_key, change.idempotency_key)
         if change.idempotency_key:
             earlier = self.firsts.get(scope)
@@ -107,7 +112,17 @@ class _Batch:
                     self.reversals[entry.reverses_entry_id] = entry.id
         if change.idempotency_key:
             self.firsts[scope] = index
+        if change.profile is not None and not self.dry_run:
+            self._apply_profile(change.profile)
         return _Decided(change, decision, system)
+
+    def _apply_profile(self, profile: UserProfile) -> None:
+        """A decided change's profile fields (replays and failures change no profile)."""
+        user = self.users[profile.id]
+        updated = user.with_profile(profile)
+        if updated is not user:
+            self.users[profile.id] = updated
+            self.profiled.add(profile.id)
 
 
 def post(
@@ -145,7 +160,10 @@ def _read(
     if dry_run:
         locked = uow.users.read(user_ids)
     else:
-        profiles = {c.user_id: c.profile for c in changes if c.profile is not None}
+        profiles: dict[str, UserProfile] = {}  # a new user is made from its first change
+        for change in changes:
+            if change.profile is not None:
+                profiles.setdefault(change.user_id, change.profile)
         locked = uow.users.lock(user_ids, profiles, now)
     systems = config.at_version(uow, locked.config_version).systems
     present = sorted(locked.users)
@@ -155,7 +173,8 @@ def _read(
     reversals = uow.ledger.reversals_of(present, reverses) if reverses and present else {}
     return _Batch(
         changes,
-        frozenset(locked.users),
+        dict(locked.users),
+        set(locked.users) - locked.created,
         systems,
         standing.accounts,
         standing.keys,
@@ -191,6 +210,7 @@ def _write(
         touched = {(d.change.user_id, d.change.system_key) for d in decided if d.decision.changed}
         uow.accounts.save([batch.accounts[key] for key in sorted(touched)], now)
         uow.idempotency.add(remembered, now)
+        uow.users.update([batch.users[user_id] for user_id in sorted(batch.profiled)])
     return results
 
 

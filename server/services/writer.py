@@ -98,6 +98,8 @@ class Writer:
                 else:
                     self._leading = False
             for ticket in batch:
+                if ticket.outcomes is None and ticket.crash is None:  # _run itself died
+                    ticket.crash = StoreUnavailable("the outcome of this call is unknown")
                 ticket.done.set()
 
     def _run(self, batch: list[_Ticket]) -> None:
@@ -105,7 +107,8 @@ class Writer:
         try:
             outcomes = self._post(changes)
         except StoreUnavailable as error:
-            outcomes = [error] * len(changes)
+            # one error per change: each call's API layer adds its own metadata
+            outcomes = [StoreUnavailable(error.message) for _ in changes]
         except Exception as error:  # noqa: BLE001 - a database error: the batch runs apart
             if len(batch) == 1 and len(changes) == 1:
                 batch[0].crash = error

@@ -166,7 +166,7 @@ class SqlUserRepository(_Repository):
         found = {row["id"]: _user(row) for row in rows}
         version = rows[0]["config"] if rows else _config_version(self.db, self.sql)
         created: set[str] = set()
-        new = [_new_user(create[i], now) for i in ids if i in create and i not in found]
+        new = [User.new(create[i], now) for i in ids if i in create and i not in found]
         if new:
             values = [_user_values(u) for u in new]
             if self.sql.set_based:
@@ -178,18 +178,12 @@ class SqlUserRepository(_Repository):
             lost = [u.id for u in new if u.id not in created]  # made meanwhile by another
             if lost:
                 found.update(self._users(self.sql.users_lock, lost))
-        updates = []
-        for user_id, profile in create.items():
-            user = found.get(user_id)
-            if user is None or user_id in created:
-                continue
-            updated = _with_profile(user, profile)
-            if updated is not user:
-                found[user_id] = updated
-                updates.append({"match_id": user_id, **_user_values(updated)})
-        if updates:
-            self._write_rows(self.sql.user_update, updates)
         return LockedUsers(found, frozenset(created), version)
+
+    def update(self, users: Sequence[User]) -> None:
+        if users:
+            rows = [{"match_id": u.id, **_user_values(u)} for u in users]
+            self._write_rows(self.sql.user_update, rows)
 
     def read(self, user_ids: Sequence[str]) -> LockedUsers:
         users = self._users(self.sql.users_of, sorted(set(user_ids)))
@@ -234,30 +228,6 @@ def _by_page_shape(
 
 def _lot(row: Row) -> CreditLot:
     return CreditLot(row["entry_id"], row["expire_time"], row["remaining"])
-
-
-def _new_user(profile: UserProfile, now: datetime) -> User:
-    return User(
-        id=profile.id,
-        display_name=profile.display_name or "",
-        email=profile.email or "",
-        attributes=profile.attributes or {},
-        create_time=now,
-    )
-
-
-def _with_profile(user: User, profile: UserProfile) -> User:
-    """The user with the profile fields a call gave; `user` itself when nothing changes."""
-    changes: dict[str, Any] = {}
-    if profile.display_name is not None and profile.display_name != user.display_name:
-        changes["display_name"] = profile.display_name
-    if profile.email is not None and profile.email != user.email:
-        changes["email"] = profile.email
-    if profile.attributes:  # keys given replace the stored values of those keys
-        merged = {**user.attributes, **profile.attributes}
-        if merged != user.attributes:
-            changes["attributes"] = merged
-    return replace(user, **changes) if changes else user
 
 
 def _user_values(user: User) -> dict[str, Any]:

@@ -28,7 +28,8 @@ from server.domain.errors import (
 )
 from server.domain.ledger import Account
 from server.domain.model import UserProfile
-from server.services import writes
+from server.services import codec, writes
+from server.services import writer as writer_module
 from server.services.ports import Store, UnitOfWork
 from server.services.posting import Change, Circumstances
 from server.services.results import WriteResult
@@ -278,3 +279,101 @@ def test_a_crash_in_a_lone_change_reaches_its_caller(tally: Tally) -> None:
 
 
 _: Callable[..., Store] = CountingStore  # CountingStore is a Store
+
+
+def test_profile_fields_of_a_batch_are_each_kept_and_replays_change_none(
+    tally: Tally, store: SqlStore
+) -> None:
+    system(tally)
+
+    def named(key: str, **profile: Any) -> Change:
+        cmd = commands.Award("xp", UserProfile("u", **profile), 1, idempotency_key=key)
+
+        def decide(account: Account, given: Circumstances) -> changes.Decision:
+            return changes.award(account, given.system, cmd, T0)
+
+        return Change(
+            "xp",
+            "u",
+            decide,
+            T0,
+            profile=cmd.user,
+            idempotency_key=key,
+            request_hash=codec.fingerprint("Award", cmd),
+        )
+
+    tally.writer.post([named("k1", display_name="Ann"), named("k2", email="ann@example.com")])
+    tally.writer.post([named("k3", display_name="Bea")])
+    replayed = tally.writer.post([named("k1", display_name="Ann")])  # a retry of k1
+    reused = tally.writer.post([named("k3", display_name="Cat", email="x@example.com")])
+    assert isinstance(replayed[0], WriteResult)
+    assert replayed[0].replayed
+    assert isinstance(reused[0], IdempotencyKeyReused)
+    with store.unit_of_work(write=False) as uow:
+        user = uow.users.get("u")
+    assert user is not None
+    assert (user.display_name, user.email) == ("Bea", "ann@example.com")
+
+
+def test_a_change_queued_before_the_one_that_creates_its_user_finds_no_user(
+    tally: Tally,
+) -> None:
+    system(tally)
+    outcomes = tally.writer.post([deduct_change("newcomer", 1), award_change("newcomer", 5)])
+    assert isinstance(outcomes[0], TallyError)
+    assert outcomes[0].reason == "USER_NOT_FOUND"
+    assert isinstance(outcomes[1], WriteResult)
+
+
+def test_store_unavailable_is_a_fresh_error_for_every_change(
+    tally: Tally, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    system(tally)
+
+    def down(*args: Any, **kwargs: Any) -> Any:
+        raise StoreUnavailable("down")
+
+    monkeypatch.setattr(writer_module, "in_transaction", down)
+    outcomes = tally.writer.post([award_change("a", 1), award_change("b", 1)])
+    assert all(isinstance(o, StoreUnavailable) for o in outcomes)
+    assert outcomes[0] is not outcomes[1]
+
+
+class Boom(BaseException):
+    """Not an Exception: what the writer must survive without stranding a waiter."""
+
+
+def test_calls_of_a_batch_whose_leader_dies_are_answered(tally: Tally) -> None:
+    system(tally)
+    inside, release = threading.Event(), threading.Event()
+
+    def slow(account: Account, given: Circumstances) -> changes.Decision:
+        inside.set()
+        assert release.wait(10)
+        return changes.award(account, given.system, commands.Award("xp", UserProfile("a"), 1), T0)
+
+    def dies(account: Account, given: Circumstances) -> changes.Decision:
+        raise Boom()
+
+    def call(change: Change) -> object:
+        try:
+            return tally.writer.post([change])[0]
+        except BaseException as error:  # noqa: BLE001 - the test looks at what each call got
+            return error
+
+    with ThreadPoolExecutor(3) as pool:
+        first = pool.submit(call, Change("xp", "a", slow, T0, profile=UserProfile("a")))
+        assert inside.wait(10)
+        dying = pool.submit(call, Change("xp", "b", dies, T0, profile=UserProfile("b")))
+        deadline = time.monotonic() + 10
+        while len(tally.writer._queue) < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        bystander = pool.submit(call, award_change("c", 1))
+        while len(tally.writer._queue) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        release.set()
+        results = [f.result(10) for f in (first, dying, bystander)]
+    assert isinstance(results[0], WriteResult)
+    assert isinstance(results[1], Boom)  # the leader of the second batch
+    assert isinstance(results[2], StoreUnavailable)  # in that batch: answered, not stranded
+    assert isinstance(tally.writer.post([award_change("d", 1)])[0], WriteResult)  # not wedged

@@ -72,8 +72,8 @@ def _postgres_engine(url: str, pool_size: int) -> Engine:
     @event.listens_for(engine, "connect")
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
         set_json_loads(_json_loads, dbapi_connection)
-        # Times come back in UTC, whether SQLAlchemy or the driver reads them (execution.py).
         with dbapi_connection.cursor() as cursor:
+            # Times come back in UTC, whether SQLAlchemy or the driver reads them.
             cursor.execute("SET TIME ZONE 'UTC'")
         dbapi_connection.commit()
 
@@ -152,7 +152,7 @@ class SqlUnitOfWork:
             raise
         self._connection = connection
         sql = statements_for(self._engine.dialect.name)
-        db = Executor(connection)
+        db = Executor(connection, replan=self._write)
         self.systems = SqlSystemRepository(db, sql)
         self.users = SqlUserRepository(db, sql)
         self.accounts = SqlAccountRepository(db, sql)

@@ -57,9 +57,14 @@ class Compiled:
 class Executor:
     """The statements' one way to the database, for the repositories of a unit of work."""
 
-    def __init__(self, connection: Connection) -> None:
+    def __init__(self, connection: Connection, *, replan: bool = False) -> None:
+        """`replan`: plan every statement for its parameters (a write's), never reuse a
+        prepared generic plan. A generic plan is kept until its tables are next analyzed,
+        and one made while a table was small (the idempotency keys of a young database)
+        scans the whole table for a key: measured 5-10 ms a batch a minute later."""
         self.connection = connection
         self.direct = connection.dialect.name == "postgresql"
+        self.prepare = None if not replan else False
 
     def rows(self, statement: Executable, params: Params | None = None) -> list[Row]:
         if not self.direct:
@@ -87,7 +92,7 @@ class Executor:
         compiled = Compiled.of(statement)
         try:
             with self._driver().cursor() as cursor:
-                cursor.executemany(compiled.sql, [compiled.bind(p) for p in params])
+                cursor.executemany(compiled.sql, [compiled.bind(p) for p in params])  # lots
         except psycopg.Error as error:
             raise _wrapped(compiled.sql, params, error) from error
 
@@ -100,7 +105,7 @@ class Executor:
         compiled = Compiled.of(statement)
         cursor = self._driver().cursor(row_factory=dict_row)
         try:
-            cursor.execute(compiled.sql, compiled.bind(params))
+            cursor.execute(compiled.sql, compiled.bind(params), prepare=self.prepare)
         except psycopg.Error as error:
             cursor.close()
             raise _wrapped(compiled.sql, params, error) from error

@@ -37,12 +37,20 @@ TRANSIENT_SQLSTATES = {"40001", "40P01", "55P03", "57P01", "57P02", "57P03"}
 WRITE_OPTION = "tally_write"
 
 
-def create_store_engine(url: str, *, pool_size: int = 10) -> Engine:
+# How long a statement waits for a row lock before it fails (55P03, retried, then
+# STORE_UNAVAILABLE): a batch waiting on a user that something else holds (an operator's
+# open transaction, a stuck process) would otherwise hold up every write of its process.
+LOCK_TIMEOUT_SECONDS = 5.0
+
+
+def create_store_engine(
+    url: str, *, pool_size: int = 10, lock_timeout: float = LOCK_TIMEOUT_SECONDS
+) -> Engine:
     if url.startswith("sqlite"):
         return _sqlite_engine(url)
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-    return _postgres_engine(url, pool_size)
+    return _postgres_engine(url, pool_size, lock_timeout)
 
 
 EMPTY_JSON: dict[bytes, Any] = {b"{}": {}, b"[]": []}
@@ -59,7 +67,7 @@ def _json_loads(data: bytes | str) -> Any:
     return json.loads(data)
 
 
-def _postgres_engine(url: str, pool_size: int) -> Engine:
+def _postgres_engine(url: str, pool_size: int, lock_timeout: float) -> Engine:
     engine = create_engine(
         url,
         pool_size=pool_size,
@@ -75,6 +83,7 @@ def _postgres_engine(url: str, pool_size: int) -> Engine:
         with dbapi_connection.cursor() as cursor:
             # Times come back in UTC, whether SQLAlchemy or the driver reads them.
             cursor.execute("SET TIME ZONE 'UTC'")
+            cursor.execute(f"SET lock_timeout = {int(lock_timeout * 1000)}")
         dbapi_connection.commit()
 
     return engine
@@ -202,8 +211,10 @@ class SqlStore:
         self.engine = engine
 
     @classmethod
-    def from_url(cls, url: str, *, pool_size: int = 10) -> SqlStore:
-        return cls(create_store_engine(url, pool_size=pool_size))
+    def from_url(
+        cls, url: str, *, pool_size: int = 10, lock_timeout: float = LOCK_TIMEOUT_SECONDS
+    ) -> SqlStore:
+        return cls(create_store_engine(url, pool_size=pool_size, lock_timeout=lock_timeout))
 
     def unit_of_work(self, *, write: bool) -> SqlUnitOfWork:
         return SqlUnitOfWork(self.engine, write=write)

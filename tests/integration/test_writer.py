@@ -16,7 +16,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from server.domain import changes, commands
 from server.domain.errors import (
@@ -28,7 +28,7 @@ from server.domain.errors import (
 )
 from server.domain.ledger import Account
 from server.domain.model import UserProfile
-from server.services import codec, writes
+from server.services import codec, transactions, writes
 from server.services import writer as writer_module
 from server.services.ports import Store, UnitOfWork
 from server.services.posting import Change, Circumstances
@@ -377,3 +377,30 @@ def test_calls_of_a_batch_whose_leader_dies_are_answered(tally: Tally) -> None:
     assert isinstance(results[1], Boom)  # the leader of the second batch
     assert isinstance(results[2], StoreUnavailable)  # in that batch: answered, not stranded
     assert isinstance(tally.writer.post([award_change("d", 1)])[0], WriteResult)  # not wedged
+
+
+def test_a_batch_waiting_on_a_user_held_elsewhere_gives_up_and_the_rest_go_on(
+    pg_store: SqlStore, postgresql_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A user's row held by something else (an operator's open transaction) fails the
+    batch that waits on it after the lock timeout, STORE_UNAVAILABLE, instead of holding
+    up every write of the process; changes of other users then post as usual."""
+    monkeypatch.setattr(transactions, "MAX_ATTEMPTS", 2)
+    store = SqlStore.from_url(postgresql_url, lock_timeout=0.2)
+    tally = Tally(store)
+    try:
+        system(tally)
+        award(tally, "held", 1)
+        with pg_store.engine.connect() as operator:
+            operator.execute(text("SELECT * FROM users WHERE id = 'held' FOR UPDATE"))
+            started = time.monotonic()
+            outcomes = tally.writer.post([award_change("held", 1), award_change("free", 1)])
+            waited = time.monotonic() - started
+            assert all(isinstance(o, StoreUnavailable) for o in outcomes)
+            assert waited < 3
+            assert isinstance(tally.writer.post([award_change("free", 2)])[0], WriteResult)
+            operator.rollback()
+        assert balance(tally, "held") == 1
+        assert balance(tally, "free") == 2
+    finally:
+        store.dispose()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from datetime import datetime
+from typing import TypeVar
 
 from server.domain import commands, validation
 from server.domain.errors import (
@@ -24,6 +26,8 @@ UPDATABLE_SYSTEM_FIELDS = frozenset(
 )
 OUTPUT_ONLY_SYSTEM_FIELDS = frozenset({"create_time", "update_time", "triggers"})
 
+T = TypeVar("T")
+
 
 def create_system(tally: Tally, cmd: commands.CreateSystem, now: datetime) -> PointsSystem:
     validation.create_system(cmd)
@@ -41,13 +45,9 @@ def create_system(tally: Tally, cmd: commands.CreateSystem, now: datetime) -> Po
     def work(uow: UnitOfWork) -> PointsSystem:
         if not uow.systems.add(system):
             raise SystemExists(cmd.key)
-        uow.systems.bump_version()
-        uow.commit()
         return system
 
-    created = in_transaction(tally.store, work, write=True)
-    tally.config.changed()
-    return created
+    return _change_configuration(tally, work)
 
 
 def get_system(tally: Tally, key: str) -> PointsSystem:
@@ -104,9 +104,20 @@ def update_system(tally: Tally, cmd: commands.UpdateSystem, now: datetime) -> Po
             changes["name"] = system.key
         updated = dataclasses.replace(system, **changes, update_time=now)
         uow.systems.update(updated)
+        return updated
+
+    return _change_configuration(tally, work)
+
+
+def _change_configuration(tally: Tally, change: Callable[[UnitOfWork], T]) -> T:
+    """Run a change to the configuration in one unit of work that also raises its version
+    (so every process reloads before its next write), and have this process check it."""
+
+    def work(uow: UnitOfWork) -> T:
+        result = change(uow)
         uow.systems.bump_version()
         uow.commit()
-        return updated
+        return result
 
     result = in_transaction(tally.store, work, write=True)
     tally.config.changed()

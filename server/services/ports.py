@@ -154,7 +154,6 @@ class LedgerRepository(Protocol):
         """Entries newest first, strictly older than `before_sequence` when given."""
         ...
 
-    def last_sequence(self, system_key: str, user_id: str) -> int: ...
     def chunk(
         self,
         system_key: str,

@@ -166,11 +166,11 @@ def _read(
                 profiles.setdefault(change.user_id, change.profile)
         locked = uow.users.lock(user_ids, profiles, now)
     systems = config.at_version(uow, locked.config_version).systems
-    present = sorted(locked.users)
+    found = sorted(locked.users)
     keys = [c.idempotency_key for c in changes if c.idempotency_key]
     reverses = [c.reverses for c in changes if c.reverses]
-    standing = uow.accounts.standing(present, keys) if present else Standing({}, {})
-    reversals = uow.ledger.reversals_of(present, reverses) if reverses and present else {}
+    standing = uow.accounts.standing(found, keys) if found else Standing({}, {})
+    reversals = uow.ledger.reversals_of(found, reverses) if reverses and found else {}
     return _Batch(
         changes,
         dict(locked.users),

@@ -64,7 +64,7 @@ class Executor:
         scans the whole table for a key: measured 5-10 ms a batch a minute later."""
         self.connection = connection
         self.direct = connection.dialect.name == "postgresql"
-        self.prepare = None if not replan else False
+        self.prepare: bool | None = False if replan else None  # None: psycopg decides
 
     def rows(self, statement: Executable, params: Params | None = None) -> list[Row]:
         if not self.direct:

@@ -143,7 +143,11 @@ class SqlUserRepository(_Repository):
             row = self.db.first(self.sql.user_and_account, {**params, "id": user_id})
             if row is None:
                 return None
-            entries = self._page(user_id, params) if limit else []
+            entries = (
+                _page(self.db, self.sql, user_id, system_key, types, before_sequence, limit)
+                if limit
+                else []
+            )
             version = _config_version(self.db, self.sql)
             return UserView(_user(row), _joined_account(row), entries, version)
         statement = _by_page_shape(self.sql, "view", types, before_sequence)
@@ -153,10 +157,6 @@ class SqlUserRepository(_Repository):
         first = rows[0]
         entries = [_entry(r, prefix="entry_") for r in rows if r["entry_id"] is not None]
         return UserView(_user(first), _joined_account(first), entries, first["config"])
-
-    def _page(self, user_id: str, params: dict[str, Any]) -> list[LedgerEntry]:
-        statement = _by_page_shape(self.sql, "page", _types(params), params.get("before"))
-        return [_entry(r) for r in self.db.rows(statement, {**params, "user_id": user_id})]
 
     def lock(
         self, user_ids: Sequence[str], create: Mapping[str, UserProfile], now: datetime
@@ -211,8 +211,19 @@ def _page_params(
     return params
 
 
-def _types(params: dict[str, Any]) -> frozenset[EntryType]:
-    return frozenset(ENTRY_TYPES[t] for t in params.get("types", ()))
+def _page(
+    db: Executor,
+    sql: Statements,
+    user_id: str,
+    system_key: str,
+    types: frozenset[EntryType],
+    before_sequence: int | None,
+    limit: int,
+) -> list[LedgerEntry]:
+    """A page of the user's entries, newest first (LedgerRepository.page)."""
+    params = {**_page_params(system_key, types, before_sequence, limit), "user_id": user_id}
+    statement = _by_page_shape(sql, "page", types, before_sequence)
+    return [_entry(r) for r in db.rows(statement, params)]
 
 
 def _by_page_shape(
@@ -354,13 +365,7 @@ class SqlLedgerRepository(_Repository):
         before_sequence: int | None,
         limit: int,
     ) -> list[LedgerEntry]:
-        params = {**_page_params(system_key, types, before_sequence, limit), "user_id": user_id}
-        statement = _by_page_shape(self.sql, "page", types, before_sequence)
-        return [_entry(r) for r in self.db.rows(statement, params)]
-
-    def last_sequence(self, system_key: str, user_id: str) -> int:
-        params = {"user_id": user_id, "system_key": system_key}
-        return int(self.db.scalar(self.sql.last_sequence, params) or 0)
+        return _page(self.db, self.sql, user_id, system_key, types, before_sequence, limit)
 
     def chunk(
         self,

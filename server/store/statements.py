@@ -314,7 +314,6 @@ class Statements:
         self.view_before = user_view(before)
         self.view_typed_first = user_view(of_types)
         self.view_typed_before = user_view(of_types, before)
-        self.last_sequence = select(func.max(ledger.c.sequence)).where(*of_account)
         self.chunk = (
             select(ledger)
             .where(

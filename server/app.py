@@ -47,10 +47,11 @@ def utc_now() -> datetime:
 
 
 class Sweeper:
-    """A background thread that writes off lapsed credit of accounts nobody touches.
+    """A background thread that settles accounts nobody touches: lapsed credit written
+    off, TIME_INTERVAL firings written.
 
-    Reads and writes settle lapsed credit of the accounts they touch; the sweep makes the
-    EXPIRE entries of idle accounts appear on time too, for those who stream the ledger.
+    Reads and writes settle the accounts they touch; the sweep makes the entries of idle
+    accounts appear on time too, for those who stream the ledger.
     """
 
     def __init__(self, tally: Tally, clock: Callable[[], datetime], every_seconds: float) -> None:
@@ -70,13 +71,16 @@ class Sweeper:
             self._thread.join(timeout=10)
 
     def sweep(self) -> int:
-        """Settle every account that is due; returns how many were settled."""
+        """Settle every account that is due (lapsed credit, TIME_INTERVAL firings);
+        returns how many were settled."""
         settled = 0
         while not self._stop.is_set():
             done = writes.expire_due(self.tally, self.clock())
             settled += done
-            if done < writes.EXPIRY_SWEEP_BATCH:  # that was the last batch
+            if done < writes.SWEEP_BATCH:  # that was the last batch
                 break
+        if not self._stop.is_set():
+            settled += writes.accrue_due(self.tally, self.clock())
         return settled
 
     def _run(self) -> None:
@@ -84,9 +88,9 @@ class Sweeper:
             try:
                 settled = self.sweep()
                 if settled:
-                    log.info("expiry sweep settled %d accounts", settled)
+                    log.info("sweep settled %d accounts", settled)
             except Exception:
-                log.exception("expiry sweep failed")
+                log.exception("sweep failed")
 
 
 @dataclass

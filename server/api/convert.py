@@ -8,25 +8,33 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
+from decimal import Decimal
 from enum import Enum
 from typing import Generic, TypeVar, cast
 
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 from google.protobuf.message import Message
 
+from server.domain import commands
 from server.domain.errors import FieldViolation, ValidationFailed
 from server.domain.model import (
+    Attributes,
     Balance,
     EntryType,
+    IntervalUnit,
     JsonObject,
     LedgerEntry,
     Level,
     LevelBasis,
     LevelChange,
     PointsSystem,
+    Trigger,
+    TriggerStatus,
+    TriggerType,
     User,
     UserProfile,
 )
+from server.services.results import EventResult
 from tally.v1 import common_pb2, points_pb2
 
 E = TypeVar("E", bound=Enum)
@@ -68,6 +76,29 @@ ENTRY_TYPE: EnumMap[common_pb2.EntryType, EntryType] = EnumMap(
     }
 )
 
+TRIGGER_TYPE: EnumMap[points_pb2.TriggerType, TriggerType] = EnumMap(
+    {
+        points_pb2.TRIGGER_TYPE_EVENT: TriggerType.EVENT,
+        points_pb2.TRIGGER_TYPE_METRIC: TriggerType.METRIC,
+        points_pb2.TRIGGER_TYPE_USER_IDENTIFIED: TriggerType.USER_IDENTIFIED,
+        points_pb2.TRIGGER_TYPE_TIME_INTERVAL: TriggerType.TIME_INTERVAL,
+    }
+)
+TRIGGER_STATUS: EnumMap[points_pb2.TriggerStatus, TriggerStatus] = EnumMap(
+    {
+        points_pb2.TRIGGER_STATUS_INACTIVE: TriggerStatus.INACTIVE,
+        points_pb2.TRIGGER_STATUS_ACTIVE: TriggerStatus.ACTIVE,
+        points_pb2.TRIGGER_STATUS_ARCHIVED: TriggerStatus.ARCHIVED,
+    }
+)
+INTERVAL_UNIT: EnumMap[points_pb2.IntervalUnit, IntervalUnit] = EnumMap(
+    {
+        points_pb2.INTERVAL_UNIT_MINUTES: IntervalUnit.MINUTES,
+        points_pb2.INTERVAL_UNIT_HOURS: IntervalUnit.HOURS,
+        points_pb2.INTERVAL_UNIT_DAYS: IntervalUnit.DAYS,
+    }
+)
+
 
 # -- scalars -----------------------------------------------------------------------------
 
@@ -97,6 +128,17 @@ def time_out(value: datetime | None) -> timestamp_pb2.Timestamp | None:
     return timestamp_pb2.Timestamp(
         seconds=since.days * 86_400 + since.seconds, nanos=since.microseconds * 1000
     )
+
+
+def decimal_in(value: float) -> Decimal:
+    """A double as the decimal it was written as (its shortest form: 0.1 is 0.1), so
+    that sums of many fractional values do not drift; NaN and infinities pass through
+    for validation to refuse."""
+    return Decimal(repr(value)) if value == value and abs(value) != float("inf") else Decimal(value)
+
+
+def decimal_out(value: Decimal) -> float:
+    return float(value)
 
 
 def struct_in(message: Message, field: str, path: str = "") -> JsonObject:
@@ -139,7 +181,7 @@ def user_out(user: User) -> common_pb2.User:
     )
 
 
-def system_out(system: PointsSystem) -> points_pb2.PointsSystem:
+def system_out(system: PointsSystem, triggers: Iterable[Trigger] = ()) -> points_pb2.PointsSystem:
     return points_pb2.PointsSystem(
         key=system.key,
         name=system.name,
@@ -149,6 +191,7 @@ def system_out(system: PointsSystem) -> points_pb2.PointsSystem:
         level_basis=LEVEL_BASIS.to_proto(system.level_basis),
         create_time=time_out(system.create_time),
         update_time=time_out(system.update_time),
+        triggers=[trigger_out(t) for t in triggers],
     )
 
 
@@ -215,6 +258,71 @@ def balance_out(balance: Balance) -> common_pb2.Balance:
         level=level_out(balance.level),
         max_points=balance.max_points,
         last_earned_time=time_out(balance.last_earned_time),
+    )
+
+
+def attributes_in(items: Iterable[common_pb2.Attribute]) -> Attributes:
+    return tuple((item.key, item.value) for item in items)
+
+
+def attributes_out(attributes: Attributes) -> list[common_pb2.Attribute]:
+    return [common_pb2.Attribute(key=key, value=value) for key, value in attributes]
+
+
+def trigger_in(message: points_pb2.Trigger, path: str) -> commands.TriggerFields:
+    """The fields a caller writes of a Trigger (`path` names it in errors)."""
+    return commands.TriggerFields(
+        type=TRIGGER_TYPE.to_domain(message.type, f"{path}.type"),
+        points=message.points,
+        status=TRIGGER_STATUS.to_domain(message.status, f"{path}.status"),
+        event_type=message.event_type,
+        metric_threshold=decimal_in(message.metric_threshold),
+        interval_unit=INTERVAL_UNIT.to_domain(message.interval_unit, f"{path}.interval_unit"),
+        interval_count=message.interval_count,
+        event_attributes=attributes_in(message.event_attributes),
+        user_attributes=attributes_in(message.user_attributes),
+    )
+
+
+def trigger_out(trigger: Trigger) -> points_pb2.Trigger:
+    return points_pb2.Trigger(
+        id=trigger.id,
+        system_key=trigger.system_key,
+        type=TRIGGER_TYPE.to_proto(trigger.type),
+        points=trigger.points,
+        status=TRIGGER_STATUS.to_proto(trigger.status),
+        event_type=trigger.event_type,
+        metric_threshold=decimal_out(trigger.metric_threshold),
+        interval_unit=(
+            INTERVAL_UNIT.to_proto(trigger.interval_unit)
+            if trigger.interval_unit
+            else points_pb2.INTERVAL_UNIT_UNSPECIFIED
+        ),
+        interval_count=trigger.interval_count,
+        event_attributes=attributes_out(trigger.event_attributes),
+        user_attributes=attributes_out(trigger.user_attributes),
+        create_time=time_out(trigger.create_time),
+        update_time=time_out(trigger.update_time),
+    )
+
+
+def event_result_out(result: EventResult) -> points_pb2.RecordEventResponse:
+    return points_pb2.RecordEventResponse(
+        event_id=result.event_id,
+        metric_total=decimal_out(result.metric_total),
+        results={
+            key: points_pb2.SystemEventResult(
+                added=r.added,
+                balance=balance_out(r.balance),
+                awards=[
+                    points_pb2.TriggerAward(entry=entry_out(e), trigger=trigger_out(t))
+                    for e, t in r.awards
+                ],
+                level_change=level_change_out(r.level_change),
+            )
+            for key, r in result.results.items()
+        },
+        replayed=result.replayed,
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, TypedDict
 
 import grpc
@@ -15,7 +16,7 @@ from server.domain import commands
 from server.domain.errors import FieldViolation, TallyError, ValidationFailed
 from server.domain.model import EntryType
 from server.domain.validation import MAX_KEY_CHARS, resolve_idempotency_key
-from server.services import reads, systems, writes
+from server.services import events, reads, systems, triggers, writes
 from server.services.results import WriteResult
 from server.services.tally import Tally
 from tally.v1 import common_pb2, points_pb2, points_pb2_grpc
@@ -48,7 +49,8 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
         self, request: points_pb2.GetSystemRequest, context: grpc.ServicerContext
     ) -> points_pb2.GetSystemResponse:
         system = systems.get_system(self.tally, request.key)
-        return points_pb2.GetSystemResponse(system=convert.system_out(system))
+        found = triggers.list_triggers(self.tally, system.key)
+        return points_pb2.GetSystemResponse(system=convert.system_out(system, found))
 
     def ListSystems(
         self, request: points_pb2.ListSystemsRequest, context: grpc.ServicerContext
@@ -69,7 +71,81 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
         system = systems.update_system(self.tally, cmd, self.clock())
         return points_pb2.UpdateSystemResponse(system=convert.system_out(system))
 
+    # -- triggers ------------------------------------------------------------------------
+
+    def CreateTrigger(
+        self, request: points_pb2.CreateTriggerRequest, context: grpc.ServicerContext
+    ) -> points_pb2.CreateTriggerResponse:
+        cmd = commands.CreateTrigger(
+            request.system_key, convert.trigger_in(request.trigger, "trigger")
+        )
+        trigger = triggers.create_trigger(self.tally, cmd, self.clock())
+        return points_pb2.CreateTriggerResponse(trigger=convert.trigger_out(trigger))
+
+    def UpdateTrigger(
+        self, request: points_pb2.UpdateTriggerRequest, context: grpc.ServicerContext
+    ) -> points_pb2.UpdateTriggerResponse:
+        cmd = commands.UpdateTrigger(
+            id=request.trigger.id,
+            fields=convert.mask_fields(request, "trigger", triggers.UPDATABLE_TRIGGER_FIELDS),
+            trigger=convert.trigger_in(request.trigger, "trigger"),
+        )
+        trigger = triggers.update_trigger(self.tally, cmd, self.clock())
+        return points_pb2.UpdateTriggerResponse(trigger=convert.trigger_out(trigger))
+
+    def ListTriggers(
+        self, request: points_pb2.ListTriggersRequest, context: grpc.ServicerContext
+    ) -> points_pb2.ListTriggersResponse:
+        found = triggers.list_triggers(self.tally, request.system_key)
+        return points_pb2.ListTriggersResponse(triggers=[convert.trigger_out(t) for t in found])
+
+    def PreviewTriggers(
+        self, request: points_pb2.PreviewTriggersRequest, context: grpc.ServicerContext
+    ) -> points_pb2.PreviewTriggersResponse:
+        cmd = commands.PreviewTriggers(
+            system_key=request.system_key,
+            drafts=tuple(
+                convert.trigger_in(t, f"triggers[{i}]") for i, t in enumerate(request.triggers)
+            ),
+            trigger_ids=tuple(request.trigger_ids),
+            start_time=convert.time_in(request, "start_time"),
+            end_time=convert.time_in(request, "end_time"),
+        )
+        preview, distribution = events.preview_triggers(
+            self.tally, cmd, self.clock(), bucket_count=request.bucket_count
+        )
+        return points_pb2.PreviewTriggersResponse(
+            users=preview.users,
+            awards=preview.awards,
+            points=preview.points,
+            per_trigger=[
+                points_pb2.TriggerPreview(index_or_id=t.label, awards=t.awards, points=t.points)
+                for t in preview.per_trigger
+            ],
+            distribution=[
+                points_pb2.PointsBucket(users=b.users, **{"from": b.low, "to": b.high})
+                for b in distribution
+            ],
+            events=preview.events,
+        )
+
     # -- points changes ------------------------------------------------------------------
+
+    def RecordEvent(
+        self, request: points_pb2.RecordEventRequest, context: grpc.ServicerContext
+    ) -> points_pb2.RecordEventResponse:
+        cmd = commands.RecordEvent(
+            user=convert.user_in(request.user),
+            event_type=request.event_type,
+            value=convert.decimal_in(request.value) if request.HasField("value") else Decimal(1),
+            attributes=dict(request.attributes),
+            metadata=convert.struct_in(request, "metadata"),
+            idempotency_key=resolve_idempotency_key(
+                request.idempotency_key, idempotency_header(context)
+            ),
+            validate_only=request.validate_only,
+        )
+        return convert.event_result_out(events.record_event(self.tally, cmd, self.clock()))
 
     def Award(
         self, request: points_pb2.AwardRequest, context: grpc.ServicerContext
@@ -175,6 +251,7 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
         return points_pb2.GetBalanceResponse(
             balance=convert.balance_out(view.balance),
             recent=[convert.entry_out(e) for e in view.recent],
+            triggers=[convert.trigger_out(t) for t in view.triggers],
         )
 
     def ListTransactions(

@@ -1,80 +1,136 @@
-"""Deciding a points change: account, configuration and command in; entries and the new
-account out.
+"""Deciding a points change: the user's book, the rules and the command in; entries and
+the changed book out.
 
-Pure functions over the `Account` aggregate. Each starts from a copy of the account it is
-given, so a change that fails (insufficient points, an entry already reversed) leaves
-nothing behind, and a batch can chain the decisions of one user's changes. Credit that
-lapsed before the change is written off first, by the same decision: a points change
-always sees the balance as it stands at its own time.
+Pure functions over a `Book` (a fork the batch discards when the decision fails, so a
+change that fails leaves nothing behind). Opening an account settles it first (lapsed
+credit written off, due TIME_INTERVAL firings written): a points change always sees the
+balance as it stands at its own time.
 """
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 
-from server.domain import commands
+from server.domain import commands, triggers
+from server.domain.book import Book
 from server.domain.errors import AlreadyReversed
-from server.domain.ledger import Account, Posting
-from server.domain.model import LedgerEntry, PointsSystem
+from server.domain.ledger import Posting
+from server.domain.model import Event, LedgerEntry, PointsSystem, Trigger
+from server.domain.rules import Rules
+
+TriggerAward = tuple[LedgerEntry, Trigger]
 
 
-@dataclass(frozen=True)
-class Decision:
-    """What one change does: the entries to append, in order (write-offs of lapsed credit
-    first, the change's own entry last), and the account after them."""
-
-    entries: tuple[LedgerEntry, ...]
-    account: Account
-
-    @property
-    def changed(self) -> bool:
-        return bool(self.entries)
-
-
-def award(account: Account, system: PointsSystem, cmd: commands.Award, now: datetime) -> Decision:
-    after = account.copy()
-    entries = after.expire_lapsed(now)
+def award(
+    book: Book, rules: Rules, system: PointsSystem, cmd: commands.Award, now: datetime
+) -> LedgerEntry:
+    account = book.account(system, rules, now)
     posting = Posting(cmd.reason, cmd.metadata, cmd.idempotency_key)
-    entries.append(
-        after.award(
-            cmd.amount,
-            posting,
-            now=now,
-            max_points=system.max_points,
-            expire_time=cmd.expire_time,
-        )
+    entry = account.award(
+        cmd.amount, posting, now=now, max_points=system.max_points, expire_time=cmd.expire_time
     )
-    return Decision(tuple(entries), after)
+    return book.post(entry)
 
 
-def deduct(account: Account, cmd: commands.Deduct, now: datetime) -> Decision:
-    after = account.copy()
-    entries = after.expire_lapsed(now)
+def deduct(
+    book: Book, rules: Rules, system: PointsSystem, cmd: commands.Deduct, now: datetime
+) -> LedgerEntry:
+    account = book.account(system, rules, now)
     posting = Posting(cmd.reason, cmd.metadata, cmd.idempotency_key)
-    entries.append(after.deduct(cmd.amount, posting, now=now))
-    return Decision(tuple(entries), after)
+    return book.post(account.deduct(cmd.amount, posting, now=now))
 
 
 def reverse(
-    account: Account,
+    book: Book,
+    rules: Rules,
+    system: PointsSystem,
     original: LedgerEntry,
     cmd: commands.Reverse,
     now: datetime,
     *,
     earlier_reversal_id: str | None,
-) -> Decision:
+) -> LedgerEntry:
     """Undo `original`; `earlier_reversal_id` names the entry that already reversed it."""
     if earlier_reversal_id is not None:
         raise AlreadyReversed(original.id, earlier_reversal_id)
-    after = account.copy()
-    entries = after.expire_lapsed(now)
+    account = book.account(system, rules, now)
     posting = Posting(cmd.reason or f"reversal of {original.id}", {}, cmd.idempotency_key)
-    entries.append(after.reverse(original, posting, now=now))
-    return Decision(tuple(entries), after)
+    return book.post(account.reverse(original, posting, now=now))
 
 
-def settle(account: Account, now: datetime) -> Decision:
-    """Write off credit that lapsed before `now`; no entries when there is none."""
-    after = account.copy()
-    return Decision(tuple(after.expire_lapsed(now)), after)
+def settle(book: Book, rules: Rules, system: PointsSystem, now: datetime) -> None:
+    """Write what is due in the user's account by `now`: lapsed credit written off, due
+    TIME_INTERVAL firings (no entries when nothing is due)."""
+    if system.key in book.accounts:
+        book.account(system, rules, now)
+
+
+def identify(book: Book, rules: Rules, now: datetime) -> list[TriggerAward]:
+    """A new user's USER_IDENTIFIED triggers, in every system, once."""
+    if book.identified:
+        return []
+    book.identified = True
+    fired = []
+    for trigger in rules.identified:
+        if triggers.matches(trigger.user_attributes, book.user.attributes):
+            system = rules.systems[trigger.system_key]
+            account = book.account(system, rules, now)
+            posting = Posting(trigger_id=trigger.id)
+            entry = triggers.fire(
+                account, trigger, 1, posting, when=now, max_points=system.max_points
+            )
+            fired.append((book.post(entry), trigger))
+    return fired
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What an event did: the event as kept, and by system (each system with an ACTIVE
+    trigger that matched, even one that added nothing) the trigger entries written."""
+
+    event: Event
+    awards: dict[str, list[TriggerAward]]
+
+
+def record_event(book: Book, rules: Rules, cmd: commands.RecordEvent, now: datetime) -> Recorded:
+    """Count the event in the user's running total, then fire every ACTIVE trigger of
+    every system whose event type and filters match, in the order they were created."""
+    before = book.metrics.get(cmd.event_type, Decimal(0))
+    event = Event(
+        id=str(uuid.uuid4()),
+        user_id=book.user.id,
+        event_type=cmd.event_type,
+        value=cmd.value,
+        total_after=before + cmd.value,
+        attributes=dict(cmd.attributes),
+        create_time=now,
+    )
+    book.count(event)
+    awards: dict[str, list[TriggerAward]] = {}
+    for trigger in rules.by_event_type.get(cmd.event_type, ()):
+        if not (
+            triggers.matches(trigger.event_attributes, cmd.attributes)
+            and triggers.matches(trigger.user_attributes, book.user.attributes)
+        ):
+            continue
+        fired = awards.setdefault(trigger.system_key, [])
+        times = triggers.times_fired(trigger, before, event.total_after)
+        if times == 0:
+            continue
+        triggers.check_entry_size(trigger, times)
+        system = rules.systems[trigger.system_key]
+        account = book.account(system, rules, now)
+        posting = Posting(
+            metadata=cmd.metadata,
+            idempotency_key=cmd.idempotency_key,
+            trigger_id=trigger.id,
+            event_type=cmd.event_type,
+        )
+        entry = triggers.fire(
+            account, trigger, times, posting, when=now, max_points=system.max_points
+        )
+        fired.append((book.post(entry), trigger))
+    return Recorded(event, awards)

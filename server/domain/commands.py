@@ -4,8 +4,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 
-from server.domain.model import EntryType, JsonObject, LevelBasis, UserProfile
+from server.domain.model import (
+    Attributes,
+    EntryType,
+    IntervalUnit,
+    JsonObject,
+    LevelBasis,
+    TriggerStatus,
+    TriggerType,
+    UserProfile,
+)
 
 
 @dataclass(frozen=True)
@@ -84,3 +94,54 @@ class StreamHistory:
     user_id: str
     start_time: datetime | None = None
     end_time: datetime | None = None
+
+
+@dataclass(frozen=True)
+class RecordEvent:
+    user: UserProfile
+    event_type: str
+    value: Decimal = Decimal(1)  # the double the caller sent, in its shortest decimal form
+    attributes: dict[str, str] = field(default_factory=dict)
+    metadata: JsonObject = field(default_factory=dict)
+    idempotency_key: str = ""
+    validate_only: bool = False
+
+
+@dataclass(frozen=True)
+class TriggerFields:
+    """A trigger as a caller writes it (CreateTrigger, UpdateTrigger, PreviewTriggers);
+    `status` None = the default, INACTIVE."""
+
+    type: TriggerType | None = None
+    points: int = 0
+    status: TriggerStatus | None = None
+    event_type: str = ""
+    metric_threshold: Decimal = Decimal(0)
+    interval_unit: IntervalUnit | None = None
+    interval_count: int = 0
+    event_attributes: Attributes = ()
+    user_attributes: Attributes = ()
+
+
+@dataclass(frozen=True)
+class CreateTrigger:
+    system_key: str
+    trigger: TriggerFields
+
+
+@dataclass(frozen=True)
+class UpdateTrigger:
+    """Set the fields named in `fields` (proto field names) to the values in `trigger`."""
+
+    id: str
+    fields: frozenset[str]
+    trigger: TriggerFields
+
+
+@dataclass(frozen=True)
+class PreviewTriggers:
+    system_key: str
+    drafts: tuple[TriggerFields, ...] = ()
+    trigger_ids: tuple[str, ...] = ()
+    start_time: datetime | None = None  # None: 30 days before now
+    end_time: datetime | None = None  # None: now

@@ -59,6 +59,13 @@ class Account:
     next_expire_time: datetime | None = None
     # How many entries of each type the account has: a page's total_size without a count.
     entry_counts: dict[EntryType, int] = field(default_factory=dict)
+    # When the account was opened (its first entry in the system); None until it is saved.
+    create_time: datetime | None = None
+    # TIME_INTERVAL accrual: each trigger's last firing, when the next one is due (None:
+    # no trigger of the system accrues), and the configuration version it was worked out at.
+    interval_marks: dict[str, datetime] = field(default_factory=dict)
+    next_accrual_time: datetime | None = None
+    accrual_version: int = 0
     # Loaded only when the account has expiring credit (see `needs_lots`).
     lots: list[CreditLot] = field(default_factory=list)
     # Lots created or changed by this unit of work, for the store to write back.
@@ -71,6 +78,7 @@ class Account:
         return replace(
             self,
             entry_counts=dict(self.entry_counts),
+            interval_marks=dict(self.interval_marks),
             lots=lots,
             changed_lots={
                 entry_id: by_id.get(entry_id, replace(lot))
@@ -173,6 +181,21 @@ class Account:
         self.balance -= amount
         self.total_spent += amount
         return self._entry(EntryType.DEDUCT, -amount, posting, create_time=now)
+
+    def take(self, amount: int, posting: Posting, *, now: datetime) -> LedgerEntry:
+        """Spend what there is of `amount` (a deducting trigger: never below zero)."""
+        taken = min(amount, self.balance)
+        self._spend(taken)
+        self.balance -= taken
+        self.total_spent += taken
+        return self._entry(
+            EntryType.DEDUCT,
+            -taken,
+            posting,
+            create_time=now,
+            base_amount=-amount,
+            capped=taken < amount,
+        )
 
     def reverse(self, original: LedgerEntry, posting: Posting, *, now: datetime) -> LedgerEntry:
         """Undo an AWARD (taking its points back) or a DEDUCT (giving them back)."""

@@ -6,7 +6,7 @@ Plain frozen dataclasses; the store maps them to rows and the API layer to messa
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import Enum
 from typing import Any
@@ -19,6 +19,32 @@ class LevelBasis(Enum):
 
     BALANCE = "BALANCE"
     LIFETIME_EARNED = "LIFETIME_EARNED"
+
+
+class TriggerType(Enum):
+    EVENT = "EVENT"
+    METRIC = "METRIC"
+    USER_IDENTIFIED = "USER_IDENTIFIED"
+    TIME_INTERVAL = "TIME_INTERVAL"
+
+
+class TriggerStatus(Enum):
+    INACTIVE = "INACTIVE"
+    ACTIVE = "ACTIVE"
+    ARCHIVED = "ARCHIVED"
+
+
+class IntervalUnit(Enum):
+    MINUTES = "MINUTES"
+    HOURS = "HOURS"
+    DAYS = "DAYS"
+
+
+INTERVAL_UNIT_LENGTHS = {
+    IntervalUnit.MINUTES: timedelta(minutes=1),
+    IntervalUnit.HOURS: timedelta(hours=1),
+    IntervalUnit.DAYS: timedelta(days=1),
+}
 
 
 class EntryType(Enum):
@@ -38,6 +64,58 @@ class PointsSystem:
     level_basis: LevelBasis
     create_time: datetime
     update_time: datetime
+
+
+Attributes = tuple[tuple[str, str], ...]  # (key, value) pairs a filter requires, all of them
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """A rule that awards (or, with negative points, deducts) when something happens.
+
+    `activate_time` is when the trigger last became ACTIVE (None while it never was):
+    TIME_INTERVAL accrual counts from it. `version` is the configuration version that last
+    changed the trigger (the accrual sweep compares accounts against it)."""
+
+    id: str
+    system_key: str
+    type: TriggerType
+    points: int
+    status: TriggerStatus
+    create_time: datetime
+    update_time: datetime
+    event_type: str = ""
+    metric_threshold: Decimal = Decimal(0)
+    interval_unit: IntervalUnit | None = None
+    interval_count: int = 0
+    event_attributes: Attributes = ()
+    user_attributes: Attributes = ()
+    activate_time: datetime | None = None
+    version: int = 0
+
+    @property
+    def active(self) -> bool:
+        return self.status is TriggerStatus.ACTIVE
+
+    @property
+    def interval(self) -> timedelta:
+        """TIME_INTERVAL: the time between firings."""
+        assert self.interval_unit is not None, "only TIME_INTERVAL triggers have an interval"
+        return INTERVAL_UNIT_LENGTHS[self.interval_unit] * self.interval_count
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something a user did, as RecordEvent recorded it (PreviewTriggers replays these).
+    `total_after` is the user's running total of `event_type` once it was counted."""
+
+    id: str
+    user_id: str
+    event_type: str
+    value: Decimal
+    total_after: Decimal
+    attributes: dict[str, str]
+    create_time: datetime
 
 
 @dataclass(frozen=True)

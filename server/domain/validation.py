@@ -12,6 +12,7 @@ import unicodedata
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from server.domain import commands
@@ -22,7 +23,7 @@ from server.domain.errors import (
     ValidationFailed,
     quote,
 )
-from server.domain.model import UserProfile
+from server.domain.model import TriggerType, UserProfile
 
 MAX_AMOUNT = 1_000_000_000
 MAX_REASON_CHARS = 500
@@ -274,4 +275,127 @@ def stream_history(cmd: commands.StreamHistory) -> None:
 def page_size(field: str, value: int) -> None:
     v = Violations()
     v.page_size(field, value)
+    v.raise_if_any()
+
+
+# -- triggers and events -----------------------------------------------------------------
+
+MAX_EVENT_TYPE_CHARS = 255
+MAX_EVENT_VALUE = Decimal(1_000_000_000)
+MAX_INTERVAL_COUNT = 1_000_000
+MAX_METRIC_THRESHOLD = Decimal(10**12)
+MAX_TRIGGER_FILTERS = 32
+MAX_PREVIEW_DRAFTS = 20
+EVENT_TRIGGERS = (TriggerType.EVENT, TriggerType.METRIC)
+
+
+def event_type(v: Violations, field: str, value: str) -> None:
+    if not value:
+        v.add(field, "is required")
+    elif len(value) > MAX_EVENT_TYPE_CHARS:
+        v.add(field, f"must be at most {MAX_EVENT_TYPE_CHARS} characters, got {len(value)}")
+    elif value != value.strip() or _has_control_characters(value):
+        v.add(field, f"must be printable, without leading or trailing spaces, got {quote(value)}")
+
+
+def record_event(cmd: commands.RecordEvent) -> None:
+    v = Violations()
+    v.user("user", cmd.user)
+    event_type(v, "event_type", cmd.event_type)
+    if not cmd.value.is_finite() or not 0 < cmd.value <= MAX_EVENT_VALUE:
+        v.add("value", f"must be finite, > 0 and at most {MAX_EVENT_VALUE:,}, got {cmd.value}")
+    v.attributes("attributes", cmd.attributes)
+    v.metadata("metadata", cmd.metadata)
+    v.idempotency_key("idempotency_key", cmd.idempotency_key)
+    v.raise_if_any()
+
+
+def trigger_fields(v: Violations, prefix: str, t: commands.TriggerFields) -> None:
+    """A whole trigger: each field, and the fields its type needs (or must leave unset)."""
+    if t.type is None:
+        v.add(f"{prefix}type", "is required")
+    if t.points == 0 or abs(t.points) > MAX_AMOUNT:
+        v.add(f"{prefix}points", f"must be non-zero and at most {MAX_AMOUNT:,} either way")
+    for name, attributes in (
+        ("event_attributes", t.event_attributes),
+        ("user_attributes", t.user_attributes),
+    ):
+        if len(attributes) > MAX_TRIGGER_FILTERS:
+            v.add(f"{prefix}{name}", f"must have at most {MAX_TRIGGER_FILTERS} entries")
+        v.attributes(f"{prefix}{name}", dict(attributes))
+    events = t.type in EVENT_TRIGGERS
+    if events:
+        event_type(v, f"{prefix}event_type", t.event_type)
+    elif t.event_type:
+        v.add(f"{prefix}event_type", "is only for EVENT and METRIC triggers")
+    if not events and t.event_attributes:
+        v.add(f"{prefix}event_attributes", "is only for EVENT and METRIC triggers")
+    if t.type is TriggerType.METRIC:
+        threshold = t.metric_threshold
+        if not threshold.is_finite() or not 0 < threshold <= MAX_METRIC_THRESHOLD:
+            v.add(
+                f"{prefix}metric_threshold",
+                f"must be finite, > 0 and at most {MAX_METRIC_THRESHOLD:,}, got {threshold}",
+            )
+    elif t.metric_threshold:
+        v.add(f"{prefix}metric_threshold", "is only for METRIC triggers")
+    if t.type is TriggerType.TIME_INTERVAL:
+        if t.interval_unit is None:
+            v.add(f"{prefix}interval_unit", "is required for TIME_INTERVAL triggers")
+        if not 1 <= t.interval_count <= MAX_INTERVAL_COUNT:
+            v.add(
+                f"{prefix}interval_count",
+                f"must be between 1 and {MAX_INTERVAL_COUNT:,}, got {t.interval_count}",
+            )
+    else:
+        if t.interval_unit is not None:
+            v.add(f"{prefix}interval_unit", "is only for TIME_INTERVAL triggers")
+        if t.interval_count:
+            v.add(f"{prefix}interval_count", "is only for TIME_INTERVAL triggers")
+
+
+def create_trigger(cmd: commands.CreateTrigger) -> None:
+    v = Violations()
+    v.system_key("system_key", cmd.system_key)
+    trigger_fields(v, "trigger.", cmd.trigger)
+    v.raise_if_any()
+
+
+def trigger_id(field: str, value: str) -> None:
+    v = Violations()
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        v.add(field, f"must be a trigger id (a UUID), got {quote(value)}")
+    v.raise_if_any()
+
+
+def updated_trigger(fields: commands.TriggerFields) -> None:
+    """The trigger an update would leave: it must still be a valid trigger of its type."""
+    v = Violations()
+    trigger_fields(v, "trigger.", fields)
+    v.raise_if_any()
+
+
+def preview_triggers(cmd: commands.PreviewTriggers) -> None:
+    v = Violations()
+    v.system_key("system_key", cmd.system_key)
+    if not cmd.drafts and not cmd.trigger_ids:
+        v.add("triggers", "give at least one draft trigger or trigger id")
+    if len(cmd.drafts) + len(cmd.trigger_ids) > MAX_PREVIEW_DRAFTS:
+        v.add("triggers", f"at most {MAX_PREVIEW_DRAFTS} triggers (drafts and ids) per preview")
+    for index, draft in enumerate(cmd.drafts):
+        trigger_fields(v, f"triggers[{index}].", draft)
+        if draft.type is TriggerType.TIME_INTERVAL:
+            v.add(
+                f"triggers[{index}].type",
+                "TIME_INTERVAL triggers follow the clock, not events: a preview replays events",
+            )
+    for index, value in enumerate(cmd.trigger_ids):
+        try:
+            uuid.UUID(value)
+        except ValueError:
+            v.add(f"trigger_ids[{index}]", f"must be a trigger id (a UUID), got {quote(value)}")
+    if cmd.start_time and cmd.end_time and cmd.end_time <= cmd.start_time:
+        v.add("end_time", "must be after start_time")
     v.raise_if_any()

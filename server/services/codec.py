@@ -19,28 +19,54 @@ from enum import Enum
 from typing import Any
 
 from server.domain.ledger import ONE
-from server.domain.model import Balance, EntryType, LedgerEntry, Level, LevelChange
-from server.services.results import WriteResult
+from server.domain.model import (
+    Balance,
+    EntryType,
+    IntervalUnit,
+    LedgerEntry,
+    Level,
+    LevelChange,
+    Trigger,
+    TriggerStatus,
+    TriggerType,
+)
+from server.services.results import EventResult, SystemEventResult, WriteResult
 
 FORMAT = 1
 ENTRY_TYPES = {t.value: t for t in EntryType}
 
 
-def dumps(result: WriteResult) -> str:
-    document = {
-        "v": FORMAT,
-        "entry": _entry_out(result.entry),
-        "balance": _balance_out(result.balance),
-        "level_change": _change_out(result.level_change),
-        "replayed": result.replayed,
-    }
+def dumps(result: WriteResult | EventResult) -> str:
+    document: dict[str, Any]
+    if isinstance(result, EventResult):
+        document = {
+            "v": FORMAT,
+            "kind": "event",
+            "event_id": result.event_id,
+            "metric_total": str(result.metric_total),
+            "results": {key: _system_result_out(r) for key, r in result.results.items()},
+        }
+    else:
+        document = {
+            "v": FORMAT,
+            "entry": _entry_out(result.entry),
+            "balance": _balance_out(result.balance),
+            "level_change": _change_out(result.level_change),
+            "replayed": result.replayed,
+        }
     return json.dumps(document, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
 
 
-def loads(text: str) -> WriteResult:
+def loads(text: str) -> WriteResult | EventResult:
     document = json.loads(text)
     if document.get("v") != FORMAT:
         raise ValueError(f"stored response format {document.get('v')!r} is not {FORMAT}")
+    if document.get("kind") == "event":
+        return EventResult(
+            event_id=document["event_id"],
+            metric_total=Decimal(document["metric_total"]),
+            results={k: _system_result_in(r) for k, r in document["results"].items()},
+        )
     return WriteResult(
         entry=_entry_in(document["entry"]),
         balance=_balance_in(document["balance"]),
@@ -72,6 +98,8 @@ def _canonical(value: Any) -> Any:
         return value.isoformat()
     if isinstance(value, Enum):
         return value.value
+    if isinstance(value, Decimal):
+        return str(value)
     if isinstance(value, (frozenset, set)):
         return sorted(_canonical(v) if isinstance(v, Enum) else v for v in value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
@@ -220,4 +248,63 @@ def _change_in(d: dict[str, Any] | None) -> LevelChange | None:
         entry_id=d["entry_id"],
         create_time=datetime.fromisoformat(d["create_time"]),
         sequence=d.get("sequence", 0),
+    )
+
+
+def _system_result_out(r: SystemEventResult) -> dict[str, Any]:
+    return {
+        "added": r.added,
+        "balance": _balance_out(r.balance),
+        "awards": [{"entry": _entry_out(e), "trigger": _trigger_out(t)} for e, t in r.awards],
+        "level_change": _change_out(r.level_change),
+    }
+
+
+def _system_result_in(d: dict[str, Any]) -> SystemEventResult:
+    return SystemEventResult(
+        added=d["added"],
+        balance=_balance_in(d["balance"]),
+        awards=tuple((_entry_in(a["entry"]), _trigger_in(a["trigger"])) for a in d["awards"]),
+        level_change=_change_in(d.get("level_change")),
+    )
+
+
+def _trigger_out(t: Trigger) -> dict[str, Any]:
+    return {
+        "id": t.id,
+        "system_key": t.system_key,
+        "type": t.type.value,
+        "points": t.points,
+        "status": t.status.value,
+        "event_type": t.event_type,
+        "metric_threshold": str(t.metric_threshold),
+        "interval_unit": t.interval_unit.value if t.interval_unit else None,
+        "interval_count": t.interval_count,
+        "event_attributes": [list(a) for a in t.event_attributes],
+        "user_attributes": [list(a) for a in t.user_attributes],
+        "activate_time": _time_out(t.activate_time),
+        "version": t.version,
+        "create_time": t.create_time.isoformat(),
+        "update_time": t.update_time.isoformat(),
+    }
+
+
+def _trigger_in(d: dict[str, Any]) -> Trigger:
+    unit = d.get("interval_unit")
+    return Trigger(
+        id=d["id"],
+        system_key=d["system_key"],
+        type=TriggerType(d["type"]),
+        points=d["points"],
+        status=TriggerStatus(d["status"]),
+        event_type=d.get("event_type", ""),
+        metric_threshold=Decimal(d.get("metric_threshold", "0")),
+        interval_unit=IntervalUnit(unit) if unit else None,
+        interval_count=d.get("interval_count", 0),
+        event_attributes=tuple((k, v) for k, v in d.get("event_attributes", ())),
+        user_attributes=tuple((k, v) for k, v in d.get("user_attributes", ())),
+        activate_time=_time_in(d.get("activate_time")),
+        version=d.get("version", 0),
+        create_time=datetime.fromisoformat(d["create_time"]),
+        update_time=datetime.fromisoformat(d["update_time"]),
     )

@@ -1,4 +1,4 @@
-"""The configuration held in memory: points systems (and next triggers, levels, boosts).
+"""The configuration held in memory: points systems and triggers (next levels, boosts).
 
 Every process holds all of it and a version number. Every change to the configuration
 raises the stored version in its own transaction. A batch of points changes learns the
@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 
 from server.domain.model import PointsSystem
+from server.domain.rules import Rules
 from server.services.ports import Store, UnitOfWork
 from server.services.transactions import in_transaction
 
@@ -28,7 +29,11 @@ class Snapshot:
     """One version of the configuration; replaced whole, never changed."""
 
     version: int = 0  # 0: nothing loaded yet (stored versions start at 1)
-    systems: dict[str, PointsSystem] = field(default_factory=dict)
+    rules: Rules = field(default_factory=Rules)
+
+    @property
+    def systems(self) -> dict[str, PointsSystem]:
+        return self.rules.systems
 
 
 class Configuration:
@@ -78,10 +83,14 @@ class Configuration:
         """This process changed the configuration: check the version on the next use."""
         self._checked = float("-inf")
 
+    def reload(self, uow: UnitOfWork) -> Snapshot:
+        """The stored configuration, loaded now (for a key not found in what is held)."""
+        return self._load(uow)
+
     def _load(self, uow: UnitOfWork) -> Snapshot:
         checked = time.monotonic()
         version = uow.systems.version()
-        snapshot = Snapshot(version, {s.key: s for s in uow.systems.all()})
+        snapshot = Snapshot(version, Rules.of(uow.systems.all(), uow.triggers.all()))
         with self._mutex:
             if snapshot.version >= self._snapshot.version:
                 self._snapshot = snapshot

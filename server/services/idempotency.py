@@ -13,12 +13,14 @@ import dataclasses
 from server.domain.errors import IdempotencyKeyReused
 from server.services import codec
 from server.services.ports import StoredResponse
-from server.services.results import WriteResult
+from server.services.results import EventResult, WriteResult
 
 fingerprint = codec.fingerprint
 
 
-def replay(stored: StoredResponse | None, request_hash: str, *, key: str) -> WriteResult | None:
+def replay(
+    stored: StoredResponse | None, request_hash: str, *, key: str
+) -> WriteResult | EventResult | None:
     """The remembered response (as read under the user's lock, so that racing repeats
     see each other's writes), or None when the key is new."""
     if stored is None:
@@ -28,5 +30,5 @@ def replay(stored: StoredResponse | None, request_hash: str, *, key: str) -> Wri
     return dataclasses.replace(codec.loads(stored.response), replayed=True)
 
 
-def remember(result: WriteResult, request_hash: str) -> StoredResponse:
+def remember(result: WriteResult | EventResult, request_hash: str) -> StoredResponse:
     return StoredResponse(request_hash, codec.dumps(result))

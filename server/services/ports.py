@@ -9,11 +9,20 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from types import TracebackType
 from typing import Protocol, Self
 
 from server.domain.ledger import Account
-from server.domain.model import EntryType, LedgerEntry, PointsSystem, User, UserProfile
+from server.domain.model import (
+    EntryType,
+    Event,
+    LedgerEntry,
+    PointsSystem,
+    Trigger,
+    User,
+    UserProfile,
+)
 
 
 @dataclass(frozen=True)
@@ -127,6 +136,11 @@ class AccountRepository(Protocol):
         """(system_key, user_id) of accounts holding credit that lapsed by `now`."""
         ...
 
+    def due_for_accrual(self, system_key: str, now: datetime, epoch: int, limit: int) -> list[str]:
+        """Users of the system with a TIME_INTERVAL firing due by `now`, or whose accrual
+        was worked out before configuration version `epoch` (a trigger changed since)."""
+        ...
+
     def save(self, accounts: Sequence[Account], now: datetime) -> None:
         """Upsert the accounts and write back their changed credit lots."""
         ...
@@ -168,6 +182,43 @@ class LedgerRepository(Protocol):
         ...
 
 
+class TriggerRepository(Protocol):
+    """Triggers are configuration: read whole into memory (Configuration), written here."""
+
+    def all(self) -> list[Trigger]: ...
+    def lock(self, trigger_id: str) -> Trigger | None:
+        """The stored trigger, locked for an update."""
+        ...
+
+    def add(self, trigger: Trigger) -> None: ...
+    def update(self, trigger: Trigger) -> None: ...
+
+
+class EventRepository(Protocol):
+    """Recorded events and users' running totals of each event type."""
+
+    def totals(
+        self, user_ids: Sequence[str], event_types: Sequence[str]
+    ) -> dict[tuple[str, str], Decimal]:
+        """(user_id, event_type) -> the running total, for those the users have."""
+        ...
+
+    def save_totals(self, totals: Mapping[tuple[str, str], Decimal], now: datetime) -> None: ...
+    def add(self, events: Sequence[Event]) -> None: ...
+    def window(
+        self,
+        event_types: Sequence[str],
+        start_time: datetime,
+        end_time: datetime,
+        after: tuple[datetime, str] | None,
+        limit: int,
+    ) -> list[tuple[Event, dict[str, str]]]:
+        """Events of these types with start_time <= create_time < end_time, in the order
+        they were recorded (after the (create_time, id) cursor), each with its user's
+        attributes."""
+        ...
+
+
 class IdempotencyRepository(Protocol):
     """Keys are read with the accounts (AccountRepository.standing); written here."""
 
@@ -187,6 +238,10 @@ class UnitOfWork(Protocol):
     def ledger(self) -> LedgerRepository: ...
     @property
     def idempotency(self) -> IdempotencyRepository: ...
+    @property
+    def triggers(self) -> TriggerRepository: ...
+    @property
+    def events(self) -> EventRepository: ...
 
     def __enter__(self) -> Self: ...
     def __exit__(

@@ -1,12 +1,16 @@
 """Posting a batch of points changes in one unit of work: lock, read, decide, write.
 
 The users of the batch are locked in one sorted order; their accounts and what the
-batch's idempotency keys remember are read by one statement (reversals by another, when
-the batch reverses something); every change is decided by the domain in arrival order,
-one user's changes chaining on the account the previous one left; then the entries,
-accounts and keys of every change that succeeded are written with one statement each.
-A change whose decision fails (insufficient points, a reused key) fails alone; the
-others are posted. The caller commits.
+batch's idempotency keys remember are read by one statement (reversals and running event
+totals by one more each, when the batch has any); every change is decided by the domain
+in arrival order on its user's book (domain/book.py), one user's changes chaining on the
+book the previous one left; then the entries, accounts, keys and events of every change
+that succeeded are written with one statement each. A change whose decision fails
+(insufficient points, a reused key) fails alone; the others are posted. The caller
+commits.
+
+A user created by the batch is welcomed by its first change that succeeds: the
+USER_IDENTIFIED triggers of every system fire then, in the same decision.
 """
 
 from __future__ import annotations
@@ -15,37 +19,47 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from server.domain.changes import Decision
+from server.domain import changes as domain_changes
+from server.domain.book import Book
+from server.domain.changes import TriggerAward
 from server.domain.errors import IdempotencyKeyReused, SystemNotFound, TallyError, UserNotFound
-from server.domain.ledger import Account
-from server.domain.model import LedgerEntry, PointsSystem, User, UserProfile
+from server.domain.model import Event, PointsSystem, User, UserProfile
+from server.domain.rules import Rules
 from server.services import idempotency
 from server.services.configuration import Configuration
-from server.services.ports import AccountKey, KeyScope, Standing, StoredResponse, UnitOfWork
-from server.services.results import WriteResult
+from server.services.ports import KeyScope, Standing, StoredResponse, UnitOfWork
+from server.services.results import Result
 
 
 @dataclass(frozen=True)
 class Circumstances:
-    """What a decision may consult besides the account."""
+    """What a decision may consult besides the user's book."""
 
-    system: PointsSystem
+    rules: Rules
     # Entries of this user already reversed (entry id -> the reversal's id); filled for
     # changes that name the entry they reverse (Change.reverses).
     reversals: Mapping[str, str]
+    # USER_IDENTIFIED awards this change's decision made first (the user is new).
+    welcome: Sequence[TriggerAward] = ()
+
+    def system(self, key: str) -> PointsSystem:
+        system = self.rules.systems.get(key)
+        if system is None:
+            raise SystemNotFound(key)
+        return system
 
 
-Decide = Callable[[Account, Circumstances], Decision]
+Decide = Callable[[Book, Circumstances], Result | None]
 # What a change comes to: its result, its error, or None for a change that found nothing
-# to write (settling an account with no lapsed credit).
-Outcome = WriteResult | TallyError | None
+# to write (settling an account with nothing due).
+Outcome = Result | TallyError | None
 
 
 @dataclass(frozen=True)
 class Change:
-    """One points change to post: whose, in which system, and the rule that decides it."""
+    """One points change to post: whose, where its key lives, and the rule that decides it."""
 
-    system_key: str
+    system_key: str  # the system it changes; '' for a change of the user's (an event)
     user_id: str
     decide: Decide
     now: datetime
@@ -55,13 +69,19 @@ class Change:
     idempotency_key: str = ""
     request_hash: str = ""
     reverses: str = ""  # the entry a reversal undoes
+    reads_metrics: tuple[str, ...] = ()  # event types whose running totals it uses
+
+    @property
+    def key_scope(self) -> KeyScope:
+        """Where its idempotency key lives: the user and system ('' for the user's own)."""
+        return (self.user_id, self.system_key, self.idempotency_key)
 
 
 @dataclass
 class _Decided:
     change: Change
-    decision: Decision
-    system: PointsSystem
+    result: Result | None
+    book: Book  # the fork it was decided on: its entries, events and changed accounts
 
 
 @dataclass
@@ -74,8 +94,9 @@ class _Batch:
     # Users the batch may change: those that existed, then each new one from the first
     # change that creates it (a change before it finds no user, as it would alone).
     present: set[str]
-    systems: Mapping[str, PointsSystem]
-    accounts: dict[AccountKey, Account]
+    new: set[str]  # users this batch creates (not yet welcomed)
+    rules: Rules
+    books: dict[str, Book]
     stored: Mapping[KeyScope, StoredResponse]
     reversals: dict[str, str]
     dry_run: bool
@@ -89,7 +110,7 @@ class _Batch:
             if change.profile is None:
                 raise UserNotFound(change.user_id, change.system_key)
             self.present.add(change.user_id)  # created (a dry run: would be) by this change
-        scope = (change.user_id, change.system_key, change.idempotency_key)
+        scope = change.key_scope
         if change.idempotency_key:
             earlier = self.firsts.get(scope)
             if earlier is not None:
@@ -99,30 +120,34 @@ class _Batch:
             replayed = idempotency.replay(self.stored.get(scope), change.request_hash, key=scope[2])
             if replayed is not None:
                 return replayed
-        system = self.systems.get(change.system_key)
-        if system is None:
+        if change.system_key and change.system_key not in self.rules.systems:
             raise SystemNotFound(change.system_key)
-        account_key = (change.user_id, change.system_key)
-        account = self.accounts.get(account_key) or Account(change.system_key, change.user_id)
-        decision = change.decide(account, Circumstances(system, self.reversals))
-        if decision.changed:
-            self.accounts[account_key] = decision.account
-            for entry in decision.entries:
-                if entry.reverses_entry_id:
-                    self.reversals[entry.reverses_entry_id] = entry.id
+        user = self._user(change)
+        book = self.books.get(user.id)
+        if book is None:
+            book = Book(user, {}, identified=user.id not in self.new)
+        fork = book.fork(user)
+        welcome = domain_changes.identify(fork, self.rules, change.now)
+        result = change.decide(fork, Circumstances(self.rules, self.reversals, welcome))
+        self.books[user.id] = fork
+        for entry in fork.entries:
+            if entry.reverses_entry_id:
+                self.reversals[entry.reverses_entry_id] = entry.id
         if change.idempotency_key:
             self.firsts[scope] = index
-        if change.profile is not None and not self.dry_run:
-            self._apply_profile(change.profile)
-        return _Decided(change, decision, system)
+        if change.profile is not None and not self.dry_run and user is not self.users[user.id]:
+            self.users[user.id] = user
+            self.profiled.add(user.id)
+        return _Decided(change, result, fork)
 
-    def _apply_profile(self, profile: UserProfile) -> None:
-        """A decided change's profile fields (replays and failures change no profile)."""
-        user = self.users[profile.id]
-        updated = user.with_profile(profile)
-        if updated is not user:
-            self.users[profile.id] = updated
-            self.profiled.add(profile.id)
+    def _user(self, change: Change) -> User:
+        """The user as the change names it: as stored, with the change's profile fields
+        (a dry run's new user: as the change would create it)."""
+        user = self.users.get(change.user_id)
+        if user is None:
+            assert change.profile is not None, "a change that creates its user names it"
+            return User.new(change.profile, change.now)
+        return user if change.profile is None else user.with_profile(change.profile)
 
 
 def post(
@@ -135,7 +160,7 @@ def post(
     """Decide and write `changes` in `uow` (which the caller commits); outcomes in order.
 
     A dry run decides the same way on an unlocked read and writes nothing: its entries
-    have no id and no sequence."""
+    have no sequence."""
     now = max(change.now for change in changes)
     batch = _read(uow, changes, config, now, dry_run=dry_run)
     outcomes: list[Outcome | _Decided | int] = []
@@ -157,26 +182,42 @@ def _read(
 ) -> _Batch:
     """Lock (or, for a dry run, read) the batch's users, then read what it decides on."""
     user_ids = [change.user_id for change in changes]
+    profiles: dict[str, UserProfile] = {}  # a new user is made from its first change
+    for change in changes:
+        if change.profile is not None:
+            profiles.setdefault(change.user_id, change.profile)
     if dry_run:
         locked = uow.users.read(user_ids)
+        new = set(profiles) - set(locked.users)
     else:
-        profiles: dict[str, UserProfile] = {}  # a new user is made from its first change
-        for change in changes:
-            if change.profile is not None:
-                profiles.setdefault(change.user_id, change.profile)
         locked = uow.users.lock(user_ids, profiles, now)
-    systems = config.at_version(uow, locked.config_version).systems
+        new = set(locked.created)
+    rules = config.at_version(uow, locked.config_version).rules
     found = sorted(locked.users)
     keys = [c.idempotency_key for c in changes if c.idempotency_key]
     reverses = [c.reverses for c in changes if c.reverses]
+    metrics = sorted({m for c in changes for m in c.reads_metrics})
     standing = uow.accounts.standing(found, keys) if found else Standing({}, {})
     reversals = uow.ledger.reversals_of(found, reverses) if reverses and found else {}
+    totals = uow.events.totals(found, metrics) if metrics and found else {}
+    books: dict[str, Book] = {}
+    for (user_id, system_key), account in standing.accounts.items():
+        book = books.get(user_id)
+        if book is None:
+            book = books[user_id] = Book(locked.users[user_id], {}, identified=user_id not in new)
+        book.accounts[system_key] = account
+    for (user_id, event_type), total in totals.items():
+        book = books.get(user_id)
+        if book is None:
+            book = books[user_id] = Book(locked.users[user_id], {}, identified=user_id not in new)
+        book.metrics[event_type] = total
     return _Batch(
         changes,
         dict(locked.users),
-        set(locked.users) - locked.created,
-        systems,
-        standing.accounts,
+        set(locked.users) - new,
+        new,
+        rules,
+        books,
         standing.keys,
         reversals,
         dry_run,
@@ -186,11 +227,11 @@ def _read(
 def _write(
     uow: UnitOfWork, batch: _Batch, outcomes: list[Outcome | _Decided | int], now: datetime
 ) -> list[Outcome]:
-    """Write the decided changes' entries, accounts and keys (nothing for a dry run), and
-    turn every outcome into the change's result."""
+    """Write the decided changes' entries, accounts, events and keys (nothing for a dry
+    run), and turn every outcome into the change's result."""
     decided = [o for o in outcomes if isinstance(o, _Decided)]
-    entries = [entry for d in decided for entry in d.decision.entries]
-    if batch.dry_run:
+    entries = [entry for d in decided for entry in d.book.entries]
+    if batch.dry_run:  # nothing is written: the entries have no id and no sequence
         written = {e.id: replace(e, id="") for e in entries}
     else:
         written = {e.id: e for e in uow.ledger.add(entries)}
@@ -199,25 +240,23 @@ def _write(
     for change, outcome in zip(batch.changes, outcomes, strict=True):
         if isinstance(outcome, int):  # a repeat of an earlier change in this batch
             first = results[outcome]
-            outcome = replace(first, replayed=True) if isinstance(first, WriteResult) else first
+            outcome = first if isinstance(first, TallyError) or first is None else _replayed(first)
         elif isinstance(outcome, _Decided):
-            outcome = _result(outcome, written)
+            outcome = None if outcome.result is None else outcome.result.written(written)
             if change.idempotency_key and outcome is not None and not batch.dry_run:
-                scope = (change.user_id, change.system_key, change.idempotency_key)
-                remembered[scope] = idempotency.remember(outcome, change.request_hash)
+                remembered[change.key_scope] = idempotency.remember(outcome, change.request_hash)
         results.append(outcome)
     if not batch.dry_run:
-        touched = {(d.change.user_id, d.change.system_key) for d in decided if d.decision.changed}
-        uow.accounts.save([batch.accounts[key] for key in sorted(touched)], now)
+        touched = sorted({(d.book.user.id, key) for d in decided for key in d.book.changed})
+        uow.accounts.save([batch.books[user_id].accounts[key] for user_id, key in touched], now)
+        metrics = sorted({(d.book.user.id, m) for d in decided for m in d.book.changed_metrics})
+        uow.events.save_totals({(u, m): batch.books[u].metrics[m] for u, m in metrics}, now)
+        events: list[Event] = [event for d in decided for event in d.book.events]
+        uow.events.add(events)
         uow.idempotency.add(remembered, now)
         uow.users.update([batch.users[user_id] for user_id in sorted(batch.profiled)])
     return results
 
 
-def _result(decided: _Decided, written: Mapping[str, LedgerEntry]) -> WriteResult | None:
-    """The response of a decided change: its own (last) entry, and the balance after it."""
-    decision = decided.decision
-    if not decision.entries:
-        return None
-    balance = decision.account.to_balance(decided.system.max_points)
-    return WriteResult(written[decision.entries[-1].id], balance)
+def _replayed(result: Result) -> Result:
+    return replace(result, replayed=True)

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from datetime import datetime
 
 from server.domain import commands, validation
+from server.domain.book import settles
 from server.domain.errors import SystemNotFound, UserNotFound
 from server.domain.ledger import Account
 from server.domain.model import EntryType, LedgerEntry, PointsSystem
@@ -27,7 +28,9 @@ def get_balance(tally: Tally, cmd: commands.GetBalance, now: datetime) -> Balanc
     validation.get_balance(cmd)
     system, view = _settled_view(tally, cmd.system_key, cmd.user_id, now, limit=cmd.recent_entries)
     account = view.account or Account(cmd.system_key, cmd.user_id)
-    return BalanceView(account.to_balance(system.max_points), view.entries)
+    known = tally.config.snapshot.rules.triggers  # at least as new as the view's
+    behind = {e.trigger_id: known[e.trigger_id] for e in view.entries if e.trigger_id in known}
+    return BalanceView(account.to_balance(system.max_points), view.entries, list(behind.values()))
 
 
 def list_transactions(
@@ -96,11 +99,11 @@ def _settled_view(
     limit: int,
 ) -> tuple[PointsSystem, UserView]:
     """The user's standing in a system and a page of their newest entries, as one
-    snapshot, after writing off credit that lapsed before `now`, so that a read always
-    includes what is due.
+    snapshot, after writing what fell due by `now` (lapsed credit written off, TIME_INTERVAL
+    firings), so that a read always includes what is due.
 
-    Raises SystemNotFound or UserNotFound. The check for lapsed credit is part of the read
-    itself; only when there is some does it post a change (and then read again).
+    Raises SystemNotFound or UserNotFound. The check for what is due is part of the read
+    itself; only when something is does it post a change (and then read again).
     """
 
     def work(uow: UnitOfWork) -> tuple[PointsSystem, UserView]:
@@ -116,8 +119,7 @@ def _settled_view(
         return system, view
 
     system, view = in_transaction(tally.store, work, write=False)
-    if view.account is not None and view.account.has_lapsed_credit(now):
+    if view.account is not None and settles(view.account, tally.config.snapshot.rules, now):
         writes.settle(tally, system_key, user_id, now)
         system, view = in_transaction(tally.store, work, write=False)
-        assert view.account is None or not view.account.has_lapsed_credit(now), "settled"
     return system, view

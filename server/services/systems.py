@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from datetime import datetime
-from typing import TypeVar
 
 from server.domain import commands, validation
 from server.domain.errors import (
@@ -26,8 +24,6 @@ UPDATABLE_SYSTEM_FIELDS = frozenset(
 )
 OUTPUT_ONLY_SYSTEM_FIELDS = frozenset({"create_time", "update_time", "triggers"})
 
-T = TypeVar("T")
-
 
 def create_system(tally: Tally, cmd: commands.CreateSystem, now: datetime) -> PointsSystem:
     validation.create_system(cmd)
@@ -42,12 +38,12 @@ def create_system(tally: Tally, cmd: commands.CreateSystem, now: datetime) -> Po
         update_time=now,
     )
 
-    def work(uow: UnitOfWork) -> PointsSystem:
+    def work(uow: UnitOfWork, _version: int) -> PointsSystem:
         if not uow.systems.add(system):
             raise SystemExists(cmd.key)
         return system
 
-    return _change_configuration(tally, work)
+    return tally.reconfigure(work)
 
 
 def get_system(tally: Tally, key: str) -> PointsSystem:
@@ -93,7 +89,7 @@ def update_system(tally: Tally, cmd: commands.UpdateSystem, now: datetime) -> Po
     if refused:
         raise ValidationFailed([FieldViolation("update_mask", _why(name)) for name in refused])
 
-    def work(uow: UnitOfWork) -> PointsSystem:
+    def work(uow: UnitOfWork, _version: int) -> PointsSystem:
         system = uow.systems.lock(cmd.key)
         if system is None:
             raise SystemNotFound(cmd.key)
@@ -106,19 +102,4 @@ def update_system(tally: Tally, cmd: commands.UpdateSystem, now: datetime) -> Po
         uow.systems.update(updated)
         return updated
 
-    return _change_configuration(tally, work)
-
-
-def _change_configuration(tally: Tally, change: Callable[[UnitOfWork], T]) -> T:
-    """Run a change to the configuration in one unit of work that also raises its version
-    (so every process reloads before its next write), and have this process check it."""
-
-    def work(uow: UnitOfWork) -> T:
-        result = change(uow)
-        uow.systems.bump_version()
-        uow.commit()
-        return result
-
-    result = in_transaction(tally.store, work, write=True)
-    tally.config.changed()
-    return result
+    return tally.reconfigure(work)

@@ -3,11 +3,17 @@ and the writer that group-commits points changes."""
 
 from __future__ import annotations
 
-from server.domain.errors import SystemNotFound
+from collections.abc import Callable
+from typing import TypeVar
+
+from server.domain.errors import NoMatchingTrigger, SystemNotFound
 from server.domain.model import PointsSystem
 from server.services.configuration import Configuration
-from server.services.ports import Store
+from server.services.ports import Store, UnitOfWork
+from server.services.transactions import in_transaction
 from server.services.writer import MAX_BATCH_CHANGES, Writer
+
+T = TypeVar("T")
 
 
 class Tally:
@@ -26,3 +32,28 @@ class Tally:
         if system is None:
             raise SystemNotFound(key)
         return system
+
+    def check_event_type(self, event_type: str) -> None:
+        """NO_MATCHING_TRIGGER unless a trigger of some status names `event_type`: checked
+        before an event is queued, so that such an event records nothing (an event type
+        not held is looked for again in the store, for a trigger just made elsewhere)."""
+        if event_type in self.config.snapshot.rules.named_event_types:
+            return
+        self.config.changed()
+        rules = in_transaction(self.store, self.config.for_read, write=False).rules
+        if event_type not in rules.named_event_types:
+            raise NoMatchingTrigger(event_type)
+
+    def reconfigure(self, change: Callable[[UnitOfWork, int], T]) -> T:
+        """Run a change to the configuration in one unit of work that also raises its
+        version (given to `change`, so that what it writes can carry it), so that every
+        process reloads before its next write; this process checks at once."""
+
+        def work(uow: UnitOfWork) -> T:
+            result = change(uow, uow.systems.bump_version())
+            uow.commit()
+            return result
+
+        result = in_transaction(self.store, work, write=True)
+        self.config.changed()
+        return result

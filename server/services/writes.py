@@ -1,6 +1,7 @@
-"""Points-change use cases: award, deduct, award in batches, reverse, and settle lapsed
-credit. Each validates its command, states the change for the domain to decide, and
-hands it to the process's writer, which posts it with whatever else is queued."""
+"""Points-change use cases: award, deduct, award in batches, reverse, and settle what
+falls due (lapsed credit, TIME_INTERVAL accruals). Each validates its command, states
+the change for the domain to decide, and hands it to the process's writer, which posts
+it with whatever else is queued. Events (services/events.py) post the same way."""
 
 from __future__ import annotations
 
@@ -8,16 +9,18 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from server.domain import changes, commands, validation
+from server.domain.book import Book
 from server.domain.errors import EntryNotFound, FieldViolation, TallyError, ValidationFailed
-from server.domain.ledger import Account
+from server.domain.model import Balance, PointsSystem
 from server.services import idempotency
-from server.services.posting import Change, Circumstances, Outcome
+from server.services.ports import UnitOfWork
+from server.services.posting import Change, Circumstances, Decide, Outcome
 from server.services.results import WriteResult
 from server.services.tally import Tally
 from server.services.transactions import in_transaction
 
 MAX_BATCH_ITEMS = 100
-EXPIRY_SWEEP_BATCH = 500
+SWEEP_BATCH = 500
 
 
 def award(tally: Tally, cmd: commands.Award, now: datetime) -> WriteResult:
@@ -29,8 +32,10 @@ def _award_change(tally: Tally, cmd: commands.Award, now: datetime) -> Change:
     """The change an Award states, once `cmd` is known valid."""
     tally.system(cmd.system_key)
 
-    def decide(account: Account, given: Circumstances) -> changes.Decision:
-        return changes.award(account, given.system, cmd, now)
+    def decide(book: Book, given: Circumstances) -> WriteResult:
+        system = given.system(cmd.system_key)
+        entry = changes.award(book, given.rules, system, cmd, now)
+        return WriteResult(entry, balance_in(book, system))
 
     return Change(
         cmd.system_key,
@@ -47,8 +52,10 @@ def deduct(tally: Tally, cmd: commands.Deduct, now: datetime) -> WriteResult:
     validation.deduct(cmd)
     tally.system(cmd.system_key)
 
-    def decide(account: Account, _given: Circumstances) -> changes.Decision:
-        return changes.deduct(account, cmd, now)
+    def decide(book: Book, given: Circumstances) -> WriteResult:
+        system = given.system(cmd.system_key)
+        entry = changes.deduct(book, given.rules, system, cmd, now)
+        return WriteResult(entry, balance_in(book, system))
 
     change = Change(
         cmd.system_key,
@@ -93,9 +100,13 @@ def reverse(tally: Tally, cmd: commands.Reverse, now: datetime) -> WriteResult:
     if original is None:
         raise EntryNotFound(cmd.entry_id)
 
-    def decide(account: Account, given: Circumstances) -> changes.Decision:
+    def decide(book: Book, given: Circumstances) -> WriteResult:
+        system = given.system(original.system_key)
         earlier = given.reversals.get(original.id)
-        return changes.reverse(account, original, cmd, now, earlier_reversal_id=earlier)
+        entry = changes.reverse(
+            book, given.rules, system, original, cmd, now, earlier_reversal_id=earlier
+        )
+        return WriteResult(entry, balance_in(book, system))
 
     change = Change(
         original.system_key,
@@ -110,23 +121,26 @@ def reverse(tally: Tally, cmd: commands.Reverse, now: datetime) -> WriteResult:
 
 
 def settle(tally: Tally, system_key: str, user_id: str, now: datetime) -> None:
-    """Write off credit that lapsed before `now` (nothing when someone got there first)."""
+    """Write what fell due by `now` (nothing when someone got there first)."""
     settle_many(tally, [(system_key, user_id)], now)
 
 
 def settle_many(tally: Tally, accounts: Sequence[tuple[str, str]], now: datetime) -> None:
-    def decide(account: Account, _given: Circumstances) -> changes.Decision:
-        return changes.settle(account, now)
+    def decide_for(system_key: str) -> Decide:
+        def decide(book: Book, given: Circumstances) -> None:
+            changes.settle(book, given.rules, given.system(system_key), now)
+
+        return decide
 
     outcomes = tally.writer.post(
-        [Change(system_key, user_id, decide, now) for system_key, user_id in accounts]
+        [Change(key, user_id, decide_for(key), now) for key, user_id in accounts]
     )
     for outcome in outcomes:
         if isinstance(outcome, TallyError):
             raise outcome
 
 
-def expire_due(tally: Tally, now: datetime, *, limit: int = EXPIRY_SWEEP_BATCH) -> int:
+def expire_due(tally: Tally, now: datetime, *, limit: int = SWEEP_BATCH) -> int:
     """Write off lapsed credit of accounts nobody has touched since (the periodic sweep),
     in batches posted like any other changes. Returns the accounts settled."""
     due = in_transaction(
@@ -135,6 +149,29 @@ def expire_due(tally: Tally, now: datetime, *, limit: int = EXPIRY_SWEEP_BATCH) 
     if due:
         settle_many(tally, due, now)
     return len(due)
+
+
+def accrue_due(tally: Tally, now: datetime, *, limit: int = SWEEP_BATCH) -> int:
+    """Write the TIME_INTERVAL firings due for accounts nobody has touched (the periodic
+    sweep), in batches of up to `limit` accounts. Returns the accounts settled."""
+    rules = in_transaction(tally.store, tally.config.for_read, write=False).rules
+    settled = 0
+    for system_key, epoch in sorted(rules.interval_epochs.items()):
+
+        def due(uow: UnitOfWork, key: str = system_key, at: int = epoch) -> list[str]:
+            return uow.accounts.due_for_accrual(key, now, at, limit)
+
+        while users := in_transaction(tally.store, due, write=False):
+            settle_many(tally, [(system_key, user_id) for user_id in users], now)
+            settled += len(users)
+            if len(users) < limit:
+                break
+    return settled
+
+
+def balance_in(book: Book, system: PointsSystem) -> Balance:
+    """The user's balance in `system` as the decision at hand leaves it."""
+    return book.accounts[system.key].to_balance(system.max_points)
 
 
 def _one(tally: Tally, change: Change, *, dry_run: bool) -> WriteResult:
@@ -150,5 +187,5 @@ def _item(outcome: Outcome) -> WriteResult | TallyError:
 def _written(outcome: Outcome) -> WriteResult:
     if isinstance(outcome, TallyError):
         raise outcome
-    assert outcome is not None, "an award, deduction or reversal always writes an entry"
+    assert isinstance(outcome, WriteResult), "an award, deduction or reversal writes an entry"
     return outcome

@@ -23,9 +23,11 @@ from server.domain.errors import StoreUnavailable, TransientStoreError
 from server.store.execution import Executor
 from server.store.repositories import (
     SqlAccountRepository,
+    SqlEventRepository,
     SqlIdempotencyRepository,
     SqlLedgerRepository,
     SqlSystemRepository,
+    SqlTriggerRepository,
     SqlUserRepository,
 )
 from server.store.statements import statements_for
@@ -138,6 +140,8 @@ class SqlUnitOfWork:
     accounts: SqlAccountRepository
     ledger: SqlLedgerRepository
     idempotency: SqlIdempotencyRepository
+    triggers: SqlTriggerRepository
+    events: SqlEventRepository
 
     def __init__(self, engine: Engine, *, write: bool) -> None:
         self._engine = engine
@@ -167,6 +171,8 @@ class SqlUnitOfWork:
         self.accounts = SqlAccountRepository(db, sql)
         self.ledger = SqlLedgerRepository(db, sql)
         self.idempotency = SqlIdempotencyRepository(db, sql)
+        self.triggers = SqlTriggerRepository(db, sql)
+        self.events = SqlEventRepository(db, sql)
         return self
 
     def __exit__(

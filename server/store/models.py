@@ -125,6 +125,11 @@ class AccountRow(Base):
     reversal_entries: Mapped[int] = mapped_column(server_default="0")
     last_earned_time: Mapped[datetime | None]
     next_expire_time: Mapped[datetime | None]
+    # TIME_INTERVAL accrual: each trigger's last firing (trigger id -> ISO time), when the
+    # next is due, and the configuration version it was worked out at (Account).
+    interval_marks: Mapped[dict[str, Any] | None]
+    next_accrual_time: Mapped[datetime | None]
+    accrual_version: Mapped[int] = mapped_column(server_default="0")
     create_time: Mapped[datetime]
     update_time: Mapped[datetime]
 
@@ -132,6 +137,10 @@ class AccountRow(Base):
         Index(None, "system_key", "balance"),
         # The expiry sweep finds accounts with credit due to lapse.
         Index(None, "next_expire_time"),
+        # The accrual sweep finds accounts with a firing due, or worked out before a
+        # trigger of their system changed.
+        Index(None, "system_key", "next_accrual_time"),
+        Index(None, "system_key", "accrual_version"),
     )
 
 
@@ -205,3 +214,53 @@ class IdempotencyRow(Base):
     request_hash: Mapped[str] = mapped_column(String(64))
     response: Mapped[str] = mapped_column(Text)
     create_time: Mapped[datetime]
+
+
+class TriggerRow(Base):
+    """A trigger (configuration, read whole into memory; a reference table under Citus)."""
+
+    __tablename__ = "triggers"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    system_key: Mapped[str] = mapped_column(String(64))
+    type: Mapped[str] = mapped_column(String(32))
+    points: Mapped[int]
+    status: Mapped[str] = mapped_column(String(16))
+    event_type: Mapped[str] = mapped_column(String(255))
+    metric_threshold: Mapped[str] = mapped_column(String(64))  # exact decimal text
+    interval_unit: Mapped[str | None] = mapped_column(String(16))
+    interval_count: Mapped[int]
+    event_attributes: Mapped[list[Any]] = mapped_column(JsonType)  # [[key, value], ...]
+    user_attributes: Mapped[list[Any]] = mapped_column(JsonType)
+    activate_time: Mapped[datetime | None]
+    version: Mapped[int]  # the configuration version that last changed it
+    create_time: Mapped[datetime]
+    update_time: Mapped[datetime]
+
+
+class MetricTotalRow(Base):
+    """A user's running total of one event type (exact decimal text)."""
+
+    __tablename__ = "metric_totals"
+
+    user_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    event_type: Mapped[str] = mapped_column(String(255), primary_key=True)
+    total: Mapped[str] = mapped_column(String(64))
+    update_time: Mapped[datetime]
+
+
+class EventRow(Base):
+    """An event as RecordEvent recorded it (PreviewTriggers replays them). `total_after`
+    is the running total once it was counted, so a replay knows the total before it."""
+
+    __tablename__ = "events"
+
+    user_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    event_type: Mapped[str] = mapped_column(String(255))
+    value: Mapped[str] = mapped_column(String(64))
+    total_after: Mapped[str] = mapped_column(String(64))
+    attributes: Mapped[dict[str, Any]]
+    create_time: Mapped[datetime]
+
+    __table_args__ = (Index(None, "create_time", "id"),)

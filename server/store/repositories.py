@@ -17,7 +17,19 @@ from typing import Any
 from sqlalchemy.sql import Executable
 
 from server.domain.ledger import ONE, Account, CreditLot
-from server.domain.model import EntryType, LedgerEntry, LevelBasis, PointsSystem, User, UserProfile
+from server.domain.model import (
+    EntryType,
+    Event,
+    IntervalUnit,
+    LedgerEntry,
+    LevelBasis,
+    PointsSystem,
+    Trigger,
+    TriggerStatus,
+    TriggerType,
+    User,
+    UserProfile,
+)
 from server.services.ports import (
     AccountKey,
     KeyScope,
@@ -285,6 +297,10 @@ class SqlAccountRepository(_Repository):
         rows = self.db.rows(self.sql.accounts_due, {"now": now, "limit": limit})
         return [(r["system_key"], r["user_id"]) for r in rows]
 
+    def due_for_accrual(self, system_key: str, now: datetime, epoch: int, limit: int) -> list[str]:
+        params = {"system_key": system_key, "now": now, "epoch": epoch, "limit": limit}
+        return [r["user_id"] for r in self.db.rows(self.sql.accounts_accrual_due, params)]
+
     def save(self, accounts: Sequence[Account], now: datetime) -> None:
         """One upsert for the accounts; lots with something left are upserted, emptied
         ones deleted."""
@@ -303,7 +319,10 @@ class SqlAccountRepository(_Repository):
                     **{c: account.entry_counts.get(t, 0) for t, c in ENTRY_COUNT_COLUMNS.items()},
                     "last_earned_time": account.last_earned_time,
                     "next_expire_time": account.next_expire_time,
-                    "create_time": now,
+                    "interval_marks": {k: v.isoformat() for k, v in account.interval_marks.items()},
+                    "next_accrual_time": account.next_accrual_time,
+                    "accrual_version": account.accrual_version,
+                    "create_time": account.create_time or now,
                     "update_time": now,
                 }
                 for account in accounts
@@ -400,6 +419,12 @@ def _account(r: Row, prefix: str = "", user_id: str | None = None) -> Account:
         entry_counts={t: r[prefix + column] for t, column in ENTRY_COUNT_COLUMNS.items()},
         last_earned_time=r[f"{prefix}last_earned_time"],
         next_expire_time=r[f"{prefix}next_expire_time"],
+        create_time=r[f"{prefix}create_time"],
+        interval_marks={
+            k: datetime.fromisoformat(v) for k, v in (r[f"{prefix}interval_marks"] or {}).items()
+        },
+        next_accrual_time=r[f"{prefix}next_accrual_time"],
+        accrual_version=r[f"{prefix}accrual_version"],
     )
 
 
@@ -471,3 +496,128 @@ class SqlIdempotencyRepository(_Repository):
                 for (user_id, scope, key), stored in keys.items()
             ],
         )
+
+
+class SqlTriggerRepository(_Repository):
+    def all(self) -> list[Trigger]:
+        return [_trigger(r) for r in self.db.rows(self.sql.triggers_all)]
+
+    def lock(self, trigger_id: str) -> Trigger | None:
+        row = self.db.first(self.sql.trigger_lock, {"id": trigger_id})
+        return _trigger(row) if row else None
+
+    def add(self, trigger: Trigger) -> None:
+        self._write_rows(self.sql.trigger_add, [{"id": trigger.id, **_trigger_values(trigger)}])
+
+    def update(self, trigger: Trigger) -> None:
+        values = {"id": trigger.id, **_trigger_values(trigger)}
+        if not self.sql.set_based:
+            values["match_id"] = values.pop("id")
+        self._write_rows(self.sql.trigger_update, [values])
+
+
+def _trigger_values(t: Trigger) -> dict[str, Any]:
+    return {
+        "system_key": t.system_key,
+        "type": t.type.value,
+        "points": t.points,
+        "status": t.status.value,
+        "event_type": t.event_type,
+        "metric_threshold": str(t.metric_threshold),
+        "interval_unit": t.interval_unit.value if t.interval_unit else None,
+        "interval_count": t.interval_count,
+        "event_attributes": [list(a) for a in t.event_attributes],
+        "user_attributes": [list(a) for a in t.user_attributes],
+        "activate_time": t.activate_time,
+        "version": t.version,
+        "create_time": t.create_time,
+        "update_time": t.update_time,
+    }
+
+
+def _trigger(r: Row) -> Trigger:
+    unit = r["interval_unit"]
+    return Trigger(
+        id=r["id"],
+        system_key=r["system_key"],
+        type=TriggerType(r["type"]),
+        points=r["points"],
+        status=TriggerStatus(r["status"]),
+        event_type=r["event_type"],
+        metric_threshold=Decimal(r["metric_threshold"]),
+        interval_unit=IntervalUnit(unit) if unit else None,
+        interval_count=r["interval_count"],
+        event_attributes=tuple((k, v) for k, v in r["event_attributes"]),
+        user_attributes=tuple((k, v) for k, v in r["user_attributes"]),
+        activate_time=r["activate_time"],
+        version=r["version"],
+        create_time=r["create_time"],
+        update_time=r["update_time"],
+    )
+
+
+class SqlEventRepository(_Repository):
+    def totals(
+        self, user_ids: Sequence[str], event_types: Sequence[str]
+    ) -> dict[tuple[str, str], Decimal]:
+        params = {"user_ids": sorted(set(user_ids)), "event_types": sorted(set(event_types))}
+        rows = self.db.rows(self.sql.totals_of, params)
+        return {(r["user_id"], r["event_type"]): Decimal(r["total"]) for r in rows}
+
+    def save_totals(self, totals: Mapping[tuple[str, str], Decimal], now: datetime) -> None:
+        if totals:
+            rows = [
+                {"user_id": u, "event_type": t, "total": str(total), "update_time": now}
+                for (u, t), total in totals.items()
+            ]
+            self._write_rows(self.sql.total_save, rows)
+
+    def add(self, events: Sequence[Event]) -> None:
+        if events:
+            rows = [
+                {
+                    "user_id": e.user_id,
+                    "id": e.id,
+                    "event_type": e.event_type,
+                    "value": str(e.value),
+                    "total_after": str(e.total_after),
+                    "attributes": e.attributes,
+                    "create_time": e.create_time,
+                }
+                for e in events
+            ]
+            self._write_rows(self.sql.event_add, rows)
+
+    def window(
+        self,
+        event_types: Sequence[str],
+        start_time: datetime,
+        end_time: datetime,
+        after: tuple[datetime, str] | None,
+        limit: int,
+    ) -> list[tuple[Event, dict[str, str]]]:
+        params: dict[str, Any] = {
+            "event_types": list(event_types),
+            "start_time": start_time,
+            "end_time": end_time,
+            "limit": limit,
+        }
+        statement = self.sql.events_window
+        if after is not None:
+            statement = self.sql.events_window_after
+            params.update(after_time=after[0], after_id=after[1])
+        return [
+            (
+                Event(
+                    id=r["id"],
+                    user_id=r["user_id"],
+                    event_type=r["event_type"],
+                    value=Decimal(r["value"]),
+                    total_after=Decimal(r["total_after"]),
+                    attributes=dict(r["attributes"] or {}),
+                    create_time=r["create_time"],
+                ),
+                dict(r["user_attributes"] or {}),
+            )
+            for r in self.db.rows(statement, params)
+        ]

@@ -40,9 +40,12 @@ from server.store.models import (
     AccountRow,
     ConfigVersionRow,
     CreditLotRow,
+    EventRow,
     IdempotencyRow,
     LedgerEntryRow,
+    MetricTotalRow,
     SystemRow,
+    TriggerRow,
     UserRow,
 )
 
@@ -59,6 +62,9 @@ lots = _table(CreditLotRow)
 ledger = _table(LedgerEntryRow)
 idempotency = _table(IdempotencyRow)
 config = _table(ConfigVersionRow)
+triggers = _table(TriggerRow)
+metric_totals = _table(MetricTotalRow)
+events = _table(EventRow)
 
 ACCOUNT_TOTALS = (
     "balance",
@@ -71,6 +77,9 @@ ACCOUNT_TOTALS = (
     "reversal_entries",
     "last_earned_time",
     "next_expire_time",
+    "interval_marks",
+    "next_accrual_time",
+    "accrual_version",
     "update_time",
 )
 
@@ -237,6 +246,16 @@ class Statements:
             .order_by(accounts.c.next_expire_time)
             .limit(bindparam("limit"))
         )
+        self.accounts_accrual_due = (
+            select(accounts.c.user_id)
+            .where(
+                accounts.c.system_key == bindparam("system_key"),
+                (accounts.c.next_accrual_time <= bindparam("now"))
+                | (accounts.c.accrual_version < bindparam("epoch")),
+            )
+            .order_by(accounts.c.user_id)
+            .limit(bindparam("limit"))
+        )
         lot_insert = insert(lots)
         self.lot_save = lot_insert.on_conflict_do_update(
             index_elements=["user_id", "system_key", "entry_id"],
@@ -326,6 +345,66 @@ class Statements:
             .order_by(ledger.c.sequence)
             .limit(bindparam("limit"))
         )
+
+        # triggers (configuration: read whole, written one at a time)
+        self.triggers_all = select(triggers).order_by(triggers.c.create_time, triggers.c.id)
+        self.trigger_lock = (
+            select(triggers).where(triggers.c.id == bindparam("id")).with_for_update()
+        )
+        # (written as one-row JSON sets on PostgreSQL: how its statements bind JSON)
+        self.trigger_add = insert(triggers)
+        self.trigger_update = (
+            update(triggers)
+            .where(triggers.c.id == bindparam("match_id"))
+            .values({c.name: bindparam(c.name) for c in triggers.c if c.name != "id"})
+        )
+        if self.set_based:
+            names = [c.name for c in triggers.c]
+            self.trigger_add = insert(triggers).from_select(names, from_json(triggers, names))
+            changed = json_rows(triggers, names)
+            self.trigger_update = (
+                update(triggers)
+                .where(triggers.c.id == changed.c.id)
+                .values({n: changed.c[n] for n in names if n != "id"})
+            )
+
+        # running event totals, and the events recorded
+        self.totals_of = select(metric_totals).where(
+            one_of(metric_totals.c.user_id, "user_ids"),
+            one_of(metric_totals.c.event_type, "event_types"),
+        )
+        total_insert = insert(metric_totals)
+        event_insert = insert(events)
+        if self.set_based:
+            names = [c.name for c in metric_totals.c]
+            total_insert = insert(metric_totals).from_select(names, from_json(metric_totals, names))
+            names = [c.name for c in events.c]
+            event_insert = insert(events).from_select(names, from_json(events, names))
+        self.total_save = total_insert.on_conflict_do_update(
+            index_elements=["user_id", "event_type"],
+            set_={
+                "total": total_insert.excluded.total,
+                "update_time": total_insert.excluded.update_time,
+            },
+        )
+        self.event_add = event_insert
+        in_window = (
+            one_of(events.c.event_type, "event_types"),
+            events.c.create_time >= bindparam("start_time"),
+            events.c.create_time < bindparam("end_time"),
+        )
+        self.events_window = (
+            select(events, users.c.attributes.label("user_attributes"))
+            .select_from(events.join(users, users.c.id == events.c.user_id))
+            .where(*in_window)
+            .order_by(events.c.create_time, events.c.id)
+            .limit(bindparam("limit"))
+        )
+        after = (events.c.create_time > bindparam("after_time")) | (
+            (events.c.create_time == bindparam("after_time"))
+            & (events.c.id > bindparam("after_id"))
+        )
+        self.events_window_after = self.events_window.where(after)
 
         # idempotency keys
         self.key_add = insert(idempotency)

@@ -19,6 +19,7 @@ import pytest
 from sqlalchemy import func, select, text
 
 from server.domain import changes, commands
+from server.domain.book import Book
 from server.domain.errors import (
     IdempotencyKeyReused,
     InsufficientPoints,
@@ -26,7 +27,6 @@ from server.domain.errors import (
     TallyError,
     TransientStoreError,
 )
-from server.domain.ledger import Account
 from server.domain.model import UserProfile
 from server.services import codec, transactions, writes
 from server.services import writer as writer_module
@@ -56,8 +56,8 @@ class CountingStore:
 def award_change(user: str, amount: int, *, key: str = "", **fields: Any) -> Change:
     cmd = commands.Award("xp", UserProfile(user), amount, idempotency_key=key, **fields)
 
-    def decide(account: Account, given: Circumstances) -> changes.Decision:
-        return changes.award(account, given.system, cmd, T0)
+    def decide(book: Book, given: Circumstances) -> WriteResult:
+        return awarded(book, given, cmd)
 
     return Change(
         "xp",
@@ -72,7 +72,20 @@ def award_change(user: str, amount: int, *, key: str = "", **fields: Any) -> Cha
 
 def deduct_change(user: str, amount: int) -> Change:
     cmd = commands.Deduct("xp", user, amount)
-    return Change("xp", user, lambda account, _: changes.deduct(account, cmd, T0), T0)
+
+    def decide(book: Book, given: Circumstances) -> WriteResult:
+        system = given.system("xp")
+        entry = changes.deduct(book, given.rules, system, cmd, T0)
+        return WriteResult(entry, writes.balance_in(book, system))
+
+    return Change("xp", user, decide, T0)
+
+
+def awarded(book: Book, given: Circumstances, cmd: commands.Award) -> WriteResult:
+    """How writes.award decides, for changes the tests build themselves."""
+    system = given.system(cmd.system_key)
+    entry = changes.award(book, given.rules, system, cmd, T0)
+    return WriteResult(entry, writes.balance_in(book, system))
 
 
 def ledger(store: SqlStore) -> tuple[int, int]:
@@ -172,11 +185,10 @@ def test_a_database_error_in_a_batch_posts_each_change_alone(tally: Tally, store
     system(tally)
     taken = award(tally, "bob", 1).entry.id
 
-    def clashing(account: Account, given: Circumstances) -> changes.Decision:
-        decision = changes.award(
-            account, given.system, commands.Award("xp", UserProfile("bob"), 4), T0
-        )
-        return replace(decision, entries=(replace(decision.entries[0], id=taken),))
+    def clashing(book: Book, given: Circumstances) -> WriteResult:
+        result = awarded(book, given, commands.Award("xp", UserProfile("bob"), 4))
+        book.entries[-1] = replace(result.entry, id=taken)
+        return replace(result, entry=book.entries[-1])
 
     bad = Change("xp", "bob", clashing, T0, profile=UserProfile("bob"))
     outcomes = tally.writer.post([award_change("alice", 10), bad, award_change("carol", 5)])
@@ -220,10 +232,10 @@ def test_calls_queued_behind_a_commit_share_the_next_transaction(
     counting.writes = 0
     inside, release = threading.Event(), threading.Event()
 
-    def slow(account: Account, given: Circumstances) -> changes.Decision:
+    def slow(book: Book, given: Circumstances) -> WriteResult:
         inside.set()
         assert release.wait(10)
-        return changes.award(account, given.system, commands.Award("xp", UserProfile("u0"), 1), T0)
+        return awarded(book, given, commands.Award("xp", UserProfile("u0"), 1))
 
     with ThreadPoolExecutor(6) as pool:
         first = pool.submit(
@@ -269,7 +281,7 @@ def test_separate_writers_racing_on_shared_users_never_deadlock(store: SqlStore)
 def test_a_crash_in_a_lone_change_reaches_its_caller(tally: Tally) -> None:
     system(tally)
 
-    def broken(account: Account, given: Circumstances) -> changes.Decision:
+    def broken(book: Book, given: Circumstances) -> WriteResult:
         raise ZeroDivisionError("a bug in a rule")
 
     with pytest.raises(ZeroDivisionError):
@@ -289,8 +301,8 @@ def test_profile_fields_of_a_batch_are_each_kept_and_replays_change_none(
     def named(key: str, **profile: Any) -> Change:
         cmd = commands.Award("xp", UserProfile("u", **profile), 1, idempotency_key=key)
 
-        def decide(account: Account, given: Circumstances) -> changes.Decision:
-            return changes.award(account, given.system, cmd, T0)
+        def decide(book: Book, given: Circumstances) -> WriteResult:
+            return awarded(book, given, cmd)
 
         return Change(
             "xp",
@@ -347,12 +359,12 @@ def test_calls_of_a_batch_whose_leader_dies_are_answered(tally: Tally) -> None:
     system(tally)
     inside, release = threading.Event(), threading.Event()
 
-    def slow(account: Account, given: Circumstances) -> changes.Decision:
+    def slow(book: Book, given: Circumstances) -> WriteResult:
         inside.set()
         assert release.wait(10)
-        return changes.award(account, given.system, commands.Award("xp", UserProfile("a"), 1), T0)
+        return awarded(book, given, commands.Award("xp", UserProfile("a"), 1))
 
-    def dies(account: Account, given: Circumstances) -> changes.Decision:
+    def dies(book: Book, given: Circumstances) -> WriteResult:
         raise Boom()
 
     def call(change: Change) -> object:

@@ -66,7 +66,9 @@ def balance(**fields: object) -> Balance:
 
 
 def round_trip(result: WriteResult) -> WriteResult:
-    return codec.loads(codec.dumps(result))
+    back = codec.loads(codec.dumps(result))
+    assert isinstance(back, WriteResult)
+    return back
 
 
 def test_full_result_round_trips() -> None:
@@ -144,6 +146,7 @@ def test_the_stored_form_is_versioned_and_names_every_field() -> None:
     # A response stored before a field existed loads with that field's default.
     del stored["entry"]["trigger_id"], stored["balance"]["level"]
     back = codec.loads(json.dumps(stored))
+    assert isinstance(back, WriteResult)
     assert back.entry.trigger_id == ""
     assert back.balance.level is None
 

@@ -214,6 +214,48 @@ class ListTriggersResponse(_message.Message):
     triggers: _containers.RepeatedCompositeFieldContainer[Trigger]
     def __init__(self, triggers: _Optional[_Iterable[_Union[Trigger, _Mapping]]] = ...) -> None: ...
 
+class PreviewTriggersRequest(_message.Message):
+    __slots__ = ("system_key", "triggers", "trigger_ids", "start_time", "end_time", "bucket_count")
+    SYSTEM_KEY_FIELD_NUMBER: _ClassVar[int]
+    TRIGGERS_FIELD_NUMBER: _ClassVar[int]
+    TRIGGER_IDS_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    BUCKET_COUNT_FIELD_NUMBER: _ClassVar[int]
+    system_key: str
+    triggers: _containers.RepeatedCompositeFieldContainer[Trigger]
+    trigger_ids: _containers.RepeatedScalarFieldContainer[str]
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    bucket_count: int
+    def __init__(self, system_key: _Optional[str] = ..., triggers: _Optional[_Iterable[_Union[Trigger, _Mapping]]] = ..., trigger_ids: _Optional[_Iterable[str]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., bucket_count: _Optional[int] = ...) -> None: ...
+
+class PreviewTriggersResponse(_message.Message):
+    __slots__ = ("users", "awards", "points", "per_trigger", "distribution", "events")
+    USERS_FIELD_NUMBER: _ClassVar[int]
+    AWARDS_FIELD_NUMBER: _ClassVar[int]
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    PER_TRIGGER_FIELD_NUMBER: _ClassVar[int]
+    DISTRIBUTION_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    users: int
+    awards: int
+    points: int
+    per_trigger: _containers.RepeatedCompositeFieldContainer[TriggerPreview]
+    distribution: _containers.RepeatedCompositeFieldContainer[PointsBucket]
+    events: int
+    def __init__(self, users: _Optional[int] = ..., awards: _Optional[int] = ..., points: _Optional[int] = ..., per_trigger: _Optional[_Iterable[_Union[TriggerPreview, _Mapping]]] = ..., distribution: _Optional[_Iterable[_Union[PointsBucket, _Mapping]]] = ..., events: _Optional[int] = ...) -> None: ...
+
+class TriggerPreview(_message.Message):
+    __slots__ = ("index_or_id", "awards", "points")
+    INDEX_OR_ID_FIELD_NUMBER: _ClassVar[int]
+    AWARDS_FIELD_NUMBER: _ClassVar[int]
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    index_or_id: str
+    awards: int
+    points: int
+    def __init__(self, index_or_id: _Optional[str] = ..., awards: _Optional[int] = ..., points: _Optional[int] = ...) -> None: ...
+
 class AwardRequest(_message.Message):
     __slots__ = ("system_key", "user", "amount", "reason", "metadata", "idempotency_key", "expire_time", "skip_boosts", "validate_only")
     SYSTEM_KEY_FIELD_NUMBER: _ClassVar[int]

@@ -79,6 +79,11 @@ class PointsServiceStub:
                 request_serializer=tally_dot_v1_dot_points__pb2.ListTriggersRequest.SerializeToString,
                 response_deserializer=tally_dot_v1_dot_points__pb2.ListTriggersResponse.FromString,
                 _registered_method=True)
+        self.PreviewTriggers = channel.unary_unary(
+                '/tally.v1.PointsService/PreviewTriggers',
+                request_serializer=tally_dot_v1_dot_points__pb2.PreviewTriggersRequest.SerializeToString,
+                response_deserializer=tally_dot_v1_dot_points__pb2.PreviewTriggersResponse.FromString,
+                _registered_method=True)
         self.Award = channel.unary_unary(
                 '/tally.v1.PointsService/Award',
                 request_serializer=tally_dot_v1_dot_points__pb2.AwardRequest.SerializeToString,
@@ -202,6 +207,19 @@ class PointsServiceServicer:
     def ListTriggers(self, request, context):
         """Lists the triggers of a system (all statuses), oldest first. Errors:
         NOT_FOUND `SYSTEM_NOT_FOUND`. Read only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PreviewTriggers(self, request, context):
+        """Trophy's balancing preview: replays the events recorded in a window, in
+        their order, through draft triggers and/or saved ones (of any status), as
+        if they alone had been ACTIVE then (metric totals as they stood at the
+        window's start, max_points applied, boosts ignored), and returns what they
+        would have given. EVENT and METRIC triggers only (the others do not follow
+        events). Writes nothing. Errors: NOT_FOUND `SYSTEM_NOT_FOUND`,
+        `TRIGGER_NOT_FOUND`; INVALID_ARGUMENT `VALIDATION_FAILED`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -382,6 +400,11 @@ def add_PointsServiceServicer_to_server(servicer, server):
                     servicer.ListTriggers,
                     request_deserializer=tally_dot_v1_dot_points__pb2.ListTriggersRequest.FromString,
                     response_serializer=tally_dot_v1_dot_points__pb2.ListTriggersResponse.SerializeToString,
+            ),
+            'PreviewTriggers': grpc.unary_unary_rpc_method_handler(
+                    servicer.PreviewTriggers,
+                    request_deserializer=tally_dot_v1_dot_points__pb2.PreviewTriggersRequest.FromString,
+                    response_serializer=tally_dot_v1_dot_points__pb2.PreviewTriggersResponse.SerializeToString,
             ),
             'Award': grpc.unary_unary_rpc_method_handler(
                     servicer.Award,
@@ -638,6 +661,33 @@ class PointsService:
             '/tally.v1.PointsService/ListTriggers',
             tally_dot_v1_dot_points__pb2.ListTriggersRequest.SerializeToString,
             tally_dot_v1_dot_points__pb2.ListTriggersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PreviewTriggers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tally.v1.PointsService/PreviewTriggers',
+            tally_dot_v1_dot_points__pb2.PreviewTriggersRequest.SerializeToString,
+            tally_dot_v1_dot_points__pb2.PreviewTriggersResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,56 @@
+"""The configuration as the domain decides by it: points systems and their triggers,
+indexed once per configuration version for the lookups every change makes."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from server.domain.model import PointsSystem, Trigger, TriggerType
+
+
+@dataclass(frozen=True)
+class Rules:
+    systems: dict[str, PointsSystem] = field(default_factory=dict)
+    triggers: dict[str, Trigger] = field(default_factory=dict)  # by id, of every status
+    # ACTIVE EVENT and METRIC triggers by the event type they listen to.
+    by_event_type: dict[str, tuple[Trigger, ...]] = field(default_factory=dict)
+    # Event types named by a trigger of any status (others are NO_MATCHING_TRIGGER).
+    named_event_types: frozenset[str] = frozenset()
+    identified: tuple[Trigger, ...] = ()  # ACTIVE USER_IDENTIFIED triggers
+    intervals: dict[str, tuple[Trigger, ...]] = field(default_factory=dict)  # ACTIVE, by system
+    # By system: the configuration version that last changed one of its TIME_INTERVAL
+    # triggers; an account accrued at an older version may have firings nobody scheduled.
+    interval_epochs: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, systems: Iterable[PointsSystem], triggers: Iterable[Trigger]) -> Rules:
+        by_id = {t.id: t for t in sorted(triggers, key=lambda t: (t.create_time, t.id))}
+        by_event: defaultdict[str, list[Trigger]] = defaultdict(list)
+        intervals: defaultdict[str, list[Trigger]] = defaultdict(list)
+        epochs: dict[str, int] = {}
+        for t in by_id.values():
+            if t.type is TriggerType.TIME_INTERVAL:
+                epochs[t.system_key] = max(epochs.get(t.system_key, 0), t.version)
+            if not t.active:
+                continue
+            if t.type in (TriggerType.EVENT, TriggerType.METRIC):
+                by_event[t.event_type].append(t)
+            elif t.type is TriggerType.TIME_INTERVAL:
+                intervals[t.system_key].append(t)
+        return cls(
+            systems={s.key: s for s in systems},
+            triggers=by_id,
+            by_event_type={k: tuple(v) for k, v in by_event.items()},
+            named_event_types=frozenset(t.event_type for t in by_id.values() if t.event_type),
+            identified=tuple(
+                t for t in by_id.values() if t.active and t.type is TriggerType.USER_IDENTIFIED
+            ),
+            intervals={k: tuple(v) for k, v in intervals.items()},
+            interval_epochs=epochs,
+        )
+
+    def triggers_of(self, system_key: str) -> list[Trigger]:
+        """A system's triggers of every status, oldest first."""
+        return [t for t in self.triggers.values() if t.system_key == system_key]

@@ -1,0 +1,125 @@
+"""Trigger use cases: create, update (activate, deactivate, archive, edit), list.
+
+Triggers are configuration: each change raises the configuration's version, and every
+process decides by the triggers it holds in memory (services/configuration.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from datetime import datetime
+
+from server.domain import commands, validation
+from server.domain.errors import (
+    FieldViolation,
+    SystemNotFound,
+    TriggerNotFound,
+    ValidationFailed,
+    quote,
+)
+from server.domain.model import Trigger, TriggerStatus
+from server.services.ports import UnitOfWork
+from server.services.tally import Tally
+from server.services.transactions import in_transaction
+
+UPDATABLE_TRIGGER_FIELDS = frozenset(
+    {
+        "points",
+        "status",
+        "event_type",
+        "metric_threshold",
+        "interval_unit",
+        "interval_count",
+        "event_attributes",
+        "user_attributes",
+    }
+)
+FIXED_TRIGGER_FIELDS = frozenset({"id", "system_key", "type", "create_time", "update_time"})
+
+
+def create_trigger(tally: Tally, cmd: commands.CreateTrigger, now: datetime) -> Trigger:
+    validation.create_trigger(cmd)
+    fields = cmd.trigger
+    assert fields.type is not None, "validated"
+    status = fields.status or TriggerStatus.INACTIVE
+
+    def work(uow: UnitOfWork, version: int) -> Trigger:
+        if uow.systems.get(cmd.system_key) is None:
+            raise SystemNotFound(cmd.system_key)
+        trigger = Trigger(
+            id=str(uuid.uuid4()),
+            system_key=cmd.system_key,
+            type=fields.type,  # type: ignore[arg-type]
+            points=fields.points,
+            status=status,
+            create_time=now,
+            update_time=now,
+            event_type=fields.event_type,
+            metric_threshold=fields.metric_threshold,
+            interval_unit=fields.interval_unit,
+            interval_count=fields.interval_count,
+            event_attributes=fields.event_attributes,
+            user_attributes=fields.user_attributes,
+            activate_time=now if status is TriggerStatus.ACTIVE else None,
+            version=version,
+        )
+        uow.triggers.add(trigger)
+        return trigger
+
+    return tally.reconfigure(work)
+
+
+def update_trigger(tally: Tally, cmd: commands.UpdateTrigger, now: datetime) -> Trigger:
+    validation.trigger_id("trigger.id", cmd.id)
+    refused = sorted(cmd.fields - UPDATABLE_TRIGGER_FIELDS)
+    if refused:
+        raise ValidationFailed([FieldViolation("update_mask", _why(name)) for name in refused])
+
+    def work(uow: UnitOfWork, version: int) -> Trigger:
+        trigger = uow.triggers.lock(cmd.id)
+        if trigger is None:
+            raise TriggerNotFound(cmd.id)
+        edits = {name: getattr(cmd.trigger, name) for name in cmd.fields}
+        if "status" in edits:
+            edits["status"] = edits["status"] or TriggerStatus.INACTIVE
+        updated = dataclasses.replace(trigger, **edits, update_time=now, version=version)
+        validation.updated_trigger(_fields_of(updated))
+        if updated.active and not trigger.active:
+            updated = dataclasses.replace(updated, activate_time=now)
+        uow.triggers.update(updated)
+        return updated
+
+    return tally.reconfigure(work)
+
+
+def list_triggers(tally: Tally, system_key: str) -> list[Trigger]:
+    """The system's triggers of every status, oldest first."""
+    if not validation.SYSTEM_KEY.fullmatch(system_key):
+        raise SystemNotFound(system_key)
+    rules = in_transaction(tally.store, tally.config.for_read, write=False).rules
+    if system_key not in rules.systems:
+        rules = in_transaction(tally.store, tally.config.reload, write=False).rules
+        if system_key not in rules.systems:
+            raise SystemNotFound(system_key)
+    return rules.triggers_of(system_key)
+
+
+def _fields_of(trigger: Trigger) -> commands.TriggerFields:
+    return commands.TriggerFields(
+        type=trigger.type,
+        points=trigger.points,
+        status=trigger.status,
+        event_type=trigger.event_type,
+        metric_threshold=trigger.metric_threshold,
+        interval_unit=trigger.interval_unit,
+        interval_count=trigger.interval_count,
+        event_attributes=trigger.event_attributes,
+        user_attributes=trigger.user_attributes,
+    )
+
+
+def _why(name: str) -> str:
+    """Why an update_mask path cannot be updated."""
+    if name in FIXED_TRIGGER_FIELDS:
+        return f"names {name!r}, which cannot be changed"
+    return f"names {quote(name)}, which is not a field of Trigger"

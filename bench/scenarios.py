@@ -120,6 +120,17 @@ def award_hot(ctx: Context, n: int) -> list[bytes]:
     return award(ctx, n, user=lambda: seed.HOT_USER, name="hot")
 
 
+def record_event(ctx: Context, n: int) -> list[bytes]:
+    return [
+        points_pb2.RecordEventRequest(
+            user=common_pb2.User(id=ctx.any_user()),
+            event_type=seed.EVENT_TYPE,
+            idempotency_key=ctx.key("event"),
+        ).SerializeToString()
+        for _ in range(n)
+    ]
+
+
 def award_big_ledger(ctx: Context, n: int) -> list[bytes]:
     return award(ctx, n, user=ctx.any_user, name="big")
 
@@ -246,6 +257,16 @@ SCENARIOS: tuple[Scenario, ...] = (
         targets=(Target("ratio", ">=", 0.8, ">= 0.8 x spread Award"),),
         also=("transport", "db_award_hot"),
         entries_per_call=1,
+    ),
+    Scenario(
+        "record_event",
+        "RecordEvent",
+        record_event,
+        baseline="award_spread",
+        title="RecordEvent, spread: three matching triggers in two systems",
+        targets=(Target("ratio", ">=", 1 / 1.5, "cost <= 1.5 x an Award (ratio >= 0.67)"),),
+        also=("transport",),
+        entries_per_call=3,
     ),
     Scenario(
         "deduct",

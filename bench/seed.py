@@ -17,6 +17,8 @@ SYSTEM = "bench"
 HOT_USER = "hot"
 HISTORY_USER = "history"
 SPREAD_BALANCE = 1_000_000  # enough that Deduct never runs short
+SECOND_SYSTEM = "bench-coins"
+EVENT_TYPE = "bench.lesson"  # three ACTIVE EVENT triggers name it, in two systems
 
 
 def user_id(index: int) -> str:
@@ -47,11 +49,33 @@ def base(conn: psycopg.Connection[tuple[object, ...]], users: int, history: int)
         " UNION ALL SELECT %s, '', '', '{}'::jsonb, now()",
         (users, HOT_USER, HISTORY_USER),
     )
+    event_triggers(conn)
     add_entries(conn, "'u' || lpad((g %% {users})::text, 6, '0')", users, 1, SPREAD_BALANCE)
     add_entries(conn, f"'{HOT_USER}'", 1, 1, SPREAD_BALANCE)
     first = add_entries(conn, f"'{HISTORY_USER}'", 1, history, 1)
     conn.execute("VACUUM ANALYZE")
     return Seeded(users, history, first)
+
+
+def event_triggers(conn: psycopg.Connection[tuple[object, ...]]) -> None:
+    """A second system and three ACTIVE EVENT triggers on EVENT_TYPE (two in SYSTEM, one in
+    SECOND_SYSTEM), with the configuration's version raised so the server loads them."""
+    conn.execute(
+        "INSERT INTO points_systems (key, name, description, badge_url, max_points,"
+        " level_basis, create_time, update_time)"
+        " VALUES (%s, 'Bench coins', '', '', 0, 'BALANCE', now(), now())",
+        (SECOND_SYSTEM,),
+    )
+    for system, points in ((SYSTEM, 10), (SYSTEM, 1), (SECOND_SYSTEM, 5)):
+        conn.execute(
+            "INSERT INTO triggers (id, system_key, type, points, status, event_type,"
+            " metric_threshold, interval_unit, interval_count, event_attributes,"
+            " user_attributes, activate_time, version, create_time, update_time)"
+            " VALUES (gen_random_uuid()::text, %s, 'EVENT', %s, 'ACTIVE', %s, '0', NULL, 0,"
+            " '[]', '[]', now(), 1, now(), now())",
+            (system, points, EVENT_TYPE),
+        )
+    conn.execute("UPDATE config_version SET version = version + 1")
 
 
 def add_entries(

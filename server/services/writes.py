@@ -161,11 +161,14 @@ def accrue_due(tally: Tally, now: datetime, *, limit: int = SWEEP_BATCH) -> int:
         def due(uow: UnitOfWork, key: str = system_key, at: int = epoch) -> list[str]:
             return uow.accounts.due_for_accrual(key, now, at, limit)
 
-        while users := in_transaction(tally.store, due, write=False):
+        previous: list[str] = []
+        # (a batch that comes back unchanged was settled by nobody: stop rather than spin)
+        while (users := in_transaction(tally.store, due, write=False)) and users != previous:
             settle_many(tally, [(system_key, user_id) for user_id in users], now)
             settled += len(users)
             if len(users) < limit:
                 break
+            previous = users
     return settled
 
 

@@ -15,6 +15,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from server.api.errors import ErrorInterceptor
+from server.api.levels import LevelsServicer
 from server.api.points import PointsServicer
 from server.api.shutdown import ShutdownGate
 from server.services import writes
@@ -134,10 +135,8 @@ def build(settings: Settings, store: Store, clock: Callable[[], datetime] = utc_
     )
     tally = Tally(store, max_batch=settings.max_batch)
     points_pb2_grpc.add_PointsServiceServicer_to_server(PointsServicer(tally, clock), server)
-    # Levels and boosts arrive in their own issues; until then they answer UNIMPLEMENTED.
-    levels_pb2_grpc.add_LevelsServiceServicer_to_server(
-        levels_pb2_grpc.LevelsServiceServicer(), server
-    )
+    levels_pb2_grpc.add_LevelsServiceServicer_to_server(LevelsServicer(tally, clock), server)
+    # Boosts arrive in their own issue; until then they answer UNIMPLEMENTED.
     boosts_pb2_grpc.add_BoostsServiceServicer_to_server(
         boosts_pb2_grpc.BoostsServiceServicer(), server
     )

@@ -26,9 +26,10 @@ from server.store.database import SqlStore
 from server.store.models import Base
 
 # CI runs are reproducible (a fixed derandomized search); local runs keep exploring.
-settings.register_profile("ci", derandomize=True, database=None)
-if os.environ.get("CI") == "true":
-    settings.load_profile("ci")
+# No per-example deadline: these machines are shared, and a slow example is not a bug.
+settings.register_profile("ci", derandomize=True, database=None, deadline=None)
+settings.register_profile("local", deadline=None)
+settings.load_profile("ci" if os.environ.get("CI") == "true" else "local")
 
 PG_ADMIN_URL = os.environ.get(
     "TALLY_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"

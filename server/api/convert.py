@@ -220,8 +220,10 @@ def entry_out(entry: LedgerEntry) -> common_pb2.LedgerEntry:
 
 
 def level_out(level: Level | None) -> common_pb2.Level | None:
-    if level is None:
-        return None
+    return None if level is None else level_resource(level)
+
+
+def level_resource(level: Level) -> common_pb2.Level:
     return common_pb2.Level(
         id=level.id,
         system_key=level.system_key,

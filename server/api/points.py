@@ -252,6 +252,7 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
             balance=convert.balance_out(view.balance),
             recent=[convert.entry_out(e) for e in view.recent],
             triggers=[convert.trigger_out(t) for t in view.triggers],
+            next_level=convert.level_out(view.next_level),
         )
 
     def ListTransactions(

@@ -145,3 +145,30 @@ class PreviewTriggers:
     trigger_ids: tuple[str, ...] = ()
     start_time: datetime | None = None  # None: 30 days before now
     end_time: datetime | None = None  # None: now
+
+
+@dataclass(frozen=True)
+class LevelFields:
+    key: str = ""
+    name: str = ""
+    description: str = ""
+    badge_url: str = ""
+    points: int = 0
+
+
+@dataclass(frozen=True)
+class CreateLevel:
+    system_key: str
+    level: LevelFields
+
+
+@dataclass(frozen=True)
+class UpdateLevel:
+    """Set the fields named in `fields` of the level named by `id` (or, without one, by
+    `system_key` and `key`)."""
+
+    id: str
+    system_key: str
+    key: str
+    fields: frozenset[str]
+    level: LevelFields

@@ -171,6 +171,12 @@ class SystemExists(AlreadyExists):
 class LevelExists(AlreadyExists):
     reason = "LEVEL_EXISTS"
 
+    def __init__(self, system_key: str, what: str, value: str) -> None:
+        super().__init__(
+            f"points system {quote(system_key)} already has a level with {what} {quote(value)}",
+            metadata={"system_key": system_key, what: value},
+        )
+
 
 class IdempotencyKeyReused(AlreadyExists):
     reason = "IDEMPOTENCY_KEY_REUSED"

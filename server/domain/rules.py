@@ -7,7 +7,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from server.domain.model import PointsSystem, Trigger, TriggerType
+from server.domain.model import Level, PointsSystem, Trigger, TriggerType
 
 
 @dataclass(frozen=True)
@@ -23,9 +23,15 @@ class Rules:
     # By system: the configuration version that last changed one of its TIME_INTERVAL
     # triggers; an account accrued at an older version may have firings nobody scheduled.
     interval_epochs: dict[str, int] = field(default_factory=dict)
+    levels: dict[str, tuple[Level, ...]] = field(default_factory=dict)  # by threshold
 
     @classmethod
-    def of(cls, systems: Iterable[PointsSystem], triggers: Iterable[Trigger]) -> Rules:
+    def of(
+        cls,
+        systems: Iterable[PointsSystem],
+        triggers: Iterable[Trigger],
+        levels: Iterable[Level] = (),
+    ) -> Rules:
         by_id = {t.id: t for t in sorted(triggers, key=lambda t: (t.create_time, t.id))}
         by_event: defaultdict[str, list[Trigger]] = defaultdict(list)
         intervals: defaultdict[str, list[Trigger]] = defaultdict(list)
@@ -49,8 +55,16 @@ class Rules:
             ),
             intervals={k: tuple(v) for k, v in intervals.items()},
             interval_epochs=epochs,
+            levels=_ladders(levels),
         )
 
     def triggers_of(self, system_key: str) -> list[Trigger]:
         """A system's triggers of every status, oldest first."""
         return [t for t in self.triggers.values() if t.system_key == system_key]
+
+
+def _ladders(levels: Iterable[Level]) -> dict[str, tuple[Level, ...]]:
+    by_system: defaultdict[str, list[Level]] = defaultdict(list)
+    for level in levels:
+        by_system[level.system_key].append(level)
+    return {k: tuple(sorted(v, key=lambda level: level.points)) for k, v in by_system.items()}

@@ -399,3 +399,28 @@ def preview_triggers(cmd: commands.PreviewTriggers) -> None:
     if cmd.start_time and cmd.end_time and cmd.end_time <= cmd.start_time:
         v.add("end_time", "must be after start_time")
     v.raise_if_any()
+
+
+# -- levels --------------------------------------------------------------------------------
+
+
+def level_fields(v: Violations, level: commands.LevelFields) -> None:
+    v.system_key("level.key", level.key)
+    v.text("level.name", level.name, MAX_NAME_CHARS)
+    v.text("level.description", level.description, MAX_DESCRIPTION_CHARS)
+    v.text("level.badge_url", level.badge_url, MAX_URL_CHARS)
+    if not 0 <= level.points <= MAX_POINTS_CAP:
+        v.add("level.points", f"must be between 0 and {MAX_POINTS_CAP:,}, got {level.points}")
+
+
+def create_level(cmd: commands.CreateLevel) -> None:
+    v = Violations()
+    v.system_key("system_key", cmd.system_key)
+    level_fields(v, cmd.level)
+    v.raise_if_any()
+
+
+def level(level: commands.LevelFields) -> None:
+    v = Violations()
+    level_fields(v, level)
+    v.raise_if_any()

@@ -1,4 +1,4 @@
-"""The configuration held in memory: points systems and triggers (next levels, boosts).
+"""The configuration held in memory: points systems, triggers and levels (next boosts).
 
 Every process holds all of it and a version number. Every change to the configuration
 raises the stored version in its own transaction. A batch of points changes learns the
@@ -90,7 +90,9 @@ class Configuration:
     def _load(self, uow: UnitOfWork) -> Snapshot:
         checked = time.monotonic()
         version = uow.systems.version()
-        snapshot = Snapshot(version, Rules.of(uow.systems.all(), uow.triggers.all()))
+        snapshot = Snapshot(
+            version, Rules.of(uow.systems.all(), uow.triggers.all(), uow.levels.all())
+        )
         with self._mutex:
             if snapshot.version >= self._snapshot.version:
                 self._snapshot = snapshot

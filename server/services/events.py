@@ -47,7 +47,7 @@ def record_event(tally: Tally, cmd: commands.RecordEvent, now: datetime) -> Even
                 book.account(system, given.rules, now)
             results[key] = SystemEventResult(
                 added=sum(entry.amount for entry, _ in awards),
-                balance=balance_in(book, system),
+                balance=balance_in(book, system, given.rules),
                 awards=tuple(awards),
             )
         return EventResult(recorded.event.id, recorded.event.total_after, results)

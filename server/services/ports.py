@@ -18,6 +18,9 @@ from server.domain.model import (
     EntryType,
     Event,
     LedgerEntry,
+    Level,
+    LevelBasis,
+    LevelChange,
     PointsSystem,
     Trigger,
     User,
@@ -194,6 +197,23 @@ class TriggerRepository(Protocol):
     def update(self, trigger: Trigger) -> None: ...
 
 
+class LevelRepository(Protocol):
+    """Levels are configuration (read whole into memory); level changes are per user."""
+
+    def all(self) -> list[Level]: ...
+    def add(self, level: Level) -> None: ...
+    def update(self, level: Level) -> None: ...
+    def delete(self, level_id: str) -> None: ...
+    def add_changes(self, changes: Sequence[LevelChange]) -> list[LevelChange]:
+        """Append level changes in order, in one insert; returns them with sequences."""
+        ...
+
+    def counts(self, system_key: str, basis: LevelBasis, thresholds: Sequence[int]) -> list[int]:
+        """How many of the system's accounts have a basis value in each range between
+        consecutive thresholds: [below the first, first..second, ..., last and above]."""
+        ...
+
+
 class EventRepository(Protocol):
     """Recorded events and users' running totals of each event type."""
 
@@ -242,6 +262,8 @@ class UnitOfWork(Protocol):
     def triggers(self) -> TriggerRepository: ...
     @property
     def events(self) -> EventRepository: ...
+    @property
+    def levels(self) -> LevelRepository: ...
 
     def __enter__(self) -> Self: ...
     def __exit__(

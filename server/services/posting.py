@@ -20,15 +20,16 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from server.domain import changes as domain_changes
+from server.domain import levels
 from server.domain.book import Book
 from server.domain.changes import TriggerAward
 from server.domain.errors import IdempotencyKeyReused, SystemNotFound, TallyError, UserNotFound
-from server.domain.model import Event, PointsSystem, User, UserProfile
+from server.domain.model import Event, LevelChange, PointsSystem, User, UserProfile
 from server.domain.rules import Rules
 from server.services import idempotency
 from server.services.configuration import Configuration
 from server.services.ports import KeyScope, Standing, StoredResponse, UnitOfWork
-from server.services.results import Result
+from server.services.results import Result, Written
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,7 @@ class _Decided:
     change: Change
     result: Result | None
     book: Book  # the fork it was decided on: its entries, events and changed accounts
+    moves: list[LevelChange]  # the level changes it made, one per system at most
 
 
 @dataclass
@@ -129,6 +131,9 @@ class _Batch:
         fork = book.fork(user)
         welcome = domain_changes.identify(fork, self.rules, change.now)
         result = change.decide(fork, Circumstances(self.rules, self.reversals, welcome))
+        moves = self._moves(book, fork, change.now)
+        if result is not None and moves:
+            result = result.with_levels(moves)
         self.books[user.id] = fork
         for entry in fork.entries:
             if entry.reverses_entry_id:
@@ -138,7 +143,23 @@ class _Batch:
         if change.profile is not None and not self.dry_run and user is not self.users[user.id]:
             self.users[user.id] = user
             self.profiled.add(user.id)
-        return _Decided(change, result, fork)
+        return _Decided(change, result, fork, list(moves.values()))
+
+    def _moves(self, before: Book, after: Book, now: datetime) -> dict[str, LevelChange]:
+        """By system, the level moves of a decision: each changed account's level before
+        and after it (the move is dated and named by its last entry there)."""
+        moves = {}
+        last = {entry.system_key: entry.id for entry in after.entries}
+        for key in sorted(after.changed & set(last)):
+            ladder = self.rules.levels.get(key)
+            if ladder:
+                system = self.rules.systems[key]
+                move = levels.crossed(
+                    ladder, system, before.accounts.get(key), after.accounts[key], last[key], now
+                )
+                if move is not None:
+                    moves[key] = move
+        return moves
 
     def _user(self, change: Change) -> User:
         """The user as the change names it: as stored, with the change's profile fields
@@ -231,10 +252,17 @@ def _write(
     run), and turn every outcome into the change's result."""
     decided = [o for o in outcomes if isinstance(o, _Decided)]
     entries = [entry for d in decided for entry in d.book.entries]
+    moves = [move for d in decided for move in d.moves]
     if batch.dry_run:  # nothing is written: the entries have no id and no sequence
-        written = {e.id: replace(e, id="") for e in entries}
+        written = Written(
+            {e.id: replace(e, id="") for e in entries},
+            {m.entry_id: replace(m, entry_id="") for m in moves},
+        )
     else:
-        written = {e.id: e for e in uow.ledger.add(entries)}
+        written = Written(
+            {e.id: e for e in uow.ledger.add(entries)},
+            {m.entry_id: m for m in uow.levels.add_changes(moves)},
+        )
     results: list[Outcome] = []
     remembered: dict[KeyScope, StoredResponse] = {}
     for change, outcome in zip(batch.changes, outcomes, strict=True):

@@ -1,4 +1,5 @@
-"""Read use cases: a balance, a page of history, a stream of history.
+"""Read use cases: a balance, a page of history, a stream of history (and the settled
+view of a user's standing that every read of one user starts from).
 
 Each read is one snapshot of the user's account and entries. Credit that lapsed before
 the read is written off first (through the writer, like any change), so that a read
@@ -10,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import datetime
 
-from server.domain import commands, validation
+from server.domain import commands, levels, validation
 from server.domain.book import settles
 from server.domain.errors import SystemNotFound, UserNotFound
 from server.domain.ledger import Account
@@ -26,11 +27,15 @@ STREAM_CHUNK = 1000
 
 def get_balance(tally: Tally, cmd: commands.GetBalance, now: datetime) -> BalanceView:
     validation.get_balance(cmd)
-    system, view = _settled_view(tally, cmd.system_key, cmd.user_id, now, limit=cmd.recent_entries)
+    system, view = settled_view(tally, cmd.system_key, cmd.user_id, now, limit=cmd.recent_entries)
     account = view.account or Account(cmd.system_key, cmd.user_id)
-    known = tally.config.snapshot.rules.triggers  # at least as new as the view's
+    rules = tally.config.snapshot.rules  # at least as new as the view's
+    known = rules.triggers
     behind = {e.trigger_id: known[e.trigger_id] for e in view.entries if e.trigger_id in known}
-    return BalanceView(account.to_balance(system.max_points), view.entries, list(behind.values()))
+    following = levels.next_level(rules.levels.get(system.key, ()), levels.basis(account, system))
+    return BalanceView(
+        writes.balance_of(account, system, rules), view.entries, list(behind.values()), following
+    )
 
 
 def list_transactions(
@@ -40,7 +45,7 @@ def list_transactions(
     query = page_tokens.query_id(cmd.system_key, cmd.user_id, sorted(t.value for t in cmd.types))
     before = page_tokens.decode(cmd.page_token, query, int)
     limit = cmd.page_size or validation.DEFAULT_PAGE_SIZE
-    _system, view = _settled_view(
+    _system, view = settled_view(
         tally, cmd.system_key, cmd.user_id, now, types=cmd.types, before=before, limit=limit + 1
     )
     entries = view.entries[:limit]
@@ -58,7 +63,7 @@ def stream_history(
     entries are read in chunks, each in its own short read.
     """
     validation.stream_history(cmd)
-    _system, view = _settled_view(tally, cmd.system_key, cmd.user_id, now, limit=1)
+    _system, view = settled_view(tally, cmd.system_key, cmd.user_id, now, limit=1)
     through = view.entries[0].sequence if view.entries else 0
     return _stream(tally, cmd, through)
 
@@ -88,7 +93,7 @@ def _stream(tally: Tally, cmd: commands.StreamHistory, through: int) -> Iterator
         after = chunk[-1].sequence
 
 
-def _settled_view(
+def settled_view(
     tally: Tally,
     system_key: str,
     user_id: str,

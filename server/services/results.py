@@ -6,7 +6,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
-from server.domain.model import Balance, LedgerEntry, LevelChange, Trigger
+from server.domain.model import Balance, LedgerEntry, Level, LevelChange, Trigger
+
+
+@dataclass(frozen=True)
+class Written:
+    """What a post stored, for results to show in its stored form (with sequences): the
+    entries by id, and the level changes by the id of the entry that caused them."""
+
+    entries: Mapping[str, LedgerEntry]
+    level_changes: Mapping[str, LevelChange] = field(default_factory=dict)
+
+    def level_change(self, change: LevelChange | None) -> LevelChange | None:
+        return None if change is None else self.level_changes[change.entry_id]
 
 
 @dataclass(frozen=True)
@@ -18,8 +30,16 @@ class WriteResult:
     level_change: LevelChange | None = None
     replayed: bool = False
 
-    def written(self, entries: Mapping[str, LedgerEntry]) -> WriteResult:
-        return replace(self, entry=entries[self.entry.id])
+    def with_levels(self, moves: Mapping[str, LevelChange]) -> WriteResult:
+        """With the level move its change made in its system (by system key)."""
+        return replace(self, level_change=moves.get(self.entry.system_key))
+
+    def written(self, stored: Written) -> WriteResult:
+        return replace(
+            self,
+            entry=stored.entries[self.entry.id],
+            level_change=stored.level_change(self.level_change),
+        )
 
 
 @dataclass(frozen=True)
@@ -40,11 +60,19 @@ class EventResult:
     results: dict[str, SystemEventResult] = field(default_factory=dict)
     replayed: bool = False
 
-    def written(self, entries: Mapping[str, LedgerEntry]) -> EventResult:
+    def with_levels(self, moves: Mapping[str, LevelChange]) -> EventResult:
+        results = {k: replace(r, level_change=moves.get(k)) for k, r in self.results.items()}
+        return replace(self, results=results)
+
+    def written(self, stored: Written) -> EventResult:
         return replace(
             self,
             results={
-                key: replace(r, awards=tuple((entries[e.id], t) for e, t in r.awards))
+                key: replace(
+                    r,
+                    awards=tuple((stored.entries[e.id], t) for e, t in r.awards),
+                    level_change=stored.level_change(r.level_change),
+                )
                 for key, r in self.results.items()
             },
         )
@@ -60,6 +88,7 @@ class BalanceView:
     balance: Balance
     recent: list[LedgerEntry]
     triggers: list[Trigger] = field(default_factory=list)  # behind the recent entries
+    next_level: Level | None = None
 
 
 @dataclass(frozen=True)

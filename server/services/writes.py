@@ -6,12 +6,15 @@ it with whatever else is queued. Events (services/events.py) post the same way."
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 
-from server.domain import changes, commands, validation
+from server.domain import changes, commands, levels, validation
 from server.domain.book import Book
 from server.domain.errors import EntryNotFound, FieldViolation, TallyError, ValidationFailed
+from server.domain.ledger import Account
 from server.domain.model import Balance, PointsSystem
+from server.domain.rules import Rules
 from server.services import idempotency
 from server.services.ports import UnitOfWork
 from server.services.posting import Change, Circumstances, Decide, Outcome
@@ -35,7 +38,7 @@ def _award_change(tally: Tally, cmd: commands.Award, now: datetime) -> Change:
     def decide(book: Book, given: Circumstances) -> WriteResult:
         system = given.system(cmd.system_key)
         entry = changes.award(book, given.rules, system, cmd, now)
-        return WriteResult(entry, balance_in(book, system))
+        return WriteResult(entry, balance_in(book, system, given.rules))
 
     return Change(
         cmd.system_key,
@@ -55,7 +58,7 @@ def deduct(tally: Tally, cmd: commands.Deduct, now: datetime) -> WriteResult:
     def decide(book: Book, given: Circumstances) -> WriteResult:
         system = given.system(cmd.system_key)
         entry = changes.deduct(book, given.rules, system, cmd, now)
-        return WriteResult(entry, balance_in(book, system))
+        return WriteResult(entry, balance_in(book, system, given.rules))
 
     change = Change(
         cmd.system_key,
@@ -106,7 +109,7 @@ def reverse(tally: Tally, cmd: commands.Reverse, now: datetime) -> WriteResult:
         entry = changes.reverse(
             book, given.rules, system, original, cmd, now, earlier_reversal_id=earlier
         )
-        return WriteResult(entry, balance_in(book, system))
+        return WriteResult(entry, balance_in(book, system, given.rules))
 
     change = Change(
         original.system_key,
@@ -172,9 +175,15 @@ def accrue_due(tally: Tally, now: datetime, *, limit: int = SWEEP_BATCH) -> int:
     return settled
 
 
-def balance_in(book: Book, system: PointsSystem) -> Balance:
-    """The user's balance in `system` as the decision at hand leaves it."""
-    return book.accounts[system.key].to_balance(system.max_points)
+def balance_in(book: Book, system: PointsSystem, rules: Rules) -> Balance:
+    """The user's balance in `system` as the decision at hand leaves it, with their level."""
+    return balance_of(book.accounts[system.key], system, rules)
+
+
+def balance_of(account: Account, system: PointsSystem, rules: Rules) -> Balance:
+    ladder = rules.levels.get(system.key, ())
+    level = levels.level_of(ladder, levels.basis(account, system)) if ladder else None
+    return replace(account.to_balance(system.max_points), level=level)
 
 
 def _one(tally: Tally, change: Change, *, dry_run: bool) -> WriteResult:

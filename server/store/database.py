@@ -26,6 +26,7 @@ from server.store.repositories import (
     SqlEventRepository,
     SqlIdempotencyRepository,
     SqlLedgerRepository,
+    SqlLevelRepository,
     SqlSystemRepository,
     SqlTriggerRepository,
     SqlUserRepository,
@@ -142,6 +143,7 @@ class SqlUnitOfWork:
     idempotency: SqlIdempotencyRepository
     triggers: SqlTriggerRepository
     events: SqlEventRepository
+    levels: SqlLevelRepository
 
     def __init__(self, engine: Engine, *, write: bool) -> None:
         self._engine = engine
@@ -173,6 +175,7 @@ class SqlUnitOfWork:
         self.idempotency = SqlIdempotencyRepository(db, sql)
         self.triggers = SqlTriggerRepository(db, sql)
         self.events = SqlEventRepository(db, sql)
+        self.levels = SqlLevelRepository(db, sql)
         return self
 
     def __exit__(

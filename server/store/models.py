@@ -69,6 +69,9 @@ class Base(DeclarativeBase):
     }
 
 
+# One order over all level changes (WatchLevelChanges), numbered as the ledger is.
+LEVEL_CHANGE_SEQUENCE = Sequence("level_change_sequence", metadata=Base.metadata)
+
 # One order over all ledger entries. On SQLite (one writer at a time) the store numbers
 # entries itself; on PostgreSQL this sequence does.
 LEDGER_SEQUENCE = Sequence("ledger_entry_sequence", metadata=Base.metadata)
@@ -134,7 +137,9 @@ class AccountRow(Base):
     update_time: Mapped[datetime]
 
     __table_args__ = (
+        # Level counts (GetLevelSummary) and the balance histogram: ranges of one system.
         Index(None, "system_key", "balance"),
+        Index(None, "system_key", "total_earned"),
         # The expiry sweep finds accounts with credit due to lapse.
         Index(None, "next_expire_time"),
         # The accrual sweep finds accounts with a firing due, or worked out before a
@@ -264,3 +269,38 @@ class EventRow(Base):
     create_time: Mapped[datetime]
 
     __table_args__ = (Index(None, "create_time", "id"),)
+
+
+class LevelRow(Base):
+    """A level of a points system (configuration, read whole into memory)."""
+
+    __tablename__ = "levels"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    system_key: Mapped[str] = mapped_column(String(64))
+    key: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text)
+    badge_url: Mapped[str] = mapped_column(Text)
+    points: Mapped[int]
+
+    __table_args__ = (
+        Index(None, "system_key", "key", unique=True),
+        Index(None, "system_key", "points", unique=True),
+    )
+
+
+class LevelChangeRow(Base):
+    """A user's move across a threshold, as the change that made it saw the levels."""
+
+    __tablename__ = "level_changes"
+
+    user_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    sequence: Mapped[int] = mapped_column(primary_key=True)
+    system_key: Mapped[str] = mapped_column(String(64))
+    previous_level: Mapped[dict[str, Any] | None]  # the Level as it was, or null
+    new_level: Mapped[dict[str, Any] | None]
+    entry_id: Mapped[str] = mapped_column(String(36))
+    create_time: Mapped[datetime]
+
+    __table_args__ = (Index(None, "sequence"),)

@@ -7,6 +7,7 @@ loads.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -22,7 +23,9 @@ from server.domain.model import (
     Event,
     IntervalUnit,
     LedgerEntry,
+    Level,
     LevelBasis,
+    LevelChange,
     PointsSystem,
     Trigger,
     TriggerStatus,
@@ -621,3 +624,95 @@ class SqlEventRepository(_Repository):
             )
             for r in self.db.rows(statement, params)
         ]
+
+
+LEVEL_BASIS_COLUMNS = {LevelBasis.BALANCE: "balance", LevelBasis.LIFETIME_EARNED: "total_earned"}
+NO_LIMIT = 2**62  # above any basis value (points never approach it)
+
+
+class SqlLevelRepository(_Repository):
+    def all(self) -> list[Level]:
+        return [_level(r) for r in self.db.rows(self.sql.levels_all)]
+
+    def add(self, level: Level) -> None:
+        self.db.run(self.sql.level_add, {"id": level.id, **_level_values(level)})
+
+    def update(self, level: Level) -> None:
+        self.db.run(self.sql.level_update, {"match_id": level.id, **_level_values(level)})
+
+    def delete(self, level_id: str) -> None:
+        self.db.run(self.sql.level_delete, {"id": level_id})
+
+    def add_changes(self, changes: Sequence[LevelChange]) -> list[LevelChange]:
+        if not changes:
+            return []
+        rows = [_level_change_values(c) for c in changes]
+        if self.sql.set_based:
+            result = self.db.rows(self.sql.level_change_add, _rows_json(rows))
+            numbers = {row["entry_id"]: row["sequence"] for row in result}
+            return [replace(c, sequence=numbers[c.entry_id]) for c in changes]
+        first = int(self.db.scalar(self.sql.level_change_next))
+        numbered = [replace(c, sequence=first + i) for i, c in enumerate(changes)]
+        for row, change in zip(rows, numbered, strict=True):
+            row["sequence"] = change.sequence
+        self.db.run(self.sql.level_change_add, rows)
+        return numbered
+
+    def counts(self, system_key: str, basis: LevelBasis, thresholds: Sequence[int]) -> list[int]:
+        statement = self.sql.level_counts[LEVEL_BASIS_COLUMNS[basis]]
+        bounds = [-NO_LIMIT, *thresholds, NO_LIMIT]
+        return [
+            int(self.db.scalar(statement, {"system_key": system_key, "low": low, "high": high}))
+            for low, high in itertools.pairwise(bounds)
+        ]
+
+
+def _level_values(level: Level) -> dict[str, Any]:
+    return {
+        "system_key": level.system_key,
+        "key": level.key,
+        "name": level.name,
+        "description": level.description,
+        "badge_url": level.badge_url,
+        "points": level.points,
+    }
+
+
+def _level(r: Row) -> Level:
+    return Level(
+        id=r["id"],
+        system_key=r["system_key"],
+        key=r["key"],
+        name=r["name"],
+        description=r["description"],
+        badge_url=r["badge_url"],
+        points=r["points"],
+    )
+
+
+def _level_json(level: Level | None) -> dict[str, Any] | None:
+    return None if level is None else {"id": level.id, **_level_values(level)}
+
+
+def _level_change_values(change: LevelChange) -> dict[str, Any]:
+    return {
+        "user_id": change.user_id,
+        "system_key": change.system_key,
+        "previous_level": _level_json(change.previous_level),
+        "new_level": _level_json(change.new_level),
+        "entry_id": change.entry_id,
+        "create_time": change.create_time,
+    }
+
+
+def level_change(r: Row) -> LevelChange:
+    """A level_changes row as a LevelChange (for the feed)."""
+    return LevelChange(
+        system_key=r["system_key"],
+        user_id=r["user_id"],
+        previous_level=_level(r["previous_level"]) if r["previous_level"] else None,
+        new_level=_level(r["new_level"]) if r["new_level"] else None,
+        entry_id=r["entry_id"],
+        create_time=r["create_time"],
+        sequence=r["sequence"],
+    )

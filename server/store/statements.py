@@ -37,12 +37,15 @@ from sqlalchemy.sql.elements import ColumnClause
 
 from server.store.models import (
     LEDGER_SEQUENCE,
+    LEVEL_CHANGE_SEQUENCE,
     AccountRow,
     ConfigVersionRow,
     CreditLotRow,
     EventRow,
     IdempotencyRow,
     LedgerEntryRow,
+    LevelChangeRow,
+    LevelRow,
     MetricTotalRow,
     SystemRow,
     TriggerRow,
@@ -65,6 +68,8 @@ config = _table(ConfigVersionRow)
 triggers = _table(TriggerRow)
 metric_totals = _table(MetricTotalRow)
 events = _table(EventRow)
+levels = _table(LevelRow)
+level_changes = _table(LevelChangeRow)
 
 ACCOUNT_TOTALS = (
     "balance",
@@ -405,6 +410,41 @@ class Statements:
             & (events.c.id > bindparam("after_id"))
         )
         self.events_window_after = self.events_window.where(after)
+
+        # levels (configuration) and level changes (numbered like the ledger)
+        self.levels_all = select(levels).order_by(levels.c.system_key, levels.c.points)
+        self.level_add = insert(levels)
+        self.level_update = (
+            update(levels)
+            .where(levels.c.id == bindparam("match_id"))
+            .values({c.name: bindparam(c.name) for c in levels.c if c.name != "id"})
+        )
+        self.level_delete = delete(levels).where(levels.c.id == bindparam("id"))
+        self.level_change_add: Executable
+        if self.set_based:
+            names = [c.name for c in level_changes.c if c.name != "sequence"]
+            numbered = from_json(level_changes, names).add_columns(
+                LEVEL_CHANGE_SEQUENCE.next_value()
+            )
+            self.level_change_add = (
+                insert(level_changes)
+                .from_select([*names, "sequence"], numbered)
+                .returning(level_changes.c.entry_id, level_changes.c.sequence)
+            )
+        else:
+            self.level_change_add = insert(level_changes)
+            self.level_change_next = select(
+                func.coalesce(func.max(level_changes.c.sequence), 0) + literal_column("1")
+            )
+        # Accounts of a system with a basis value in [low, high): one index range count
+        # per level (accounts by (system_key, balance) or (system_key, total_earned)).
+        self.level_counts = {}
+        for basis in ("balance", "total_earned"):
+            value = accounts.c[basis]
+            of_system = accounts.c.system_key == bindparam("system_key")
+            self.level_counts[basis] = select(func.count()).where(
+                of_system, value >= bindparam("low"), value < bindparam("high")
+            )
 
         # idempotency keys
         self.key_add = insert(idempotency)

@@ -637,7 +637,7 @@ CASES: list[tuple[TallyError, int, str]] = [
     (domain.EntryNotFound(ENTRY), 5, "ENTRY_NOT_FOUND"),
     (domain.NoMatchingTrigger("quest.done"), 5, "NO_MATCHING_TRIGGER"),
     (domain.SystemExists("xp"), 6, "SYSTEM_EXISTS"),
-    (domain.LevelExists("level gold exists"), 6, "LEVEL_EXISTS"),
+    (domain.LevelExists("xp", "key", "gold"), 6, "LEVEL_EXISTS"),
     (domain.IdempotencyKeyReused("k1"), 6, "IDEMPOTENCY_KEY_REUSED"),
     (domain.InsufficientPoints(available=3, requested=5), 9, "INSUFFICIENT_POINTS"),
     (domain.AlreadyReversed(ENTRY, "r1"), 9, "ALREADY_REVERSED"),

@@ -76,7 +76,7 @@ def deduct_change(user: str, amount: int) -> Change:
     def decide(book: Book, given: Circumstances) -> WriteResult:
         system = given.system("xp")
         entry = changes.deduct(book, given.rules, system, cmd, T0)
-        return WriteResult(entry, writes.balance_in(book, system))
+        return WriteResult(entry, writes.balance_in(book, system, given.rules))
 
     return Change("xp", user, decide, T0)
 
@@ -85,7 +85,7 @@ def awarded(book: Book, given: Circumstances, cmd: commands.Award) -> WriteResul
     """How writes.award decides, for changes the tests build themselves."""
     system = given.system(cmd.system_key)
     entry = changes.award(book, given.rules, system, cmd, T0)
-    return WriteResult(entry, writes.balance_in(book, system))
+    return WriteResult(entry, writes.balance_in(book, system, given.rules))
 
 
 def ledger(store: SqlStore) -> tuple[int, int]:

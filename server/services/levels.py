@@ -1,0 +1,183 @@
+"""Level use cases: create, update, delete and list a system's levels; where a user
+stands; how many users are at each level.
+
+Levels are configuration: each change raises the configuration's version, and every
+points change decides its level move by the levels held in memory. A user's level is
+derived from their basis value and the thresholds as they are (domain/levels.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from server.domain import commands, levels, validation
+from server.domain.errors import (
+    FieldViolation,
+    LevelExists,
+    LevelNotFound,
+    SystemNotFound,
+    ValidationFailed,
+    quote,
+)
+from server.domain.model import Level
+from server.services.ports import UnitOfWork
+from server.services.reads import settled_view
+from server.services.tally import Tally
+from server.services.transactions import in_transaction
+
+UPDATABLE_LEVEL_FIELDS = frozenset({"key", "name", "description", "badge_url", "points"})
+
+
+@dataclass(frozen=True)
+class UserLevel:
+    level: Level | None
+    next_level: Level | None
+    points: int  # the basis value
+    points_to_next: int
+    progress: float
+
+
+@dataclass(frozen=True)
+class LevelSummary:
+    levels: list[tuple[Level, int]]  # by threshold, with their users
+    users_without_level: int
+
+
+def create_level(tally: Tally, cmd: commands.CreateLevel, now: datetime) -> Level:
+    validation.create_level(cmd)
+    fields = cmd.level
+    level = Level(
+        id=str(uuid.uuid4()),
+        system_key=cmd.system_key,
+        key=fields.key,
+        name=fields.name or fields.key,
+        description=fields.description,
+        badge_url=fields.badge_url,
+        points=fields.points,
+    )
+
+    def work(uow: UnitOfWork, _version: int) -> Level:
+        _check_unique(uow, level)
+        uow.levels.add(level)
+        return level
+
+    return tally.reconfigure(work)
+
+
+def update_level(tally: Tally, cmd: commands.UpdateLevel, now: datetime) -> Level:
+    refused = sorted(cmd.fields - UPDATABLE_LEVEL_FIELDS)
+    if refused:
+        raise ValidationFailed([FieldViolation("update_mask", _why(name)) for name in refused])
+
+    def work(uow: UnitOfWork, _version: int) -> Level:
+        current = _find(uow, cmd)
+        edits = {name: getattr(cmd.level, name) for name in cmd.fields}
+        updated = dataclasses.replace(current, **edits)
+        validation.level(_fields_of(updated))
+        _check_unique(uow, updated)
+        uow.levels.update(updated)
+        return updated
+
+    return tally.reconfigure(work)
+
+
+def delete_level(tally: Tally, system_key: str, key: str) -> None:
+    def work(uow: UnitOfWork, _version: int) -> None:
+        level = _find(uow, commands.UpdateLevel("", system_key, key, frozenset(), _NONE))
+        uow.levels.delete(level.id)
+
+    tally.reconfigure(work)
+
+
+def list_levels(tally: Tally, system_key: str) -> list[Level]:
+    """The system's levels by threshold ascending."""
+    if not validation.SYSTEM_KEY.fullmatch(system_key):
+        raise SystemNotFound(system_key)
+    rules = in_transaction(tally.store, tally.config.for_read, write=False).rules
+    if system_key not in rules.systems:
+        rules = in_transaction(tally.store, tally.config.reload, write=False).rules
+        if system_key not in rules.systems:
+            raise SystemNotFound(system_key)
+    return list(rules.levels.get(system_key, ()))
+
+
+def get_user_level(tally: Tally, system_key: str, user_id: str, now: datetime) -> UserLevel:
+    validation.account_key(system_key, user_id)
+    system, view = settled_view(tally, system_key, user_id, now, limit=0)
+    ladder = tally.config.snapshot.rules.levels.get(system_key, ())
+    value = levels.basis(view.account, system)
+    following = levels.next_level(ladder, value)
+    return UserLevel(
+        level=levels.level_of(ladder, value),
+        next_level=following,
+        points=value,
+        points_to_next=following.points - value if following else 0,
+        progress=levels.progress(ladder, value),
+    )
+
+
+def get_level_summary(tally: Tally, system_key: str) -> LevelSummary:
+    """Users per level, counted by the store between consecutive thresholds (an index
+    range count each), never by loading accounts."""
+    ladder = list_levels(tally, system_key)
+    system = tally.config.snapshot.systems[system_key]
+    thresholds = [level.points for level in ladder]
+
+    def work(uow: UnitOfWork) -> list[int]:
+        return uow.levels.counts(system_key, system.level_basis, thresholds)
+
+    below, *at_level = in_transaction(tally.store, work, write=False)
+    return LevelSummary(list(zip(ladder, at_level, strict=True)), below)
+
+
+_NONE = commands.LevelFields()
+
+
+def _find(uow: UnitOfWork, cmd: commands.UpdateLevel) -> Level:
+    """The level an update names, by id or by system and key, locked for the change (its
+    system's row is locked: level changes of one system run one at a time)."""
+    all_levels = uow.levels.all()
+    if cmd.id:
+        found = next((level for level in all_levels if level.id == cmd.id), None)
+        if found is None:
+            raise LevelNotFound(cmd.id)
+    else:
+        found = next(
+            (lv for lv in all_levels if lv.system_key == cmd.system_key and lv.key == cmd.key),
+            None,
+        )
+        if found is None:
+            if uow.systems.get(cmd.system_key) is None:
+                raise SystemNotFound(cmd.system_key)
+            raise LevelNotFound(cmd.key)
+    uow.systems.lock(found.system_key)
+    return found
+
+
+def _check_unique(uow: UnitOfWork, level: Level) -> None:
+    """LEVEL_EXISTS when another level of the system has its key or threshold (checked
+    under the system's lock, so two creates cannot both pass)."""
+    if uow.systems.lock(level.system_key) is None:
+        raise SystemNotFound(level.system_key)
+    for other in uow.levels.all():
+        if other.system_key != level.system_key or other.id == level.id:
+            continue
+        if other.key == level.key:
+            raise LevelExists(level.system_key, "key", level.key)
+        if other.points == level.points:
+            raise LevelExists(level.system_key, "points", str(level.points))
+
+
+def _fields_of(level: Level) -> commands.LevelFields:
+    return commands.LevelFields(
+        level.key, level.name, level.description, level.badge_url, level.points
+    )
+
+
+def _why(name: str) -> str:
+    if name in ("id", "system_key"):
+        return f"names {name!r}, which cannot be changed"
+    return f"names {quote(name)}, which is not a field of Level"

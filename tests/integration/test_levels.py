@@ -1,0 +1,184 @@
+"""Levels on both stores: moves reported by every points change, levels derived from the
+current thresholds, and the counts of who is where."""
+
+from __future__ import annotations
+
+import random
+from datetime import timedelta
+
+import pytest
+
+from server.domain import commands
+from server.domain.errors import LevelExists, LevelNotFound, ValidationFailed
+from server.domain.model import EntryType, LevelBasis, TriggerStatus, TriggerType, UserProfile
+from server.services import events, levels, reads, systems, triggers, writes
+from server.services.tally import Tally
+from server.store.database import SqlStore
+from tests.conftest import T0
+from tests.integration.helpers import award, deduct, system
+
+
+def ladder(tally: Tally, system_key: str = "xp", /, **thresholds: int) -> None:
+    for key, points in thresholds.items():
+        cmd = commands.CreateLevel(system_key, commands.LevelFields(key=key, points=points))
+        levels.create_level(tally, cmd, T0)
+
+
+def keys(change: object) -> tuple[str | None, str | None]:
+    previous = getattr(change, "previous_level", None)
+    new = getattr(change, "new_level", None)
+    return (previous.key if previous else None, new.key if new else None)
+
+
+def user_level(tally: Tally, user: str) -> str | None:
+    found = levels.get_user_level(tally, "xp", user, T0).level
+    return found.key if found else None
+
+
+class TestMoves:
+    def test_balance_levels_go_up_and_down(self, tally: Tally) -> None:
+        system(tally)
+        ladder(tally, bronze=0, silver=50, gold=200)
+        first = award(tally, "ann", 10)
+        assert first.level_change is None  # bronze from the start (threshold 0)
+        assert first.balance.level is not None
+        assert first.balance.level.key == "bronze"
+        up = award(tally, "ann", 45)
+        assert keys(up.level_change) == ("bronze", "silver")
+        assert up.level_change is not None
+        assert up.level_change.entry_id == up.entry.id
+        assert up.level_change.sequence > 0
+        down = deduct(tally, "ann", 20)
+        assert keys(down.level_change) == ("silver", "bronze")
+        assert deduct(tally, "ann", 1).level_change is None
+
+    def test_lifetime_levels_never_drop_on_spending(self, tally: Tally) -> None:
+        systems.create_system(
+            tally, commands.CreateSystem("xp", level_basis=LevelBasis.LIFETIME_EARNED), T0
+        )
+        ladder(tally, silver=50, gold=200)
+        assert keys(award(tally, "ann", 60).level_change) == (None, "silver")
+        assert deduct(tally, "ann", 60).level_change is None
+        assert user_level(tally, "ann") == "silver"
+        assert keys(award(tally, "ann", 140).level_change) == ("silver", "gold")
+
+    def test_one_award_crossing_two_thresholds_reports_the_final_level(self, tally: Tally) -> None:
+        system(tally)
+        ladder(tally, bronze=10, silver=50, gold=200)
+        move = award(tally, "ann", 500).level_change
+        assert keys(move) == (None, "gold")
+        page = reads.list_transactions(tally, commands.ListTransactions("xp", "ann"), T0)
+        assert [e.type for e in page.entries] == [EntryType.AWARD]
+
+    def test_events_report_their_move_per_system(self, tally: Tally) -> None:
+        system(tally)
+        ladder(tally, silver=5)
+        cmd = commands.CreateTrigger(
+            "xp",
+            commands.TriggerFields(
+                type=TriggerType.EVENT, points=5, event_type="lesson", status=TriggerStatus.ACTIVE
+            ),
+        )
+        triggers.create_trigger(tally, cmd, T0)
+        result = events.record_event(tally, commands.RecordEvent(UserProfile("ann"), "lesson"), T0)
+        assert keys(result.results["xp"].level_change) == (None, "silver")
+        assert result.results["xp"].balance.level is not None
+
+    def test_expiry_and_reversal_move_levels_too(self, tally: Tally) -> None:
+        system(tally)
+        ladder(tally, silver=50)
+        lasting = award(tally, "ann", 40)
+        award(tally, "ann", 20, expire_time=T0 + timedelta(hours=1))
+        later = T0 + timedelta(hours=2)
+        view = reads.get_balance(tally, commands.GetBalance("xp", "ann"), later)
+        assert view.balance.level is None
+        assert view.next_level is not None
+        award(tally, "ann", 15, at=later)  # 55: silver
+        reversal = writes.reverse(tally, commands.Reverse(lasting.entry.id), later)
+        assert keys(reversal.level_change) == ("silver", None)
+
+    def test_a_dry_run_reports_the_move_without_an_entry(self, tally: Tally) -> None:
+        system(tally)
+        ladder(tally, silver=50)
+        dry = award(tally, "ann", 60, validate_only=True)
+        assert dry.level_change is not None
+        assert dry.level_change.entry_id == ""
+        assert levels.get_level_summary(tally, "xp").levels[0][1] == 0
+
+
+class TestThresholds:
+    def test_threshold_edits_are_seen_at_once(self, tally: Tally) -> None:
+        system(tally)
+        ladder(tally, silver=50, gold=200)
+        award(tally, "ann", 120)
+        assert user_level(tally, "ann") == "silver"
+        edit = commands.UpdateLevel(
+            "", "xp", "gold", frozenset({"points"}), commands.LevelFields(points=100)
+        )
+        levels.update_level(tally, edit, T0)
+        assert user_level(tally, "ann") == "gold"
+        view = reads.get_balance(tally, commands.GetBalance("xp", "ann"), T0)
+        assert view.balance.level is not None
+        assert view.balance.level.key == "gold"
+        assert view.next_level is None
+        levels.delete_level(tally, "xp", "gold")
+        assert user_level(tally, "ann") == "silver"
+        summary = levels.get_level_summary(tally, "xp")
+        assert [(lv.key, n) for lv, n in summary.levels] == [("silver", 1)]
+
+    def test_progress_and_points_to_next(self, tally: Tally) -> None:
+        system(tally)
+        ladder(tally, silver=50, gold=150)
+        award(tally, "ann", 100)
+        standing = levels.get_user_level(tally, "xp", "ann", T0)
+        assert standing.level is not None
+        assert standing.next_level is not None
+        assert (standing.level.key, standing.next_level.key) == ("silver", "gold")
+        assert (standing.points, standing.points_to_next, standing.progress) == (100, 50, 0.5)
+        award(tally, "bob", 10)
+        low = levels.get_user_level(tally, "xp", "bob", T0)
+        assert (low.level, low.points_to_next, low.progress) == (None, 40, 0.2)
+
+    def test_keys_and_thresholds_are_unique_in_a_system(self, tally: Tally) -> None:
+        system(tally)
+        system(tally, "coins")
+        ladder(tally, silver=50)
+        with pytest.raises(LevelExists):
+            ladder(tally, silver=70)
+        with pytest.raises(LevelExists):
+            ladder(tally, other=50)
+        ladder(tally, "coins", silver=50)  # another system's are its own
+        with pytest.raises(LevelNotFound):
+            levels.delete_level(tally, "xp", "gold")
+        with pytest.raises(ValidationFailed):
+            ladder(tally, Bad_Key=1)
+        listed = levels.list_levels(tally, "xp")
+        assert [(lv.key, lv.points) for lv in listed] == [("silver", 50)]
+
+    def test_the_summary_matches_a_brute_force_count(self, tally: Tally, store: SqlStore) -> None:
+        system(tally)
+        thresholds = {"bronze": 10, "silver": 100, "gold": 500, "platinum": 900}
+        ladder(tally, **thresholds)
+        rng = random.Random(7)
+        balances = {
+            f"u{i:04d}": rng.choice([0, 1, 9, 10, 99, 100, 499, 500, 900, rng.randrange(1, 2000)])
+            for i in range(1000)
+        }
+        items = [
+            commands.Award("xp", UserProfile(user), amount)
+            for user, amount in balances.items()
+            if amount > 0
+        ]
+        for start in range(0, len(items), 100):
+            writes.award_batch(tally, items[start : start + 100], T0)
+        summary = levels.get_level_summary(tally, "xp")
+        ordered = sorted(thresholds.items(), key=lambda kv: kv[1])
+
+        def brute(value: int) -> str | None:
+            reached = [key for key, points in ordered if points <= value]
+            return reached[-1] if reached else None
+
+        opened = [v for v in balances.values() if v > 0]  # users with an account
+        expected = {key: sum(1 for v in opened if brute(v) == key) for key, _ in ordered}
+        assert {lv.key: n for lv, n in summary.levels} == expected
+        assert summary.users_without_level == sum(1 for v in opened if brute(v) is None)

@@ -14,6 +14,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from server.api.boosts import BoostsServicer
 from server.api.errors import ErrorInterceptor
 from server.api.levels import LevelsServicer
 from server.api.points import PointsServicer
@@ -133,13 +134,10 @@ def build(settings: Settings, store: Store, clock: Callable[[], datetime] = utc_
         # Several worker processes may share one port (serve --workers).
         options=[("grpc.so_reuseport", 1 if settings.workers > 1 else 0)],
     )
-    tally = Tally(store, max_batch=settings.max_batch)
+    tally = Tally(store, max_batch=settings.max_batch, clock=clock)
     points_pb2_grpc.add_PointsServiceServicer_to_server(PointsServicer(tally, clock), server)
     levels_pb2_grpc.add_LevelsServiceServicer_to_server(LevelsServicer(tally, clock), server)
-    # Boosts arrive in their own issue; until then they answer UNIMPLEMENTED.
-    boosts_pb2_grpc.add_BoostsServiceServicer_to_server(
-        boosts_pb2_grpc.BoostsServiceServicer(), server
-    )
+    boosts_pb2_grpc.add_BoostsServiceServicer_to_server(BoostsServicer(tally, clock), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

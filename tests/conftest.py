@@ -143,10 +143,10 @@ def pg_store(request: pytest.FixtureRequest, _stores: dict[str, SqlStore]) -> Sq
 
 @pytest.fixture
 def tally(store: SqlStore) -> Tally:
-    """The use cases' context over `store` (both stores, like `store`)."""
-    return Tally(store)
+    """The use cases' context over `store` (both stores, like `store`), its clock at T0."""
+    return Tally(store, clock=lambda: T0)
 
 
 @pytest.fixture
 def pg_tally(pg_store: SqlStore) -> Tally:
-    return Tally(pg_store)
+    return Tally(pg_store, clock=lambda: T0)

@@ -20,6 +20,8 @@ from server.domain.errors import FieldViolation, ValidationFailed
 from server.domain.model import (
     Attributes,
     Balance,
+    Boost,
+    BoostStatus,
     EntryType,
     IntervalUnit,
     JsonObject,
@@ -28,6 +30,7 @@ from server.domain.model import (
     LevelBasis,
     LevelChange,
     PointsSystem,
+    Rounding,
     Trigger,
     TriggerStatus,
     TriggerType,
@@ -35,7 +38,7 @@ from server.domain.model import (
     UserProfile,
 )
 from server.services.results import EventResult
-from tally.v1 import common_pb2, points_pb2
+from tally.v1 import boosts_pb2, common_pb2, points_pb2
 
 E = TypeVar("E", bound=Enum)
 P = TypeVar("P", bound=int)
@@ -99,12 +102,29 @@ INTERVAL_UNIT: EnumMap[points_pb2.IntervalUnit, IntervalUnit] = EnumMap(
     }
 )
 
+ROUNDING: EnumMap[boosts_pb2.Rounding, Rounding] = EnumMap(
+    {
+        boosts_pb2.ROUNDING_DOWN: Rounding.DOWN,
+        boosts_pb2.ROUNDING_UP: Rounding.UP,
+        boosts_pb2.ROUNDING_NEAREST: Rounding.NEAREST,
+    }
+)
+BOOST_STATUS: EnumMap[boosts_pb2.BoostStatus, BoostStatus] = EnumMap(
+    {
+        boosts_pb2.BOOST_STATUS_SCHEDULED: BoostStatus.SCHEDULED,
+        boosts_pb2.BOOST_STATUS_ACTIVE: BoostStatus.ACTIVE,
+        boosts_pb2.BOOST_STATUS_ENDED: BoostStatus.ENDED,
+        boosts_pb2.BOOST_STATUS_ARCHIVED: BoostStatus.ARCHIVED,
+    }
+)
+
 
 # -- scalars -----------------------------------------------------------------------------
 
 
-def time_in(message: Message, field: str) -> datetime | None:
-    """A Timestamp field as an aware UTC datetime, or None when unset."""
+def time_in(message: Message, field: str, path: str = "") -> datetime | None:
+    """A Timestamp field as an aware UTC datetime, or None when unset; `path` names the
+    field in errors (default: `field`)."""
     if not message.HasField(field):
         return None
     stamp: timestamp_pb2.Timestamp = getattr(message, field)
@@ -112,7 +132,7 @@ def time_in(message: Message, field: str) -> datetime | None:
         return stamp.ToDatetime(tzinfo=UTC)
     except (ValueError, OverflowError, OSError):
         raise ValidationFailed(
-            [FieldViolation(field, "must be a valid timestamp (years 0001-9999)")]
+            [FieldViolation(path or field, "must be a valid timestamp (years 0001-9999)")]
         ) from None
 
 
@@ -325,6 +345,35 @@ def event_result_out(result: EventResult) -> points_pb2.RecordEventResponse:
             for key, r in result.results.items()
         },
         replayed=result.replayed,
+    )
+
+
+def boost_in(message: boosts_pb2.Boost, path: str) -> commands.BoostFields:
+    """The fields a caller writes of a Boost (`path` names it in errors)."""
+    return commands.BoostFields(
+        user_id=message.user_id,
+        name=message.name,
+        multiplier=decimal_in(message.multiplier),
+        rounding=ROUNDING.to_domain(message.rounding, f"{path}.rounding"),
+        start_time=time_in(message, "start_time", f"{path}.start_time"),
+        end_time=time_in(message, "end_time", f"{path}.end_time"),
+        user_attributes=attributes_in(message.user_attributes),
+    )
+
+
+def boost_out(boost: Boost, now: datetime) -> boosts_pb2.Boost:
+    return boosts_pb2.Boost(
+        id=boost.id,
+        system_key=boost.system_key,
+        user_id=boost.user_id,
+        name=boost.name,
+        multiplier=decimal_out(boost.multiplier),
+        rounding=ROUNDING.to_proto(boost.rounding),
+        start_time=time_out(boost.start_time),
+        end_time=time_out(boost.end_time),
+        user_attributes=attributes_out(boost.user_attributes),
+        status=BOOST_STATUS.to_proto(boost.status(now)),
+        create_time=time_out(boost.create_time),
     )
 
 

@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 
+from server.domain import boosts as boosting
 from server.domain import triggers
 from server.domain.ledger import Account, Posting
-from server.domain.model import Event, LedgerEntry, PointsSystem, Trigger, User
+from server.domain.model import Boost, Event, LedgerEntry, PointsSystem, Trigger, User
 from server.domain.rules import Rules
 
 BEFORE = timedelta(microseconds=1)  # an instant earlier (times keep microseconds)
@@ -56,6 +57,10 @@ class Book:
         self._settle(account, system, rules, now)
         return account
 
+    def boosts(self, rules: Rules, system_key: str, when: datetime) -> list[Boost]:
+        """The boosts that apply to the user's positive awards in a system at `when`."""
+        return boosting.applying(rules.boosts_for(system_key, self.user.id), self.user, when)
+
     def post(self, entry: LedgerEntry) -> LedgerEntry:
         self.entries.append(entry)
         self.changed.add(entry.system_key)
@@ -71,7 +76,7 @@ class Book:
         intervals = rules.intervals.get(system.key, ())
         version = rules.interval_epochs.get(system.key, 0)
         if intervals or account.next_accrual_time is not None or account.accrual_version < version:
-            self._accrue(account, system, intervals, now)
+            self._accrue(account, system, rules, intervals, now)
             if account.accrual_version != version:
                 account.accrual_version = version
                 self.changed.add(system.key)
@@ -82,6 +87,7 @@ class Book:
         self,
         account: Account,
         system: PointsSystem,
+        rules: Rules,
         intervals: tuple[Trigger, ...],
         now: datetime,
     ) -> None:
@@ -105,8 +111,17 @@ class Book:
                 account.interval_marks[trigger.id] = triggers.skip_to(when, trigger.interval, limit)
                 continue
             posting = Posting(trigger_id=trigger.id)
+            boosts = self.boosts(rules, system.key, when)
             self.post(
-                triggers.fire(account, trigger, 1, posting, when=when, max_points=system.max_points)
+                triggers.fire(
+                    account,
+                    trigger,
+                    1,
+                    posting,
+                    when=when,
+                    max_points=system.max_points,
+                    boosts=boosts,
+                )
             )
             account.interval_marks[trigger.id] = when
         live = {t.id for t in intervals}

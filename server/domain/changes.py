@@ -29,8 +29,15 @@ def award(
 ) -> LedgerEntry:
     account = book.account(system, rules, now)
     posting = Posting(cmd.reason, cmd.metadata, cmd.idempotency_key)
-    entry = account.award(
-        cmd.amount, posting, now=now, max_points=system.max_points, expire_time=cmd.expire_time
+    boosts = [] if cmd.skip_boosts else book.boosts(rules, system.key, now)
+    entry = triggers.award(
+        account,
+        cmd.amount,
+        posting,
+        when=now,
+        max_points=system.max_points,
+        boosts=boosts,
+        expire_time=cmd.expire_time,
     )
     return book.post(entry)
 
@@ -80,7 +87,13 @@ def identify(book: Book, rules: Rules, now: datetime) -> list[TriggerAward]:
             account = book.account(system, rules, now)
             posting = Posting(trigger_id=trigger.id)
             entry = triggers.fire(
-                account, trigger, 1, posting, when=now, max_points=system.max_points
+                account,
+                trigger,
+                1,
+                posting,
+                when=now,
+                max_points=system.max_points,
+                boosts=book.boosts(rules, system.key, now),
             )
             fired.append((book.post(entry), trigger))
     return fired
@@ -130,7 +143,13 @@ def record_event(book: Book, rules: Rules, cmd: commands.RecordEvent, now: datet
             event_type=cmd.event_type,
         )
         entry = triggers.fire(
-            account, trigger, times, posting, when=now, max_points=system.max_points
+            account,
+            trigger,
+            times,
+            posting,
+            when=now,
+            max_points=system.max_points,
+            boosts=book.boosts(rules, system.key, now),
         )
         fired.append((book.post(entry), trigger))
     return Recorded(event, awards)

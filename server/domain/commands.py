@@ -12,6 +12,7 @@ from server.domain.model import (
     IntervalUnit,
     JsonObject,
     LevelBasis,
+    Rounding,
     TriggerStatus,
     TriggerType,
     UserProfile,
@@ -172,3 +173,16 @@ class UpdateLevel:
     key: str
     fields: frozenset[str]
     level: LevelFields
+
+
+@dataclass(frozen=True)
+class BoostFields:
+    """A boost as a caller writes it (CreateBoosts); None = the default."""
+
+    user_id: str = ""  # '' = global
+    name: str = ""
+    multiplier: Decimal = Decimal(0)
+    rounding: Rounding | None = None  # None = DOWN
+    start_time: datetime | None = None  # None = when created
+    end_time: datetime | None = None  # None = open-ended
+    user_attributes: Attributes = ()

@@ -5,6 +5,7 @@ Plain frozen dataclasses; the store maps them to rows and the API layer to messa
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -67,6 +68,13 @@ class PointsSystem:
 
 
 Attributes = tuple[tuple[str, str], ...]  # (key, value) pairs a filter requires, all of them
+# One entry moves at most this many points (METRIC firings and boosts multiply amounts).
+MAX_ENTRY_POINTS = 10**12
+
+
+def attributes_match(required: Attributes, present: Mapping[str, str]) -> bool:
+    """All of a filter's attributes are present with these values."""
+    return all(present.get(key) == value for key, value in required)
 
 
 @dataclass(frozen=True)
@@ -102,6 +110,50 @@ class Trigger:
         """TIME_INTERVAL: the time between firings."""
         assert self.interval_unit is not None, "only TIME_INTERVAL triggers have an interval"
         return INTERVAL_UNIT_LENGTHS[self.interval_unit] * self.interval_count
+
+
+class Rounding(Enum):
+    DOWN = "DOWN"
+    UP = "UP"
+    NEAREST = "NEAREST"
+
+
+class BoostStatus(Enum):
+    SCHEDULED = "SCHEDULED"
+    ACTIVE = "ACTIVE"
+    ENDED = "ENDED"
+    ARCHIVED = "ARCHIVED"
+
+
+@dataclass(frozen=True)
+class Boost:
+    """A multiplier of positive awards within a window: for one user, or (no user) for
+    every user of the system matching `user_attributes`."""
+
+    id: str
+    system_key: str
+    user_id: str  # '' = global
+    name: str
+    multiplier: Decimal  # the double the caller sent, in its shortest decimal form
+    rounding: Rounding
+    start_time: datetime
+    end_time: datetime | None
+    user_attributes: Attributes
+    create_time: datetime
+    archive_time: datetime | None = None
+
+    def status(self, now: datetime) -> BoostStatus:
+        if self.archive_time is not None:
+            return BoostStatus.ARCHIVED
+        if now < self.start_time:
+            return BoostStatus.SCHEDULED
+        if self.end_time is not None and now >= self.end_time:
+            return BoostStatus.ENDED
+        return BoostStatus.ACTIVE
+
+    def applies(self, when: datetime) -> bool:
+        """Whether the window holds `when` (and the boost is not archived)."""
+        return self.status(when) is BoostStatus.ACTIVE
 
 
 @dataclass(frozen=True)

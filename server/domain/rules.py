@@ -6,8 +6,9 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
-from server.domain.model import Level, PointsSystem, Trigger, TriggerType
+from server.domain.model import Boost, Level, PointsSystem, Trigger, TriggerType
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,10 @@ class Rules:
     # triggers; an account accrued at an older version may have firings nobody scheduled.
     interval_epochs: dict[str, int] = field(default_factory=dict)
     levels: dict[str, tuple[Level, ...]] = field(default_factory=dict)  # by threshold
+    # Boosts not archived nor ended when loaded: by system the global ones (cohorts
+    # included), by (system, user) each user's own.
+    global_boosts: dict[str, tuple[Boost, ...]] = field(default_factory=dict)
+    user_boosts: dict[tuple[str, str], tuple[Boost, ...]] = field(default_factory=dict)
 
     @classmethod
     def of(
@@ -31,6 +36,7 @@ class Rules:
         systems: Iterable[PointsSystem],
         triggers: Iterable[Trigger],
         levels: Iterable[Level] = (),
+        boosts: Iterable[Boost] = (),
     ) -> Rules:
         by_id = {t.id: t for t in sorted(triggers, key=lambda t: (t.create_time, t.id))}
         by_event: defaultdict[str, list[Trigger]] = defaultdict(list)
@@ -56,7 +62,14 @@ class Rules:
             intervals={k: tuple(v) for k, v in intervals.items()},
             interval_epochs=epochs,
             levels=_ladders(levels),
+            **_boost_index(boosts),
         )
+
+    def boosts_for(self, system_key: str, user_id: str) -> tuple[Boost, ...]:
+        """The boosts that may apply to a user's awards in a system (their windows and
+        cohort filters still to check): a user with none pays two dict lookups."""
+        mine = self.user_boosts.get((system_key, user_id), ())
+        return self.global_boosts.get(system_key, ()) + mine
 
     def triggers_of(self, system_key: str) -> list[Trigger]:
         """A system's triggers of every status, oldest first."""
@@ -68,3 +81,17 @@ def _ladders(levels: Iterable[Level]) -> dict[str, tuple[Level, ...]]:
     for level in levels:
         by_system[level.system_key].append(level)
     return {k: tuple(sorted(v, key=lambda level: level.points)) for k, v in by_system.items()}
+
+
+def _boost_index(boosts: Iterable[Boost]) -> dict[str, Any]:
+    global_boosts: defaultdict[str, list[Boost]] = defaultdict(list)
+    user_boosts: defaultdict[tuple[str, str], list[Boost]] = defaultdict(list)
+    for boost in boosts:
+        if boost.user_id:
+            user_boosts[(boost.system_key, boost.user_id)].append(boost)
+        else:
+            global_boosts[boost.system_key].append(boost)
+    return {
+        "global_boosts": {k: tuple(v) for k, v in global_boosts.items()},
+        "user_boosts": {k: tuple(v) for k, v in user_boosts.items()},
+    }

@@ -4,21 +4,23 @@ can be computed."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from decimal import ROUND_FLOOR, Decimal
 
+from server.domain import boosts as boosting
 from server.domain.errors import FieldViolation, ValidationFailed
 from server.domain.ledger import Account, Posting
-from server.domain.model import Attributes, LedgerEntry, Trigger, TriggerType
+from server.domain.model import (
+    MAX_ENTRY_POINTS,
+    Boost,
+    LedgerEntry,
+    Trigger,
+    TriggerType,
+    attributes_match,
+)
 
-# One trigger entry may move at most this many points (METRIC firings multiply `points`).
-MAX_ENTRY_POINTS = 10**12
-
-
-def matches(required: Attributes, present: Mapping[str, str]) -> bool:
-    """All of the filter's attributes are present with these values."""
-    return all(present.get(key) == value for key, value in required)
+matches = attributes_match
 
 
 def times_fired(trigger: Trigger, before: Decimal, after: Decimal) -> int:
@@ -57,13 +59,38 @@ def fire(
     *,
     when: datetime,
     max_points: int,
+    boosts: Sequence[Boost] = (),
 ) -> LedgerEntry:
-    """The entry of `times` firings of `trigger`: an award cut by `max_points`, or a
-    deduction of what is there, never below zero."""
+    """The entry of `times` firings of `trigger`: an award multiplied by the boosts that
+    apply and cut by `max_points`, or a deduction of what is there, never below zero."""
     amount = trigger.points * times
     if amount > 0:
-        return account.award(amount, posting, now=when, max_points=max_points)
+        return award(account, amount, posting, when=when, max_points=max_points, boosts=boosts)
     return account.take(-amount, posting, now=when)
+
+
+def award(
+    account: Account,
+    amount: int,
+    posting: Posting,
+    *,
+    when: datetime,
+    max_points: int,
+    boosts: Sequence[Boost],
+    expire_time: datetime | None = None,
+) -> LedgerEntry:
+    """Credit `amount` times the boosts (rounded once), then cut by `max_points`."""
+    boosted = boosting.multiply(amount, boosts)
+    return account.award(
+        boosted.amount,
+        posting,
+        now=when,
+        max_points=max_points,
+        base_amount=boosted.base_amount,
+        multiplier=boosted.multiplier,
+        boost_ids=boosted.boost_ids,
+        expire_time=expire_time,
+    )
 
 
 def next_due(trigger: Trigger, account: Account) -> datetime | None:

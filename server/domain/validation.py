@@ -424,3 +424,34 @@ def level(level: commands.LevelFields) -> None:
     v = Violations()
     level_fields(v, level)
     v.raise_if_any()
+
+
+# -- boosts ----------------------------------------------------------------------------------
+
+MAX_BOOSTS_PER_CALL = 1000
+MAX_MULTIPLIER = Decimal(1000)
+
+
+def boost_problems(boost: commands.BoostFields) -> list[FieldViolation]:
+    """What is wrong with one CreateBoosts item (fields named inside the item)."""
+    v = Violations()
+    if boost.user_id:
+        v.user_id("user_id", boost.user_id)
+    v.text("name", boost.name, MAX_NAME_CHARS)
+    m = boost.multiplier
+    if not m.is_finite() or not 0 < m <= MAX_MULTIPLIER:
+        v.add("multiplier", f"must be finite, > 0 and at most {MAX_MULTIPLIER}, got {m}")
+    if boost.start_time and boost.end_time and boost.end_time <= boost.start_time:
+        v.add("end_time", "must be after start_time")
+    if len(boost.user_attributes) > MAX_TRIGGER_FILTERS:
+        v.add("user_attributes", f"must have at most {MAX_TRIGGER_FILTERS} entries")
+    v.attributes("user_attributes", dict(boost.user_attributes))
+    return v.items
+
+
+def create_boosts(system_key: str, count: int) -> None:
+    v = Violations()
+    v.system_key("system_key", system_key)
+    if not 1 <= count <= MAX_BOOSTS_PER_CALL:
+        v.add("boosts", f"must hold 1 to {MAX_BOOSTS_PER_CALL} boosts, got {count}")
+    v.raise_if_any()

@@ -1,4 +1,4 @@
-"""The configuration held in memory: points systems, triggers and levels (next boosts).
+"""The configuration held in memory: points systems, triggers, levels and live boosts.
 
 Every process holds all of it and a version number. Every change to the configuration
 raises the stored version in its own transaction. A batch of points changes learns the
@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from server.domain.model import PointsSystem
 from server.domain.rules import Rules
@@ -39,8 +41,11 @@ class Snapshot:
 class Configuration:
     """The process's configuration, shared by its threads."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(
+        self, store: Store, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    ) -> None:
         self.store = store
+        self.clock = clock  # boosts that ended before a load are not held
         self._snapshot = Snapshot()
         self._checked = float("-inf")  # when the version was last compared (monotonic)
         self._mutex = threading.Lock()
@@ -91,7 +96,13 @@ class Configuration:
         checked = time.monotonic()
         version = uow.systems.version()
         snapshot = Snapshot(
-            version, Rules.of(uow.systems.all(), uow.triggers.all(), uow.levels.all())
+            version,
+            Rules.of(
+                uow.systems.all(),
+                uow.triggers.all(),
+                uow.levels.all(),
+                uow.boosts.live(self.clock()),
+            ),
         )
         with self._mutex:
             if snapshot.version >= self._snapshot.version:

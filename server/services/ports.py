@@ -15,6 +15,8 @@ from typing import Protocol, Self
 
 from server.domain.ledger import Account
 from server.domain.model import (
+    Boost,
+    BoostStatus,
     EntryType,
     Event,
     LedgerEntry,
@@ -214,6 +216,29 @@ class LevelRepository(Protocol):
         ...
 
 
+class BoostRepository(Protocol):
+    def live(self, now: datetime) -> list[Boost]:
+        """Boosts neither archived nor ended by `now` (what the configuration holds)."""
+        ...
+
+    def get(self, boost_id: str) -> Boost | None: ...
+    def lock(self, boost_id: str) -> Boost | None: ...
+    def add(self, added: Sequence[Boost]) -> None: ...
+    def archive(self, boost_id: str, when: datetime) -> None: ...
+    def page(
+        self,
+        system_key: str,
+        user_id: str,
+        statuses: frozenset[BoostStatus],
+        before: tuple[datetime, str] | None,
+        limit: int,
+        now: datetime,
+    ) -> list[Boost]:
+        """A system's boosts (only a user's, when given), newest first, of these statuses
+        at `now` (all when empty), older than the (create_time, id) cursor."""
+        ...
+
+
 class EventRepository(Protocol):
     """Recorded events and users' running totals of each event type."""
 
@@ -264,6 +289,8 @@ class UnitOfWork(Protocol):
     def events(self) -> EventRepository: ...
     @property
     def levels(self) -> LevelRepository: ...
+    @property
+    def boosts(self) -> BoostRepository: ...
 
     def __enter__(self) -> Self: ...
     def __exit__(

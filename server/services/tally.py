@@ -4,6 +4,7 @@ and the writer that group-commits points changes."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import TypeVar
 
 from server.domain.errors import NoMatchingTrigger, SystemNotFound
@@ -20,9 +21,15 @@ class Tally:
     """The store, the configuration and the process's one writer; every use case takes
     this first."""
 
-    def __init__(self, store: Store, *, max_batch: int = MAX_BATCH_CHANGES) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        max_batch: int = MAX_BATCH_CHANGES,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self.store = store
-        self.config = Configuration(store)
+        self.config = Configuration(store, clock)
         self.writer = Writer(store, self.config, max_batch=max_batch)
 
     def system(self, key: str) -> PointsSystem:

@@ -23,6 +23,7 @@ from server.domain.errors import StoreUnavailable, TransientStoreError
 from server.store.execution import Executor
 from server.store.repositories import (
     SqlAccountRepository,
+    SqlBoostRepository,
     SqlEventRepository,
     SqlIdempotencyRepository,
     SqlLedgerRepository,
@@ -144,6 +145,7 @@ class SqlUnitOfWork:
     triggers: SqlTriggerRepository
     events: SqlEventRepository
     levels: SqlLevelRepository
+    boosts: SqlBoostRepository
 
     def __init__(self, engine: Engine, *, write: bool) -> None:
         self._engine = engine
@@ -176,6 +178,7 @@ class SqlUnitOfWork:
         self.triggers = SqlTriggerRepository(db, sql)
         self.events = SqlEventRepository(db, sql)
         self.levels = SqlLevelRepository(db, sql)
+        self.boosts = SqlBoostRepository(db, sql)
         return self
 
     def __exit__(

@@ -304,3 +304,29 @@ class LevelChangeRow(Base):
     create_time: Mapped[datetime]
 
     __table_args__ = (Index(None, "sequence"),)
+
+
+class BoostRow(Base):
+    """A boost (configuration: those not archived nor ended are held in memory)."""
+
+    __tablename__ = "boosts"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    system_key: Mapped[str] = mapped_column(String(64))
+    user_id: Mapped[str] = mapped_column(String(255))  # '' = global
+    name: Mapped[str] = mapped_column(String(200))
+    multiplier: Mapped[str] = mapped_column(String(64))  # exact decimal text
+    rounding: Mapped[str] = mapped_column(String(16))
+    start_time: Mapped[datetime]
+    end_time: Mapped[datetime | None]
+    user_attributes: Mapped[list[Any]] = mapped_column(JsonType)
+    archive_time: Mapped[datetime | None]
+    create_time: Mapped[datetime]
+
+    __table_args__ = (
+        # ListBoosts: a system's boosts (or one user's) newest first, in keyset pages.
+        Index(None, "system_key", "create_time", "id"),
+        Index(None, "system_key", "user_id", "create_time", "id"),
+        # What the configuration loads: boosts not yet ended.
+        Index(None, "end_time"),
+    )

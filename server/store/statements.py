@@ -27,6 +27,7 @@ from sqlalchemy import (
     literal,
     literal_column,
     null,
+    or_,
     select,
     true,
     union_all,
@@ -39,6 +40,7 @@ from server.store.models import (
     LEDGER_SEQUENCE,
     LEVEL_CHANGE_SEQUENCE,
     AccountRow,
+    BoostRow,
     ConfigVersionRow,
     CreditLotRow,
     EventRow,
@@ -69,6 +71,7 @@ triggers = _table(TriggerRow)
 metric_totals = _table(MetricTotalRow)
 events = _table(EventRow)
 levels = _table(LevelRow)
+boosts = _table(BoostRow)
 level_changes = _table(LevelChangeRow)
 
 ACCOUNT_TOTALS = (
@@ -446,11 +449,66 @@ class Statements:
                 of_system, value >= bindparam("low"), value < bindparam("high")
             )
 
+        # boosts: the live ones (for the configuration), pages of a system's or a user's
+        self.boosts_live = (
+            select(boosts)
+            .where(
+                boosts.c.archive_time.is_(None),
+                boosts.c.end_time.is_(None) | (boosts.c.end_time > bindparam("now")),
+            )
+            .order_by(boosts.c.create_time, boosts.c.id)
+        )
+        self.boost_get = select(boosts).where(boosts.c.id == bindparam("id"))
+        self.boost_lock = self.boost_get.with_for_update()
+        self.boost_add = insert(boosts)
+        if self.set_based:
+            names = [c.name for c in boosts.c]
+            self.boost_add = insert(boosts).from_select(names, from_json(boosts, names))
+        self.boost_archive = (
+            update(boosts)
+            .where(boosts.c.id == bindparam("match_id"))
+            .values(archive_time=bindparam("archive_time"))
+        )
         # idempotency keys
         self.key_add = insert(idempotency)
         if self.set_based:
             names = [c.name for c in idempotency.c]
             self.key_add = insert(idempotency).from_select(names, from_json(idempotency, names))
+
+
+BOOST_STATUS_WHERE = {
+    "ARCHIVED": boosts.c.archive_time.is_not(None),
+    "SCHEDULED": boosts.c.archive_time.is_(None) & (boosts.c.start_time > bindparam("now")),
+    "ENDED": boosts.c.archive_time.is_(None) & (boosts.c.end_time <= bindparam("now")),
+    "ACTIVE": boosts.c.archive_time.is_(None)
+    & (boosts.c.start_time <= bindparam("now"))
+    & (boosts.c.end_time.is_(None) | (boosts.c.end_time > bindparam("now"))),
+}
+
+
+@functools.cache
+def boosts_page(*, user: bool, cursor: bool, statuses: frozenset[str]) -> Select[Any]:
+    """A page of a system's boosts (or one user's), newest first, of these derived
+    statuses (all when empty): one prebuilt statement per shape, made on first use."""
+    filters: list[ColumnElement[bool]] = [boosts.c.system_key == bindparam("system_key")]
+    if user:
+        filters.append(boosts.c.user_id == bindparam("user_id"))
+    if cursor:
+        filters.append(
+            (boosts.c.create_time < bindparam("before_time"))
+            | (
+                (boosts.c.create_time == bindparam("before_time"))
+                & (boosts.c.id < bindparam("before_id"))
+            )
+        )
+    if statuses:
+        filters.append(or_(*(BOOST_STATUS_WHERE[status] for status in sorted(statuses))))
+    return (
+        select(boosts)
+        .where(*filters)
+        .order_by(boosts.c.create_time.desc(), boosts.c.id.desc())
+        .limit(bindparam("limit"))
+    )
 
 
 @functools.cache

@@ -1,0 +1,67 @@
+"""Boost arithmetic: which boosts apply to an award, and what they make of it.
+
+All boosts that apply at the award's time stack by multiplication. The product is
+computed exactly, in decimal arithmetic with as many digits as it needs, from each
+multiplier's shortest decimal form, and rounded once: down if any applied boost rounds
+down, else to nearest (halves up) if any rounds to nearest, else up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Context, Decimal
+
+from server.domain.model import MAX_ENTRY_POINTS, Boost, Rounding, User, attributes_match
+
+ONE = Decimal(1)
+
+
+@dataclass(frozen=True)
+class Boosted:
+    amount: int  # what the boosts make of the base amount (before max_points)
+    base_amount: int
+    multiplier: Decimal = ONE
+    boost_ids: tuple[str, ...] = ()
+
+
+def applying(candidates: Iterable[Boost], user: User, when: datetime) -> list[Boost]:
+    """Of a system's global boosts and the user's own, those that apply at `when`."""
+    return [
+        boost
+        for boost in candidates
+        if boost.applies(when) and attributes_match(boost.user_attributes, user.attributes)
+    ]
+
+
+def product(boosts: Sequence[Boost]) -> Decimal:
+    """The exact product of the multipliers (1 for none)."""
+    result = ONE
+    context = _exact(boosts)
+    for boost in boosts:
+        result = context.multiply(result, boost.multiplier)
+    return result
+
+
+def multiply(amount: int, boosts: Sequence[Boost]) -> Boosted:
+    """A positive award of `amount`, multiplied by the boosts and rounded once."""
+    if not boosts:
+        return Boosted(amount, amount)
+    factor = product(boosts)
+    roundings = {boost.rounding for boost in boosts}
+    if Rounding.DOWN in roundings:
+        mode = ROUND_FLOOR
+    elif Rounding.NEAREST in roundings:
+        mode = ROUND_HALF_UP
+    else:
+        mode = ROUND_CEILING
+    exact = _exact(boosts, extra=len(str(amount))).multiply(Decimal(amount), factor)
+    boosted = int(exact.to_integral_value(rounding=mode))
+    return Boosted(min(boosted, MAX_ENTRY_POINTS), amount, factor, tuple(b.id for b in boosts))
+
+
+def _exact(boosts: Sequence[Boost], extra: int = 0) -> Context:
+    """A context with digits enough that no product of these multipliers is rounded."""
+    digits = sum(len(b.multiplier.as_tuple().digits) for b in boosts)
+    return Context(prec=digits + extra + 2)

@@ -1,0 +1,172 @@
+"""Boost use cases: create (up to 1000 at once), list, archive, and the multiplier a
+user would get.
+
+Boosts are configuration: creating or archiving raises the configuration's version, so
+every process applies the change from its next write (an archived boost stops at once).
+The award path finds a user's boosts in memory (Rules.boosts_for), with no query."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from decimal import Decimal
+
+from server.domain import boosts as boosting
+from server.domain import commands, validation
+from server.domain.errors import (
+    BoostNotFound,
+    FieldViolation,
+    SystemNotFound,
+    TallyError,
+    ValidationFailed,
+)
+from server.domain.model import Boost, BoostStatus, Page, Rounding, User
+from server.services import page_tokens
+from server.services.ports import UnitOfWork
+from server.services.tally import Tally
+from server.services.transactions import in_transaction
+
+
+@dataclass(frozen=True)
+class Issue:
+    index: int
+    user_id: str
+    message: str
+    error: bool = True  # False: a warning (the boost was created)
+
+
+def create_boosts(
+    tally: Tally,
+    system_key: str,
+    items: Sequence[commands.BoostFields | TallyError],
+    now: datetime,
+) -> tuple[list[Boost], list[Issue]]:
+    """Create every valid item together; each invalid one comes back as an issue."""
+    validation.create_boosts(system_key, len(items))
+    made: list[Boost] = []
+    issues: list[Issue] = []
+    for index, item in enumerate(items):
+        if isinstance(item, TallyError):
+            issues.append(Issue(index, "", item.message))
+            continue
+        problems = validation.boost_problems(item)
+        if problems:
+            text = "; ".join(f"{p.field} {p.description}" for p in problems)
+            issues.append(Issue(index, item.user_id, text))
+            continue
+        boost = _new(system_key, item, now)
+        made.append(boost)
+        if boost.end_time is not None and boost.end_time <= now:
+            issues.append(
+                Issue(index, item.user_id, "end_time has passed: it never applies", False)
+            )
+
+    def work(uow: UnitOfWork, _version: int) -> None:
+        if uow.systems.get(system_key) is None:
+            raise SystemNotFound(system_key)
+        uow.boosts.add(made)
+
+    tally.reconfigure(work)
+    return made, issues
+
+
+def list_boosts(
+    tally: Tally,
+    system_key: str,
+    user_id: str,
+    statuses: frozenset[BoostStatus],
+    page_size: int,
+    page_token: str,
+    now: datetime,
+) -> Page:
+    """Newest first, in keyset pages; statuses are as they stand at `now`."""
+    v = validation.Violations()
+    v.system_key("system_key", system_key)
+    if user_id:
+        v.user_id("user_id", user_id)
+    v.page_size("page_size", page_size)
+    v.raise_if_any()
+    query = page_tokens.query_id(system_key, user_id, sorted(s.value for s in statuses))
+    before = _cursor(page_tokens.decode(page_token, query, str))
+    limit = page_size or validation.DEFAULT_PAGE_SIZE
+
+    def work(uow: UnitOfWork) -> Page:
+        if tally.config.read_system(uow, system_key) is None:
+            raise SystemNotFound(system_key)
+        found = uow.boosts.page(system_key, user_id, statuses, before, limit + 1, now)
+        page = found[:limit]
+        token = ""
+        if len(found) > limit:
+            last = page[-1]
+            token = page_tokens.encode(f"{last.create_time.isoformat()}|{last.id}", query)
+        return Page(page, token)
+
+    return in_transaction(tally.store, work, write=False)
+
+
+def archive_boost(tally: Tally, boost_id: str, now: datetime) -> Boost:
+    """Archive (idempotent: an archived boost comes back unchanged)."""
+    try:
+        uuid.UUID(boost_id)
+    except ValueError:
+        raise BoostNotFound(boost_id) from None
+
+    def work(uow: UnitOfWork, _version: int) -> Boost:
+        boost = uow.boosts.lock(boost_id)
+        if boost is None:
+            raise BoostNotFound(boost_id)
+        if boost.archive_time is not None:
+            return boost
+        uow.boosts.archive(boost_id, now)
+        return replace(boost, archive_time=now)
+
+    return tally.reconfigure(work)
+
+
+def get_multiplier(
+    tally: Tally, system_key: str, user_id: str, when: datetime
+) -> tuple[Decimal, list[Boost]]:
+    """What a positive award to the user at `when` would be multiplied by, and by which
+    boosts (a user never seen matches no cohort filter)."""
+    validation.account_key(system_key, user_id)
+
+    def work(uow: UnitOfWork) -> tuple[Decimal, list[Boost]]:
+        if tally.config.read_system(uow, system_key) is None:
+            raise SystemNotFound(system_key)
+        user = uow.users.get(user_id) or User(user_id, "", "", {}, when)
+        rules = tally.config.snapshot.rules
+        applied = boosting.applying(rules.boosts_for(system_key, user_id), user, when)
+        return boosting.product(applied), applied
+
+    return in_transaction(tally.store, work, write=False)
+
+
+def _new(system_key: str, item: commands.BoostFields, now: datetime) -> Boost:
+    return Boost(
+        id=str(uuid.uuid4()),
+        system_key=system_key,
+        user_id=item.user_id,
+        name=item.name,
+        multiplier=item.multiplier,
+        rounding=item.rounding or Rounding.DOWN,
+        start_time=item.start_time or now,
+        end_time=item.end_time,
+        user_attributes=item.user_attributes,
+        create_time=now,
+    )
+
+
+def _cursor(position: str | None) -> tuple[datetime, str] | None:
+    """A page token's position: the (create_time, id) of the last boost of a page."""
+    if position is None:
+        return None
+    when, _, boost_id = position.partition("|")
+    try:
+        after = datetime.fromisoformat(when)
+    except ValueError:
+        after = None
+    if after is None or after.tzinfo is None:
+        raise ValidationFailed([FieldViolation("page_token", "is not a token this list gave")])
+    return after, boost_id

@@ -10,12 +10,27 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from server.domain.ledger import Account
 from server.domain.model import Level, LevelBasis, LevelChange, PointsSystem
 
-Ladder = Sequence[Level]  # a system's levels by threshold ascending
+
+@dataclass(frozen=True)
+class Ladder:
+    """A system's levels by threshold ascending, with the thresholds for bisecting."""
+
+    levels: tuple[Level, ...] = ()
+    points: tuple[int, ...] = ()
+
+    @classmethod
+    def of(cls, levels: Sequence[Level]) -> Ladder:
+        ordered = tuple(sorted(levels, key=lambda level: level.points))
+        return cls(ordered, tuple(level.points for level in ordered))
+
+    def __bool__(self) -> bool:
+        return bool(self.levels)
 
 
 def basis(account: Account | None, system: PointsSystem) -> int:
@@ -28,14 +43,14 @@ def basis(account: Account | None, system: PointsSystem) -> int:
 
 def level_of(ladder: Ladder, value: int) -> Level | None:
     """The highest level whose threshold is <= value."""
-    index = bisect.bisect_right([level.points for level in ladder], value)
-    return ladder[index - 1] if index else None
+    index = bisect.bisect_right(ladder.points, value)
+    return ladder.levels[index - 1] if index else None
 
 
 def next_level(ladder: Ladder, value: int) -> Level | None:
     """The lowest level whose threshold is above value."""
-    index = bisect.bisect_right([level.points for level in ladder], value)
-    return ladder[index] if index < len(ladder) else None
+    index = bisect.bisect_right(ladder.points, value)
+    return ladder.levels[index] if index < len(ladder.levels) else None
 
 
 def progress(ladder: Ladder, value: int) -> float:

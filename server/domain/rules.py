@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from server.domain.levels import Ladder
 from server.domain.model import Boost, Level, PointsSystem, Trigger, TriggerType
 
 
@@ -24,7 +25,7 @@ class Rules:
     # By system: the configuration version that last changed one of its TIME_INTERVAL
     # triggers; an account accrued at an older version may have firings nobody scheduled.
     interval_epochs: dict[str, int] = field(default_factory=dict)
-    levels: dict[str, tuple[Level, ...]] = field(default_factory=dict)  # by threshold
+    levels: dict[str, Ladder] = field(default_factory=dict)  # by system
     # Boosts not archived nor ended when loaded: by system the global ones (cohorts
     # included), by (system, user) each user's own.
     global_boosts: dict[str, tuple[Boost, ...]] = field(default_factory=dict)
@@ -76,11 +77,11 @@ class Rules:
         return [t for t in self.triggers.values() if t.system_key == system_key]
 
 
-def _ladders(levels: Iterable[Level]) -> dict[str, tuple[Level, ...]]:
+def _ladders(levels: Iterable[Level]) -> dict[str, Ladder]:
     by_system: defaultdict[str, list[Level]] = defaultdict(list)
     for level in levels:
         by_system[level.system_key].append(level)
-    return {k: tuple(sorted(v, key=lambda level: level.points)) for k, v in by_system.items()}
+    return {k: Ladder.of(v) for k, v in by_system.items()}
 
 
 def _boost_index(boosts: Iterable[Boost]) -> dict[str, Any]:

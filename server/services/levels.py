@@ -22,6 +22,7 @@ from server.domain.errors import (
     ValidationFailed,
     quote,
 )
+from server.domain.levels import Ladder
 from server.domain.model import Level
 from server.services.ports import UnitOfWork
 from server.services.reads import settled_view
@@ -101,13 +102,13 @@ def list_levels(tally: Tally, system_key: str) -> list[Level]:
         rules = in_transaction(tally.store, tally.config.reload, write=False).rules
         if system_key not in rules.systems:
             raise SystemNotFound(system_key)
-    return list(rules.levels.get(system_key, ()))
+    return list(rules.levels.get(system_key, Ladder()).levels)
 
 
 def get_user_level(tally: Tally, system_key: str, user_id: str, now: datetime) -> UserLevel:
     validation.account_key(system_key, user_id)
     system, view = settled_view(tally, system_key, user_id, now, limit=0)
-    ladder = tally.config.snapshot.rules.levels.get(system_key, ())
+    ladder = tally.config.snapshot.rules.levels.get(system_key, Ladder())
     value = levels.basis(view.account, system)
     following = levels.next_level(ladder, value)
     return UserLevel(

@@ -15,6 +15,7 @@ from server.domain import commands, levels, validation
 from server.domain.book import settles
 from server.domain.errors import SystemNotFound, UserNotFound
 from server.domain.ledger import Account
+from server.domain.levels import Ladder
 from server.domain.model import EntryType, LedgerEntry, PointsSystem
 from server.services import page_tokens, writes
 from server.services.ports import UnitOfWork, UserView
@@ -32,7 +33,9 @@ def get_balance(tally: Tally, cmd: commands.GetBalance, now: datetime) -> Balanc
     rules = tally.config.snapshot.rules  # at least as new as the view's
     known = rules.triggers
     behind = {e.trigger_id: known[e.trigger_id] for e in view.entries if e.trigger_id in known}
-    following = levels.next_level(rules.levels.get(system.key, ()), levels.basis(account, system))
+    following = levels.next_level(
+        rules.levels.get(system.key, Ladder()), levels.basis(account, system)
+    )
     return BalanceView(
         writes.balance_of(account, system, rules), view.entries, list(behind.values()), following
     )

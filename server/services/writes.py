@@ -13,6 +13,7 @@ from server.domain import changes, commands, levels, validation
 from server.domain.book import Book
 from server.domain.errors import EntryNotFound, FieldViolation, TallyError, ValidationFailed
 from server.domain.ledger import Account
+from server.domain.levels import Ladder
 from server.domain.model import Balance, PointsSystem
 from server.domain.rules import Rules
 from server.services import idempotency
@@ -181,7 +182,7 @@ def balance_in(book: Book, system: PointsSystem, rules: Rules) -> Balance:
 
 
 def balance_of(account: Account, system: PointsSystem, rules: Rules) -> Balance:
-    ladder = rules.levels.get(system.key, ())
+    ladder = rules.levels.get(system.key, Ladder())
     level = levels.level_of(ladder, levels.basis(account, system)) if ladder else None
     return replace(account.to_balance(system.max_points), level=level)
 

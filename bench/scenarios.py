@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from bench import seed
-from tally.v1 import common_pb2, points_pb2
+from tally.v1 import common_pb2, levels_pb2, points_pb2
 
 POINTS = "/tally.v1.PointsService/"
 
@@ -37,6 +37,9 @@ class Context:
 
     def any_user(self) -> str:
         return seed.user_id(self.rng.randrange(self.users))
+
+    def any_boosted_user(self) -> str:
+        return seed.boosted_user_id(self.rng.randrange(seed.BOOSTED_USERS))
 
 
 @dataclass(frozen=True)
@@ -93,16 +96,19 @@ class Scenario:
     # Settings (TALLY_* variables) of a server of its own for this scenario; None = the
     # run's server.
     server_env: dict[str, str] | None = None
+    service: str = POINTS  # the path prefix of `rpc`'s service
 
     @property
     def path(self) -> str:
-        return POINTS + self.rpc
+        return self.service + self.rpc
 
 
-def award(ctx: Context, n: int, *, user: Callable[[], str], name: str) -> list[bytes]:
+def award(
+    ctx: Context, n: int, *, user: Callable[[], str], name: str, system: str = seed.SYSTEM
+) -> list[bytes]:
     return [
         points_pb2.AwardRequest(
-            system_key=seed.SYSTEM,
+            system_key=system,
             user=common_pb2.User(id=user()),
             amount=10,
             reason="bench",
@@ -118,6 +124,19 @@ def award_spread(ctx: Context, n: int) -> list[bytes]:
 
 def award_hot(ctx: Context, n: int) -> list[bytes]:
     return award(ctx, n, user=lambda: seed.HOT_USER, name="hot")
+
+
+def award_level_change(ctx: Context, n: int) -> list[bytes]:
+    return award(ctx, n, user=ctx.any_user, name="level", system=seed.LEVELS_SYSTEM)
+
+
+def award_boosted(ctx: Context, n: int) -> list[bytes]:
+    return award(ctx, n, user=ctx.any_boosted_user, name="boosted")
+
+
+def level_summary(ctx: Context, n: int) -> list[bytes]:
+    request = levels_pb2.GetLevelSummaryRequest(system_key=seed.SYSTEM)
+    return [request.SerializeToString()] * n
 
 
 def record_event(ctx: Context, n: int) -> list[bytes]:
@@ -257,6 +276,33 @@ SCENARIOS: tuple[Scenario, ...] = (
         targets=(Target("ratio", ">=", 0.8, ">= 0.8 x spread Award"),),
         also=("transport", "db_award_hot"),
         entries_per_call=1,
+    ),
+    Scenario(
+        "award_level_change",
+        "Award",
+        award_level_change,
+        baseline="award_spread",
+        title="Award, spread, each crossing a level threshold (1,000 levels)",
+        targets=(Target("ratio", ">=", 0.9, "within 10% of an Award that changes no level"),),
+        entries_per_call=1,
+    ),
+    Scenario(
+        "award_boosted",
+        "Award",
+        award_boosted,
+        baseline="award_spread",
+        title="Award, spread over users with three applicable boosts",
+        targets=(Target("ratio", ">=", 0.9, "within 10% of a plain Award"),),
+        entries_per_call=1,
+    ),
+    Scenario(
+        "level_summary",
+        "GetLevelSummary",
+        level_summary,
+        baseline="transport",
+        title="GetLevelSummary over the 100,000 users (four levels)",
+        targets=(Target("p99_ms", "<=", 100.0, "p99 well under 100 ms"),),
+        service="/tally.v1.LevelsService/",
     ),
     Scenario(
         "record_event",

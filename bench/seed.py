@@ -19,6 +19,14 @@ HISTORY_USER = "history"
 SPREAD_BALANCE = 1_000_000  # enough that Deduct never runs short
 SECOND_SYSTEM = "bench-coins"
 EVENT_TYPE = "bench.lesson"  # three ACTIVE EVENT triggers name it, in two systems
+LEVELS_SYSTEM = "bench-levels"  # every user has an account at 0; a level every 10 points
+LADDER_STEP, LADDER_LEVELS = 10, 1000
+BOOSTED_USERS = 10_000  # users "b000000".. in SYSTEM, in the cohort three boosts name
+COHORT = ("cohort", "boosted")
+
+
+def boosted_user_id(index: int) -> str:
+    return f"b{index:06d}"
 
 
 def user_id(index: int) -> str:
@@ -51,6 +59,7 @@ def base(conn: psycopg.Connection[tuple[object, ...]], users: int, history: int)
     )
     event_triggers(conn)
     add_entries(conn, "'u' || lpad((g %% {users})::text, 6, '0')", users, 1, SPREAD_BALANCE)
+    levels_and_boosts(conn, users)
     add_entries(conn, f"'{HOT_USER}'", 1, 1, SPREAD_BALANCE)
     first = add_entries(conn, f"'{HISTORY_USER}'", 1, history, 1)
     conn.execute("VACUUM ANALYZE")
@@ -74,6 +83,56 @@ def event_triggers(conn: psycopg.Connection[tuple[object, ...]]) -> None:
             " VALUES (gen_random_uuid()::text, %s, 'EVENT', %s, 'ACTIVE', %s, '0', NULL, 0,"
             " '[]', '[]', now(), 1, now(), now())",
             (system, points, EVENT_TYPE),
+        )
+    conn.execute("UPDATE config_version SET version = version + 1")
+
+
+def levels_and_boosts(conn: psycopg.Connection[tuple[object, ...]], users: int) -> None:
+    """Four levels in SYSTEM (the summary's); LEVELS_SYSTEM with a level every
+    LADDER_STEP points and an empty account for every user (so each award of 10 there
+    crosses a threshold); BOOSTED_USERS users in SYSTEM in the cohort of three boosts."""
+    level = (
+        "INSERT INTO levels (id, system_key, key, name, description, badge_url, points)"
+        " VALUES (gen_random_uuid()::text, %s, %s, %s, '', '', %s)"
+    )
+    for key, points in (("bronze", 0), ("silver", 1000), ("gold", 100_000), ("top", 5_000_000)):
+        conn.execute(level, (SYSTEM, key, key.title(), points))
+    conn.execute(
+        "INSERT INTO points_systems (key, name, description, badge_url, max_points,"
+        " level_basis, create_time, update_time)"
+        " VALUES (%s, 'Bench levels', '', '', 0, 'BALANCE', now(), now())",
+        (LEVELS_SYSTEM,),
+    )
+    conn.execute(
+        "INSERT INTO levels (id, system_key, key, name, description, badge_url, points)"
+        " SELECT gen_random_uuid()::text, %s, 'l' || g, 'Level ' || g, '', '', g * %s"
+        " FROM generate_series(1, %s) g",
+        (LEVELS_SYSTEM, LADDER_STEP, LADDER_LEVELS),
+    )
+    conn.execute(
+        "INSERT INTO accounts (user_id, system_key, balance, total_earned, total_spent,"
+        " total_expired, last_earned_time, next_expire_time, create_time, update_time)"
+        " SELECT 'u' || lpad(g::text, 6, '0'), %s, 0, 0, 0, 0, NULL, NULL, now(), now()"
+        " FROM generate_series(0, %s - 1) g",
+        (LEVELS_SYSTEM, users),
+    )
+    conn.execute(
+        "INSERT INTO users (id, display_name, email, attributes, create_time)"
+        " SELECT 'b' || lpad(g::text, 6, '0'), '', '', jsonb_build_object(%s::text, %s::text),"
+        " now() FROM generate_series(0, %s - 1) g",
+        (*COHORT, BOOSTED_USERS),
+    )
+    add_entries(
+        conn, "'b' || lpad((g %% {users})::text, 6, '0')", BOOSTED_USERS, 1, SPREAD_BALANCE
+    )
+    for multiplier in ("2", "1.5", "1.25"):
+        conn.execute(
+            "INSERT INTO boosts (id, system_key, user_id, name, multiplier, rounding,"
+            " start_time, end_time, user_attributes, archive_time, create_time)"
+            " VALUES (gen_random_uuid()::text, %s, '', 'bench', %s, 'DOWN',"
+            " now() - interval '1 hour', NULL, jsonb_build_array(jsonb_build_array(%s::text,"
+            " %s::text)), NULL, now())",
+            (SYSTEM, multiplier, *COHORT),
         )
     conn.execute("UPDATE config_version SET version = version + 1")
 

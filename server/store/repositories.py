@@ -663,6 +663,12 @@ class SqlLevelRepository(_Repository):
 
     def counts(self, system_key: str, basis: LevelBasis, thresholds: Sequence[int]) -> list[int]:
         statement = self.sql.level_counts[LEVEL_BASIS_COLUMNS[basis]]
+        if self.sql.set_based:
+            params = {"system_key": system_key, "thresholds": list(thresholds)}
+            counts = [0] * (len(thresholds) + 1)
+            for row in self.db.rows(statement, params):
+                counts[row["bucket"]] = row["users"]
+            return counts
         bounds = [-NO_LIMIT, *thresholds, NO_LIMIT]
         return [
             int(self.db.scalar(statement, {"system_key": system_key, "low": low, "high": high}))

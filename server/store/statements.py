@@ -11,6 +11,7 @@ import functools
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     ColumnElement,
     Executable,
     Select,
@@ -439,15 +440,24 @@ class Statements:
             self.level_change_next = select(
                 func.coalesce(func.max(level_changes.c.sequence), 0) + literal_column("1")
             )
-        # Accounts of a system with a basis value in [low, high): one index range count
-        # per level (accounts by (system_key, balance) or (system_key, total_earned)).
-        self.level_counts = {}
+        # How many of a system's accounts have their basis value in each range between
+        # consecutive thresholds (index ranges over (system_key, balance) or (system_key,
+        # total_earned)). PostgreSQL: one pass, width_bucket numbering the ranges (0 below
+        # the first threshold); SQLite: one range count per level.
+        self.level_counts: dict[str, Select[Any]] = {}
         for basis in ("balance", "total_earned"):
             value = accounts.c[basis]
             of_system = accounts.c.system_key == bindparam("system_key")
-            self.level_counts[basis] = select(func.count()).where(
-                of_system, value >= bindparam("low"), value < bindparam("high")
-            )
+            if self.set_based:
+                thresholds = bindparam("thresholds", type_=postgresql.ARRAY(BigInteger))
+                bucket = func.width_bucket(value, thresholds).label("bucket")
+                self.level_counts[basis] = (
+                    select(bucket, func.count().label("users")).where(of_system).group_by(bucket)
+                )
+            else:
+                self.level_counts[basis] = select(func.count()).where(
+                    of_system, value >= bindparam("low"), value < bindparam("high")
+                )
 
         # boosts: the live ones (for the configuration), pages of a system's or a user's
         self.boosts_live = (

@@ -27,10 +27,10 @@ def find_buf() -> str | None:
     return None
 
 
-def readme_session() -> str:
-    """The shell block under 'Calling it by hand'."""
+def readme_session(heading: str = "## Calling it by hand") -> str:
+    """The first shell block under `heading`."""
     text = (ROOT / "README.md").read_text()
-    section = text.split("## Calling it by hand", 1)[1]
+    section = text.split(heading, 1)[1]
     match = re.search(r"```sh\n(.*?)```", section, re.S)
     assert match, "the README shows a buf curl session"
     return match.group(1)
@@ -64,3 +64,35 @@ def test_readme_buf_curl_session(server: App) -> None:
     assert awarded["balance"]["balance"] == "50"
     assert balance["balance"]["balance"] == "50"
     assert "tally.v1.PointsService/Award" in text.splitlines()
+
+
+def test_readme_triggers_levels_and_boosts_session(server: App) -> None:
+    buf = find_buf()
+    if buf is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("buf not found (npm install --no-save @bufbuild/buf)")
+        pytest.skip("buf not found (npm install --no-save @bufbuild/buf)")
+    script = readme_session("## Triggers, levels and boosts")
+    script = script.replace("127.0.0.1:50051", f"127.0.0.1:{server.port}")
+    script = script.replace("BUF=node_modules/.bin/buf", f"BUF={buf}")
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    decoder = json.JSONDecoder()
+    text, documents = done.stdout.strip(), []
+    while text:
+        document, end = decoder.raw_decode(text)
+        documents.append(document)
+        text = text[end:].strip()
+    event, preview = documents[-2], documents[-1]
+    result = event["results"]["quest"]
+    assert result["added"] == "20"
+    (award,) = result["awards"]
+    assert (award["entry"]["baseAmount"], award["entry"]["multiplier"]) == ("10", 2)
+    assert result["levelChange"]["newLevel"]["key"] == "silver"
+    assert (preview["events"], preview["points"]) == ("1", "1")

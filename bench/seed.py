@@ -122,9 +122,7 @@ def levels_and_boosts(conn: psycopg.Connection[tuple[object, ...]], users: int) 
         " now() FROM generate_series(0, %s - 1) g",
         (*COHORT, BOOSTED_USERS),
     )
-    add_entries(
-        conn, "'b' || lpad((g %% {users})::text, 6, '0')", BOOSTED_USERS, 1, SPREAD_BALANCE
-    )
+    add_entries(conn, "'b' || lpad((g %% {users})::text, 6, '0')", BOOSTED_USERS, 1, SPREAD_BALANCE)
     for multiplier in ("2", "1.5", "1.25"):
         conn.execute(
             "INSERT INTO boosts (id, system_key, user_id, name, multiplier, rounding,"

@@ -105,10 +105,15 @@ class Book:
                     self.post(entry)
                 continue
             if _no_effect(account, trigger, system.max_points):
-                # Full (or, deducting, empty): every firing until something else changes
-                # the balance (an expiry, or `now`) does nothing; skip them at once.
+                # Full (or, deducting, empty): every firing until something else can
+                # change the balance (an expiry, another trigger's firing, or `now`) does
+                # nothing; skip them at once.
                 limit = now if lapse is None else min(now, lapse - BEFORE)
-                account.interval_marks[trigger.id] = triggers.skip_to(when, trigger.interval, limit)
+                others = [w for w, t in pending if t.id != trigger.id]
+                if others:
+                    limit = min(limit, min(others) - BEFORE)
+                skipped = triggers.skip_to(when, trigger.interval, limit)
+                account.interval_marks[trigger.id] = max(when, skipped)
                 continue
             posting = Posting(trigger_id=trigger.id)
             boosts = self.boosts(rules, system.key, when)

@@ -563,3 +563,30 @@ class TestPreview:
         previewed = {u: p for u, p in result.points_by_user.items() if u.startswith(prefix)}
         assert {u: live.get(u, 0) for u in previewed} == previewed
         assert sum(previewed.values()) == sum(live.values())
+
+
+def test_two_interval_triggers_interleave_as_a_step_by_step_replay_says(tally: Tally) -> None:
+    """Energy that refills 1 an hour up to 5 and drains 2 every 3 hours: skipping the
+    firings of a full (or empty) account must stop at the other trigger's next firing."""
+    system(tally, max_points=5)
+    award(tally, "ann", 5)  # full at T0
+    for points, hours in ((1, 1), (-2, 3)):
+        trigger(
+            tally,
+            TriggerType.TIME_INTERVAL,
+            points,
+            interval_unit=IntervalUnit.HOURS,
+            interval_count=hours,
+        )
+    expected, balance_now = [], 5
+    for hour in range(1, 25):  # the refill was created first: it fires first on ties
+        if balance_now < 5:
+            balance_now += 1
+            expected.append((hour, 1))
+        if hour % 3 == 0:
+            taken = min(2, balance_now)
+            balance_now -= taken
+            expected.append((hour, -taken))
+    assert balance(tally, "ann", at=T0 + 24 * HOUR) == balance_now
+    fired = [e for e in ledger_of(tally, "ann", at=T0 + 24 * HOUR) if e.trigger_id]
+    assert [((e.create_time - T0) // HOUR, e.amount) for e in fired] == expected

@@ -14,7 +14,7 @@ from server.domain import commands, validation
 from server.domain.errors import SystemNotFound, UserNotFound
 from server.domain.ledger import Account
 from server.domain.model import EntryType, LedgerEntry, PointsSystem
-from server.services import page_tokens, writes
+from server.services import callers, page_tokens, writes
 from server.services.ports import UnitOfWork, UserView
 from server.services.results import BalanceView, TransactionsPage
 from server.services.tally import Tally
@@ -99,9 +99,11 @@ def _settled_view(
     snapshot, after writing off credit that lapsed before `now`, so that a read always
     includes what is due.
 
-    Raises SystemNotFound or UserNotFound. The check for lapsed credit is part of the read
-    itself; only when there is some does it post a change (and then read again).
+    Raises ScopeInsufficient (a system the caller may not use), SystemNotFound or
+    UserNotFound. The check for lapsed credit is part of the read itself; only when there
+    is some does it post a change (and then read again).
     """
+    callers.current().check_system(system_key)
 
     def work(uow: UnitOfWork) -> tuple[PointsSystem, UserView]:
         view = uow.users.view(user_id, system_key, types, before, limit)

@@ -10,7 +10,7 @@ from datetime import datetime
 from server.domain import changes, commands, validation
 from server.domain.errors import EntryNotFound, FieldViolation, TallyError, ValidationFailed
 from server.domain.ledger import Account
-from server.services import idempotency
+from server.services import callers, idempotency
 from server.services.posting import Change, Circumstances, Outcome
 from server.services.results import WriteResult
 from server.services.tally import Tally
@@ -26,8 +26,11 @@ def award(tally: Tally, cmd: commands.Award, now: datetime) -> WriteResult:
 
 
 def _award_change(tally: Tally, cmd: commands.Award, now: datetime) -> Change:
-    """The change an Award states, once `cmd` is known valid."""
+    """The change an Award states, once `cmd` is known valid: for a caller who may use
+    the system, when it exists, within the user's write limit."""
+    callers.current().check_system(cmd.system_key)
     tally.system(cmd.system_key)
+    tally.limits.take(cmd.system_key, cmd.user.id)
 
     def decide(account: Account, given: Circumstances) -> changes.Decision:
         return changes.award(account, given.system, cmd, now)
@@ -45,7 +48,9 @@ def _award_change(tally: Tally, cmd: commands.Award, now: datetime) -> Change:
 
 def deduct(tally: Tally, cmd: commands.Deduct, now: datetime) -> WriteResult:
     validation.deduct(cmd)
+    callers.current().check_system(cmd.system_key)
     tally.system(cmd.system_key)
+    tally.limits.take(cmd.system_key, cmd.user_id)
 
     def decide(account: Account, _given: Circumstances) -> changes.Decision:
         return changes.deduct(account, cmd, now)
@@ -90,8 +95,10 @@ def award_batch(
 def reverse(tally: Tally, cmd: commands.Reverse, now: datetime) -> WriteResult:
     validation.reverse(cmd)
     original = in_transaction(tally.store, lambda uow: uow.ledger.get(cmd.entry_id), write=False)
-    if original is None:
+    # An entry of a system the caller may not use is not theirs to see either.
+    if original is None or not callers.current().allows_system(original.system_key):
         raise EntryNotFound(cmd.entry_id)
+    tally.limits.take(original.system_key, original.user_id)
 
     def decide(account: Account, given: Circumstances) -> changes.Decision:
         earlier = given.reversals.get(original.id)

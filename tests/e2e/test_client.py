@@ -20,8 +20,8 @@ from tally.v1 import common_pb2
 
 
 @pytest.fixture
-def tally(server: App) -> Iterator[TallyClient]:
-    with TallyClient(f"127.0.0.1:{server.port}", attempts=2) as client:
+def tally(server: App, admin_key: str) -> Iterator[TallyClient]:
+    with TallyClient(f"127.0.0.1:{server.port}", api_key=admin_key, attempts=2) as client:
         yield client
 
 

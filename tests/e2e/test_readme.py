@@ -36,7 +36,7 @@ def readme_session() -> str:
     return match.group(1)
 
 
-def test_readme_buf_curl_session(server: App) -> None:
+def test_readme_buf_curl_session(server: App, admin_key: str) -> None:
     buf = find_buf()
     if buf is None:
         if os.environ.get("CI") == "true":
@@ -44,6 +44,8 @@ def test_readme_buf_curl_session(server: App) -> None:
         pytest.skip("buf not found (npm install --no-save @bufbuild/buf)")
     script = readme_session().replace("127.0.0.1:50051", f"127.0.0.1:{server.port}")
     script = script.replace("BUF=node_modules/.bin/buf", f"BUF={buf}")
+    script, keys = re.subn(r"^KEY=.*$", f"KEY={admin_key}", script, flags=re.M)
+    assert keys == 1, "the session sets KEY once"
     done = subprocess.run(
         ["bash", "-euo", "pipefail", "-c", script],
         capture_output=True,

@@ -1,10 +1,11 @@
 """Per-user write limits: a token bucket per (system, user), held in each process.
 
 Every write of a user in a system (award, deduct, each AwardBatch item, reverse, and
-RecordEvent once it comes) takes one token first; a bucket holds at most `burst` and
-refills at `rate` a second. A write without a token is RESOURCE_EXHAUSTED RATE_LIMITED,
-with RetryInfo saying when the next token comes, and nothing is written. The check is a
-dictionary look-up under a lock: no store read on the write path.
+RecordEvent once it comes: `take_all`, one token per system it writes) takes one token
+first; a bucket holds at most `burst` and refills at `rate` a second. A write without a
+token is RESOURCE_EXHAUSTED RATE_LIMITED, with RetryInfo saying when the next token
+comes, and nothing is written. The check is a dictionary look-up under a lock: no store
+read on the write path.
 
 Buckets live in the process, so with `serve --workers N` each worker keeps its own and a
 user's calls spread over the workers may reach up to N times the limit. Memory is
@@ -16,8 +17,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import OrderedDict
-from collections.abc import Callable
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Sequence
 
 from server.domain.errors import RateLimited
 
@@ -58,23 +59,28 @@ class RateLimiter:
     def take(self, system_key: str, user_id: str) -> None:
         """Take one write of this user in this system, or raise RateLimited (with the
         seconds until a token is there) and take nothing."""
-        if self.rate <= 0:
+        self.take_all([(system_key, user_id)])
+
+    def take_all(self, accounts: Sequence[tuple[str, str]]) -> None:
+        """One write of each (system_key, user_id), all or none: a call that writes
+        several accounts (RecordEvent, one per system whose triggers fire) is refused
+        whole, without using up the others' tokens, when one of them has none."""
+        if self.rate <= 0 or not accounts:
             return
         now = self.clock()
-        key = (system_key, user_id)
+        wanted = Counter(accounts)
         with self._lock:
-            held = self._buckets.get(key)
-            if held is None:
-                tokens = self.burst
-            else:
-                tokens = min(self.burst, held[0] + (now - held[1]) * self.rate)
-                self._buckets.move_to_end(key)
-            short = tokens < 1.0
-            self._buckets[key] = (tokens if short else tokens - 1.0, now)
+            counted = {key: self._tokens(key, now) for key in wanted}
+            short = next(
+                ((key, counted[key]) for key, n in wanted.items() if counted[key] < n), None
+            )
+            for key, tokens in counted.items():
+                self._buckets[key] = (tokens if short else tokens - wanted[key], now)
             self._forget_idle(now)
-        if short:
+        if short is not None:
+            (system_key, user_id), tokens = short
             raise RateLimited(
-                (1.0 - tokens) / self.rate,
+                (wanted[short[0]] - tokens) / self.rate,
                 metadata={
                     "limit": f"{self.rate:g}/s",
                     "burst": f"{self.burst:g}",
@@ -82,6 +88,14 @@ class RateLimiter:
                     "user_id": user_id,
                 },
             )
+
+    def _tokens(self, key: tuple[str, str], now: float) -> float:
+        """The bucket's tokens now (a new bucket is full), marked as just used."""
+        held = self._buckets.get(key)
+        if held is None:
+            return self.burst
+        self._buckets.move_to_end(key)
+        return min(self.burst, held[0] + (now - held[1]) * self.rate)
 
     def __len__(self) -> int:
         return len(self._buckets)

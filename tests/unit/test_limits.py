@@ -84,3 +84,17 @@ def test_memory_is_bounded_by_max_buckets() -> None:
     for i in range(500):
         limits.take("xp", f"user-{i}")
     assert len(limits) == 50
+
+
+def test_take_all_is_all_or_nothing() -> None:
+    """RecordEvent writes one account per system whose triggers fire: refused whole when
+    one has no token, and then the others keep theirs."""
+    limits = RateLimiter(rate=1, burst=2, clock=Clock())
+    limits.take("coins", "alice")
+    limits.take("coins", "alice")
+    with pytest.raises(RateLimited) as refused:
+        limits.take_all([("xp", "alice"), ("coins", "alice")])
+    assert refused.value.metadata["system_key"] == "coins"
+    limits.take_all([("xp", "alice"), ("xp", "alice")])  # xp kept both its tokens
+    with pytest.raises(RateLimited):
+        limits.take("xp", "alice")

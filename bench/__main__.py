@@ -50,6 +50,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--db-port", type=int, default=5432)
     parser.add_argument("--db-user", default="postgres")
     parser.add_argument("--no-install", action="store_true", help="never apt-get h2load")
+    parser.add_argument(
+        "--no-auth",
+        action="store_true",
+        help="serve with --insecure-no-auth and no write limit (to measure what auth costs)",
+    )
     args = parser.parse_args(argv)
     if args.duration is None:
         args.duration = 5.0 if args.quick else 15.0
@@ -126,7 +131,12 @@ class Bench(Harness):
                     f"seeded {self.ctx.users:,} users and a {self.ctx.history_entries:,}-entry"
                     f" history in {time.perf_counter() - t0:.1f} s"
                 )
-            with Server(self.database, workers=self.args.workers, threads=self.args.threads) as s:
+            with Server(
+                self.database,
+                workers=self.args.workers,
+                threads=self.args.threads,
+                auth=not self.args.no_auth,
+            ) as s:
                 self.server = s
                 self.meter = Meter(s.pid)
                 log(f"server pid {s.pid} on {s.target} ({len(self.meter.tree)} processes)")
@@ -157,7 +167,8 @@ class Bench(Harness):
                         user_id=seed.HISTORY_USER,
                         page_size=100,
                         page_token=token,
-                    )
+                    ),
+                    metadata=self.server.headers,
                 )
                 token = reply.next_page_token
                 if not token:
@@ -180,6 +191,7 @@ class Bench(Harness):
                 duration=self.args.duration,
                 connections=self.args.connections,
                 streams=self.args.streams,
+                headers=self.server.headers,
             )
             expected = 7 * run.result["calls_ok"]  # 5-byte prefix + 2-byte SERVING message
             self.ceilings["transport_h2load"] = {
@@ -254,6 +266,7 @@ class Bench(Harness):
             warmup=1.0,
             connections=self.args.connections,
             streams=self.args.streams,
+            headers=self.server.headers,
         )
         value = run.result["throughput"]
         self.ceilings[name] = {
@@ -287,7 +300,11 @@ class Bench(Harness):
         env = ", ".join(f"{k}={v}" for k, v in s.server_env.items())
         log(f"scenario {s.name}: starting a server of its own ({env})")
         with Server(
-            self.database, workers=self.args.workers, threads=self.args.threads, env=s.server_env
+            self.database,
+            workers=self.args.workers,
+            threads=self.args.threads,
+            env=s.server_env,
+            auth=not self.args.no_auth,
         ) as other:
             self.server, self.meter = other, Meter(other.pid)
             try:
@@ -328,6 +345,7 @@ class Bench(Harness):
             warmup=warmup,
             connections=connections,
             streams=streams,
+            headers=self.server.headers,
         )
         calls = closed.result["calls_ok"]
         throughput = (
@@ -438,6 +456,7 @@ class Bench(Harness):
             warmup=warmup,
             connections=self.args.connections,
             rate=rate,
+            headers=self.server.headers,
         )
         latency = {
             **run.result["latency"],
@@ -461,12 +480,14 @@ class Bench(Harness):
                     stream = channel.unary_stream(
                         s.path, request_serializer=_raw, response_deserializer=_raw
                     )
-                    replies: list[bytes] = list(stream(message, timeout=120))
+                    replies: list[bytes] = list(
+                        stream(message, timeout=120, metadata=self.server.headers)
+                    )
                     return {"ok": True, "messages": len(replies)}
                 unary = channel.unary_unary(
                     s.path, request_serializer=_raw, response_deserializer=_raw
                 )
-                reply: bytes = unary(message, timeout=30)
+                reply: bytes = unary(message, timeout=30, metadata=self.server.headers)
                 return {"ok": True, "response_bytes": len(reply)}
             except grpc.RpcError as error:
                 raise SystemExit(f"{s.name}: the first call failed: {error}") from error

@@ -25,6 +25,7 @@ import struct
 import sys
 import time
 from array import array
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,9 +73,10 @@ def hpack_str(text: str) -> bytes:
     return hpack_int(len(raw), 7, 0) + raw
 
 
-def request_header_block(path: str, authority: str) -> bytes:
+def request_header_block(path: str, authority: str, extra: Sequence[Sequence[str]] = ()) -> bytes:
     """The request headers, encoded once: static-table names, literals never indexed, so
-    the block is the same for every call and our encoder keeps no dynamic table."""
+    the block is the same for every call and our encoder keeps no dynamic table. `extra`
+    headers (the API key) are literals with new names."""
     return b"".join(
         (
             b"\x83",  # :method POST
@@ -83,6 +85,7 @@ def request_header_block(path: str, authority: str) -> bytes:
             hpack_int(1, 4, 0) + hpack_str(authority),  # :authority
             hpack_int(31, 4, 0) + hpack_str("application/grpc"),  # content-type
             b"\x00" + hpack_str("te") + hpack_str("trailers"),
+            *(b"\x00" + hpack_str(name) + hpack_str(value) for name, value in extra),
         )
     )
 
@@ -114,11 +117,18 @@ class Stats:
 class Connection:
     """One HTTP/2 connection with calls in flight on it."""
 
-    def __init__(self, host: str, port: int, path: str, stats: Stats) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        path: str,
+        stats: Stats,
+        headers: Sequence[Sequence[str]] = (),
+    ) -> None:
         self.sock = socket.create_connection((host, port))
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.stats = stats
-        self.block = request_header_block(path, f"{host}:{port}")
+        self.block = request_header_block(path, f"{host}:{port}", headers)
         self.decoder = hpack.Decoder()
         self.decoder.max_allowed_table_size = 1 << 16
         self.calls: dict[int, Call] = {}
@@ -329,7 +339,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     max_outstanding = int(spec.get("max_outstanding", 2000))
     stats = Stats()
     conns = [
-        Connection(spec["host"], spec["port"], spec["path"], stats)
+        Connection(spec["host"], spec["port"], spec["path"], stats, spec.get("headers", ()))
         for _ in range(int(spec["connections"]))
     ]
     selector = selectors.DefaultSelector()

@@ -19,7 +19,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,6 +68,7 @@ def run_h2gen(
     connections: int,
     streams: int = 1,
     rate: float = 0.0,
+    headers: Sequence[tuple[str, str]] = (),
 ) -> Run:
     spec = {
         "host": "127.0.0.1",
@@ -79,6 +80,7 @@ def run_h2gen(
         "rate": rate,
         "duration": duration,
         "warmup": warmup,
+        "headers": [list(h) for h in headers],
     }
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as spec_file:
         json.dump(spec, spec_file)
@@ -127,6 +129,7 @@ def run_h2load(
     duration: float,
     connections: int,
     streams: int,
+    headers: Sequence[tuple[str, str]] = (),
 ) -> Run:
     """Closed loop with h2load. It counts HTTP 200 as success whatever the grpc-status, so
     the caller must check outcomes another way (bytes of DATA per call, the ledger)."""
@@ -144,6 +147,7 @@ def run_h2load(
         "content-type: application/grpc",
         "-H",
         "te: trailers",
+        *(arg for name, value in headers for arg in ("-H", f"{name}: {value}")),
         "-d",
         str(body),
         f"http://127.0.0.1:{port}{path}",

@@ -76,8 +76,20 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+# With auth on, the write limit runs on every write (so its cost is measured) but is far
+# above any rate the bench reaches (award_hot writes one user as fast as it can).
+UNREACHED_RATE_LIMIT = {
+    "TALLY_RATE_LIMIT_PER_SECOND": "1000000000",
+    "TALLY_RATE_LIMIT_BURST": "1000000000",
+}
+
+
 class Server:
-    """`tally-server serve` as a subprocess; started and stopped as a context manager."""
+    """`tally-server serve` as a subprocess; started and stopped as a context manager.
+
+    With `auth` (the default) it checks keys as in production: an admin key is made with
+    `tally-server keys create` first, and every call of the bench sends it (`headers`).
+    Without, it serves with --insecure-no-auth and no write limit."""
 
     def __init__(
         self,
@@ -86,11 +98,15 @@ class Server:
         workers: int,
         threads: int | None,
         env: dict[str, str] | None = None,
+        auth: bool = True,
     ) -> None:
         self.database = database
         self.workers = workers
         self.threads = threads
-        self.env = env or {}
+        self.auth = auth
+        limits = UNREACHED_RATE_LIMIT if auth else {"TALLY_RATE_LIMIT_PER_SECOND": "0"}
+        self.env = {**limits, **(env or {})}
+        self.headers: tuple[tuple[str, str], ...] = ()
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"tally-bench-{self.port}.log"
@@ -104,7 +120,29 @@ class Server:
         assert self.process is not None
         return self.process.pid
 
+    def _make_key(self) -> str:
+        made = subprocess.run(
+            [
+                str(_server_command()),
+                "keys",
+                "create",
+                "--scope",
+                "admin",
+                "--name",
+                "bench",
+                "--database-url",
+                self.database.url,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=ROOT,
+        )
+        return made.stdout.strip().splitlines()[-1]
+
     def __enter__(self) -> Self:
+        if self.auth and not self.headers:
+            self.headers = (("x-api-key", self._make_key()),)
         command = [
             str(_server_command()),
             "serve",
@@ -117,6 +155,8 @@ class Server:
         ]
         if self.threads:
             command += ["--threads", str(self.threads)]
+        if not self.auth:
+            command.append("--insecure-no-auth")
         env = {**os.environ, "TALLY_LOG_LEVEL": "WARNING", **self.env}
         with self.log_path.open("wb") as out:
             self.process = subprocess.Popen(command, stdout=out, stderr=out, env=env, cwd=ROOT)

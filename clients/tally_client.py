@@ -21,7 +21,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -36,7 +36,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from tally.v1 import common_pb2, points_pb2, points_pb2_grpc
+from tally.v1 import auth_pb2, auth_pb2_grpc, common_pb2, points_pb2, points_pb2_grpc
 
 R = TypeVar("R")
 
@@ -164,6 +164,7 @@ class TallyClient:
         target: str = "127.0.0.1:50051",
         *,
         api_key: str | None = None,
+        user_token: str | None = None,
         timeout: float = 10.0,
         attempts: int = 4,
         channel: grpc.Channel | None = None,
@@ -171,9 +172,15 @@ class TallyClient:
         self._own_channel = channel is None
         self.channel = channel or grpc.insecure_channel(target)
         self.points = points_pb2_grpc.PointsServiceStub(self.channel)
+        self.auth = auth_pb2_grpc.AuthServiceStub(self.channel)
         self.timeout = timeout
         self.attempts = attempts
-        self._metadata: tuple[tuple[str, str], ...] = (("x-api-key", api_key),) if api_key else ()
+        # An API key, or (for a front end reading one user's points) a user token.
+        self._metadata: tuple[tuple[str, str], ...] = ()
+        if api_key:
+            self._metadata = (("x-api-key", api_key),)
+        elif user_token:
+            self._metadata = (("authorization", f"Bearer {user_token}"),)
 
     def __enter__(self) -> Self:
         return self
@@ -210,6 +217,15 @@ class TallyClient:
             reraise=True,
         )
         return retrying(once)
+
+    def create_user_token(
+        self, user_id: str, ttl: timedelta | None = None
+    ) -> auth_pb2.CreateUserTokenResponse:
+        """A token that lets a front end read `user_id`'s points (TallyClient(user_token=...))."""
+        request = auth_pb2.CreateUserTokenRequest(user_id=user_id)
+        if ttl is not None:
+            request.ttl.FromTimedelta(ttl)
+        return self._call(self.auth.CreateUserToken, request, auth_pb2.CreateUserTokenResponse)
 
     def create_system(
         self, key: str, name: str = "", *, max_points: int = 0, description: str = ""

@@ -1,12 +1,16 @@
-"""`tally-server`: serve the API, or migrate the schema.
+"""`tally-server`: serve the API, migrate the schema, or manage API keys.
 
-tally-server serve [--listen HOST:PORT] [--database-url URL]
+tally-server serve [--listen HOST:PORT] [--database-url URL] [--insecure-no-auth]
 tally-server migrate [--database-url URL]
+tally-server keys create --scope admin|write|read --name NAME [--systems KEY,...]
+tally-server keys list [--json]
+tally-server keys revoke ID
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import multiprocessing
 import os
@@ -17,6 +21,9 @@ from collections.abc import Sequence
 from types import FrameType
 
 from server import app
+from server.domain.access import ApiKey, Scope
+from server.domain.errors import ValidationFailed
+from server.services import access
 from server.settings import Settings
 from server.store import migrate
 from server.store.database import SqlStore
@@ -36,13 +43,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--workers", type=int, help="server processes sharing the port (env TALLY_WORKERS)"
     )
     serve.add_argument("--grace-seconds", type=float, help="time for calls in flight at shutdown")
+    serve.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        default=None,
+        help="serve without checking API keys (local experiments only)",
+    )
 
     migrate_cmd = commands.add_parser("migrate", help="bring the schema to the newest version")
     _database_flag(migrate_cmd)
 
+    keys = commands.add_parser("keys", help="create, list or revoke API keys")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True)
+    create = key_commands.add_parser("create", help="make a key and print it (shown only now)")
+    create.add_argument("--scope", required=True, choices=[s.value for s in Scope])
+    create.add_argument("--name", required=True, help="what the key is for")
+    create.add_argument("--systems", default="", help="KEY,...: only these points systems")
+    _database_flag(create)
+    listing = key_commands.add_parser("list", help="every key (never the key itself)")
+    listing.add_argument("--json", action="store_true", help="one JSON object per line")
+    _database_flag(listing)
+    revoke = key_commands.add_parser("revoke", help="revoke a key by its id")
+    revoke.add_argument("id")
+    _database_flag(revoke)
+
     args = parser.parse_args(argv)
-    flags = {k: v for k, v in vars(args).items() if k != "command"}
-    settings = Settings.load(**flags)
+    settings = Settings.load(
+        **{k: getattr(args, k, None) for k in SETTINGS_FLAGS if getattr(args, k, None) is not None}
+    )
     logging.basicConfig(
         level=settings.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -50,7 +78,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if args.command == "migrate":
         return run_migrate(settings)
+    if args.command == "keys":
+        return run_keys(settings, args)
     return run_serve(settings)
+
+
+# Flags that are settings (the rest belong to `keys`).
+SETTINGS_FLAGS = (
+    "listen",
+    "database_url",
+    "threads",
+    "workers",
+    "grace_seconds",
+    "insecure_no_auth",
+)
 
 
 def _database_flag(parser: argparse.ArgumentParser) -> None:
@@ -70,16 +111,84 @@ def run_migrate(settings: Settings) -> int:
     return 0
 
 
-def run_serve(settings: Settings) -> int:
-    """Migrate, then serve: in this process, or in `workers` processes sharing the port."""
+def run_keys(settings: Settings, args: argparse.Namespace) -> int:
+    """`keys create|list|revoke`, on a schema brought to the newest version first."""
     store = SqlStore.from_url(settings.database_url)
     try:
         migrate.upgrade(store.engine)
+        now = app.utc_now()
+        if args.keys_command == "create":
+            systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+            try:
+                created = access.create_key(store, args.name, Scope(args.scope), systems, now)
+            except ValidationFailed as error:
+                print(f"tally-server: {error.message}", file=sys.stderr)
+                return 2
+            print(f"created key {created.key.id}: {_describe(created.key)}")
+            print("the key is shown only now; keep it (callers send it as x-api-key):")
+            print(created.text)
+            return 0
+        if args.keys_command == "list":
+            for key in access.list_keys(store):
+                print(json.dumps(_key_fields(key)) if args.json else _describe(key, full=True))
+            return 0
+        if access.revoke_key(store, args.id, now):
+            print(
+                f"revoked key {args.id}; servers refuse it within {settings.key_cache_seconds:g} s"
+            )
+            return 0
+        print(f"tally-server: no live key {args.id!r}", file=sys.stderr)
+        return 1
+    finally:
+        store.dispose()
+
+
+def _key_fields(key: ApiKey) -> dict[str, object]:
+    return {
+        "id": key.id,
+        "name": key.name,
+        "scope": key.scope.value,
+        "systems": sorted(key.systems),
+        "create_time": key.create_time.isoformat(),
+        "revoke_time": key.revoke_time.isoformat() if key.revoke_time else None,
+    }
+
+
+def _describe(key: ApiKey, *, full: bool = False) -> str:
+    systems = ",".join(sorted(key.systems)) or "all systems"
+    text = f"{key.scope.value}, {systems}, {key.name!r}"
+    if not full:
+        return text
+    state = f"revoked {key.revoke_time:%Y-%m-%d %H:%M:%S}" if key.revoke_time else "live"
+    return f"{key.id}  {text}, created {key.create_time:%Y-%m-%d %H:%M:%S}, {state}"
+
+
+def run_serve(settings: Settings) -> int:
+    """Migrate, then serve: in this process, or in `workers` processes sharing the port.
+    On a store with no API key at all, first make an admin key and print it, once."""
+    store = SqlStore.from_url(settings.database_url)
+    try:
+        migrate.upgrade(store.engine)
+        if not settings.insecure_no_auth:
+            first = access.create_first_key(store, app.utc_now())
+            if first is not None:
+                print_first_key(first)
     finally:
         store.dispose()
     if settings.workers <= 1:
         return serve_here(settings)
     return supervise_workers(settings)
+
+
+def print_first_key(first: access.CreatedKey) -> None:
+    """The first-run admin key, on standard output, alone on its last line."""
+    rule = "=" * 72
+    print(rule)
+    print(f"No API key existed, so an admin key was made (id {first.key.id}).")
+    print("It is shown only now. Send it as `x-api-key` metadata; make narrower keys")
+    print("with `tally-server keys create`. The key:")
+    print(first.text)
+    print(rule, flush=True)
 
 
 def serve_here(settings: Settings) -> int:

@@ -14,16 +14,22 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from server.api.access_log import AccessLog
+from server.api.auth import AuthServicer
 from server.api.boosts import BoostsServicer
 from server.api.errors import ErrorInterceptor
+from server.api.guard import Guard
 from server.api.levels import LevelsServicer
 from server.api.points import PointsServicer
 from server.api.shutdown import ShutdownGate
 from server.services import writes
+from server.services.limits import RateLimiter
 from server.services.ports import Store
 from server.services.tally import Tally
 from server.settings import Settings
 from tally.v1 import (
+    auth_pb2,
+    auth_pb2_grpc,
     boosts_pb2,
     boosts_pb2_grpc,
     levels_pb2,
@@ -41,6 +47,7 @@ SERVICE_NAMES = (
     points_pb2.DESCRIPTOR.services_by_name["PointsService"].full_name,
     levels_pb2.DESCRIPTOR.services_by_name["LevelsService"].full_name,
     boosts_pb2.DESCRIPTOR.services_by_name["BoostsService"].full_name,
+    auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name,
 )
 
 
@@ -127,15 +134,34 @@ class App:
 
 
 def build(settings: Settings, store: Store, clock: Callable[[], datetime] = utc_now) -> App:
+    """The server: the shutdown gate outermost, then the access log (which sees each
+    call's final status), the error mapping, and the guard, which checks credentials
+    before any servicer runs (unless --insecure-no-auth)."""
     gate = ShutdownGate()
+    tally = Tally(
+        store,
+        max_batch=settings.max_batch,
+        clock=clock,
+        limits=RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst),
+        key_max_age=settings.key_cache_seconds,
+    )
+    interceptors: list[grpc.ServerInterceptor] = [gate, AccessLog(), ErrorInterceptor()]
+    if settings.insecure_no_auth:
+        log.warning(
+            "--insecure-no-auth: API keys are NOT checked; anyone who reaches %s may award "
+            "points. For local experiments only.",
+            settings.listen,
+        )
+    else:
+        interceptors.append(Guard(tally.keys, clock))
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.threads, thread_name_prefix="tally"),
-        interceptors=[gate, ErrorInterceptor()],
+        interceptors=interceptors,
         # Several worker processes may share one port (serve --workers).
         options=[("grpc.so_reuseport", 1 if settings.workers > 1 else 0)],
     )
-    tally = Tally(store, max_batch=settings.max_batch, clock=clock)
     points_pb2_grpc.add_PointsServiceServicer_to_server(PointsServicer(tally, clock), server)
+    auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(tally, clock), server)
     levels_pb2_grpc.add_LevelsServiceServicer_to_server(LevelsServicer(tally, clock), server)
     boosts_pb2_grpc.add_BoostsServiceServicer_to_server(BoostsServicer(tally, clock), server)
     health_servicer = health.HealthServicer()

@@ -32,6 +32,14 @@ class Settings:
     sweep_seconds: float = 30.0
     # Most changes one group commit carries (1 = one transaction per change).
     max_batch: int = 256
+    # Serve without checking API keys (local experiments only; logged as a warning).
+    insecure_no_auth: bool = False
+    # Seconds a process trusts the keys it holds: a revoked key is refused by every
+    # process within this bound (plus one reload of the keys).
+    key_cache_seconds: float = 5.0
+    # Writes per second (and burst) of one user in one system, per process (0 = no limit).
+    rate_limit_per_second: float = 50.0
+    rate_limit_burst: int = 100
 
     @property
     def pool_size(self) -> int:
@@ -52,6 +60,11 @@ class Settings:
             "log_level": env.get("TALLY_LOG_LEVEL", cls.log_level),
             "sweep_seconds": float(env.get("TALLY_SWEEP_SECONDS", cls.sweep_seconds)),
             "max_batch": int(env.get("TALLY_MAX_BATCH", cls.max_batch)),
+            "key_cache_seconds": float(env.get("TALLY_KEY_CACHE_SECONDS", cls.key_cache_seconds)),
+            "rate_limit_per_second": float(
+                env.get("TALLY_RATE_LIMIT_PER_SECOND", cls.rate_limit_per_second)
+            ),
+            "rate_limit_burst": int(env.get("TALLY_RATE_LIMIT_BURST", cls.rate_limit_burst)),
         }
         values.update({name: value for name, value in flags.items() if value is not None})
         return cls(**values)  # type: ignore[arg-type]

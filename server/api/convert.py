@@ -7,12 +7,12 @@ ValidationFailed naming the field, so the domain only ever sees values it unders
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from enum import Enum
 from typing import Generic, TypeVar, cast
 
-from google.protobuf import json_format, struct_pb2, timestamp_pb2
+from google.protobuf import duration_pb2, json_format, struct_pb2, timestamp_pb2
 from google.protobuf.message import Message
 
 from server.domain import commands
@@ -134,6 +134,17 @@ def time_in(message: Message, field: str, path: str = "") -> datetime | None:
         raise ValidationFailed(
             [FieldViolation(path or field, "must be a valid timestamp (years 0001-9999)")]
         ) from None
+
+
+def duration_in(message: Message, field: str) -> timedelta | None:
+    """A Duration field as a timedelta, or None when unset."""
+    if not message.HasField(field):
+        return None
+    value: duration_pb2.Duration = getattr(message, field)
+    try:
+        return timedelta(seconds=value.seconds, microseconds=value.nanos // 1000)
+    except OverflowError:
+        raise ValidationFailed([FieldViolation(field, "is out of range")]) from None
 
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

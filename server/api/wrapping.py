@@ -7,6 +7,7 @@ it). Subclasses say how to wrap a unary behaviour and a streaming one.
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Callable, Iterator
 from typing import Any, TypeAlias
 
@@ -69,3 +70,15 @@ class WrappingInterceptor(grpc.ServerInterceptor):
                 response_serializer=handler.response_serializer,
             )
         return handler
+
+
+def iterate_in(context: contextvars.Context, items: Iterator[Any]) -> Iterator[Any]:
+    """Iterate a stream's items with each step run in `context`: what a stream's body
+    sees of context variables then stays with the call, whichever thread runs the
+    step, and never leaks into the thread's next call."""
+    while True:
+        try:
+            item = context.run(next, items)
+        except StopIteration:
+            return
+        yield item

@@ -98,7 +98,7 @@ class Book:
             pending = [(when, t) for when, t in pending if when <= now]
             if not pending:
                 break
-            when, trigger = min(pending, key=lambda p: (p[0], p[1].id))
+            when, trigger = min(pending, key=lambda p: (p[0], p[1].create_time, p[1].id))
             lapse = account.next_expire_time
             if lapse is not None and lapse <= when:
                 for entry in account.expire_lapsed(lapse):  # credit that lapsed first

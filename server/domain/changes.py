@@ -10,6 +10,7 @@ balance as it stands at its own time.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -108,9 +109,17 @@ class Recorded:
     awards: dict[str, list[TriggerAward]]
 
 
-def record_event(book: Book, rules: Rules, cmd: commands.RecordEvent, now: datetime) -> Recorded:
+def record_event(
+    book: Book,
+    rules: Rules,
+    cmd: commands.RecordEvent,
+    now: datetime,
+    *,
+    allows: Callable[[str], bool] = lambda _system_key: True,
+) -> Recorded:
     """Count the event in the user's running total, then fire every ACTIVE trigger of
-    every system whose event type and filters match, in the order they were created."""
+    every system that `allows` (those the caller may use) whose event type and filters
+    match, in the order they were created."""
     before = book.metrics.get(cmd.event_type, Decimal(0))
     event = Event(
         id=str(uuid.uuid4()),
@@ -124,6 +133,8 @@ def record_event(book: Book, rules: Rules, cmd: commands.RecordEvent, now: datet
     book.count(event)
     awards: dict[str, list[TriggerAward]] = {}
     for trigger in rules.by_event_type.get(cmd.event_type, ()):
+        if not allows(trigger.system_key):
+            continue
         if not (
             triggers.matches(trigger.event_attributes, cmd.attributes)
             and triggers.matches(trigger.user_attributes, book.user.attributes)

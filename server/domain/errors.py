@@ -229,9 +229,67 @@ class RateLimited(TallyError):
     reason = "RATE_LIMITED"
     category = Category.EXHAUSTED
 
-    def __init__(self, retry_after_seconds: float) -> None:
-        super().__init__(f"rate limited; retry after {retry_after_seconds:.3f}s")
+    def __init__(self, retry_after_seconds: float, metadata: dict[str, str] | None = None) -> None:
+        super().__init__(f"rate limited; retry after {retry_after_seconds:.3f}s", metadata=metadata)
         self.retry_after_seconds = retry_after_seconds
+
+
+class Unauthenticated(TallyError):
+    """The call did not say, or could not prove, who makes it."""
+
+    category = Category.UNAUTHENTICATED
+
+
+class ApiKeyMissing(Unauthenticated):
+    reason = "API_KEY_MISSING"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the call needs an API key in the x-api-key metadata (or a user token as "
+            "authorization: Bearer)",
+            metadata={"metadata_key": "x-api-key"},
+        )
+
+
+class ApiKeyInvalid(Unauthenticated):
+    reason = "API_KEY_INVALID"
+
+    def __init__(self) -> None:
+        # Never quote what was sent: it may be a real key with a typo.
+        super().__init__("the x-api-key matches no key", metadata={"metadata_key": "x-api-key"})
+
+
+class ApiKeyRevoked(Unauthenticated):
+    reason = "API_KEY_REVOKED"
+
+    def __init__(self, key_id: str) -> None:
+        super().__init__(f"API key {key_id} was revoked", metadata={"key_id": key_id})
+
+
+class TokenInvalid(Unauthenticated):
+    reason = "TOKEN_INVALID"
+
+    def __init__(self, why: str) -> None:
+        super().__init__(f"invalid user token: {why}", metadata={"metadata_key": "authorization"})
+
+
+class TokenExpired(Unauthenticated):
+    reason = "TOKEN_EXPIRED"
+
+    def __init__(self, expire_time: str) -> None:
+        super().__init__(
+            f"the user token expired at {expire_time}", metadata={"expire_time": expire_time}
+        )
+
+
+class ScopeInsufficient(TallyError):
+    """The caller is known, but may not make this call (or name this system or user)."""
+
+    reason = "SCOPE_INSUFFICIENT"
+    category = Category.PERMISSION_DENIED
+
+    def __init__(self, message: str, **metadata: str) -> None:
+        super().__init__(message, metadata=metadata)
 
 
 class StoreUnavailable(TallyError):

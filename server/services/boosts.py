@@ -15,6 +15,7 @@ from decimal import Decimal
 
 from server.domain import boosts as boosting
 from server.domain import commands, validation
+from server.domain.access import Scope
 from server.domain.errors import (
     BoostNotFound,
     FieldViolation,
@@ -23,7 +24,7 @@ from server.domain.errors import (
     ValidationFailed,
 )
 from server.domain.model import Boost, BoostStatus, Page, Rounding, User
-from server.services import page_tokens
+from server.services import callers, page_tokens
 from server.services.ports import UnitOfWork
 from server.services.tally import Tally
 from server.services.transactions import in_transaction
@@ -45,6 +46,10 @@ def create_boosts(
 ) -> tuple[list[Boost], list[Issue]]:
     """Create every valid item together; each invalid one comes back as an issue."""
     validation.create_boosts(system_key, len(items))
+    caller = callers.current()
+    caller.check_system(system_key)
+    if any(isinstance(item, commands.BoostFields) and not item.user_id for item in items):
+        caller.require(Scope.ADMIN, "a global boost")
     made: list[Boost] = []
     issues: list[Issue] = []
     for index, item in enumerate(items):
@@ -88,6 +93,7 @@ def list_boosts(
         v.user_id("user_id", user_id)
     v.page_size("page_size", page_size)
     v.raise_if_any()
+    callers.current().check_system(system_key)
     query = page_tokens.query_id(system_key, user_id, sorted(s.value for s in statuses))
     before = _cursor(page_tokens.decode(page_token, query, str))
     limit = page_size or validation.DEFAULT_PAGE_SIZE
@@ -115,8 +121,11 @@ def archive_boost(tally: Tally, boost_id: str, now: datetime) -> Boost:
 
     def work(uow: UnitOfWork, _version: int) -> Boost:
         boost = uow.boosts.lock(boost_id)
-        if boost is None:
-            raise BoostNotFound(boost_id)
+        caller = callers.current()
+        if boost is None or not caller.allows_system(boost.system_key):
+            raise BoostNotFound(boost_id)  # another system's boost is not revealed
+        if not boost.user_id:
+            caller.require(Scope.ADMIN, "a global boost")
         if boost.archive_time is not None:
             return boost
         uow.boosts.archive(boost_id, now)
@@ -131,6 +140,7 @@ def get_multiplier(
     """What a positive award to the user at `when` would be multiplied by, and by which
     boosts (a user never seen matches no cohort filter)."""
     validation.account_key(system_key, user_id)
+    callers.current().check_system(system_key)
 
     def work(uow: UnitOfWork) -> tuple[Decimal, list[Boost]]:
         if tally.config.read_system(uow, system_key) is None:

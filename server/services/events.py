@@ -16,7 +16,7 @@ from server.domain.errors import (
     ValidationFailed,
 )
 from server.domain.model import Event, Trigger, TriggerStatus
-from server.services import idempotency
+from server.services import callers, idempotency
 from server.services.ports import UnitOfWork
 from server.services.posting import Change, Circumstances
 from server.services.results import EventResult, SystemEventResult
@@ -32,9 +32,17 @@ DEFAULT_BUCKETS = 10
 def record_event(tally: Tally, cmd: commands.RecordEvent, now: datetime) -> EventResult:
     validation.record_event(cmd)
     tally.check_event_type(cmd.event_type)
+    # A key limited to some systems runs only their triggers; the write limit is taken in
+    # every system whose triggers may fire (all or nothing, before anything is queued).
+    # (The limit is taken by the configuration held now; the decision filters by the one
+    # current at its lock, so a system just made is never skipped.)
+    caller = callers.current()
+    held = tally.config.snapshot.rules.by_event_type.get(cmd.event_type, ())
+    firing = sorted({t.system_key for t in held if caller.allows_system(t.system_key)})
+    tally.limits.take_all([(key, cmd.user.id) for key in firing])
 
     def decide(book: Book, given: Circumstances) -> EventResult:
-        recorded = changes.record_event(book, given.rules, cmd, now)
+        recorded = changes.record_event(book, given.rules, cmd, now, allows=caller.allows_system)
         fired: dict[str, list[changes.TriggerAward]] = {}
         for entry, trigger in given.welcome:  # a new user's USER_IDENTIFIED awards
             fired.setdefault(trigger.system_key, []).append((entry, trigger))
@@ -76,6 +84,7 @@ def preview_triggers(
     """Replay the window's events through the triggers given (drafts, saved ones of any
     status) as if they had been ACTIVE; writes nothing. Events are read in chunks."""
     validation.preview_triggers(cmd)
+    callers.current().check_system(cmd.system_key)
     buckets = bucket_count or DEFAULT_BUCKETS
     if not 1 <= buckets <= validation.MAX_PAGE_SIZE:
         raise ValidationFailed([FieldViolation("bucket_count", "must be between 1 and 100")])

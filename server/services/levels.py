@@ -24,6 +24,7 @@ from server.domain.errors import (
 )
 from server.domain.levels import Ladder
 from server.domain.model import Level
+from server.services import callers
 from server.services.ports import UnitOfWork
 from server.services.reads import settled_view
 from server.services.tally import Tally
@@ -49,6 +50,7 @@ class LevelSummary:
 
 def create_level(tally: Tally, cmd: commands.CreateLevel, now: datetime) -> Level:
     validation.create_level(cmd)
+    callers.current().check_system(cmd.system_key)
     fields = cmd.level
     level = Level(
         id=str(uuid.uuid4()),
@@ -72,6 +74,13 @@ def update_level(tally: Tally, cmd: commands.UpdateLevel, now: datetime) -> Leve
     refused = sorted(cmd.fields - UPDATABLE_LEVEL_FIELDS)
     if refused:
         raise ValidationFailed([FieldViolation("update_mask", _why(name)) for name in refused])
+    if cmd.id:
+        try:
+            uuid.UUID(cmd.id)
+        except ValueError:
+            raise LevelNotFound(cmd.id) from None
+    else:
+        _check_names(cmd.system_key, cmd.key, prefix="level.")
 
     def work(uow: UnitOfWork, _version: int) -> Level:
         current = _find(uow, cmd)
@@ -86,6 +95,8 @@ def update_level(tally: Tally, cmd: commands.UpdateLevel, now: datetime) -> Leve
 
 
 def delete_level(tally: Tally, system_key: str, key: str) -> None:
+    _check_names(system_key, key)
+
     def work(uow: UnitOfWork, _version: int) -> None:
         level = _find(uow, commands.UpdateLevel("", system_key, key, frozenset(), _NONE))
         uow.levels.delete(level.id)
@@ -97,6 +108,7 @@ def list_levels(tally: Tally, system_key: str) -> list[Level]:
     """The system's levels by threshold ascending."""
     if not validation.SYSTEM_KEY.fullmatch(system_key):
         raise SystemNotFound(system_key)
+    callers.current().check_system(system_key)
     rules = in_transaction(tally.store, tally.config.for_read, write=False).rules
     if system_key not in rules.systems:
         rules = in_transaction(tally.store, tally.config.reload, write=False).rules
@@ -137,9 +149,19 @@ def get_level_summary(tally: Tally, system_key: str) -> LevelSummary:
 _NONE = commands.LevelFields()
 
 
+def _check_names(system_key: str, key: str, prefix: str = "") -> None:
+    """A level named by system and key: both must be keys (or they name nothing)."""
+    v = validation.Violations()
+    v.system_key(f"{prefix}system_key", system_key)
+    v.system_key(f"{prefix}key", key)
+    v.raise_if_any()
+
+
 def _find(uow: UnitOfWork, cmd: commands.UpdateLevel) -> Level:
     """The level an update names, by id or by system and key, locked for the change (its
     system's row is locked: level changes of one system run one at a time)."""
+    if cmd.system_key:
+        callers.current().check_system(cmd.system_key)
     all_levels = uow.levels.all()
     if cmd.id:
         found = next((level for level in all_levels if level.id == cmd.id), None)
@@ -154,6 +176,8 @@ def _find(uow: UnitOfWork, cmd: commands.UpdateLevel) -> Level:
             if uow.systems.get(cmd.system_key) is None:
                 raise SystemNotFound(cmd.system_key)
             raise LevelNotFound(cmd.key)
+    if not callers.current().allows_system(found.system_key):
+        raise LevelNotFound(cmd.id or cmd.key)  # another system's level is not revealed
     uow.systems.lock(found.system_key)
     return found
 

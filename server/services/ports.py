@@ -13,6 +13,7 @@ from decimal import Decimal
 from types import TracebackType
 from typing import Protocol, Self
 
+from server.domain.access import ApiKey
 from server.domain.ledger import Account
 from server.domain.model import (
     Boost,
@@ -270,6 +271,17 @@ class IdempotencyRepository(Protocol):
     def add(self, keys: Mapping[KeyScope, StoredResponse], now: datetime) -> None: ...
 
 
+class ApiKeyRepository(Protocol):
+    def all(self) -> list[ApiKey]:
+        """Every key, revoked ones too (there are few), oldest first."""
+        ...
+
+    def add(self, key: ApiKey) -> None: ...
+    def revoke(self, key_id: str, now: datetime) -> bool:
+        """Revoke a live key; False when there is none by that id."""
+        ...
+
+
 class UnitOfWork(Protocol):
     """One transaction. Rolls back on exit unless `commit` was called."""
 
@@ -291,6 +303,8 @@ class UnitOfWork(Protocol):
     def levels(self) -> LevelRepository: ...
     @property
     def boosts(self) -> BoostRepository: ...
+    @property
+    def api_keys(self) -> ApiKeyRepository: ...
 
     def __enter__(self) -> Self: ...
     def __exit__(

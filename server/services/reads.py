@@ -17,7 +17,7 @@ from server.domain.errors import SystemNotFound, UserNotFound
 from server.domain.ledger import Account
 from server.domain.levels import Ladder
 from server.domain.model import EntryType, LedgerEntry, PointsSystem
-from server.services import page_tokens, writes
+from server.services import callers, page_tokens, writes
 from server.services.ports import UnitOfWork, UserView
 from server.services.results import BalanceView, TransactionsPage
 from server.services.tally import Tally
@@ -110,9 +110,11 @@ def settled_view(
     snapshot, after writing what fell due by `now` (lapsed credit written off, TIME_INTERVAL
     firings), so that a read always includes what is due.
 
-    Raises SystemNotFound or UserNotFound. The check for what is due is part of the read
-    itself; only when something is does it post a change (and then read again).
+    Raises ScopeInsufficient (a system the caller may not use), SystemNotFound or
+    UserNotFound. The check for what is due is part of the read itself; only when
+    something is does it post a change (and then read again).
     """
+    callers.current().check_system(system_key)
 
     def work(uow: UnitOfWork) -> tuple[PointsSystem, UserView]:
         view = uow.users.view(user_id, system_key, types, before, limit)

@@ -14,7 +14,7 @@ from server.domain.errors import (
     quote,
 )
 from server.domain.model import LevelBasis, Page, PointsSystem
-from server.services import page_tokens
+from server.services import callers, page_tokens
 from server.services.ports import UnitOfWork
 from server.services.tally import Tally
 from server.services.transactions import in_transaction
@@ -27,6 +27,7 @@ OUTPUT_ONLY_SYSTEM_FIELDS = frozenset({"create_time", "update_time", "triggers"}
 
 def create_system(tally: Tally, cmd: commands.CreateSystem, now: datetime) -> PointsSystem:
     validation.create_system(cmd)
+    callers.current().check_system(cmd.key)
     system = PointsSystem(
         key=cmd.key,
         name=cmd.name or cmd.key,
@@ -49,6 +50,7 @@ def create_system(tally: Tally, cmd: commands.CreateSystem, now: datetime) -> Po
 def get_system(tally: Tally, key: str) -> PointsSystem:
     # A key that cannot name a system names none: NOT_FOUND, without asking the store
     # (which would refuse some such keys outright, e.g. with a NUL in them).
+    callers.current().check_system(key)
     if not validation.SYSTEM_KEY.fullmatch(key):
         raise SystemNotFound(key)
     system = in_transaction(
@@ -60,12 +62,25 @@ def get_system(tally: Tally, key: str) -> PointsSystem:
 
 
 def list_systems(tally: Tally, page_size: int, page_token: str) -> Page:
+    """Systems by key, paged; a caller limited to some systems sees only those."""
     validation.page_size("page_size", page_size)
     limit = page_size or validation.DEFAULT_PAGE_SIZE
     after = page_tokens.decode(page_token, "systems", str) or ""
+    caller = callers.current()
+
+    def visible_after(uow: UnitOfWork, cursor: str) -> list[PointsSystem]:
+        """Up to limit + 1 systems the caller may see, after `cursor`."""
+        found: list[PointsSystem] = []
+        while len(found) <= limit:
+            chunk = uow.systems.list_after(cursor, limit + 1)
+            found += [s for s in chunk if caller.allows_system(s.key)]
+            if len(chunk) <= limit:
+                break
+            cursor = chunk[-1].key
+        return found[: limit + 1]
 
     def work(uow: UnitOfWork) -> Page:
-        systems = uow.systems.list_after(after, limit + 1)
+        systems = visible_after(uow, after)
         more = len(systems) > limit
         systems = systems[:limit]
         token = page_tokens.encode(systems[-1].key, "systems") if more else ""
@@ -85,6 +100,7 @@ def _why(name: str) -> str:
 
 def update_system(tally: Tally, cmd: commands.UpdateSystem, now: datetime) -> PointsSystem:
     validation.update_system(cmd)
+    callers.current().check_system(cmd.key)
     refused = sorted(cmd.fields - UPDATABLE_SYSTEM_FIELDS)
     if refused:
         raise ValidationFailed([FieldViolation("update_mask", _why(name)) for name in refused])

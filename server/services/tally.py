@@ -1,5 +1,6 @@
 """What the use cases of one process share: the store, the configuration held in memory,
-and the writer that group-commits points changes."""
+the writer that group-commits points changes, the API keys held in memory and the
+per-user write limits."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from typing import TypeVar
 
 from server.domain.errors import NoMatchingTrigger, SystemNotFound
 from server.domain.model import PointsSystem
+from server.services.access import DEFAULT_MAX_AGE, KeyRing
 from server.services.configuration import Configuration
+from server.services.limits import RateLimiter
 from server.services.ports import Store, UnitOfWork
 from server.services.transactions import in_transaction
 from server.services.writer import MAX_BATCH_CHANGES, Writer
@@ -19,7 +22,8 @@ T = TypeVar("T")
 
 class Tally:
     """The store, the configuration and the process's one writer; every use case takes
-    this first."""
+    this first. Writes are unlimited unless `limits` is given (the server passes the
+    configured limits; the use cases' tests need none)."""
 
     def __init__(
         self,
@@ -27,10 +31,14 @@ class Tally:
         *,
         max_batch: int = MAX_BATCH_CHANGES,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        limits: RateLimiter | None = None,
+        key_max_age: float = DEFAULT_MAX_AGE,
     ) -> None:
         self.store = store
         self.config = Configuration(store, clock)
         self.writer = Writer(store, self.config, max_batch=max_batch)
+        self.keys = KeyRing(store, max_age=key_max_age)
+        self.limits = limits if limits is not None else RateLimiter.unlimited()
 
     def system(self, key: str) -> PointsSystem:
         """The system (SYSTEM_NOT_FOUND when there is none): checked before a change is

@@ -18,6 +18,7 @@ from server.domain.errors import (
     quote,
 )
 from server.domain.model import Trigger, TriggerStatus
+from server.services import callers
 from server.services.ports import UnitOfWork
 from server.services.tally import Tally
 from server.services.transactions import in_transaction
@@ -39,6 +40,7 @@ FIXED_TRIGGER_FIELDS = frozenset({"id", "system_key", "type", "create_time", "up
 
 def create_trigger(tally: Tally, cmd: commands.CreateTrigger, now: datetime) -> Trigger:
     validation.create_trigger(cmd)
+    callers.current().check_system(cmd.system_key)
     fields = cmd.trigger
     assert fields.type is not None, "validated"
     status = fields.status or TriggerStatus.INACTIVE
@@ -77,8 +79,8 @@ def update_trigger(tally: Tally, cmd: commands.UpdateTrigger, now: datetime) -> 
 
     def work(uow: UnitOfWork, version: int) -> Trigger:
         trigger = uow.triggers.lock(cmd.id)
-        if trigger is None:
-            raise TriggerNotFound(cmd.id)
+        if trigger is None or not callers.current().allows_system(trigger.system_key):
+            raise TriggerNotFound(cmd.id)  # another system's trigger is not revealed
         edits = {name: getattr(cmd.trigger, name) for name in cmd.fields}
         if "status" in edits:
             edits["status"] = edits["status"] or TriggerStatus.INACTIVE
@@ -96,6 +98,7 @@ def list_triggers(tally: Tally, system_key: str) -> list[Trigger]:
     """The system's triggers of every status, oldest first."""
     if not validation.SYSTEM_KEY.fullmatch(system_key):
         raise SystemNotFound(system_key)
+    callers.current().check_system(system_key)
     rules = in_transaction(tally.store, tally.config.for_read, write=False).rules
     if system_key not in rules.systems:
         rules = in_transaction(tally.store, tally.config.reload, write=False).rules

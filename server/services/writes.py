@@ -16,7 +16,7 @@ from server.domain.ledger import Account
 from server.domain.levels import Ladder
 from server.domain.model import Balance, PointsSystem
 from server.domain.rules import Rules
-from server.services import idempotency
+from server.services import callers, idempotency
 from server.services.ports import UnitOfWork
 from server.services.posting import Change, Circumstances, Decide, Outcome
 from server.services.results import WriteResult
@@ -33,8 +33,11 @@ def award(tally: Tally, cmd: commands.Award, now: datetime) -> WriteResult:
 
 
 def _award_change(tally: Tally, cmd: commands.Award, now: datetime) -> Change:
-    """The change an Award states, once `cmd` is known valid."""
+    """The change an Award states, once `cmd` is known valid: for a caller who may use
+    the system, when it exists, within the user's write limit."""
+    callers.current().check_system(cmd.system_key)
     tally.system(cmd.system_key)
+    tally.limits.take(cmd.system_key, cmd.user.id)
 
     def decide(book: Book, given: Circumstances) -> WriteResult:
         system = given.system(cmd.system_key)
@@ -54,7 +57,9 @@ def _award_change(tally: Tally, cmd: commands.Award, now: datetime) -> Change:
 
 def deduct(tally: Tally, cmd: commands.Deduct, now: datetime) -> WriteResult:
     validation.deduct(cmd)
+    callers.current().check_system(cmd.system_key)
     tally.system(cmd.system_key)
+    tally.limits.take(cmd.system_key, cmd.user_id)
 
     def decide(book: Book, given: Circumstances) -> WriteResult:
         system = given.system(cmd.system_key)
@@ -101,8 +106,10 @@ def award_batch(
 def reverse(tally: Tally, cmd: commands.Reverse, now: datetime) -> WriteResult:
     validation.reverse(cmd)
     original = in_transaction(tally.store, lambda uow: uow.ledger.get(cmd.entry_id), write=False)
-    if original is None:
+    # An entry of a system the caller may not use is not theirs to see either.
+    if original is None or not callers.current().allows_system(original.system_key):
         raise EntryNotFound(cmd.entry_id)
+    tally.limits.take(original.system_key, original.user_id)
 
     def decide(book: Book, given: Circumstances) -> WriteResult:
         system = given.system(original.system_key)

@@ -23,6 +23,7 @@ from server.domain.errors import StoreUnavailable, TransientStoreError
 from server.store.execution import Executor
 from server.store.repositories import (
     SqlAccountRepository,
+    SqlApiKeyRepository,
     SqlBoostRepository,
     SqlEventRepository,
     SqlIdempotencyRepository,
@@ -146,6 +147,7 @@ class SqlUnitOfWork:
     events: SqlEventRepository
     levels: SqlLevelRepository
     boosts: SqlBoostRepository
+    api_keys: SqlApiKeyRepository
 
     def __init__(self, engine: Engine, *, write: bool) -> None:
         self._engine = engine
@@ -179,6 +181,7 @@ class SqlUnitOfWork:
         self.events = SqlEventRepository(db, sql)
         self.levels = SqlLevelRepository(db, sql)
         self.boosts = SqlBoostRepository(db, sql)
+        self.api_keys = SqlApiKeyRepository(db, sql)
         return self
 
     def __exit__(

@@ -330,3 +330,21 @@ class BoostRow(Base):
         # What the configuration loads: boosts not yet ended.
         Index(None, "end_time"),
     )
+
+
+class ApiKeyRow(Base):
+    """An API key: only the SHA-256 of the key is kept, never the key. Small and the same
+    for every user, so on Citus it is a reference table like points_systems."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    scope: Mapped[str] = mapped_column(String(16))
+    # Points systems the key may use, comma-separated (keys hold no commas); '': all.
+    systems: Mapped[str] = mapped_column(Text)
+    # HMAC secret of the user tokens this key issues (hex); dies with the key.
+    token_secret: Mapped[str] = mapped_column(String(64))
+    create_time: Mapped[datetime]
+    revoke_time: Mapped[datetime | None]

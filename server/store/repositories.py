@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy.sql import Executable
 
+from server.domain.access import ApiKey, Scope
 from server.domain.ledger import ONE, Account, CreditLot
 from server.domain.model import (
     Boost,
@@ -797,4 +798,42 @@ def _boost(r: Row) -> Boost:
         user_attributes=tuple((k, v) for k, v in r["user_attributes"]),
         archive_time=r["archive_time"],
         create_time=r["create_time"],
+    )
+
+
+class SqlApiKeyRepository(_Repository):
+    def all(self) -> list[ApiKey]:
+        return [_api_key(r) for r in self.db.rows(self.sql.api_keys_all)]
+
+    def add(self, key: ApiKey) -> None:
+        self.db.run(
+            self.sql.api_key_add,
+            {
+                "id": key.id,
+                "key_hash": key.key_hash,
+                "name": key.name,
+                "scope": key.scope.value,
+                "systems": ",".join(sorted(key.systems)),
+                "token_secret": key.token_secret.hex(),
+                "create_time": key.create_time,
+                "revoke_time": key.revoke_time,
+            },
+        )
+
+    def revoke(self, key_id: str, now: datetime) -> bool:
+        """Revoke a live key; False when there is no such key or it was revoked already."""
+        found = self.db.first(self.sql.api_key_revoke, {"match_id": key_id, "revoke_time": now})
+        return found is not None
+
+
+def _api_key(row: Row) -> ApiKey:
+    return ApiKey(
+        id=row["id"],
+        name=row["name"],
+        scope=Scope(row["scope"]),
+        systems=frozenset(s for s in row["systems"].split(",") if s),
+        key_hash=row["key_hash"],
+        token_secret=bytes.fromhex(row["token_secret"]),
+        create_time=row["create_time"],
+        revoke_time=row["revoke_time"],
     )

@@ -41,6 +41,7 @@ from server.store.models import (
     LEDGER_SEQUENCE,
     LEVEL_CHANGE_SEQUENCE,
     AccountRow,
+    ApiKeyRow,
     BoostRow,
     ConfigVersionRow,
     CreditLotRow,
@@ -74,6 +75,7 @@ events = _table(EventRow)
 levels = _table(LevelRow)
 boosts = _table(BoostRow)
 level_changes = _table(LevelChangeRow)
+api_keys = _table(ApiKeyRow)
 
 ACCOUNT_TOTALS = (
     "balance",
@@ -159,6 +161,16 @@ class Statements:
             .where(systems.c.key > bindparam("after"))
             .order_by(systems.c.key)
             .limit(bindparam("limit"))
+        )
+
+        # API keys (read whole into each process's key ring; never on the hot path)
+        self.api_keys_all = select(api_keys).order_by(api_keys.c.create_time, api_keys.c.id)
+        self.api_key_add = insert(api_keys)
+        self.api_key_revoke = (
+            update(api_keys)
+            .where(api_keys.c.id == bindparam("match_id"), api_keys.c.revoke_time.is_(None))
+            .values(revoke_time=bindparam("revoke_time"))
+            .returning(api_keys.c.id)
         )
 
         # users

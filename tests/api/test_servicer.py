@@ -614,16 +614,6 @@ def unpack(status: status_pb2.Status) -> dict[str, Message]:
     return found
 
 
-class ApiKeyMissing(TallyError):
-    reason = "API_KEY_MISSING"
-    category = domain.Category.UNAUTHENTICATED
-
-
-class ScopeInsufficient(TallyError):
-    reason = "SCOPE_INSUFFICIENT"
-    category = domain.Category.PERMISSION_DENIED
-
-
 ENTRY = "6f1c2a7e-0000-4000-8000-000000000000"
 CASES: list[tuple[TallyError, int, str]] = [
     (domain.ValidationFailed([FieldViolation("amount", "too small")]), 3, "VALIDATION_FAILED"),
@@ -643,8 +633,12 @@ CASES: list[tuple[TallyError, int, str]] = [
     (domain.AlreadyReversed(ENTRY, "r1"), 9, "ALREADY_REVERSED"),
     (domain.NotReversible(ENTRY, "ENTRY_TYPE_AWARD", "expired"), 9, "NOT_REVERSIBLE"),
     (domain.RateLimited(0.25), 8, "RATE_LIMITED"),
-    (ApiKeyMissing("no x-api-key"), 16, "API_KEY_MISSING"),
-    (ScopeInsufficient("read key"), 7, "SCOPE_INSUFFICIENT"),
+    (domain.ApiKeyMissing(), 16, "API_KEY_MISSING"),
+    (domain.ApiKeyInvalid(), 16, "API_KEY_INVALID"),
+    (domain.ApiKeyRevoked("4f2a9c0e11b7"), 16, "API_KEY_REVOKED"),
+    (domain.TokenInvalid("bad signature"), 16, "TOKEN_INVALID"),
+    (domain.TokenExpired("2026-01-01T12:00:00Z"), 16, "TOKEN_EXPIRED"),
+    (domain.ScopeInsufficient("read key", scope="read"), 7, "SCOPE_INSUFFICIENT"),
     (domain.StoreUnavailable(), 14, "STORE_UNAVAILABLE"),
 ]
 
@@ -736,3 +730,9 @@ def test_an_error_always_fits_in_the_trailers(points: Points) -> None:
     assert (failure.code, failure.reason) == (grpc.StatusCode.NOT_FOUND, "SYSTEM_NOT_FOUND")
     assert len(failure.message) < 300
     assert failure.details_size < 4096
+
+
+def test_every_reason_is_an_error_reason_of_the_protos() -> None:
+    enum = common_pb2.ErrorReason.DESCRIPTOR
+    documented = {v.name.removeprefix("ERROR_REASON_") for v in enum.values}
+    assert {reason for _, _, reason in CASES} <= documented

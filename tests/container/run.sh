@@ -92,6 +92,7 @@ free_ports() {
 cat >"$RUN/api.py" <<'PY'
 """Host side of the container test: the real API over gRPC, and the test database."""
 
+import os
 import subprocess
 import sys
 import time
@@ -103,6 +104,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tally.v1 import common_pb2, points_pb2, points_pb2_grpc
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
+# The admin key the server printed on its first run on this store (see first_key).
+KEY = (("x-api-key", os.environ.get("TALLY_KEY", "")),)
 
 
 def points(target):
@@ -133,7 +136,7 @@ def wait_serving(target, seconds):
 
 def balance(target, user, expect):
     got = points(target).GetBalance(
-        points_pb2.GetBalanceRequest(system_key="xp", user_id=user), timeout=10
+        points_pb2.GetBalanceRequest(system_key="xp", user_id=user), timeout=10, metadata=KEY
     ).balance.balance
     if got != int(expect):
         sys.exit(f"GetBalance({user}) = {got}, expected {expect}")
@@ -144,11 +147,12 @@ def award(target, user, amount, expect):
     stub = points(target)
     try:
         stub.CreateSystem(points_pb2.CreateSystemRequest(
-            system=points_pb2.PointsSystem(key="xp", name="Experience")), timeout=10)
+            system=points_pb2.PointsSystem(key="xp", name="Experience")), timeout=10,
+            metadata=KEY)
     except grpc.RpcError as error:
         if error.code() != grpc.StatusCode.ALREADY_EXISTS:
             raise
-    got = stub.Award(award_request(user, amount), timeout=10).balance.balance
+    got = stub.Award(award_request(user, amount), timeout=10, metadata=KEY).balance.balance
     if got != int(expect):
         sys.exit(f"Award({user}, {amount}) left {got}, expected {expect}")
     return f"Award({user}, +{amount}) -> {got}; " + balance(target, user, expect)
@@ -160,7 +164,7 @@ def stop_in_flight(target, conninfo, container, user, amount, expect):
     stub = points(target)
     with psycopg.connect(conninfo) as lock, psycopg.connect(conninfo, autocommit=True) as watch:
         lock.execute("LOCK TABLE accounts IN ACCESS EXCLUSIVE MODE")
-        call = stub.Award.future(award_request(user, amount), timeout=60)
+        call = stub.Award.future(award_request(user, amount), timeout=60, metadata=KEY)
         until(lambda: watch.execute(
             "SELECT count(*) FROM pg_stat_activity"
             " WHERE datname = current_database() AND wait_event_type = 'Lock'"
@@ -232,7 +236,23 @@ if __name__ == "__main__":
         print(result)
 PY
 
-api() { "$PY" "$RUN/api.py" "$@"; }
+# Calls send the key in $KEY_FILE: the one the first container on a store printed.
+KEY_FILE=/dev/null
+api() { TALLY_KEY=$(cat "$KEY_FILE" 2>/dev/null) "$PY" "$RUN/api.py" "$@"; }
+
+first_key() { # first_key CONTAINER FILE: the admin key its first run printed, once, into FILE
+  local keys
+  keys=$(podman logs "$1" 2>/dev/null | grep -cE '^tally_[A-Za-z0-9_-]{43}$')
+  [ "$keys" = 1 ] || { echo "expected one first-run key in the logs of $1, found $keys"; return 1; }
+  podman logs "$1" 2>/dev/null | grep -E '^tally_[A-Za-z0-9_-]{43}$' >"$2"
+  echo "first-run admin key printed once"
+}
+
+no_new_key() { # no_new_key CONTAINER: a store that has a key gets no new one
+  ! podman logs "$1" 2>/dev/null | grep -qE '^tally_[A-Za-z0-9_-]{43}$' \
+    || { echo "$1 printed a new key"; return 1; }
+  echo "no new key"
+}
 
 # --- steps ------------------------------------------------------------------------------------
 hadolint_check() {
@@ -416,6 +436,8 @@ step "PostgreSQL: fresh database" api make-db "$PG" "$DB" && touch "$RUN/db-made
 step "PostgreSQL: start (host network, port $PG_PORT)" \
   start "$RUN_ID-pg1" --network host "${pg_env[@]}" "$IMAGE" &&
 step "PostgreSQL: migrated and SERVING" api wait-serving "127.0.0.1:$PG_PORT" 60 &&
+step "PostgreSQL: first-run admin key" first_key "$RUN_ID-pg1" "$RUN/pg.key" &&
+KEY_FILE=$RUN/pg.key &&
 step "PostgreSQL: HEALTHCHECK" healthcheck "$RUN_ID-pg1" &&
 step "PostgreSQL: award and read" api award "127.0.0.1:$PG_PORT" alice 50 50 &&
 step "PostgreSQL: stop with a call in flight" api stop-in-flight "127.0.0.1:$PG_PORT" \
@@ -424,6 +446,7 @@ step "PostgreSQL: exited by itself" exited_by_itself "$RUN_ID-pg1" &&
 step "PostgreSQL: new container on the same database" \
   start "$RUN_ID-pg2" --network host "${pg_env[@]}" "$IMAGE" &&
 step "PostgreSQL: SERVING again" api wait-serving "127.0.0.1:$PG_PORT" 60 &&
+step "PostgreSQL: the key still works, no new one" no_new_key "$RUN_ID-pg2" &&
 step "PostgreSQL: balance still there" api balance "127.0.0.1:$PG_PORT" alice 75 &&
 step "PostgreSQL: stop" stop_idle "$RUN_ID-pg2"
 
@@ -432,6 +455,8 @@ lite=(-p "127.0.0.1:$SQLITE_PORT:50051" -v "$RUN_ID:/var/lib/tally")
 step "SQLite: start on volume $RUN_ID (port $SQLITE_PORT)" \
   start "$RUN_ID-lite1" "${lite[@]}" "$IMAGE" &&
 step "SQLite: migrated and SERVING" api wait-serving "127.0.0.1:$SQLITE_PORT" 60 &&
+step "SQLite: first-run admin key" first_key "$RUN_ID-lite1" "$RUN/lite.key" &&
+KEY_FILE=$RUN/lite.key &&
 step "SQLite: HEALTHCHECK" healthcheck "$RUN_ID-lite1" &&
 step "SQLite: award and read" api award "127.0.0.1:$SQLITE_PORT" bob 40 40 &&
 step "SQLite: stop (SIGTERM, nothing in flight)" stop_idle "$RUN_ID-lite1" &&
@@ -440,6 +465,7 @@ step "rebuild after a code change (warm cache)" rebuild_changed &&
 step "SQLite: newer image on the same volume" \
   start "$RUN_ID-lite2" "${lite[@]}" "$NEXT" &&
 step "SQLite: SERVING again" api wait-serving "127.0.0.1:$SQLITE_PORT" 60 &&
+step "SQLite: no new key" no_new_key "$RUN_ID-lite2" &&
 step "SQLite: balance still there, and writable" api award "127.0.0.1:$SQLITE_PORT" bob 2 42 &&
 step "SQLite: stop with a never-ending call open" \
   api stop-with-stream "127.0.0.1:$SQLITE_PORT" "$RUN_ID-lite2" 10 &&

@@ -7,8 +7,10 @@ environment, and reads the SQLite file afterwards to check what was really writt
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import platform
+import re
 import signal
 import socket
 import sqlite3
@@ -28,9 +30,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from server.store.models import Base
 from tally.v1 import common_pb2, points_pb2, points_pb2_grpc
+from tests.e2e.conftest import keyed
 
 GRACE_SECONDS = 10.0
 START_DEADLINE = 30.0
+KEY = re.compile(r"^tally_[A-Za-z0-9_-]{43}$", re.M)
+# Tests that hammer one user measure shutdown, not the per-user write limit.
+NO_RATE_LIMIT = {"TALLY_RATE_LIMIT_PER_SECOND": "0"}
 
 
 def clean_env(**values: str) -> dict[str, str]:
@@ -93,6 +99,12 @@ class Served:
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
+
+    def first_key(self) -> str:
+        """The admin key `serve` printed on its first run."""
+        keys = KEY.findall(self.output())
+        assert len(keys) == 1, f"expected one first-run key:\n{self.output()}"
+        return str(keys[0])
 
 
 def wait_serving(served: Served) -> None:
@@ -157,7 +169,7 @@ def serving_xp(
         serving(cwd, env) as served,
         grpc.insecure_channel(f"127.0.0.1:{served.port}") as channel,
     ):
-        stub = points_pb2_grpc.PointsServiceStub(channel)
+        stub = points_pb2_grpc.PointsServiceStub(keyed(channel, served.first_key()))
         system = points_pb2.PointsSystem(key="xp")
         stub.CreateSystem(points_pb2.CreateSystemRequest(system=system), timeout=10)
         yield served, stub
@@ -289,7 +301,7 @@ def hammer_through_sigterm(tmp_path: Path, threads: int) -> tuple[Hammer, float,
     """Award from `threads` threads, SIGTERM the server's main thread mid-way, and return
     the calls, when the signal went, how long the server took to exit, and the database."""
     db = tmp_path / "tally.db"
-    env = clean_env(TALLY_DATABASE_URL=sqlite_url(db))
+    env = clean_env(TALLY_DATABASE_URL=sqlite_url(db), **NO_RATE_LIMIT)
     with serving_xp(tmp_path, env) as (served, stub):
         hammer = Hammer(stub)
         workers = [threading.Thread(target=hammer.run, args=(i,)) for i in range(threads)]
@@ -331,7 +343,7 @@ def test_calls_refused_at_shutdown_are_unavailable(tmp_path: Path) -> None:
     """UNAVAILABLE is the code callers (and gRPC retry policies) retry; CANCELLED says the
     caller gave up, so a call the server never ran must not end CANCELLED."""
     db = tmp_path / "tally.db"
-    env = clean_env(TALLY_DATABASE_URL=sqlite_url(db))
+    env = clean_env(TALLY_DATABASE_URL=sqlite_url(db), **NO_RATE_LIMIT)
     with serving_xp(tmp_path, env) as (served, stub):
         requests = [
             points_pb2.AwardRequest(
@@ -379,3 +391,121 @@ def test_serve_defaults_to_tally_db_in_the_working_folder(tmp_path: Path) -> Non
     assert db.is_file()
     assert tables(db) >= set(Base.metadata.tables)
     assert ledger_totals(db) == (7, 1, 7)
+
+
+def test_first_run_prints_one_admin_key_once(tmp_path: Path) -> None:
+    env = clean_env(TALLY_DATABASE_URL=sqlite_url(tmp_path / "tally.db"))
+    with serving_xp(tmp_path, env) as (served, stub):  # the stub calls with that key
+        assert "admin key" in served.output()
+        stub.Award(points_pb2.AwardRequest(system_key="xp", user=common_pb2.User(id="u"), amount=1))
+        sigterm(served)
+        wait_exit(served)
+    with serving(tmp_path, env) as again:
+        assert not KEY.search(again.output()), "a key is shown only when it is made"
+        sigterm(again)
+        wait_exit(again)
+    listed = tally("keys", "list", "--json", cwd=tmp_path, env=env)
+    (key,) = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert (key["scope"], key["name"], key["revoke_time"]) == ("admin", "first-run admin", None)
+
+
+def test_keys_create_list_and_revoke(tmp_path: Path) -> None:
+    env = clean_env(
+        TALLY_DATABASE_URL=sqlite_url(tmp_path / "tally.db"), TALLY_KEY_CACHE_SECONDS="0"
+    )
+    made = tally(
+        "keys",
+        "create",
+        "--scope",
+        "read",
+        "--name",
+        "dashboards",
+        "--systems",
+        "xp,coins",
+        cwd=tmp_path,
+        env=env,
+    )
+    assert made.returncode == 0, made.stderr
+    key = made.stdout.splitlines()[-1]
+    assert KEY.fullmatch(key), made.stdout
+    for flags in ((), ("--json",)):
+        listed = tally("keys", "list", *flags, cwd=tmp_path, env=env)
+        assert listed.returncode == 0, listed.stderr
+        assert "dashboards" in listed.stdout
+        assert key not in listed.stdout
+        assert key.removeprefix("tally_")[:12] not in listed.stdout
+    (row,) = [
+        json.loads(line)
+        for line in tally("keys", "list", "--json", cwd=tmp_path, env=env).stdout.splitlines()
+    ]
+    assert (row["scope"], row["systems"]) == ("read", ["coins", "xp"])
+    bad = tally(
+        "keys",
+        "create",
+        "--scope",
+        "read",
+        "--name",
+        "x",
+        "--systems",
+        "Not A Key",
+        cwd=tmp_path,
+        env=env,
+    )
+    assert bad.returncode == 2
+    assert "systems" in bad.stderr
+
+    with (
+        serving(tmp_path, env) as served,
+        grpc.insecure_channel(f"127.0.0.1:{served.port}") as channel,
+    ):
+        stub = points_pb2_grpc.PointsServiceStub(keyed(channel, key))
+        stub.ListSystems(points_pb2.ListSystemsRequest(), timeout=10)
+        revoked = tally("keys", "revoke", row["id"], cwd=tmp_path, env=env)
+        assert revoked.returncode == 0, revoked.stderr
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.ListSystems(points_pb2.ListSystemsRequest(), timeout=10)
+        assert refused.value.code() is grpc.StatusCode.UNAUTHENTICATED
+        sigterm(served)
+        wait_exit(served)
+    again = tally("keys", "revoke", row["id"], cwd=tmp_path, env=env)
+    assert again.returncode == 1
+    assert "no live key" in again.stderr
+
+
+def test_insecure_no_auth_serves_without_keys_and_says_so(tmp_path: Path) -> None:
+    env = clean_env(TALLY_DATABASE_URL=sqlite_url(tmp_path / "tally.db"))
+    port = free_port()
+    log = tmp_path / "server.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "server",
+                "serve",
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--insecure-no-auth",
+            ],
+            cwd=tmp_path,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    served = Served(process, port, log)
+    try:
+        wait_serving(served)
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = points_pb2_grpc.PointsServiceStub(channel)
+            stub.CreateSystem(
+                points_pb2.CreateSystemRequest(system=points_pb2.PointsSystem(key="xp")), timeout=10
+            )
+        assert "WARNING" in served.output()
+        assert "--insecure-no-auth" in served.output()
+        assert not KEY.search(served.output())
+        sigterm(served)
+        wait_exit(served)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)

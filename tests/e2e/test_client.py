@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 
 import grpc
 import pytest
@@ -12,7 +13,9 @@ from clients.tally_client import (
     InsufficientPoints,
     InvalidArgument,
     NotFound,
+    PermissionDenied,
     TallyClient,
+    Unauthenticated,
     Unavailable,
 )
 from server.app import App
@@ -20,8 +23,8 @@ from tally.v1 import common_pb2
 
 
 @pytest.fixture
-def tally(server: App) -> Iterator[TallyClient]:
-    with TallyClient(f"127.0.0.1:{server.port}", attempts=2) as client:
+def tally(server: App, admin_key: str) -> Iterator[TallyClient]:
+    with TallyClient(f"127.0.0.1:{server.port}", api_key=admin_key, attempts=2) as client:
         yield client
 
 
@@ -76,3 +79,22 @@ def test_pages_and_history(tally: TallyClient) -> None:
 def test_unreachable_server_is_unavailable() -> None:
     with TallyClient("127.0.0.1:1", timeout=0.5, attempts=2) as client, pytest.raises(Unavailable):
         client.get_system("xp")
+
+
+def test_a_user_token_reads_one_users_points(tally: TallyClient, server: App) -> None:
+    tally.create_system("xp")
+    tally.award("xp", "alice", 5)
+    made = tally.create_user_token("alice", timedelta(minutes=5))
+    assert made.token
+    with TallyClient(f"127.0.0.1:{server.port}", user_token=made.token) as front_end:
+        assert front_end.get_balance("xp", "alice").balance.balance == 5
+        with pytest.raises(PermissionDenied) as denied:
+            front_end.get_balance("xp", "bob")
+        assert denied.value.reason == "SCOPE_INSUFFICIENT"
+        with pytest.raises(PermissionDenied):
+            front_end.award("xp", "alice", 1)
+
+
+def test_no_key_is_unauthenticated(server: App) -> None:
+    with TallyClient(f"127.0.0.1:{server.port}") as anonymous, pytest.raises(Unauthenticated):
+        anonymous.get_system("xp")

@@ -36,7 +36,7 @@ def readme_session(heading: str = "## Calling it by hand") -> str:
     return match.group(1)
 
 
-def test_readme_buf_curl_session(server: App) -> None:
+def test_readme_buf_curl_session(server: App, admin_key: str) -> None:
     buf = find_buf()
     if buf is None:
         if os.environ.get("CI") == "true":
@@ -44,6 +44,8 @@ def test_readme_buf_curl_session(server: App) -> None:
         pytest.skip("buf not found (npm install --no-save @bufbuild/buf)")
     script = readme_session().replace("127.0.0.1:50051", f"127.0.0.1:{server.port}")
     script = script.replace("BUF=node_modules/.bin/buf", f"BUF={buf}")
+    script, keys = re.subn(r"^KEY=.*$", f"KEY={admin_key}", script, flags=re.M)
+    assert keys == 1, "the session sets KEY once"
     done = subprocess.run(
         ["bash", "-euo", "pipefail", "-c", script],
         capture_output=True,
@@ -66,7 +68,7 @@ def test_readme_buf_curl_session(server: App) -> None:
     assert "tally.v1.PointsService/Award" in text.splitlines()
 
 
-def test_readme_triggers_levels_and_boosts_session(server: App) -> None:
+def test_readme_triggers_levels_and_boosts_session(server: App, admin_key: str) -> None:
     buf = find_buf()
     if buf is None:
         if os.environ.get("CI") == "true":
@@ -75,6 +77,8 @@ def test_readme_triggers_levels_and_boosts_session(server: App) -> None:
     script = readme_session("## Triggers, levels and boosts")
     script = script.replace("127.0.0.1:50051", f"127.0.0.1:{server.port}")
     script = script.replace("BUF=node_modules/.bin/buf", f"BUF={buf}")
+    script, keys = re.subn(r"^KEY=.*$", f"KEY={admin_key}", script, flags=re.M)
+    assert keys == 1, "the session sets KEY once"
     done = subprocess.run(
         ["bash", "-euo", "pipefail", "-c", script],
         capture_output=True,

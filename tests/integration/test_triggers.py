@@ -570,16 +570,17 @@ def test_two_interval_triggers_interleave_as_a_step_by_step_replay_says(tally: T
     firings of a full (or empty) account must stop at the other trigger's next firing."""
     system(tally, max_points=5)
     award(tally, "ann", 5)  # full at T0
-    for points, hours in ((1, 1), (-2, 3)):
+    for points, hours, at in ((1, 1, T0), (-2, 3, T0 + timedelta(seconds=1))):
         trigger(
             tally,
             TriggerType.TIME_INTERVAL,
             points,
             interval_unit=IntervalUnit.HOURS,
             interval_count=hours,
+            at=at,
         )
     expected, balance_now = [], 5
-    for hour in range(1, 25):  # the refill was created first: it fires first on ties
+    for hour in range(1, 25):  # the drain, activated a second later, fires after the refill
         if balance_now < 5:
             balance_now += 1
             expected.append((hour, 1))
@@ -587,6 +588,7 @@ def test_two_interval_triggers_interleave_as_a_step_by_step_replay_says(tally: T
             taken = min(2, balance_now)
             balance_now -= taken
             expected.append((hour, -taken))
-    assert balance(tally, "ann", at=T0 + 24 * HOUR) == balance_now
-    fired = [e for e in ledger_of(tally, "ann", at=T0 + 24 * HOUR) if e.trigger_id]
+    end = T0 + 24 * HOUR + timedelta(seconds=1)  # the 24th hour's drain included
+    assert balance(tally, "ann", at=end) == balance_now
+    fired = [e for e in ledger_of(tally, "ann", at=end) if e.trigger_id]
     assert [((e.create_time - T0) // HOUR, e.amount) for e in fired] == expected

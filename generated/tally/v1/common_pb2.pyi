@@ -36,6 +36,8 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_REASON_API_KEY_REVOKED: _ClassVar[ErrorReason]
     ERROR_REASON_SCOPE_INSUFFICIENT: _ClassVar[ErrorReason]
     ERROR_REASON_STORE_UNAVAILABLE: _ClassVar[ErrorReason]
+    ERROR_REASON_TOKEN_INVALID: _ClassVar[ErrorReason]
+    ERROR_REASON_TOKEN_EXPIRED: _ClassVar[ErrorReason]
 
 class EntryType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -67,6 +69,8 @@ ERROR_REASON_API_KEY_INVALID: ErrorReason
 ERROR_REASON_API_KEY_REVOKED: ErrorReason
 ERROR_REASON_SCOPE_INSUFFICIENT: ErrorReason
 ERROR_REASON_STORE_UNAVAILABLE: ErrorReason
+ERROR_REASON_TOKEN_INVALID: ErrorReason
+ERROR_REASON_TOKEN_EXPIRED: ErrorReason
 ENTRY_TYPE_UNSPECIFIED: EntryType
 ENTRY_TYPE_AWARD: EntryType
 ENTRY_TYPE_DEDUCT: EntryType

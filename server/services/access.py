@@ -1,0 +1,207 @@
+"""API keys and user tokens: creating, listing and revoking keys, each process's key
+ring, and the user tokens keys issue.
+
+A key is `tally_` and 256 random bits (base64url); the store keeps its SHA-256 only, so
+a key is shown once, when it is made. Each process holds every key in a `KeyRing` and
+checks calls against it without a store read; the ring reloads when it is older than
+`max_age` seconds, so a revoked key is refused by every process within that bound (plus
+one reload). A key the ring does not know makes it reload at once, but at most once per
+MISS_RELOAD_SECONDS, so a key made a moment ago by `tally-server keys create` works at
+once and a caller sending garbage cannot make every call read the store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from server.domain import tokens
+from server.domain.access import ApiKey, Caller, Scope
+from server.domain.errors import (
+    ApiKeyInvalid,
+    ApiKeyRevoked,
+    FieldViolation,
+    ScopeInsufficient,
+    TokenExpired,
+    TokenInvalid,
+    ValidationFailed,
+    quote,
+)
+from server.domain.validation import MAX_NAME_CHARS, SYSTEM_KEY
+from server.services.ports import Store, UnitOfWork
+from server.services.transactions import in_transaction
+
+KEY_PREFIX = "tally_"
+KEY_BYTES = 32
+# Longer than any key this server makes; longer ones are refused before hashing.
+MAX_KEY_CHARS = 256
+DEFAULT_MAX_AGE = 5.0
+MISS_RELOAD_SECONDS = 1.0
+FIRST_KEY_NAME = "first-run admin"
+
+
+def hash_key(text: str) -> str:
+    """What the store keeps of a key: a key has 256 random bits, so a plain SHA-256
+    (no salt, no stretching) is as good as any and costs a microsecond per call."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+@dataclass(frozen=True)
+class CreatedKey:
+    """A new key and, this once, its text."""
+
+    key: ApiKey
+    text: str
+
+
+def create_key(
+    store: Store, name: str, scope: Scope, systems: Iterable[str], now: datetime
+) -> CreatedKey:
+    limited = frozenset(systems)
+    problems = [
+        FieldViolation("systems", f"{quote(s)} is not a points system key")
+        for s in sorted(limited)
+        if not SYSTEM_KEY.fullmatch(s)
+    ]
+    if not name.strip() or len(name) > MAX_NAME_CHARS:
+        problems.insert(0, FieldViolation("name", f"must be 1-{MAX_NAME_CHARS} characters"))
+    if problems:
+        raise ValidationFailed(problems)
+    text = KEY_PREFIX + secrets.token_urlsafe(KEY_BYTES)
+    key = ApiKey(
+        id=secrets.token_hex(6),
+        name=name,
+        scope=scope,
+        systems=limited,
+        key_hash=hash_key(text),
+        token_secret=secrets.token_bytes(32),
+        create_time=now,
+    )
+
+    def work(uow: UnitOfWork) -> None:
+        uow.api_keys.add(key)
+        uow.commit()
+
+    in_transaction(store, work, write=True)
+    return CreatedKey(key, text)
+
+
+def list_keys(store: Store) -> list[ApiKey]:
+    return in_transaction(store, lambda uow: uow.api_keys.all(), write=False)
+
+
+def revoke_key(store: Store, key_id: str, now: datetime) -> bool:
+    """Revoke a live key; False when there is none by that id (or it was revoked)."""
+
+    def work(uow: UnitOfWork) -> bool:
+        done = uow.api_keys.revoke(key_id, now)
+        uow.commit()
+        return done
+
+    return in_transaction(store, work, write=True)
+
+
+def create_first_key(store: Store, now: datetime) -> CreatedKey | None:
+    """An admin key when the store has none at all (not even revoked ones): the first
+    run of `serve` on a new store, so that its first call can be made."""
+    if list_keys(store):
+        return None
+    return create_key(store, FIRST_KEY_NAME, Scope.ADMIN, (), now)
+
+
+@dataclass(frozen=True)
+class _Held:
+    loaded: float  # monotonic time of the load; -inf before the first
+    by_hash: dict[str, ApiKey] = field(default_factory=dict)
+    by_id: dict[str, ApiKey] = field(default_factory=dict)
+
+
+class KeyRing:
+    """Every key, held in memory by a process and reloaded at most `max_age` seconds
+    after the last load: the staleness bound of a revocation."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        max_age: float = DEFAULT_MAX_AGE,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.max_age = max_age
+        self.clock = clock
+        self.loads = 0
+        self._held = _Held(float("-inf"))
+        self._mutex = threading.Lock()
+
+    # -- callers ---------------------------------------------------------------------------
+
+    def authenticate_key(self, text: str) -> Caller:
+        """The caller an `x-api-key` names; API_KEY_INVALID or API_KEY_REVOKED."""
+        if not text.startswith(KEY_PREFIX) or len(text) > MAX_KEY_CHARS:
+            raise ApiKeyInvalid()
+        digest = hash_key(text)
+        key = self._held_now().by_hash.get(digest) or self._after_miss().by_hash.get(digest)
+        if key is None:
+            raise ApiKeyInvalid()
+        if key.revoked:
+            raise ApiKeyRevoked(key.id)
+        return Caller.of_key(key)
+
+    def authenticate_token(self, token: str, now: datetime) -> Caller:
+        """The caller a user token names: checked by its signature under the issuing
+        key's secret; TOKEN_INVALID or TOKEN_EXPIRED."""
+        claims, payload, mac = tokens.read_claims(token)
+        key = self._held_now().by_id.get(claims.key_id) or self._after_miss().by_id.get(
+            claims.key_id
+        )
+        if key is None:
+            raise TokenInvalid("no key issued it")
+        tokens.verify(payload, mac, key.token_secret)
+        if key.revoked:
+            raise TokenInvalid("the key that issued it was revoked")
+        if claims.expire_time <= now:
+            raise TokenExpired(claims.expire_time.isoformat().replace("+00:00", "Z"))
+        return Caller(key.id, Scope.READ, key.systems, user_id=claims.user_id)
+
+    def issue_token(
+        self, caller: Caller, user_id: str, ttl: timedelta | None, now: datetime
+    ) -> tuple[str, datetime]:
+        """A token for `user_id`, signed with the caller's key's secret: (token, expiry)."""
+        lifetime = tokens.check_request(user_id, ttl)
+        key = self._held_now().by_id.get(caller.key_id)
+        if key is None or caller.is_user_token:
+            raise ScopeInsufficient("user tokens are issued by API keys", key_id=caller.key_id)
+        expire_time = now + lifetime
+        token = tokens.sign(tokens.TokenClaims(key.id, user_id, expire_time), key.token_secret)
+        return token, expire_time
+
+    # -- holding the keys ------------------------------------------------------------------
+
+    def _held_now(self) -> _Held:
+        held = self._held
+        if self.clock() - held.loaded <= self.max_age:
+            return held
+        return self._reload(lambda h: self.clock() - h.loaded > self.max_age)
+
+    def _after_miss(self) -> _Held:
+        """The keys again, after a look-up found nothing: reloaded unless that was done
+        less than MISS_RELOAD_SECONDS ago."""
+        return self._reload(lambda h: self.clock() - h.loaded > MISS_RELOAD_SECONDS)
+
+    def _reload(self, needed: Callable[[_Held], bool]) -> _Held:
+        with self._mutex:  # one thread reloads; the others wait for what it reads
+            held = self._held
+            if not needed(held):
+                return held
+            loaded = self.clock()
+            keys = list_keys(self.store)
+            self.loads += 1
+            held = _Held(loaded, {k.key_hash: k for k in keys}, {k.id: k for k in keys})
+            self._held = held
+            return held

@@ -1,0 +1,33 @@
+"""The caller of the current call, as the use cases see it.
+
+The API layer's interceptor establishes the `Caller` once per call (from its API key or
+user token) and runs the call in a context that holds it; use cases ask `current()` when
+what a caller may do depends on the request (which system, which user, a global boost).
+A context variable rather than a parameter of every use case: the checks stay next to
+the decisions they guard, use cases keep their signatures, and one that forgets to ask
+is caught by the tests that call every RPC with a key limited to another system.
+
+Code that runs in the process itself (the expiry sweep, the use cases' tests, a server
+started with --insecure-no-auth) has no call to come from: it is TRUSTED.
+"""
+
+from __future__ import annotations
+
+import contextvars
+
+from server.domain.access import TRUSTED, Caller
+
+_CALLER: contextvars.ContextVar[Caller] = contextvars.ContextVar("tally_caller", default=TRUSTED)
+
+
+def current() -> Caller:
+    return _CALLER.get()
+
+
+def context_of(caller: Caller) -> contextvars.Context:
+    """A context in which `current()` is `caller`: run a call's work in it (ctx.run), and
+    the caller neither leaks into the thread's next call nor is lost between the chunks
+    of a stream."""
+    context = contextvars.copy_context()
+    context.run(_CALLER.set, caller)
+    return context

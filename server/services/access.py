@@ -5,9 +5,11 @@ A key is `tally_` and 256 random bits (base64url); the store keeps its SHA-256 o
 a key is shown once, when it is made. Each process holds every key in a `KeyRing` and
 checks calls against it without a store read; the ring reloads when it is older than
 `max_age` seconds, so a revoked key is refused by every process within that bound (plus
-one reload). A key the ring does not know makes it reload at once, but at most once per
-MISS_RELOAD_SECONDS, so a key made a moment ago by `tally-server keys create` works at
-once and a caller sending garbage cannot make every call read the store.
+one reload). A key the ring does not know makes it reload at once (waiting until
+MISS_SPACING_SECONDS after the last load, so that reloads stay rare), so a key made a
+moment ago by `tally-server keys create` works at once; an unknown key is then
+remembered for MISS_RELOAD_SECONDS, so a caller repeating garbage cannot make every call
+read the store.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ KEY_BYTES = 32
 MAX_KEY_CHARS = 256
 DEFAULT_MAX_AGE = 5.0
 MISS_RELOAD_SECONDS = 1.0
+MISS_SPACING_SECONDS = 0.05
+MAX_REMEMBERED_MISSES = 10_000
 FIRST_KEY_NAME = "first-run admin"
 
 
@@ -138,6 +142,7 @@ class KeyRing:
         self.loads = 0
         self._held = _Held(float("-inf"))
         self._mutex = threading.Lock()
+        self._misses: dict[str, float] = {}  # unknown key hashes (or key ids) -> when
 
     # -- callers ---------------------------------------------------------------------------
 
@@ -146,7 +151,7 @@ class KeyRing:
         if not text.startswith(KEY_PREFIX) or len(text) > MAX_KEY_CHARS:
             raise ApiKeyInvalid()
         digest = hash_key(text)
-        key = self._held_now().by_hash.get(digest) or self._after_miss().by_hash.get(digest)
+        key = self._held_now().by_hash.get(digest) or self._after_miss(digest).by_hash.get(digest)
         if key is None:
             raise ApiKeyInvalid()
         if key.revoked:
@@ -157,9 +162,9 @@ class KeyRing:
         """The caller a user token names: checked by its signature under the issuing
         key's secret; TOKEN_INVALID or TOKEN_EXPIRED."""
         claims, payload, mac = tokens.read_claims(token)
-        key = self._held_now().by_id.get(claims.key_id) or self._after_miss().by_id.get(
+        key = self._held_now().by_id.get(claims.key_id) or self._after_miss(
             claims.key_id
-        )
+        ).by_id.get(claims.key_id)
         if key is None:
             raise TokenInvalid("no key issued it")
         tokens.verify(payload, mac, key.token_secret)
@@ -189,19 +194,36 @@ class KeyRing:
             return held
         return self._reload(lambda h: self.clock() - h.loaded > self.max_age)
 
-    def _after_miss(self) -> _Held:
-        """The keys again, after a look-up found nothing: reloaded unless that was done
-        less than MISS_RELOAD_SECONDS ago."""
-        return self._reload(lambda h: self.clock() - h.loaded > MISS_RELOAD_SECONDS)
+    def _after_miss(self, missed: str) -> _Held:
+        """The keys again, after a look-up of `missed` (a key's hash or id) found nothing:
+        reloaded, unless `missed` was looked for in vain less than MISS_RELOAD_SECONDS ago;
+        at least MISS_SPACING_SECONDS after the last load (this call waits for it)."""
+        with self._mutex:
+            now = self.clock()
+            if now - self._misses.get(missed, float("-inf")) < MISS_RELOAD_SECONDS:
+                return self._held
+            wait = MISS_SPACING_SECONDS - (now - self._held.loaded)
+            if wait > 0:
+                time.sleep(wait)
+            held = self._load()
+            if missed not in held.by_hash and missed not in held.by_id:
+                if len(self._misses) >= MAX_REMEMBERED_MISSES:
+                    self._misses.clear()
+                self._misses[missed] = self.clock()
+            return held
 
     def _reload(self, needed: Callable[[_Held], bool]) -> _Held:
         with self._mutex:  # one thread reloads; the others wait for what it reads
             held = self._held
             if not needed(held):
                 return held
-            loaded = self.clock()
-            keys = list_keys(self.store)
-            self.loads += 1
-            held = _Held(loaded, {k.key_hash: k for k in keys}, {k.id: k for k in keys})
-            self._held = held
-            return held
+            return self._load()
+
+    def _load(self) -> _Held:
+        """Read every key (the caller holds the mutex)."""
+        loaded = self.clock()
+        keys = list_keys(self.store)
+        self.loads += 1
+        held = _Held(loaded, {k.key_hash: k for k in keys}, {k.id: k for k in keys})
+        self._held = held
+        return held

@@ -128,11 +128,19 @@ class TestKeyRing:
         for _ in range(50):
             with pytest.raises(ApiKeyInvalid):
                 ring.authenticate_key("tally_" + "x" * 43)
-        assert ring.loads == 1
-        clock.now += MISS_RELOAD_SECONDS + 0.01
-        fresh = make(store)  # made by `keys create` in another process
+        assert ring.loads == 2  # the first load, and one more for the unknown key
+        fresh = make(store)  # made by `keys create` in another process, a moment later
         assert ring.authenticate_key(fresh.text).key_id == fresh.key.id
-        assert ring.loads == 2
+        second = make(store)  # and another one right after it
+        assert ring.authenticate_key(second.text).key_id == second.key.id
+        assert ring.loads == 4
+        with pytest.raises(ApiKeyInvalid):
+            ring.authenticate_key("tally_" + "x" * 43)
+        assert ring.loads == 4  # still remembered as unknown
+        clock.now += MISS_RELOAD_SECONDS + 0.01
+        with pytest.raises(ApiKeyInvalid):
+            ring.authenticate_key("tally_" + "x" * 43)
+        assert ring.loads == 5
 
     @settings(max_examples=50, suppress_health_check=[HealthCheck.function_scoped_fixture])
     @given(sent=st.text(max_size=600))

@@ -38,7 +38,10 @@ class TallyError(Exception):
     def describe(self) -> str:
         """The error in words for a person: code, reason, message, then each detail."""
         lines = [str(self)]
-        lines += [f"  {name}: {value}" for name, value in sorted(self.metadata.items())]
+        shown = {
+            k: v for k, v in self.metadata.items() if not (k == "field" and self.field_violations)
+        }
+        lines += [f"  {name}: {value}" for name, value in sorted(shown.items())]
         lines += [f"  field {name}: {why}" for name, why in self.field_violations.items()]
         if self.retry_delay is not None:
             lines.append(f"  retry after {self.retry_delay:g} s")

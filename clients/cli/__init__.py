@@ -1,0 +1,1 @@
+"""`tally`: Tally for people at a terminal (configuration, points, import, export, watch)."""

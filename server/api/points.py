@@ -11,11 +11,11 @@ import grpc
 
 from server.api import convert
 from server.api.errors import status_code, with_operation
-from server.domain import commands
+from server.domain import commands, reports
 from server.domain.errors import FieldViolation, TallyError, ValidationFailed
 from server.domain.model import EntryType
 from server.domain.validation import MAX_KEY_CHARS, resolve_idempotency_key
-from server.services import reads, systems, writes
+from server.services import reads, systems, watch, writes
 from server.services.results import WriteResult
 from server.services.tally import Tally
 from tally.v1 import common_pb2, points_pb2, points_pb2_grpc
@@ -213,6 +213,21 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
         )
         for chunk in convert.chunks(entries):
             yield points_pb2.StreamHistoryResponse(entries=chunk)
+
+    # -- analytics -----------------------------------------------------------------------
+
+    def WatchLedger(
+        self, request: points_pb2.WatchLedgerRequest, context: grpc.ServicerContext
+    ) -> Iterator[points_pb2.WatchLedgerResponse]:
+        cmd = reports.WatchLedger(
+            system_key=request.system_key,
+            after_sequence=request.after_sequence,
+            follow=request.follow,
+        )
+        for read in watch.watch_ledger(self.tally, cmd, alive=context.is_active):
+            # each read goes out at once (a follower's lag), in messages of bounded size
+            for chunk in convert.chunks(convert.entry_out(e) for e in read):
+                yield points_pb2.WatchLedgerResponse(entries=chunk)
 
 
 def _batch_item(

@@ -167,6 +167,32 @@ class LedgerRepository(Protocol):
         """Entries oldest first with after_sequence < sequence <= through_sequence."""
         ...
 
+    def feed(
+        self, system_key: str, after_sequence: int, through_sequence: int, limit: int
+    ) -> list[LedgerEntry]:
+        """Up to `limit` entries (of one system; of all when empty), in sequence order,
+        with after_sequence < sequence <= through_sequence."""
+        ...
+
+
+@dataclass(frozen=True)
+class FeedState:
+    """What a feed's watermark is made of (services/feed.py): the highest number the feed
+    has handed out, and the oldest transaction id still running (None where the store
+    commits numbers in order, so that every number up to `last` is final)."""
+
+    last: int
+    horizon: int | None
+
+
+class FeedRepository(Protocol):
+    def state(self, feed: str) -> FeedState: ...
+
+    def fence(self) -> int:
+        """A new transaction id, in a transaction of its own: every transaction that
+        numbered an item before this call has a lower one (0 where none is needed)."""
+        ...
+
 
 class IdempotencyRepository(Protocol):
     """Keys are read with the accounts (AccountRepository.standing); written here."""
@@ -187,6 +213,8 @@ class UnitOfWork(Protocol):
     def ledger(self) -> LedgerRepository: ...
     @property
     def idempotency(self) -> IdempotencyRepository: ...
+    @property
+    def feeds(self) -> FeedRepository: ...
 
     def __enter__(self) -> Self: ...
     def __exit__(

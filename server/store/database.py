@@ -23,6 +23,7 @@ from server.domain.errors import StoreUnavailable, TransientStoreError
 from server.store.execution import Executor
 from server.store.repositories import (
     SqlAccountRepository,
+    SqlFeedRepository,
     SqlIdempotencyRepository,
     SqlLedgerRepository,
     SqlSystemRepository,
@@ -138,6 +139,7 @@ class SqlUnitOfWork:
     accounts: SqlAccountRepository
     ledger: SqlLedgerRepository
     idempotency: SqlIdempotencyRepository
+    feeds: SqlFeedRepository
 
     def __init__(self, engine: Engine, *, write: bool) -> None:
         self._engine = engine
@@ -167,6 +169,7 @@ class SqlUnitOfWork:
         self.accounts = SqlAccountRepository(db, sql)
         self.ledger = SqlLedgerRepository(db, sql)
         self.idempotency = SqlIdempotencyRepository(db, sql)
+        self.feeds = SqlFeedRepository(db, sql)
         return self
 
     def __exit__(

@@ -20,6 +20,7 @@ from server.domain.ledger import ONE, Account, CreditLot
 from server.domain.model import EntryType, LedgerEntry, LevelBasis, PointsSystem, User, UserProfile
 from server.services.ports import (
     AccountKey,
+    FeedState,
     KeyScope,
     LockedUsers,
     Standing,
@@ -387,6 +388,35 @@ class SqlLedgerRepository(_Repository):
             "limit": limit,
         }
         return [_entry(r) for r in self.db.rows(self.sql.chunk, params)]
+
+    def feed(
+        self, system_key: str, after_sequence: int, through_sequence: int, limit: int
+    ) -> list[LedgerEntry]:
+        params: dict[str, Any] = {
+            "after": after_sequence,
+            "through": through_sequence,
+            "limit": limit,
+        }
+        statement = self.sql.ledger_feed
+        if system_key:
+            statement = self.sql.ledger_feed_of_system
+            params["system_key"] = system_key
+        return [_entry(r) for r in self.db.rows(statement, params)]
+
+
+class SqlFeedRepository(_Repository):
+    """What the feeds' watermarks are made of (services/feed.py explains them)."""
+
+    def state(self, feed: str) -> FeedState:
+        row = self.db.first(self.sql.feed_state[feed])
+        assert row is not None
+        horizon = row["horizon"]
+        return FeedState(int(row["last"]), None if horizon is None else int(horizon))
+
+    def fence(self) -> int:
+        if not self.sql.set_based:
+            return 0  # SQLite: one writer at a time, nothing to fence
+        return int(self.db.scalar(self.sql.feed_fence))
 
 
 def _account(r: Row, prefix: str = "", user_id: str | None = None) -> Account:

@@ -327,11 +327,50 @@ class Statements:
             .limit(bindparam("limit"))
         )
 
+        # The live feeds (services/feed.py): each feed's items, in sequence order, after a
+        # cursor and up to a bound below which nothing can still commit; and what a
+        # watermark is made of, per feed, by the name services/feed.py gives it.
+        after_cursor = (
+            ledger.c.sequence > bindparam("after"),
+            ledger.c.sequence <= bindparam("through"),
+        )
+        self.ledger_feed = (
+            select(ledger)
+            .where(*after_cursor)
+            .order_by(ledger.c.sequence)
+            .limit(bindparam("limit"))
+        )
+        self.ledger_feed_of_system = self.ledger_feed.where(
+            ledger.c.system_key == bindparam("system_key")
+        )
+        self.feed_state = {"ledger": _feed_state(dialect, LEDGER_SEQUENCE.name, ledger.c.sequence)}
+        # A new transaction id (its own transaction, committed at once): every transaction
+        # that numbered an item before this ran has a lower one. SQLite needs none.
+        self.feed_fence = select(cast(func.pg_current_xact_id(), Text).label("fence"))
+
         # idempotency keys
         self.key_add = insert(idempotency)
         if self.set_based:
             names = [c.name for c in idempotency.c]
             self.key_add = insert(idempotency).from_select(names, from_json(idempotency, names))
+
+
+def _feed_state(dialect: str, sequence: str, numbered: ColumnElement[Any]) -> Executable:
+    """The highest number a feed has handed out (`last`), and the oldest transaction id
+    still running (`horizon`, PostgreSQL; as text, since it is an xid8).
+
+    PostgreSQL: the sequence's last value, taken whether or not its transaction has
+    committed. SQLite, which numbers from the highest committed number under its one
+    writer lock: that number, and no horizon (every number up to it is final)."""
+    if dialect == "postgresql":
+        last = func.coalesce(
+            func.pg_sequence_last_value(cast(literal(sequence), postgresql.REGCLASS)), 0
+        )
+        horizon: Any = cast(func.pg_snapshot_xmin(func.pg_current_snapshot()), Text)
+    else:
+        last = func.coalesce(func.max(numbered), 0)
+        horizon = null()
+    return select(last.label("last"), horizon.label("horizon"))
 
 
 @functools.cache

@@ -506,10 +506,10 @@ class WatchLedgerRequest(_message.Message):
     def __init__(self, system_key: _Optional[str] = ..., after_sequence: _Optional[int] = ..., follow: _Optional[bool] = ...) -> None: ...
 
 class WatchLedgerResponse(_message.Message):
-    __slots__ = ("entry",)
-    ENTRY_FIELD_NUMBER: _ClassVar[int]
-    entry: _common_pb2.LedgerEntry
-    def __init__(self, entry: _Optional[_Union[_common_pb2.LedgerEntry, _Mapping]] = ...) -> None: ...
+    __slots__ = ("entries",)
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    entries: _containers.RepeatedCompositeFieldContainer[_common_pb2.LedgerEntry]
+    def __init__(self, entries: _Optional[_Iterable[_Union[_common_pb2.LedgerEntry, _Mapping]]] = ...) -> None: ...
 
 class GetPointsSummaryRequest(_message.Message):
     __slots__ = ("system_key", "bucket_count", "user_attributes")

@@ -315,11 +315,18 @@ class PointsServiceServicer:
 
     def WatchLedger(self, request, context):
         """Streams ledger entries in `sequence` order, starting after
-        `after_sequence`. Without `follow` the stream ends after the last
-        committed entry; with `follow` it then streams new entries as they commit
-        and never ends by itself. Resuming with the last `sequence` seen yields
-        every later entry exactly once, none skipped, even when concurrent
-        transactions commit out of order. Errors: NOT_FOUND `SYSTEM_NOT_FOUND`.
+        `after_sequence`. Sequence order is not commit order: a sequence is taken
+        when an entry is written, and transactions may commit in another order,
+        so the stream holds back an entry until every lower sequence has
+        committed or can no longer commit. Without `follow` the stream ends after
+        the last entry committed when the call began; with `follow` it then
+        streams new entries as they commit and never ends by itself. Resuming
+        with the last `sequence` seen yields every later entry exactly once, none
+        skipped. Entries come in messages of up to 500 (and about 1 MB). Errors
+        (before the first message): NOT_FOUND `SYSTEM_NOT_FOUND`; beyond the
+        server's budget of open streams, RESOURCE_EXHAUSTED `RATE_LIMITED` (with
+        `google.rpc.RetryInfo`); when the server stops, the stream ends with
+        UNAVAILABLE `STORE_UNAVAILABLE`: resume from the last `sequence` seen.
         Read only.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

@@ -1,0 +1,220 @@
+"""Live feeds: a store's numbered items in order after a cursor, then as they commit.
+
+WatchLedger streams ledger entries by `sequence`, and WatchLevelChanges (issue 10) will
+stream level changes by theirs; both are a `Feed` followed by `Feeds.watch`. A caller
+that resumes with the last number it saw gets every later item exactly once.
+
+Why `sequence > cursor` alone would skip: on PostgreSQL an item takes its number from a
+sequence when its transaction inserts it, not when that commits. Transaction A takes 7,
+B takes 8 and commits first; a reader that then delivers 8 and stores cursor 8 never
+sees 7. So a feed streams only up to a *watermark*: a number at or below which nothing
+can still commit.
+
+How a watermark is made on PostgreSQL (no schema, no lock on the write path):
+1. Read the highest number handed out so far, L (the sequence's last value).
+2. Then take a fence F: a new transaction id, in a transaction of its own. A writer has
+   its transaction id before it numbers items (posting locks the batch's users first,
+   and a row lock gives a transaction its id), and ids are handed out in increasing
+   order, so every transaction holding a number <= L has an id < F.
+3. Once the oldest transaction still running has an id >= F
+   (`pg_snapshot_xmin(pg_current_snapshot())`), every one of them has committed or
+   rolled back: every number <= L is final, and L is the watermark. Reads after that
+   see all of them.
+An open transaction holding a low number holds the feed back (its neighbours wait; none
+is skipped) for as long as it stays open: Tally's writes are short, but a long write
+transaction anywhere in the same PostgreSQL cluster delays, never breaks, the feed.
+A fence costs one transaction id, and a process makes at most one per refresh, shared
+by all its followers.
+
+SQLite runs one writer at a time (BEGIN IMMEDIATE) and numbers from the highest
+committed number, so numbers commit in order: the highest committed number is the
+watermark, and a reader's snapshot holds every item below it.
+
+On Citus, both the sequence and transaction ids are per node: the watermark above holds
+as long as every write goes through one coordinator, where the sequence lives and whose
+transaction ids cover the distributed transactions it runs. Writes through several
+coordinators would need a watermark per worker node and a cursor per node (SCALE-OUT.md).
+
+Followers are woken when their own process's writer commits (`Feeds.committed`, hooked
+to the writer) and otherwise look again every POLL_SECONDS (writes of other processes),
+never by polling the database in a tight loop; LISTEN/NOTIFY is not used (a NOTIFY per
+commit takes a database-wide lock at commit). At shutdown (`Feeds.close`) every follower
+ends with STORE_UNAVAILABLE: the caller resumes, elsewhere or later, from its cursor.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from server.domain.errors import StoreUnavailable
+from server.services.ports import FeedState, Store, UnitOfWork
+from server.services.transactions import in_transaction
+
+T = TypeVar("T")
+
+CHUNK = 1000  # items a follower reads at a time; it reads the next once these are sent
+# How often a follower looks for items committed by other processes (its own process's
+# commits wake it at once): the bound on their delivery lag is about twice this.
+POLL_SECONDS = 0.05
+# A follower reads at most this often, however often its process commits: under a
+# stream of commits each read carries several of them.
+MIN_READ_SECONDS = 0.005
+# How long a call without `follow` waits for transactions open when it began to end
+# before it ends at the watermark it has (what came after is left for the next call).
+SETTLE_SECONDS = 5.0
+SETTLE_POLL_SECONDS = 0.002
+
+
+@dataclass(frozen=True)
+class Feed(Generic[T]):
+    """One feed: the store's name for its numbering (statements.Statements.feed_state),
+    how to read items after a cursor, and an item's number.
+
+    `read(uow, after, through, limit)` returns up to `limit` items numbered in
+    (after, through], in order (filters such as a system are bound in the function)."""
+
+    name: str
+    read: Callable[[UnitOfWork, int, int, int], list[T]]
+    number: Callable[[T], int]
+
+
+class Watermark:
+    """A feed's watermark, shared by the followers of one process: refreshed on demand,
+    at most once for all the followers that want one at the same time."""
+
+    def __init__(self, store: Store, feed: str) -> None:
+        self.store = store
+        self.feed = feed
+        self._final = 0  # every number <= this is final
+        self._issued = 0  # the highest number known to be handed out
+        self._marks: deque[tuple[int, int]] = deque()  # (L, F) waiting for their fence
+        self._refreshed = float("-inf")  # when the last refresh began (monotonic)
+        self._mutex = threading.Lock()
+
+    def bound(self, fresher_than: float) -> tuple[int, int]:
+        """(final, issued) as a refresh that began after `fresher_than` saw them."""
+        with self._mutex:
+            if self._refreshed < fresher_than:
+                began = time.monotonic()
+                self._refresh()
+                self._refreshed = began
+            return self._final, self._issued
+
+    def _refresh(self) -> None:
+        state = self._state()
+        if state.horizon is None:  # numbers commit in order
+            self._final = self._issued = state.last
+            return
+        self._passed(state.horizon)
+        if state.last > self._issued:
+            self._issued = state.last
+            fence = in_transaction(self.store, lambda uow: uow.feeds.fence(), write=False)
+            self._marks.append((state.last, fence))
+            horizon = self._state().horizon
+            assert horizon is not None
+            self._passed(horizon)
+
+    def _passed(self, horizon: int) -> None:
+        """Every transaction below `horizon` has ended: marks fenced below it are final."""
+        while self._marks and self._marks[0][1] <= horizon:
+            self._final = max(self._final, self._marks.popleft()[0])
+
+    def _state(self) -> FeedState:
+        return in_transaction(self.store, lambda uow: uow.feeds.state(self.feed), write=False)
+
+
+class Feeds:
+    """The feeds of one process: their watermarks, and the wake-up of their followers."""
+
+    def __init__(self, store: Store, *, poll_seconds: float = POLL_SECONDS) -> None:
+        self.store = store
+        self.poll_seconds = poll_seconds
+        self._watermarks: dict[str, Watermark] = {}
+        self._wake = threading.Condition()
+        self._commits = 0
+        self._last_commit = float("-inf")
+        self._closed = False
+
+    def committed(self) -> None:
+        """This process's writer committed: wake the followers (the writer's hook)."""
+        with self._wake:
+            self._commits += 1
+            self._last_commit = time.monotonic()
+            self._wake.notify_all()
+
+    def close(self) -> None:
+        """Shutdown: every follower ends (STORE_UNAVAILABLE), as does every new watch."""
+        with self._wake:
+            self._closed = True
+            self._wake.notify_all()
+
+    def watermark(self, name: str) -> Watermark:
+        with self._wake:
+            found = self._watermarks.get(name)
+            if found is None:
+                found = self._watermarks[name] = Watermark(self.store, name)
+            return found
+
+    def watch(
+        self,
+        feed: Feed[T],
+        after: int,
+        *,
+        follow: bool,
+        alive: Callable[[], bool] = lambda: True,
+    ) -> Iterator[list[T]]:
+        """Chunks of the feed's items numbered above `after`, in order. Without `follow`,
+        up to the last item committed when the call began; with it, then on as items
+        commit, until the process stops (STORE_UNAVAILABLE) or `alive` says the caller
+        has gone (checked at every wake-up). Each chunk is read once the one before it
+        has been taken, so a slow consumer holds back reads and memory stays flat."""
+        watermark = self.watermark(feed.name)
+        cursor = after
+        began = time.monotonic()
+        final, issued = watermark.bound(began)
+        target = issued  # what a call without `follow` must reach
+        fresher_than = began
+        while True:
+            while cursor < final:
+                self._check_open()
+                through = final
+                items = self._read(feed, cursor, through)
+                if items:
+                    cursor = feed.number(items[-1])
+                    yield items
+                if len(items) < CHUNK:
+                    cursor = max(cursor, through)
+            if not follow:
+                if final >= target or time.monotonic() - began > SETTLE_SECONDS:
+                    return
+                time.sleep(SETTLE_POLL_SECONDS)  # open transactions are ending: look again
+                final, _issued = watermark.bound(time.monotonic())
+                continue
+            fresher_than = self._wait(fresher_than)
+            if not alive():
+                return
+            final, _issued = watermark.bound(fresher_than)
+
+    def _read(self, feed: Feed[T], after: int, through: int) -> list[T]:
+        return in_transaction(
+            self.store, lambda uow: feed.read(uow, after, through, CHUNK), write=False
+        )
+
+    def _wait(self, since: float) -> float:
+        """Sleep until this process commits (after `since`) or POLL_SECONDS pass; returns
+        how fresh the watermark must then be: newer than the commit, or than one poll."""
+        time.sleep(MIN_READ_SECONDS)
+        with self._wake:
+            if self._last_commit <= since and not self._closed:
+                self._wake.wait(self.poll_seconds)
+            self._check_open()
+            return max(self._last_commit, time.monotonic() - self.poll_seconds)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreUnavailable("the server is stopping; resume with the last sequence received")

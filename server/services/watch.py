@@ -1,0 +1,43 @@
+"""WatchLedger: the ledger as a live feed (services/feed.py says why it never skips).
+
+WatchLevelChanges (issue 10) is the same few lines over its own Feed: a store method
+reading level changes after a cursor, and the name of their numbering.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from server.domain import reports
+from server.domain.errors import SystemNotFound
+from server.domain.model import LedgerEntry
+from server.services.feed import Feed
+from server.services.ports import UnitOfWork
+from server.services.tally import Tally
+from server.services.transactions import in_transaction
+
+
+def ledger_feed(system_key: str) -> Feed[LedgerEntry]:
+    """The ledger's entries by `sequence`, of one system (of all when empty)."""
+
+    def read(uow: UnitOfWork, after: int, through: int, limit: int) -> list[LedgerEntry]:
+        return uow.ledger.feed(system_key, after, through, limit)
+
+    return Feed("ledger", read, lambda entry: entry.sequence)
+
+
+def watch_ledger(
+    tally: Tally, cmd: reports.WatchLedger, alive: Callable[[], bool] = lambda: True
+) -> Iterator[list[LedgerEntry]]:
+    """Chunks of entries in sequence order after `after_sequence` (see Feeds.watch).
+
+    Checks run before the stream begins, so errors reach the caller as a status."""
+    reports.watch_ledger(cmd)
+    if cmd.system_key:
+        system = in_transaction(
+            tally.store, lambda uow: tally.config.read_system(uow, cmd.system_key), write=False
+        )
+        if system is None:
+            raise SystemNotFound(cmd.system_key)
+    feed = ledger_feed(cmd.system_key)
+    return tally.feeds.watch(feed, cmd.after_sequence, follow=cmd.follow, alive=alive)

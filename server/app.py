@@ -17,7 +17,9 @@ from grpc_reflection.v1alpha import reflection
 from server.api.errors import ErrorInterceptor
 from server.api.points import PointsServicer
 from server.api.shutdown import ShutdownGate
+from server.api.streams import StreamBudget
 from server.services import writes
+from server.services.feed import Feeds
 from server.services.ports import Store
 from server.services.tally import Tally
 from server.settings import Settings
@@ -98,6 +100,7 @@ class App:
     health: health.HealthServicer
     sweeper: Sweeper
     gate: ShutdownGate
+    feeds: Feeds
 
     def start(self) -> None:
         self.server.start()
@@ -111,6 +114,9 @@ class App:
         started = time.monotonic()
         self.health.enter_graceful_shutdown()
         self.gate.close()
+        # Followers of the live feeds never end by themselves: end them now, UNAVAILABLE,
+        # so that they resume elsewhere and the drain need not wait out the grace period.
+        self.feeds.close()
         self.sweeper.stop()
         self.gate.drain(timeout=grace_seconds)
         # Drained: every call the gate let in has finished (or the grace period is spent).
@@ -122,9 +128,10 @@ class App:
 
 def build(settings: Settings, store: Store, clock: Callable[[], datetime] = utc_now) -> App:
     gate = ShutdownGate()
+    threads = settings.threads + settings.max_streams  # streams have threads of their own
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=settings.threads, thread_name_prefix="tally"),
-        interceptors=[gate, ErrorInterceptor()],
+        futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tally"),
+        interceptors=[gate, ErrorInterceptor(), StreamBudget(settings.max_streams)],
         # Several worker processes may share one port (serve --workers).
         options=[("grpc.so_reuseport", 1 if settings.workers > 1 else 0)],
     )
@@ -146,4 +153,4 @@ def build(settings: Settings, store: Store, clock: Callable[[], datetime] = utc_
     if port == 0:
         raise OSError(f"cannot listen on {settings.listen}")
     sweeper = Sweeper(tally, clock, settings.sweep_seconds)
-    return App(server, port, health_servicer, sweeper, gate)
+    return App(server, port, health_servicer, sweeper, gate, tally.feeds)

@@ -194,6 +194,55 @@ class FeedRepository(Protocol):
         ...
 
 
+Span = tuple[datetime, datetime]  # [start, end), UTC
+
+
+@dataclass(frozen=True)
+class BalanceCounts:
+    """Users by balance bucket: bucket 0 holds balances <= 0, bucket i >= 1 holds
+    balances in [(i - 1) * width + 1, i * width], width = max(1, ceil(top / buckets))."""
+
+    top: int  # the highest balance counted (0 when none)
+    users: dict[int, int]  # bucket -> users
+
+
+@dataclass(frozen=True)
+class EarningsTotals:
+    """What a system's users earned in a window (see AnalyticsRepository.earnings)."""
+
+    per_period: list[tuple[int, int]]  # (points, distinct earners), one per span
+    top_earners: list[tuple[str, int]]  # (user_id, points), most first, ties by id
+    new_users: int
+    first_days_points: int  # earned by the new users in their first 14 days, together
+    per_trigger: list[tuple[str, int, int]]  # (trigger_id or "", awards, points)
+
+
+class AnalyticsRepository(Protocol):
+    """Aggregates computed by the store, never by reading a ledger into the server.
+    Periods are given as UTC spans (computed in the domain, so that every store buckets
+    by local dates alike)."""
+
+    def balance_counts(
+        self, system_key: str, buckets: int, attributes: Sequence[tuple[str, str]]
+    ) -> BalanceCounts:
+        """The balances of the system's accounts (of users with all these attributes)."""
+        ...
+
+    def user_changes(
+        self, system_key: str, user_id: str, periods: Sequence[Span]
+    ) -> tuple[int, list[int]]:
+        """The user's balance before the first period, and the net change in each."""
+        ...
+
+    def earnings(
+        self, system_key: str, periods: Sequence[Span], top: int, first_days: int
+    ) -> EarningsTotals:
+        """Earned points ("earned": awards, less reversals of awards) per period and over
+        the window the periods tile: top earners, new users (first entry in the window)
+        and what they earned in their first `first_days` days, and per trigger."""
+        ...
+
+
 class IdempotencyRepository(Protocol):
     """Keys are read with the accounts (AccountRepository.standing); written here."""
 
@@ -215,6 +264,8 @@ class UnitOfWork(Protocol):
     def idempotency(self) -> IdempotencyRepository: ...
     @property
     def feeds(self) -> FeedRepository: ...
+    @property
+    def analytics(self) -> AnalyticsRepository: ...
 
     def __enter__(self) -> Self: ...
     def __exit__(

@@ -20,6 +20,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from server.domain.errors import StoreUnavailable, TransientStoreError
+from server.store.analytics import SqlAnalyticsRepository
 from server.store.execution import Executor
 from server.store.repositories import (
     SqlAccountRepository,
@@ -140,6 +141,7 @@ class SqlUnitOfWork:
     ledger: SqlLedgerRepository
     idempotency: SqlIdempotencyRepository
     feeds: SqlFeedRepository
+    analytics: SqlAnalyticsRepository
 
     def __init__(self, engine: Engine, *, write: bool) -> None:
         self._engine = engine
@@ -170,6 +172,7 @@ class SqlUnitOfWork:
         self.ledger = SqlLedgerRepository(db, sql)
         self.idempotency = SqlIdempotencyRepository(db, sql)
         self.feeds = SqlFeedRepository(db, sql)
+        self.analytics = SqlAnalyticsRepository(connection)
         return self
 
     def __exit__(

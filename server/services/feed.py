@@ -47,7 +47,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -59,8 +59,11 @@ T = TypeVar("T")
 
 CHUNK = 1000  # items a follower reads at a time; it reads the next once these are sent
 # How often a follower looks for items committed by other processes (its own process's
-# commits wake it at once): the bound on their delivery lag is about twice this.
+# commits wake it at once): the bound on their delivery lag is about twice this. A
+# follower whose looks find nothing looks less often, down to once per MAX_POLL_SECONDS
+# (50 idle followers then cost 250 small reads a second, not 1,000).
 POLL_SECONDS = 0.05
+MAX_POLL_SECONDS = 0.2
 # A follower reads at most this often, however often its process commits: under a
 # stream of commits each read carries several of them.
 MIN_READ_SECONDS = 0.005
@@ -73,7 +76,8 @@ SETTLE_POLL_SECONDS = 0.002
 @dataclass(frozen=True)
 class Feed(Generic[T]):
     """One feed: the store's name for its numbering (statements.Statements.feed_state),
-    how to read items after a cursor, and an item's number.
+    how to read items after a cursor, an item's number, and the system it is filtered
+    to ("" = every system), so that only commits of that system wake its followers.
 
     `read(uow, after, through, limit)` returns up to `limit` items numbered in
     (after, through], in order (filters such as a system are bound in the function)."""
@@ -81,6 +85,7 @@ class Feed(Generic[T]):
     name: str
     read: Callable[[UnitOfWork, int, int, int], list[T]]
     number: Callable[[T], int]
+    system_key: str = ""
 
 
 class Watermark:
@@ -136,16 +141,25 @@ class Feeds:
         self.poll_seconds = poll_seconds
         self._watermarks: dict[str, Watermark] = {}
         self._wake = threading.Condition()
-        self._commits = 0
-        self._last_commit = float("-inf")
+        self._last_commit = float("-inf")  # of any system
+        self._last_commit_of: dict[str, float] = {}  # per system
         self._closed = False
 
-    def committed(self) -> None:
-        """This process's writer committed: wake the followers (the writer's hook)."""
+    def committed(self, systems: Collection[str] = ()) -> None:
+        """This process's writer committed changes of these systems (of any, when none
+        are named): wake their followers. The writer's hook."""
         with self._wake:
-            self._commits += 1
-            self._last_commit = time.monotonic()
+            now = time.monotonic()
+            self._last_commit = now
+            for key in systems or ("",):
+                self._last_commit_of[key] = now
             self._wake.notify_all()
+
+    def _last_commit_for(self, system_key: str) -> float:
+        if not system_key:
+            return self._last_commit
+        unknown = self._last_commit_of.get("", float("-inf"))
+        return max(self._last_commit_of.get(system_key, float("-inf")), unknown)
 
     def close(self) -> None:
         """Shutdown: every follower ends (STORE_UNAVAILABLE), as does every new watch."""
@@ -179,23 +193,27 @@ class Feeds:
         final, issued = watermark.bound(began)
         target = issued  # what a call without `follow` must reach
         fresher_than = began
+        poll = self.poll_seconds
         while True:
+            found = False
             while cursor < final:
                 self._check_open()
                 through = final
                 items = self._read(feed, cursor, through)
                 if items:
+                    found = True
                     cursor = feed.number(items[-1])
                     yield items
                 if len(items) < CHUNK:
                     cursor = max(cursor, through)
+            poll = self.poll_seconds if found else min(2 * poll, MAX_POLL_SECONDS)
             if not follow:
                 if final >= target or time.monotonic() - began > SETTLE_SECONDS:
                     return
                 time.sleep(SETTLE_POLL_SECONDS)  # open transactions are ending: look again
                 final, _issued = watermark.bound(time.monotonic())
                 continue
-            fresher_than = self._wait(fresher_than)
+            fresher_than = self._wait(fresher_than, feed.system_key, poll)
             if not alive():
                 return
             final, _issued = watermark.bound(fresher_than)
@@ -205,15 +223,20 @@ class Feeds:
             self.store, lambda uow: feed.read(uow, after, through, CHUNK), write=False
         )
 
-    def _wait(self, since: float) -> float:
-        """Sleep until this process commits (after `since`) or POLL_SECONDS pass; returns
-        how fresh the watermark must then be: newer than the commit, or than one poll."""
+    def _wait(self, since: float, system_key: str, poll: float) -> float:
+        """Sleep until this process commits changes of the system (after `since`) or
+        `poll` seconds pass; returns how fresh the watermark must then be: newer than
+        the commit, or than one poll."""
         time.sleep(MIN_READ_SECONDS)
         with self._wake:
-            if self._last_commit <= since and not self._closed:
-                self._wake.wait(self.poll_seconds)
+            deadline = time.monotonic() + poll
+            while self._last_commit_for(system_key) <= since and not self._closed:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._wake.wait(left)
             self._check_open()
-            return max(self._last_commit, time.monotonic() - self.poll_seconds)
+            return max(self._last_commit_for(system_key), time.monotonic() - poll)
 
     def _check_open(self) -> None:
         if self._closed:

@@ -23,7 +23,7 @@ def ledger_feed(system_key: str) -> Feed[LedgerEntry]:
     def read(uow: UnitOfWork, after: int, through: int, limit: int) -> list[LedgerEntry]:
         return uow.ledger.feed(system_key, after, through, limit)
 
-    return Feed("ledger", read, lambda entry: entry.sequence)
+    return Feed("ledger", read, lambda entry: entry.sequence, system_key)
 
 
 def watch_ledger(

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 from server.domain.errors import StoreUnavailable, TallyError
 from server.services.configuration import Configuration
@@ -55,11 +55,12 @@ class Writer:
         config: Configuration,
         *,
         max_batch: int = MAX_BATCH_CHANGES,
-        on_commit: Callable[[], None] = lambda: None,
+        on_commit: Callable[[Collection[str]], None] = lambda systems: None,
     ) -> None:
         self.store = store
         self.config = config
-        # Called after each commit (the live feeds wake their followers: services/feed.py).
+        # Called after each commit with the systems it changed (the live feeds wake their
+        # followers: services/feed.py).
         self.on_commit = on_commit
         # A batch takes queued calls while it has room (a call's own changes, such as an
         # AwardBatch's, are never split: a call larger than this is a batch of its own).
@@ -151,7 +152,7 @@ class Writer:
             return outcomes
 
         outcomes = in_transaction(self.store, work, write=True)
-        self.on_commit()
+        self.on_commit({change.system_key for change in changes})
         return outcomes
 
     def dry_run(self, change: Change) -> Outcome:

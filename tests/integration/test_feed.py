@@ -17,6 +17,7 @@ from server.domain import reports
 from server.domain.errors import StoreUnavailable, SystemNotFound, ValidationFailed
 from server.domain.model import LedgerEntry
 from server.services import feed, posting, watch
+from server.services.ports import UnitOfWork
 from server.services.results import WriteResult
 from server.services.tally import Tally
 from server.store.database import SqlStore
@@ -179,3 +180,29 @@ def test_followers_end_with_store_unavailable_when_the_process_stops(tally: Tall
     follower.wait_for(1)
     follower.stop(tally)
     assert isinstance(follower.error, StoreUnavailable)
+
+
+def test_a_slow_consumer_holds_back_the_reads(
+    tally: Tally, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The feed reads a chunk only once the consumer has taken the one before it, so a
+    stream's memory is one chunk, however long the ledger and however slow the reader."""
+    monkeypatch.setattr(feed, "CHUNK", 3)
+    system(tally)
+    for n in range(10):
+        award(tally, f"u{n}", 1)
+    reads: list[int] = []
+    ledger = watch.ledger_feed("")
+
+    def counted(uow: UnitOfWork, after: int, through: int, limit: int) -> list[LedgerEntry]:
+        reads.append(after)
+        return ledger.read(uow, after, through, limit)
+
+    stream = tally.feeds.watch(feed.Feed("ledger", counted, ledger.number), 0, follow=False)
+    first = next(stream)
+    assert (len(first), len(reads)) == (3, 1)  # nothing read ahead
+    second = next(stream)
+    assert (len(second), len(reads)) == (3, 2)
+    rest = [e for chunk in stream for e in chunk]
+    assert len(first + second + rest) == 10
+    assert reads == [0, first[-1].sequence, second[-1].sequence, rest[2].sequence]

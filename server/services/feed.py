@@ -12,28 +12,32 @@ can still commit.
 
 How a watermark is made on PostgreSQL (no schema, no lock on the write path):
 1. Read the highest number handed out so far, L (the sequence's last value).
-2. Then take a fence F: a new transaction id, in a transaction of its own. A writer has
-   its transaction id before it numbers items (posting locks the batch's users first,
-   and a row lock gives a transaction its id), and ids are handed out in increasing
-   order, so every transaction holding a number <= L has an id < F.
-3. Once the oldest transaction still running has an id >= F
-   (`pg_snapshot_xmin(pg_current_snapshot())`), every one of them has committed or
-   rolled back: every number <= L is final, and L is the watermark. Reads after that
-   see all of them.
+2. Then list the transactions of this database that hold a transaction id (from
+   pg_stat_activity: pid and backend_xid). A writer has its transaction id before it
+   numbers items (posting locks the batch's users first, and a row lock gives a
+   transaction its id), so every transaction holding a number <= L that has not ended
+   is on this list. Other databases of the cluster cannot write here: they are not on
+   it (waiting for the cluster's oldest transaction, pg_snapshot_xmin, would let any
+   long write transaction of another database hold the feed back).
+3. Once none of them is still running, every number <= L is final (committed or rolled
+   back), and L is the watermark. Reads after that see all of them.
 An open transaction holding a low number holds the feed back (its neighbours wait; none
-is skipped) for as long as it stays open: Tally's writes are short, but a long write
-transaction anywhere in the same PostgreSQL cluster delays, never breaks, the feed.
-A fence costs one transaction id, and a process makes at most one per refresh, shared
-by all its followers.
+is skipped) for as long as it stays open: Tally's writes are short, but any long write
+transaction in Tally's own database delays, never breaks, the feed. A process's
+followers share one watermark, refreshed at most once for all who want it at once: one
+statement when nothing is new, three when something is.
 
 SQLite runs one writer at a time (BEGIN IMMEDIATE) and numbers from the highest
 committed number, so numbers commit in order: the highest committed number is the
 watermark, and a reader's snapshot holds every item below it.
 
-On Citus, both the sequence and transaction ids are per node: the watermark above holds
-as long as every write goes through one coordinator, where the sequence lives and whose
-transaction ids cover the distributed transactions it runs. Writes through several
-coordinators would need a watermark per worker node and a cursor per node (SCALE-OUT.md).
+On Citus the sequence lives on the coordinator (one order while every write goes
+through it), but the transactions that insert the entries run on the workers: the
+coordinator's pg_stat_activity shows its own sessions, which hold a transaction id from
+the nextval onwards only if they took one locally. So on Citus the writer list must come
+from every node (`run_command_on_all_nodes`) or the feed become one per shard, each with
+its own watermark and a cursor per shard (SCALE-OUT.md: "designed per shard or per
+user"). Not built here; the seam is FeedRepository.
 
 Followers are woken when their own process's writer commits (`Feeds.committed`, hooked
 to the writer) and otherwise look again every POLL_SECONDS (writes of other processes),
@@ -52,10 +56,11 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from server.domain.errors import StoreUnavailable
-from server.services.ports import FeedState, Store, UnitOfWork
+from server.services.ports import Store, UnitOfWork
 from server.services.transactions import in_transaction
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 CHUNK = 1000  # items a follower reads at a time; it reads the next once these are sent
 # How often a follower looks for items committed by other processes (its own process's
@@ -97,7 +102,8 @@ class Watermark:
         self.feed = feed
         self._final = 0  # every number <= this is final
         self._issued = 0  # the highest number known to be handed out
-        self._marks: deque[tuple[int, int]] = deque()  # (L, F) waiting for their fence
+        # (L, the transactions that may hold numbers <= L), oldest first
+        self._marks: deque[tuple[int, frozenset[str]]] = deque()
         self._refreshed = float("-inf")  # when the last refresh began (monotonic)
         self._mutex = threading.Lock()
 
@@ -111,26 +117,27 @@ class Watermark:
             return self._final, self._issued
 
     def _refresh(self) -> None:
-        state = self._state()
-        if state.horizon is None:  # numbers commit in order
-            self._final = self._issued = state.last
-            return
-        self._passed(state.horizon)
-        if state.last > self._issued:
-            self._issued = state.last
-            fence = in_transaction(self.store, lambda uow: uow.feeds.fence(), write=False)
-            self._marks.append((state.last, fence))
-            horizon = self._state().horizon
-            assert horizon is not None
-            self._passed(horizon)
+        last = self._read(lambda uow: uow.feeds.last_issued(self.feed))
+        if last > self._issued:
+            writers = self._read(lambda uow: uow.feeds.writers())
+            if writers is None:  # numbers commit in order
+                self._final = self._issued = last
+                return
+            self._issued = last
+            self._marks.append((last, writers))
+        waiting = frozenset().union(*(writers for _last, writers in self._marks))
+        running = self._read(lambda uow: uow.feeds.running(waiting)) if waiting else waiting
+        # A mark is final once its writers have ended; so is every older one (a holder of
+        # a lower number still running would be on the newer list too).
+        marks = [(last, writers & running) for last, writers in self._marks]
+        final = [i for i, (_last, writers) in enumerate(marks) if not writers]
+        if final:
+            self._final = max(self._final, marks[final[-1]][0])
+            marks = marks[final[-1] + 1 :]
+        self._marks = deque(marks)
 
-    def _passed(self, horizon: int) -> None:
-        """Every transaction below `horizon` has ended: marks fenced below it are final."""
-        while self._marks and self._marks[0][1] <= horizon:
-            self._final = max(self._final, self._marks.popleft()[0])
-
-    def _state(self) -> FeedState:
-        return in_transaction(self.store, lambda uow: uow.feeds.state(self.feed), write=False)
+    def _read(self, work: Callable[[UnitOfWork], R]) -> R:
+        return in_transaction(self.store, work, write=False)
 
 
 class Feeds:

@@ -175,22 +175,21 @@ class LedgerRepository(Protocol):
         ...
 
 
-@dataclass(frozen=True)
-class FeedState:
-    """What a feed's watermark is made of (services/feed.py): the highest number the feed
-    has handed out, and the oldest transaction id still running (None where the store
-    commits numbers in order, so that every number up to `last` is final)."""
-
-    last: int
-    horizon: int | None
-
-
 class FeedRepository(Protocol):
-    def state(self, feed: str) -> FeedState: ...
+    """What the feeds' watermarks are made of (services/feed.py)."""
 
-    def fence(self) -> int:
-        """A new transaction id, in a transaction of its own: every transaction that
-        numbered an item before this call has a lower one (0 where none is needed)."""
+    def last_issued(self, feed: str) -> int:
+        """The highest number the feed has handed out (committed or not)."""
+        ...
+
+    def writers(self) -> frozenset[str] | None:
+        """The transactions of this database holding a transaction id now, which may
+        hold numbers not yet committed; None where the store commits numbers in order,
+        so that every number up to last_issued is final."""
+        ...
+
+    def running(self, writers: frozenset[str]) -> frozenset[str]:
+        """Those of these transactions still running."""
         ...
 
 

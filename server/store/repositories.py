@@ -20,7 +20,6 @@ from server.domain.ledger import ONE, Account, CreditLot
 from server.domain.model import EntryType, LedgerEntry, LevelBasis, PointsSystem, User, UserProfile
 from server.services.ports import (
     AccountKey,
-    FeedState,
     KeyScope,
     LockedUsers,
     Standing,
@@ -407,16 +406,17 @@ class SqlLedgerRepository(_Repository):
 class SqlFeedRepository(_Repository):
     """What the feeds' watermarks are made of (services/feed.py explains them)."""
 
-    def state(self, feed: str) -> FeedState:
-        row = self.db.first(self.sql.feed_state[feed])
-        assert row is not None
-        horizon = row["horizon"]
-        return FeedState(int(row["last"]), None if horizon is None else int(horizon))
+    def last_issued(self, feed: str) -> int:
+        return int(self.db.scalar(self.sql.feed_last[feed]))
 
-    def fence(self) -> int:
+    def writers(self) -> frozenset[str] | None:
         if not self.sql.set_based:
-            return 0  # SQLite: one writer at a time, nothing to fence
-        return int(self.db.scalar(self.sql.feed_fence))
+            return None  # SQLite: numbers commit in order
+        return frozenset(self.db.scalar(self.sql.feed_writers) or ())
+
+    def running(self, writers: frozenset[str]) -> frozenset[str]:
+        found = self.db.scalar(self.sql.feed_running, {"writers": sorted(writers)})
+        return frozenset(found or ())
 
 
 def _account(r: Row, prefix: str = "", user_id: str | None = None) -> Account:

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     Executable,
+    Integer,
     Select,
     String,
     Table,
@@ -33,6 +34,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql import table as sa_table
 from sqlalchemy.sql.elements import ColumnClause
 
 from server.store.models import (
@@ -44,6 +46,14 @@ from server.store.models import (
     LedgerEntryRow,
     SystemRow,
     UserRow,
+)
+
+# PostgreSQL's view of its sessions (the live feeds' watermark reads it).
+activity = sa_table(
+    "pg_stat_activity",
+    column("pid", Integer),
+    column("datname", String),
+    column("backend_xid", String),
 )
 
 
@@ -343,10 +353,21 @@ class Statements:
         self.ledger_feed_of_system = self.ledger_feed.where(
             ledger.c.system_key == bindparam("system_key")
         )
-        self.feed_state = {"ledger": _feed_state(dialect, LEDGER_SEQUENCE.name, ledger.c.sequence)}
-        # A new transaction id (its own transaction, committed at once): every transaction
-        # that numbered an item before this ran has a lower one. SQLite needs none.
-        self.feed_fence = select(cast(func.pg_current_xact_id(), Text).label("fence"))
+        self.feed_last = {"ledger": _feed_last(dialect, LEDGER_SEQUENCE.name, ledger.c.sequence)}
+        # The transactions of this database that hold a transaction id now (they may hold
+        # numbers not yet committed), as "pid:xid", and which of a list still run. Other
+        # databases of the cluster cannot write here, so they are never waited for.
+        writer = func.concat(
+            cast(activity.c.pid, Text), literal(":"), cast(activity.c.backend_xid, Text)
+        )
+        self.feed_writers = select(func.array_agg(writer).label("writers")).where(
+            activity.c.datname == func.current_database(),
+            activity.c.backend_xid.is_not(None),
+            activity.c.pid != func.pg_backend_pid(),
+        )
+        self.feed_running = select(func.array_agg(writer).label("running")).where(
+            writer == any_(bindparam("writers", type_=postgresql.ARRAY(String)))
+        )
 
         # idempotency keys
         self.key_add = insert(idempotency)
@@ -355,22 +376,15 @@ class Statements:
             self.key_add = insert(idempotency).from_select(names, from_json(idempotency, names))
 
 
-def _feed_state(dialect: str, sequence: str, numbered: ColumnElement[Any]) -> Executable:
-    """The highest number a feed has handed out (`last`), and the oldest transaction id
-    still running (`horizon`, PostgreSQL; as text, since it is an xid8).
-
-    PostgreSQL: the sequence's last value, taken whether or not its transaction has
-    committed. SQLite, which numbers from the highest committed number under its one
-    writer lock: that number, and no horizon (every number up to it is final)."""
+def _feed_last(dialect: str, sequence: str, numbered: ColumnElement[Any]) -> Executable:
+    """The highest number a feed has handed out: on PostgreSQL the sequence's last
+    value, whether or not its transaction has committed; on SQLite, which numbers from
+    the highest committed number under its one writer lock, that number."""
     if dialect == "postgresql":
-        last = func.coalesce(
-            func.pg_sequence_last_value(cast(literal(sequence), postgresql.REGCLASS)), 0
-        )
-        horizon: Any = cast(func.pg_snapshot_xmin(func.pg_current_snapshot()), Text)
+        last = func.pg_sequence_last_value(cast(literal(sequence), postgresql.REGCLASS))
     else:
-        last = func.coalesce(func.max(numbered), 0)
-        horizon = null()
-    return select(last.label("last"), horizon.label("horizon"))
+        last = func.max(numbered)
+    return select(func.coalesce(last, 0).label("last"))
 
 
 @functools.cache

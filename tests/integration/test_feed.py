@@ -11,7 +11,7 @@ import threading
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import create_engine, select, text
 
 from server.domain import reports
 from server.domain.errors import StoreUnavailable, SystemNotFound, ValidationFailed
@@ -22,6 +22,7 @@ from server.services.results import WriteResult
 from server.services.tally import Tally
 from server.store.database import SqlStore
 from server.store.models import LedgerEntryRow
+from tests.conftest import PG_ADMIN_URL
 from tests.integration.helpers import award, system
 from tests.integration.test_concurrency import race
 from tests.integration.test_writer import award_change
@@ -206,3 +207,21 @@ def test_a_slow_consumer_holds_back_the_reads(
     rest = [e for chunk in stream for e in chunk]
     assert len(first + second + rest) == 10
     assert reads == [0, first[-1].sequence, second[-1].sequence, rest[2].sequence]
+
+
+def test_a_long_transaction_in_another_database_does_not_hold_the_feed_back(
+    pg_tally: Tally, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only this database's transactions can hold ledger numbers: one elsewhere in the
+    cluster (which would hold back pg_snapshot_xmin) is not waited for."""
+    monkeypatch.setattr(feed, "SETTLE_SECONDS", 0.2)
+    system(pg_tally)
+    elsewhere = create_engine(PG_ADMIN_URL)
+    try:
+        with elsewhere.connect() as other:
+            other.execute(text("SELECT pg_current_xact_id()"))  # holds a transaction id
+            award(pg_tally, "u", 1)
+            assert [e.user_id for e in watch_all(pg_tally)] == ["u"]
+            other.rollback()
+    finally:
+        elsewhere.dispose()

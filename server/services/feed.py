@@ -201,6 +201,7 @@ class Feeds:
         target = issued  # what a call without `follow` must reach
         fresher_than = began
         poll = self.poll_seconds
+        receiving = False  # items came lately: look again soon while numbers are held
         while True:
             found = False
             while cursor < final:
@@ -214,16 +215,25 @@ class Feeds:
                 if len(items) < CHUNK:
                     cursor = max(cursor, through)
             poll = self.poll_seconds if found else min(2 * poll, MAX_POLL_SECONDS)
+            receiving = found or (receiving and final < issued)
             if not follow:
                 if final >= target or time.monotonic() - began > SETTLE_SECONDS:
                     return
                 time.sleep(SETTLE_POLL_SECONDS)  # open transactions are ending: look again
                 final, _issued = watermark.bound(time.monotonic())
                 continue
-            fresher_than = self._wait(fresher_than, feed.system_key, poll)
+            if receiving and final < issued:
+                # Numbers are held by transactions about to end: a follower that is
+                # receiving looks again shortly rather than at the next commit or poll
+                # (one refresh serves every follower that looks within MIN_READ_SECONDS).
+                time.sleep(MIN_READ_SECONDS)
+                self._check_open()
+                fresher_than = time.monotonic() - MIN_READ_SECONDS
+            else:
+                fresher_than = self._wait(fresher_than, feed.system_key, poll)
             if not alive():
                 return
-            final, _issued = watermark.bound(fresher_than)
+            final, issued = watermark.bound(fresher_than)
 
     def _read(self, feed: Feed[T], after: int, through: int) -> list[T]:
         return in_transaction(

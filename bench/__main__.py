@@ -26,6 +26,7 @@ from typing import Any
 import grpc
 
 from bench import ceilings, report, seed
+from bench.followers import Followers
 from bench.load import Run, ensure_h2load, run_child, run_h2gen, run_h2load, write_bodies
 from bench.measure import Meter
 from bench.scenarios import BY_NAME, SCENARIOS, Context, Harness, Scenario
@@ -93,6 +94,8 @@ class Bench(Harness):
         self.tmp = Path(tempfile.mkdtemp(prefix="tally-bench-"))
         self.levels: dict[str, float] = {}  # units/s of every ceiling and scenario so far
         self.p50s: dict[str, float] = {}  # closed-loop p50 ms of latency scenarios so far
+        self.p99s: dict[str, float] = {}  # open-loop p99 ms of scenarios so far
+        self.followers: Followers | None = None
         self.ceilings: dict[str, dict[str, Any]] = {}
         self.results: list[dict[str, Any]] = []
         self.seeded = seed.Seeded(0, 0, 0)
@@ -279,6 +282,23 @@ class Bench(Harness):
         self.extra["big_ledger_seed_s"] = round(seconds, 1)
         log(f"  ledger now {entries:,} entries ({seconds:.0f} s)")
 
+    def open_followers(self, count: int) -> None:
+        with self.database.connect() as conn:
+            after = seed.last_sequence(conn)
+        self.followers = Followers(self.server.target, count, seed.SYSTEM, after)
+        log(f"  {count} idle followers and one measuring live lag opened")
+
+    def close_followers(self) -> dict[str, Any]:
+        assert self.followers is not None
+        figures = self.followers.close()
+        self.followers = None
+        log(
+            f"  followers: {figures['followers_refused']} refused; live lag over "
+            f"{figures['lag_entries']} entries p50 {figures['lag_p50_ms']} ms,"
+            f" p99 {figures['lag_p99_ms']} ms"
+        )
+        return figures
+
     def run_scenario(self, s: Scenario) -> dict[str, Any]:
         """Run `s` on the run's server, or on a server of its own (Scenario.server_env)."""
         if s.server_env is None:
@@ -352,7 +372,10 @@ class Bench(Harness):
             self.p50s[s.name] = float(latency.get("p50_ms") or 0.0)
             log(f"  latency: p50 {latency.get('p50_ms')} ms, p99 {latency.get('p99_ms')} ms")
         elif not s.streaming:
+            if self.followers is not None:
+                self.followers.restart_lag()  # lag at the open loop's rate, not saturated
             open_run, latency = self.open_loop(s, closed.result["throughput"])
+        extra = s.teardown(self) if s.teardown is not None else {}
         peak = self.meter.stop_sampling()
         check = self.verify(s, closed, open_run, sequence_before)
         result: dict[str, Any] = {
@@ -380,6 +403,11 @@ class Bench(Harness):
             "check": "ok" if check["ok"] else "MISMATCH",
         }
         result["p99_ms"] = latency.get("p99_ms") if latency.get("at") else None
+        result.update(extra)
+        if result["p99_ms"]:
+            self.p99s[s.name] = float(result["p99_ms"])
+            if self.p99s.get(s.baseline):
+                result["p99_ratio"] = round(result["p99_ms"] / self.p99s[s.baseline], 3)
         baseline_p50 = self.p50s.get(s.baseline)
         if baseline_p50 and latency.get("p50_ms"):
             result["p50_ratio"] = round(latency["p50_ms"] / baseline_p50, 3)

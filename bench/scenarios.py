@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from bench import seed
 from tally.v1 import common_pb2, points_pb2
@@ -58,6 +59,7 @@ class Target:
 
 Builder = Callable[[Context, int], list[bytes]]
 Setup = Callable[["Harness"], None]
+Teardown = Callable[["Harness"], dict[str, Any]]  # its figures join the scenario's
 
 
 class Harness:
@@ -66,6 +68,12 @@ class Harness:
     ctx: Context
 
     def seed_big_ledger(self) -> None:
+        raise NotImplementedError
+
+    def open_followers(self, count: int) -> None:
+        raise NotImplementedError
+
+    def close_followers(self) -> dict[str, Any]:
         raise NotImplementedError
 
 
@@ -84,6 +92,7 @@ class Scenario:
     streaming: bool = False
     units_per_message: int = 1  # StreamHistory: entries per streamed message
     setup: Setup | None = None
+    teardown: Teardown | None = None
     quick: bool = True  # run under --quick
     # The load shape (connections, calls in flight per connection); None = the run's.
     in_flight: tuple[int, int] | None = None
@@ -187,6 +196,22 @@ def stream_history(ctx: Context, n: int) -> list[bytes]:
 
 def seed_big_ledger(harness: Harness) -> None:
     harness.seed_big_ledger()
+
+
+def watch_ledger(ctx: Context, n: int) -> list[bytes]:
+    """A follower catching up: every entry of the ledger from the start, then the end."""
+    return [points_pb2.WatchLedgerRequest(after_sequence=0).SerializeToString()] * n
+
+
+FOLLOWERS = 50
+
+
+def open_followers(harness: Harness) -> None:
+    harness.open_followers(FOLLOWERS)
+
+
+def close_followers(harness: Harness) -> dict[str, Any]:
+    return harness.close_followers()
 
 
 SCENARIOS: tuple[Scenario, ...] = (
@@ -296,6 +321,36 @@ SCENARIOS: tuple[Scenario, ...] = (
             Target("throughput", ">=", 50_000, ">= 50,000 entries/s"),
             Target("memory_growth_mb", "<=", 50, "server memory growth < 50 MB"),
         ),
+    ),
+    Scenario(
+        "watch_ledger",
+        "WatchLedger",
+        watch_ledger,
+        baseline="stream_history",
+        title="WatchLedger catching up on the whole ledger (one follower)",
+        unit="entries",
+        streaming=True,
+        units_per_message=500,  # server/api/convert.py CHUNK_ENTRIES (small entries)
+        targets=(
+            Target("throughput", ">=", 50_000, ">= 50,000 entries/s"),
+            Target("memory_growth_mb", "<=", 50, "server memory growth < 50 MB"),
+        ),
+        also=("db_history",),
+    ),
+    Scenario(
+        "award_followed",
+        "Award",
+        award_spread,
+        baseline="award_spread",
+        title=f"Award, spread, with {FOLLOWERS} idle WatchLedger followers open",
+        targets=(
+            Target("ratio", ">=", 0.9, "within 10% of Award without followers"),
+            Target("p99_ratio", "<=", 1.5, "p99 <= 1.5 x Award without followers"),
+            Target("lag_p99_ms", "<=", 100, "live lag p99 < 100 ms"),
+        ),
+        entries_per_call=1,
+        setup=open_followers,
+        teardown=close_followers,
     ),
     Scenario(
         "award_big_ledger",

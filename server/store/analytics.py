@@ -151,8 +151,7 @@ class SqlAnalyticsRepository:
             .having(func.min(ledger.c.create_time) >= start)
             .cte("firsts")
         )
-        new_users = self.connection.scalar(select(func.count()).select_from(firsts)) or 0
-        first_days_points = self.connection.scalar(
+        earned_early = (
             select(func.coalesce(func.sum(ledger.c.amount), 0))
             .select_from(ledger.join(firsts, ledger.c.user_id == firsts.c.user_id))
             .where(
@@ -160,7 +159,12 @@ class SqlAnalyticsRepository:
                 earning,
                 ledger.c.create_time < self._plus_days(firsts.c.first, first_days),
             )
+            .scalar_subquery()
         )
+        newcomers = select(func.count().label("users"), earned_early.label("points")).select_from(
+            firsts
+        )
+        (new,) = self._rows(newcomers)  # one statement: `firsts` is computed once
 
         # Per trigger: a reversal counts against the trigger of the award it reverses.
         original = ledger.alias("original")
@@ -184,8 +188,8 @@ class SqlAnalyticsRepository:
         return EarningsTotals(
             per_period=[by_period.get(i, (0, 0)) for i in range(len(periods))],
             top_earners=[(r["user_id"], int(r["points"])) for r in top_earners],
-            new_users=int(new_users),
-            first_days_points=int(first_days_points or 0),
+            new_users=int(new["users"]),
+            first_days_points=int(new["points"] or 0),
             per_trigger=[
                 (r["trigger_id"], int(r["awards"]), int(r["points"])) for r in per_trigger
             ],

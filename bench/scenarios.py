@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bench import seed
@@ -30,6 +31,7 @@ class Context:
     rng: random.Random
     deep_tokens: list[str] = field(default_factory=list)
     keys_made: int = 0
+    watch_after: int = 0  # where watch_ledger starts (0: the whole ledger)
 
     def key(self, scenario: str) -> str:
         """An idempotency key no other call of this run uses."""
@@ -71,6 +73,9 @@ class Harness:
         raise NotImplementedError
 
     def open_followers(self, count: int) -> None:
+        raise NotImplementedError
+
+    def last_sequence(self) -> int:
         raise NotImplementedError
 
     def close_followers(self) -> dict[str, Any]:
@@ -199,8 +204,30 @@ def seed_big_ledger(harness: Harness) -> None:
 
 
 def watch_ledger(ctx: Context, n: int) -> list[bytes]:
-    """A follower catching up: every entry of the ledger from the start, then the end."""
-    return [points_pb2.WatchLedgerRequest(after_sequence=0).SerializeToString()] * n
+    """A follower catching up: every entry after `ctx.watch_after`, then the end."""
+    request = points_pb2.WatchLedgerRequest(after_sequence=ctx.watch_after)
+    return [request.SerializeToString()] * n
+
+
+CATCH_UP = 1_000_000
+
+
+def seed_big_ledger_and_watch_its_tail(harness: Harness) -> None:
+    """The 5M-entry ledger; the follower catches up on its last CATCH_UP entries."""
+    harness.seed_big_ledger()
+    harness.ctx.watch_after = max(0, harness.last_sequence() - CATCH_UP)
+
+
+def points_analytics(ctx: Context, n: int) -> list[bytes]:
+    """The last 30 days of the bench system, by day (the seed dates every entry now)."""
+    today = datetime.now(UTC).date()
+    request = points_pb2.GetPointsAnalyticsRequest(
+        system_key=seed.SYSTEM,
+        start_date=(today - timedelta(days=29)).isoformat(),
+        end_date=today.isoformat(),
+        time_zone="Europe/Paris",
+    )
+    return [request.SerializeToString()] * n
 
 
 FOLLOWERS = 50
@@ -353,6 +380,14 @@ SCENARIOS: tuple[Scenario, ...] = (
         teardown=close_followers,
     ),
     Scenario(
+        "points_analytics",
+        "GetPointsAnalytics",
+        points_analytics,
+        baseline="transport",
+        title="GetPointsAnalytics, 30 days by day, over the whole seeded system",
+        targets=(Target("p99_ms", "<=", 500, "well under a second (p99 <= 500 ms)"),),
+    ),
+    Scenario(
         "award_big_ledger",
         "Award",
         award_big_ledger,
@@ -362,6 +397,22 @@ SCENARIOS: tuple[Scenario, ...] = (
         also=("transport",),
         entries_per_call=1,
         setup=seed_big_ledger,
+        quick=False,
+    ),
+    Scenario(
+        "watch_ledger_big",
+        "WatchLedger",
+        watch_ledger,
+        baseline="watch_ledger",
+        title=f"WatchLedger catching up on the last {CATCH_UP:,} entries of the 5M ledger",
+        unit="entries",
+        streaming=True,
+        units_per_message=500,
+        targets=(
+            Target("throughput", ">=", 50_000, ">= 50,000 entries/s"),
+            Target("memory_growth_mb", "<=", 50, "server memory growth < 50 MB"),
+        ),
+        setup=seed_big_ledger_and_watch_its_tail,
         quick=False,
     ),
 )

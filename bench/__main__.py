@@ -410,6 +410,7 @@ class Bench(Harness):
         }
         result["p99_ms"] = latency.get("p99_ms") if latency.get("at") else None
         result.update(extra)
+        result["closed_p99_ms"] = closed.result["latency"].get("p99_ms")
         if result["p99_ms"]:
             self.p99s[s.name] = float(result["p99_ms"])
             if self.p99s.get(s.baseline):

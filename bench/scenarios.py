@@ -11,8 +11,9 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from bench import seed
 from tally.v1 import common_pb2, points_pb2
@@ -46,8 +47,8 @@ class Context:
 class Target:
     """One pass/fail line: `metric` (a key of the scenario's result) `op` `value`."""
 
-    # "ratio", "p99_ms", "p50_ratio", "throughput", "memory_growth_mb",
-    # "server_cpu_us_per_unit"
+    # "ratio", "p99_ms", "p50_ratio", "p99_ratio", "closed_p99_ms" (a closed loop's own
+    # p99), "throughput", "memory_growth_mb", "server_cpu_us_per_unit", "lag_p99_ms"
     metric: str
     op: str  # ">=" or "<="
     value: float
@@ -219,8 +220,9 @@ def seed_big_ledger_and_watch_its_tail(harness: Harness) -> None:
 
 
 def points_analytics(ctx: Context, n: int) -> list[bytes]:
-    """The last 30 days of the bench system, by day (the seed dates every entry now)."""
-    today = datetime.now(UTC).date()
+    """The last 30 days of the bench system, by day (the seed dates every entry now),
+    counted in Paris: today there, which may be tomorrow in UTC."""
+    today = datetime.now(ZoneInfo("Europe/Paris")).date()
     request = points_pb2.GetPointsAnalyticsRequest(
         system_key=seed.SYSTEM,
         start_date=(today - timedelta(days=29)).isoformat(),
@@ -384,8 +386,10 @@ SCENARIOS: tuple[Scenario, ...] = (
         "GetPointsAnalytics",
         points_analytics,
         baseline="transport",
-        title="GetPointsAnalytics, 30 days by day, over the whole seeded system",
-        targets=(Target("p99_ms", "<=", 500, "well under a second (p99 <= 500 ms)"),),
+        title="GetPointsAnalytics, 30 days by day, over the whole seeded system, 1 in flight",
+        targets=(Target("closed_p99_ms", "<=", 500, "well under a second (p99 <= 500 ms)"),),
+        in_flight=(1, 1),
+        latency="closed",
     ),
     Scenario(
         "award_big_ledger",

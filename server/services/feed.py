@@ -147,7 +147,10 @@ class Feeds:
         self.store = store
         self.poll_seconds = poll_seconds
         self._watermarks: dict[str, Watermark] = {}
-        self._wake = threading.Condition()
+        # One lock; a condition per system followed ("" = every system), so that a
+        # commit wakes only the followers of the systems it changed.
+        self._lock = threading.Lock()
+        self._wakes: dict[str, threading.Condition] = {}
         self._last_commit = float("-inf")  # of any system
         self._last_commit_of: dict[str, float] = {}  # per system
         self._closed = False
@@ -155,12 +158,18 @@ class Feeds:
     def committed(self, systems: Collection[str] = ()) -> None:
         """This process's writer committed changes of these systems (of any, when none
         are named): wake their followers. The writer's hook."""
-        with self._wake:
+        with self._lock:
             now = time.monotonic()
             self._last_commit = now
             for key in systems or ("",):
                 self._last_commit_of[key] = now
-            self._wake.notify_all()
+            woken = (
+                self._wakes.values()
+                if not systems
+                else (self._wakes[key] for key in ("", *systems) if key in self._wakes)
+            )
+            for wake in woken:
+                wake.notify_all()
 
     def _last_commit_for(self, system_key: str) -> float:
         if not system_key:
@@ -168,14 +177,22 @@ class Feeds:
         unknown = self._last_commit_of.get("", float("-inf"))
         return max(self._last_commit_of.get(system_key, float("-inf")), unknown)
 
+    def _wake_for(self, system_key: str) -> threading.Condition:
+        """The condition a follower of the system waits on (called holding the lock)."""
+        wake = self._wakes.get(system_key)
+        if wake is None:
+            wake = self._wakes[system_key] = threading.Condition(self._lock)
+        return wake
+
     def close(self) -> None:
         """Shutdown: every follower ends (STORE_UNAVAILABLE), as does every new watch."""
-        with self._wake:
+        with self._lock:
             self._closed = True
-            self._wake.notify_all()
+            for wake in self._wakes.values():
+                wake.notify_all()
 
     def watermark(self, name: str) -> Watermark:
-        with self._wake:
+        with self._lock:
             found = self._watermarks.get(name)
             if found is None:
                 found = self._watermarks[name] = Watermark(self.store, name)
@@ -245,13 +262,14 @@ class Feeds:
         `poll` seconds pass; returns how fresh the watermark must then be: newer than
         the commit, or than one poll."""
         time.sleep(MIN_READ_SECONDS)
-        with self._wake:
+        with self._lock:
+            wake = self._wake_for(system_key)
             deadline = time.monotonic() + poll
             while self._last_commit_for(system_key) <= since and not self._closed:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
-                self._wake.wait(left)
+                wake.wait(left)
             self._check_open()
             return max(self._last_commit_for(system_key), time.monotonic() - poll)
 

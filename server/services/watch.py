@@ -1,7 +1,26 @@
 """WatchLedger: the ledger as a live feed (services/feed.py says why it never skips).
 
-WatchLevelChanges (issue 10) is the same few lines over its own Feed: a store method
-reading level changes after a cursor, and the name of their numbering.
+WatchLevelChanges (issue 10) is the same few lines over its own Feed, and nothing else
+of the machinery changes:
+
+    def level_change_feed(system_key: str) -> Feed[LevelChange]:
+        def read(uow, after, through, limit):
+            return uow.levels.changes_after(system_key, after, through, limit)
+        return Feed("level_changes", read, lambda change: change.sequence, system_key)
+
+    def watch_level_changes(tally, cmd, alive=lambda: True):
+        ...validate, check the system as watch_ledger does...
+        feed = level_change_feed(cmd.system_key)
+        return tally.feeds.watch(feed, cmd.after_sequence, follow=cmd.follow, alive=alive)
+
+with, in the store, `Statements.feed_last["level_changes"] = _feed_last(dialect,
+LEVEL_CHANGE_SEQUENCE.name, level_changes.c.sequence)` and a `changes_after` read shaped
+as `ledger_feed` (`sequence > after AND sequence <= through [AND system_key = ?] ORDER BY
+sequence LIMIT ?`, on an index of (system_key, sequence)). The guarantee holds as long
+as level changes are numbered by a sequence inside the posting transaction, after the
+batch's users are locked (so that their writer holds a transaction id), as entries are;
+on SQLite, from max + 1 under the writer lock. The writer's commit hook already names the
+batch's systems, which wakes the level-change followers too.
 """
 
 from __future__ import annotations

@@ -288,11 +288,12 @@ class Bench(Harness):
         with self.database.connect() as conn:
             return seed.last_sequence(conn)
 
-    def open_followers(self, count: int) -> None:
+    def open_followers(self, count: int, *, measure_lag: bool) -> None:
         with self.database.connect() as conn:
             after = seed.last_sequence(conn)
-        self.followers = Followers(self.server.target, count, seed.SYSTEM, after)
-        log(f"  {count} idle followers and one measuring live lag opened")
+        watched = seed.SYSTEM if measure_lag else None
+        self.followers = Followers(self.server.target, count, watched, after)
+        log(f"  {count} idle followers opened" + (", and one measuring lag" if measure_lag else ""))
 
     def close_followers(self) -> dict[str, Any]:
         assert self.followers is not None

@@ -23,7 +23,8 @@ CHANNELS = 5  # the followers are spread over connections (and so over server pr
 
 
 class Followers:
-    def __init__(self, target: str, count: int, watched: str, after: int) -> None:
+    def __init__(self, target: str, count: int, watched: str | None, after: int) -> None:
+        """`count` idle followers, and (when `watched` names a system) one measuring."""
         self.channels = [grpc.insecure_channel(target) for _ in range(CHANNELS)]
         stubs = [points_pb2_grpc.PointsServiceStub(c) for c in self.channels]  # type: ignore[no-untyped-call]
         try:
@@ -37,11 +38,15 @@ class Followers:
         self.idle = [stubs[i % CHANNELS].WatchLedger(idle) for i in range(count)]
         self.refused = 0
         self.lags_ms: list[float] = []
-        live = points_pb2.WatchLedgerRequest(system_key=watched, after_sequence=after, follow=True)
-        self.live = stubs[0].WatchLedger(live)
+        self.live: Any = None
         self.started = time.time()
         self._thread = threading.Thread(target=self._measure, daemon=True)
-        self._thread.start()
+        if watched is not None:
+            live = points_pb2.WatchLedgerRequest(
+                system_key=watched, after_sequence=after, follow=True
+            )
+            self.live = stubs[0].WatchLedger(live)
+            self._thread.start()
         for call in self.idle:
             self._watch_idle(call)
 
@@ -73,9 +78,10 @@ class Followers:
             pass  # cancelled by close()
 
     def close(self) -> dict[str, Any]:
-        for call in [*self.idle, self.live]:
+        for call in [*self.idle, *([self.live] if self.live is not None else [])]:
             call.cancel()
-        self._thread.join(timeout=5)
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
         for channel in self.channels:
             channel.close()
         lags = sorted(self.lags_ms)

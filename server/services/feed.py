@@ -21,6 +21,8 @@ How a watermark is made on PostgreSQL (no schema, no lock on the write path):
    long write transaction of another database hold the feed back).
 3. Once none of them is still running, every number <= L is final (committed or rolled
    back), and L is the watermark. Reads after that see all of them.
+(pg_stat_activity shows backend_xid for every session whatever its role; prepared
+two-phase transactions are not in it, and Tally does not make any.)
 An open transaction holding a low number holds the feed back (its neighbours wait; none
 is skipped) for as long as it stays open: Tally's writes are short, but any long write
 transaction in Tally's own database delays, never breaks, the feed. A process's
@@ -80,7 +82,7 @@ SETTLE_POLL_SECONDS = 0.002
 
 @dataclass(frozen=True)
 class Feed(Generic[T]):
-    """One feed: the store's name for its numbering (statements.Statements.feed_state),
+    """One feed: the store's name for its numbering (statements.Statements.feed_last),
     how to read items after a cursor, an item's number, and the system it is filtered
     to ("" = every system), so that only commits of that system wake its followers.
 

@@ -26,6 +26,7 @@ from typing import Any
 import grpc
 
 from bench import ceilings, report, seed
+from bench.followers import Followers
 from bench.load import Run, ensure_h2load, run_child, run_h2gen, run_h2load, write_bodies
 from bench.measure import Meter
 from bench.scenarios import BY_NAME, SCENARIOS, Context, Harness, Scenario
@@ -98,6 +99,8 @@ class Bench(Harness):
         self.tmp = Path(tempfile.mkdtemp(prefix="tally-bench-"))
         self.levels: dict[str, float] = {}  # units/s of every ceiling and scenario so far
         self.p50s: dict[str, float] = {}  # closed-loop p50 ms of latency scenarios so far
+        self.p99s: dict[str, float] = {}  # open-loop p99 ms of scenarios so far
+        self.followers: Followers | None = None
         self.ceilings: dict[str, dict[str, Any]] = {}
         self.results: list[dict[str, Any]] = []
         self.seeded = seed.Seeded(0, 0, 0)
@@ -285,12 +288,36 @@ class Bench(Harness):
     # -- scenarios -------------------------------------------------------------------
 
     def seed_big_ledger(self) -> None:
+        if "big_ledger_seed_s" in self.extra:
+            return  # seeded for an earlier scenario
         log(f"growing the ledger by {self.ctx.big_ledger_entries:,} entries (takes minutes)")
         with self.database.connect() as conn:
             seconds = seed.big_ledger(conn, self.ctx.users, self.ctx.big_ledger_entries)
             entries, _ = seed.ledger_state(conn)
         self.extra["big_ledger_seed_s"] = round(seconds, 1)
         log(f"  ledger now {entries:,} entries ({seconds:.0f} s)")
+
+    def last_sequence(self) -> int:
+        with self.database.connect() as conn:
+            return seed.last_sequence(conn)
+
+    def open_followers(self, count: int, *, measure_lag: bool) -> None:
+        with self.database.connect() as conn:
+            after = seed.last_sequence(conn)
+        watched = seed.SYSTEM if measure_lag else None
+        self.followers = Followers(self.server.target, count, watched, after)
+        log(f"  {count} idle followers opened" + (", and one measuring lag" if measure_lag else ""))
+
+    def close_followers(self) -> dict[str, Any]:
+        assert self.followers is not None
+        figures = self.followers.close()
+        self.followers = None
+        log(
+            f"  followers: {figures['followers_refused']} refused; live lag over "
+            f"{figures['lag_entries']} entries p50 {figures['lag_p50_ms']} ms,"
+            f" p99 {figures['lag_p99_ms']} ms"
+        )
+        return figures
 
     def run_scenario(self, s: Scenario) -> dict[str, Any]:
         """Run `s` on the run's server, or on a server of its own (Scenario.server_env)."""
@@ -370,7 +397,10 @@ class Bench(Harness):
             self.p50s[s.name] = float(latency.get("p50_ms") or 0.0)
             log(f"  latency: p50 {latency.get('p50_ms')} ms, p99 {latency.get('p99_ms')} ms")
         elif not s.streaming:
+            if self.followers is not None:
+                self.followers.restart_lag()  # lag at the open loop's rate, not saturated
             open_run, latency = self.open_loop(s, closed.result["throughput"])
+        extra = s.teardown(self) if s.teardown is not None else {}
         peak = self.meter.stop_sampling()
         check = self.verify(s, closed, open_run, sequence_before)
         result: dict[str, Any] = {
@@ -398,6 +428,12 @@ class Bench(Harness):
             "check": "ok" if check["ok"] else "MISMATCH",
         }
         result["p99_ms"] = latency.get("p99_ms") if latency.get("at") else None
+        result.update(extra)
+        result["closed_p99_ms"] = closed.result["latency"].get("p99_ms")
+        if result["p99_ms"]:
+            self.p99s[s.name] = float(result["p99_ms"])
+            if self.p99s.get(s.baseline):
+                result["p99_ratio"] = round(result["p99_ms"] / self.p99s[s.baseline], 3)
         baseline_p50 = self.p50s.get(s.baseline)
         if baseline_p50 and latency.get("p50_ms"):
             result["p50_ratio"] = round(latency["p50_ms"] / baseline_p50, 3)
@@ -480,10 +516,10 @@ class Bench(Harness):
                     stream = channel.unary_stream(
                         s.path, request_serializer=_raw, response_deserializer=_raw
                     )
-                    replies: list[bytes] = list(
-                        stream(message, timeout=120, metadata=self.server.headers)
+                    replies = sum(
+                        1 for _ in stream(message, timeout=300, metadata=self.server.headers)
                     )
-                    return {"ok": True, "messages": len(replies)}
+                    return {"ok": True, "messages": replies}
                 unary = channel.unary_unary(
                     s.path, request_serializer=_raw, response_deserializer=_raw
                 )

@@ -11,6 +11,9 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
 
 from bench import seed
 from tally.v1 import common_pb2, levels_pb2, points_pb2
@@ -29,6 +32,7 @@ class Context:
     rng: random.Random
     deep_tokens: list[str] = field(default_factory=list)
     keys_made: int = 0
+    watch_after: int = 0  # where watch_ledger starts (0: the whole ledger)
 
     def key(self, scenario: str) -> str:
         """An idempotency key no other call of this run uses."""
@@ -46,8 +50,8 @@ class Context:
 class Target:
     """One pass/fail line: `metric` (a key of the scenario's result) `op` `value`."""
 
-    # "ratio", "p99_ms", "p50_ratio", "throughput", "memory_growth_mb",
-    # "server_cpu_us_per_unit"
+    # "ratio", "p99_ms", "p50_ratio", "p99_ratio", "closed_p99_ms" (a closed loop's own
+    # p99), "throughput", "memory_growth_mb", "server_cpu_us_per_unit", "lag_p99_ms"
     metric: str
     op: str  # ">=" or "<="
     value: float
@@ -61,6 +65,7 @@ class Target:
 
 Builder = Callable[[Context, int], list[bytes]]
 Setup = Callable[["Harness"], None]
+Teardown = Callable[["Harness"], dict[str, Any]]  # its figures join the scenario's
 
 
 class Harness:
@@ -69,6 +74,15 @@ class Harness:
     ctx: Context
 
     def seed_big_ledger(self) -> None:
+        raise NotImplementedError
+
+    def open_followers(self, count: int, *, measure_lag: bool) -> None:
+        raise NotImplementedError
+
+    def last_sequence(self) -> int:
+        raise NotImplementedError
+
+    def close_followers(self) -> dict[str, Any]:
         raise NotImplementedError
 
 
@@ -87,6 +101,7 @@ class Scenario:
     streaming: bool = False
     units_per_message: int = 1  # StreamHistory: entries per streamed message
     setup: Setup | None = None
+    teardown: Teardown | None = None
     quick: bool = True  # run under --quick
     # The load shape (connections, calls in flight per connection); None = the run's.
     in_flight: tuple[int, int] | None = None
@@ -217,6 +232,49 @@ def stream_history(ctx: Context, n: int) -> list[bytes]:
 
 def seed_big_ledger(harness: Harness) -> None:
     harness.seed_big_ledger()
+
+
+def watch_ledger(ctx: Context, n: int) -> list[bytes]:
+    """A follower catching up: every entry after `ctx.watch_after`, then the end."""
+    request = points_pb2.WatchLedgerRequest(after_sequence=ctx.watch_after)
+    return [request.SerializeToString()] * n
+
+
+CATCH_UP = 1_000_000
+
+
+def seed_big_ledger_and_watch_its_tail(harness: Harness) -> None:
+    """The 5M-entry ledger; the follower catches up on its last CATCH_UP entries."""
+    harness.seed_big_ledger()
+    harness.ctx.watch_after = max(0, harness.last_sequence() - CATCH_UP)
+
+
+def points_analytics(ctx: Context, n: int) -> list[bytes]:
+    """The last 30 days of the bench system, by day (the seed dates every entry now),
+    counted in Paris: today there, which may be tomorrow in UTC."""
+    today = datetime.now(ZoneInfo("Europe/Paris")).date()
+    request = points_pb2.GetPointsAnalyticsRequest(
+        system_key=seed.SYSTEM,
+        start_date=(today - timedelta(days=29)).isoformat(),
+        end_date=today.isoformat(),
+        time_zone="Europe/Paris",
+    )
+    return [request.SerializeToString()] * n
+
+
+FOLLOWERS = 50
+
+
+def open_followers(harness: Harness) -> None:
+    harness.open_followers(FOLLOWERS, measure_lag=True)
+
+
+def open_idle_followers(harness: Harness) -> None:
+    harness.open_followers(FOLLOWERS, measure_lag=False)
+
+
+def close_followers(harness: Harness) -> dict[str, Any]:
+    return harness.close_followers()
 
 
 SCENARIOS: tuple[Scenario, ...] = (
@@ -365,6 +423,60 @@ SCENARIOS: tuple[Scenario, ...] = (
         ),
     ),
     Scenario(
+        "watch_ledger",
+        "WatchLedger",
+        watch_ledger,
+        baseline="stream_history",
+        title="WatchLedger catching up on the whole ledger (one follower)",
+        unit="entries",
+        streaming=True,
+        units_per_message=500,  # server/api/convert.py CHUNK_ENTRIES (small entries)
+        targets=(
+            Target("throughput", ">=", 50_000, ">= 50,000 entries/s"),
+            Target("memory_growth_mb", "<=", 50, "server memory growth < 50 MB"),
+        ),
+        also=("db_history",),
+    ),
+    Scenario(
+        "award_idle_followers",
+        "Award",
+        award_spread,
+        baseline="award_spread",
+        title=f"Award, spread, with {FOLLOWERS} idle WatchLedger followers open",
+        targets=(
+            Target("ratio", ">=", 0.9, "within 10% of Award without followers"),
+            Target("p99_ratio", "<=", 1.5, "p99 <= 1.5 x Award without followers"),
+        ),
+        entries_per_call=1,
+        setup=open_idle_followers,
+        teardown=close_followers,
+    ),
+    Scenario(
+        "award_followed",
+        "Award",
+        award_spread,
+        baseline="award_spread",
+        title=f"Award, spread, {FOLLOWERS} idle followers and one following the awards",
+        targets=(
+            Target("ratio", ">=", 0.9, "within 10% of Award without followers"),
+            Target("p99_ratio", "<=", 1.5, "p99 <= 1.5 x Award without followers"),
+            Target("lag_p99_ms", "<=", 100, "live lag p99 < 100 ms"),
+        ),
+        entries_per_call=1,
+        setup=open_followers,
+        teardown=close_followers,
+    ),
+    Scenario(
+        "points_analytics",
+        "GetPointsAnalytics",
+        points_analytics,
+        baseline="transport",
+        title="GetPointsAnalytics, 30 days by day, over the whole seeded system, 1 in flight",
+        targets=(Target("closed_p99_ms", "<=", 500, "well under a second (p99 <= 500 ms)"),),
+        in_flight=(1, 1),
+        latency="closed",
+    ),
+    Scenario(
         "award_big_ledger",
         "Award",
         award_big_ledger,
@@ -374,6 +486,22 @@ SCENARIOS: tuple[Scenario, ...] = (
         also=("transport",),
         entries_per_call=1,
         setup=seed_big_ledger,
+        quick=False,
+    ),
+    Scenario(
+        "watch_ledger_big",
+        "WatchLedger",
+        watch_ledger,
+        baseline="watch_ledger",
+        title=f"WatchLedger catching up on the last {CATCH_UP:,} entries of the 5M ledger",
+        unit="entries",
+        streaming=True,
+        units_per_message=500,
+        targets=(
+            Target("throughput", ">=", 50_000, ">= 50,000 entries/s"),
+            Target("memory_growth_mb", "<=", 50, "server memory growth < 50 MB"),
+        ),
+        setup=seed_big_ledger_and_watch_its_tail,
         quick=False,
     ),
 )

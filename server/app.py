@@ -6,7 +6,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent import futures
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -21,8 +20,10 @@ from server.api.errors import ErrorInterceptor
 from server.api.guard import Guard
 from server.api.levels import LevelsServicer
 from server.api.points import PointsServicer
-from server.api.shutdown import ShutdownGate
+from server.api.shutdown import CallExecutor, ShutdownGate
+from server.api.streams import StreamBudget
 from server.services import writes
+from server.services.feed import Feeds
 from server.services.limits import RateLimiter
 from server.services.ports import Store
 from server.services.tally import Tally
@@ -111,6 +112,8 @@ class App:
     health: health.HealthServicer
     sweeper: Sweeper
     gate: ShutdownGate
+    feeds: Feeds
+    executor: CallExecutor
 
     def start(self) -> None:
         self.server.start()
@@ -124,8 +127,11 @@ class App:
         started = time.monotonic()
         self.health.enter_graceful_shutdown()
         self.gate.close()
+        # Followers of the live feeds never end by themselves: end them now, UNAVAILABLE,
+        # so that they resume elsewhere and the drain need not wait out the grace period.
+        self.feeds.close()
         self.sweeper.stop()
-        self.gate.drain(timeout=grace_seconds)
+        self.gate.drain(timeout=grace_seconds, queued=self.executor.waiting)
         # Drained: every call the gate let in has finished (or the grace period is spent).
         # What is left are health Watch and reflection streams, which never end by
         # themselves: a moment to flush the last responses, then they are cut.
@@ -154,8 +160,11 @@ def build(settings: Settings, store: Store, clock: Callable[[], datetime] = utc_
         )
     else:
         interceptors.append(Guard(tally.keys, clock))
+    interceptors.append(StreamBudget(settings.max_streams))
+    threads = settings.threads + settings.max_streams  # streams have threads of their own
+    executor = CallExecutor(max_workers=threads, thread_name_prefix="tally")
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=settings.threads, thread_name_prefix="tally"),
+        executor,
         interceptors=interceptors,
         # Several worker processes may share one port (serve --workers).
         options=[("grpc.so_reuseport", 1 if settings.workers > 1 else 0)],
@@ -173,4 +182,4 @@ def build(settings: Settings, store: Store, clock: Callable[[], datetime] = utc_
     if port == 0:
         raise OSError(f"cannot listen on {settings.listen}")
     sweeper = Sweeper(tally, clock, settings.sweep_seconds)
-    return App(server, port, health_servicer, sweeper, gate)
+    return App(server, port, health_servicer, sweeper, gate, tally.feeds, executor)

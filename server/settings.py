@@ -23,6 +23,10 @@ class Settings:
     # Threads per server process: each call holds one while it runs, also while it waits
     # for the writer, so the thread count bounds how many changes one commit can carry.
     threads: int = 64
+    # Server streams open at once per process (a follower of WatchLedger holds one for
+    # as long as it follows), each on a thread of its own beyond `threads`; one more is
+    # refused RESOURCE_EXHAUSTED (server/api/streams.py).
+    max_streams: int = 64
     # Server processes sharing the port (SO_REUSEPORT): one per core uses every core.
     workers: int = 1
     # Seconds that calls in flight get to finish after SIGTERM/SIGINT.
@@ -55,6 +59,7 @@ class Settings:
             "listen": env.get("TALLY_LISTEN", DEFAULT_LISTEN),
             "database_url": env.get("TALLY_DATABASE_URL") or default_database_url(),
             "threads": int(env.get("TALLY_THREADS", cls.threads)),
+            "max_streams": int(env.get("TALLY_MAX_STREAMS", cls.max_streams)),
             "workers": int(env.get("TALLY_WORKERS", cls.workers)),
             "grace_seconds": float(env.get("TALLY_GRACE_SECONDS", cls.grace_seconds)),
             "log_level": env.get("TALLY_LOG_LEVEL", cls.log_level),

@@ -3,14 +3,14 @@ the result. Errors are mapped by api.errors.ErrorInterceptor."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 
 import grpc
 
 from server.api import convert
-from server.domain import commands
-from server.services import levels
+from server.domain import commands, reports
+from server.services import levels, watch
 from server.services.tally import Tally
 from tally.v1 import common_pb2, levels_pb2, levels_pb2_grpc
 
@@ -87,3 +87,17 @@ class LevelsServicer(levels_pb2_grpc.LevelsServiceServicer):
             ],
             users_without_level=summary.users_without_level,
         )
+
+    def WatchLevelChanges(
+        self, request: levels_pb2.WatchLevelChangesRequest, context: grpc.ServicerContext
+    ) -> Iterator[levels_pb2.WatchLevelChangesResponse]:
+        cmd = reports.WatchLedger(
+            system_key=request.system_key,
+            after_sequence=request.after_sequence,
+            follow=request.follow,
+        )
+        for read in watch.watch_level_changes(self.tally, cmd, alive=context.is_active):
+            for change in read:
+                yield levels_pb2.WatchLevelChangesResponse(
+                    level_change=convert.level_change_out(change)
+                )

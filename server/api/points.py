@@ -12,11 +12,11 @@ import grpc
 
 from server.api import convert
 from server.api.errors import status_code, with_operation
-from server.domain import commands
+from server.domain import commands, reports
 from server.domain.errors import FieldViolation, TallyError, ValidationFailed
 from server.domain.model import EntryType
 from server.domain.validation import MAX_KEY_CHARS, resolve_idempotency_key
-from server.services import events, reads, systems, triggers, writes
+from server.services import analytics, events, reads, systems, triggers, watch, writes
 from server.services.results import WriteResult
 from server.services.tally import Tally
 from tally.v1 import common_pb2, points_pb2, points_pb2_grpc
@@ -291,6 +291,102 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
         )
         for chunk in convert.chunks(entries):
             yield points_pb2.StreamHistoryResponse(entries=chunk)
+
+    # -- analytics -----------------------------------------------------------------------
+
+    def WatchLedger(
+        self, request: points_pb2.WatchLedgerRequest, context: grpc.ServicerContext
+    ) -> Iterator[points_pb2.WatchLedgerResponse]:
+        cmd = reports.WatchLedger(
+            system_key=request.system_key,
+            after_sequence=request.after_sequence,
+            follow=request.follow,
+        )
+        for read in watch.watch_ledger(self.tally, cmd, alive=context.is_active):
+            # each read goes out at once (a follower's lag), in messages of bounded size
+            for chunk in convert.chunks(convert.entry_out(e) for e in read):
+                yield points_pb2.WatchLedgerResponse(entries=chunk)
+
+    def GetPointsSummary(
+        self, request: points_pb2.GetPointsSummaryRequest, context: grpc.ServicerContext
+    ) -> points_pb2.GetPointsSummaryResponse:
+        cmd = reports.GetPointsSummary(
+            system_key=request.system_key,
+            bucket_count=request.bucket_count,
+            user_attributes=tuple((a.key, a.value) for a in request.user_attributes),
+        )
+        summary = analytics.points_summary(self.tally, cmd)
+        return points_pb2.GetPointsSummaryResponse(
+            buckets=[
+                # `from` is a Python keyword: the field is set through a mapping
+                points_pb2.PointsBucket(**{"from": b.low, "to": b.high, "users": b.users})
+                for b in summary.buckets
+            ],
+            total_users=summary.total_users,
+        )
+
+    def GetUserPointsSummary(
+        self, request: points_pb2.GetUserPointsSummaryRequest, context: grpc.ServicerContext
+    ) -> points_pb2.GetUserPointsSummaryResponse:
+        cmd = reports.GetUserPointsSummary(
+            system_key=request.system_key, user_id=request.user_id, window=_window(request)
+        )
+        periods = analytics.user_points_summary(self.tally, cmd)
+        return points_pb2.GetUserPointsSummaryResponse(
+            points=[
+                points_pb2.PointsPeriod(date=p.day.isoformat(), total=p.total, change=p.change)
+                for p in periods
+            ]
+        )
+
+    def GetPointsAnalytics(
+        self, request: points_pb2.GetPointsAnalyticsRequest, context: grpc.ServicerContext
+    ) -> points_pb2.GetPointsAnalyticsResponse:
+        cmd = reports.GetPointsAnalytics(
+            system_key=request.system_key, window=_window(request), top=request.top
+        )
+        result = analytics.points_analytics(self.tally, cmd)
+        return points_pb2.GetPointsAnalyticsResponse(
+            earned=[
+                points_pb2.EarnedPeriod(date=p.day.isoformat(), points=p.points, users=p.users)
+                for p in result.earned
+            ],
+            top_earners=[
+                points_pb2.TopEarner(user_id=user_id, points=points)
+                for user_id, points in result.top_earners
+            ],
+            new_users=result.new_users,
+            average_first_14_days=result.average_first_14_days,
+            triggers=[
+                points_pb2.TriggerEarnings(
+                    trigger=convert.trigger_out(row.trigger) if row.trigger else None,
+                    awards=row.awards,
+                    points=row.points,
+                    trigger_id=row.trigger_id,
+                )
+                for row in result.triggers
+            ],
+        )
+
+
+AGGREGATION: convert.EnumMap[points_pb2.Aggregation, reports.Aggregation] = convert.EnumMap(
+    {
+        points_pb2.AGGREGATION_DAILY: reports.Aggregation.DAILY,
+        points_pb2.AGGREGATION_WEEKLY: reports.Aggregation.WEEKLY,
+        points_pb2.AGGREGATION_MONTHLY: reports.Aggregation.MONTHLY,
+    }
+)
+
+
+def _window(
+    request: points_pb2.GetUserPointsSummaryRequest | points_pb2.GetPointsAnalyticsRequest,
+) -> reports.Window:
+    return reports.Window(
+        start_date=request.start_date,
+        end_date=request.end_date,
+        aggregation=AGGREGATION.to_domain(request.aggregation, "aggregation"),
+        time_zone=request.time_zone,
+    )
 
 
 def _batch_item(

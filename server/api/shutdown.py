@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from concurrent import futures
+from typing import Any, TypeVar
 
 import grpc
 
@@ -17,6 +18,34 @@ from server.api.wrapping import Streaming, Unary, WrappingInterceptor
 
 # Health and reflection keep answering while draining: health reports NOT_SERVING.
 ALWAYS_OPEN = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+T = TypeVar("T")
+# How long a stop waits, at most, for calls still on their way to arrive and be refused.
+BACKLOG_SECONDS = 3.0
+
+
+class CallExecutor(futures.ThreadPoolExecutor):
+    """The server's thread pool, knowing how many calls wait for a thread: those the
+    shutdown gate has not seen yet."""
+
+    def __init__(self, max_workers: int, thread_name_prefix: str) -> None:
+        super().__init__(max_workers=max_workers, thread_name_prefix=thread_name_prefix)
+        self._waiting = 0
+        self._count = threading.Lock()
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> futures.Future[T]:
+        with self._count:
+            self._waiting += 1
+
+        def started(*args: Any, **kwargs: Any) -> T:
+            with self._count:
+                self._waiting -= 1
+            return fn(*args, **kwargs)
+
+        return super().submit(started, *args, **kwargs)
+
+    def waiting(self) -> int:
+        return self._waiting
 
 
 class ShutdownGate(WrappingInterceptor):
@@ -33,13 +62,22 @@ class ShutdownGate(WrappingInterceptor):
         with self._lock:
             self._open = False
 
-    def drain(self, timeout: float, quiet: float = 0.1, backlog: float = 1.0) -> None:
-        """Wait (at most `timeout`) for the calls in flight to finish, then for calls still
-        queued for a thread to reach the gate and be refused: until none has arrived for
-        `quiet` seconds, but no longer than `backlog` seconds, since a caller that keeps
-        retrying would otherwise hold the server up for the whole grace period."""
+    def drain(
+        self,
+        timeout: float,
+        queued: Callable[[], int],
+        quiet: float = 0.1,
+        backlog: float = BACKLOG_SECONDS,
+    ) -> None:
+        """Wait (at most `timeout`) for the calls in flight, and those queued for a thread
+        (`queued`), to finish or be refused; then for the calls gRPC has not handed over
+        yet to arrive and be refused, of which the only sign is that calls keep arriving:
+        until none has for `quiet` seconds, but no longer than `backlog` seconds, since a
+        caller that keeps retrying would otherwise hold the server up for the whole grace
+        period. A call still on its way when the server stops ends CANCELLED, which
+        callers do not retry."""
         deadline = time.monotonic() + timeout
-        while self._in_flight > 0 and time.monotonic() < deadline:
+        while (self._in_flight > 0 or queued() > 0) and time.monotonic() < deadline:
             time.sleep(0.01)
         deadline = min(deadline, time.monotonic() + backlog)
         while time.monotonic() - self._last_arrival < quiet and time.monotonic() < deadline:

@@ -17,7 +17,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from server.domain.errors import InsufficientPoints, NotReversible
-from server.domain.model import Balance, EntryType, JsonObject, LedgerEntry
+from server.domain.model import Balance, EntryType, JsonObject, LedgerEntry, Level
 
 ONE = Decimal(1)
 
@@ -72,13 +72,24 @@ class Account:
     changed_lots: dict[str, CreditLot] = field(default_factory=dict)
 
     def copy(self) -> Account:
-        """An independent copy: a decision changes the copy, never the account it was given."""
-        lots = [replace(lot) for lot in self.lots]
+        """An independent copy: a decision changes the copy, never the account it was given.
+        (Built field by field: every change copies the accounts it decides on.)"""
+        lots = [CreditLot(lot.entry_id, lot.expire_time, lot.remaining) for lot in self.lots]
         by_id = {lot.entry_id: lot for lot in lots}
-        return replace(
-            self,
+        return Account(
+            system_key=self.system_key,
+            user_id=self.user_id,
+            balance=self.balance,
+            total_earned=self.total_earned,
+            total_spent=self.total_spent,
+            total_expired=self.total_expired,
+            last_earned_time=self.last_earned_time,
+            next_expire_time=self.next_expire_time,
             entry_counts=dict(self.entry_counts),
+            create_time=self.create_time,
             interval_marks=dict(self.interval_marks),
+            next_accrual_time=self.next_accrual_time,
+            accrual_version=self.accrual_version,
             lots=lots,
             changed_lots={
                 entry_id: by_id.get(entry_id, replace(lot))
@@ -93,7 +104,7 @@ class Account:
         """Whether `lots` must be loaded before the account can change."""
         return self.next_expire_time is not None
 
-    def to_balance(self, max_points: int) -> Balance:
+    def to_balance(self, max_points: int, level: Level | None = None) -> Balance:
         return Balance(
             system_key=self.system_key,
             user_id=self.user_id,
@@ -103,6 +114,7 @@ class Account:
             total_expired=self.total_expired,
             max_points=max_points,
             last_earned_time=self.last_earned_time,
+            level=level,
         )
 
     def entries_of(self, types: frozenset[EntryType]) -> int:

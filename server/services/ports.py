@@ -187,6 +187,80 @@ class LedgerRepository(Protocol):
         """Entries oldest first with after_sequence < sequence <= through_sequence."""
         ...
 
+    def feed(
+        self, system_key: str, after_sequence: int, through_sequence: int, limit: int
+    ) -> list[LedgerEntry]:
+        """Up to `limit` entries (of one system; of all when empty), in sequence order,
+        with after_sequence < sequence <= through_sequence."""
+        ...
+
+
+class FeedRepository(Protocol):
+    """What the feeds' watermarks are made of (services/feed.py)."""
+
+    def last_issued(self, feed: str) -> int:
+        """The highest number the feed has handed out (committed or not)."""
+        ...
+
+    def writers(self) -> frozenset[str] | None:
+        """The transactions of this database holding a transaction id now, which may
+        hold numbers not yet committed; None where the store commits numbers in order,
+        so that every number up to last_issued is final."""
+        ...
+
+    def running(self, writers: frozenset[str]) -> frozenset[str]:
+        """Those of these transactions still running."""
+        ...
+
+
+Span = tuple[datetime, datetime]  # [start, end), UTC
+
+
+@dataclass(frozen=True)
+class BalanceCounts:
+    """Users by balance bucket: bucket 0 holds balances <= 0, bucket i >= 1 holds
+    balances in [(i - 1) * width + 1, i * width], width = max(1, ceil(top / buckets))."""
+
+    top: int  # the highest balance counted (0 when none)
+    users: dict[int, int]  # bucket -> users
+
+
+@dataclass(frozen=True)
+class EarningsTotals:
+    """What a system's users earned in a window (see AnalyticsRepository.earnings)."""
+
+    per_period: list[tuple[int, int]]  # (points, distinct earners), one per span
+    top_earners: list[tuple[str, int]]  # (user_id, points), most first, ties by id
+    new_users: int
+    first_days_points: int  # earned by the new users in their first 14 days, together
+    per_trigger: list[tuple[str, int, int]]  # (trigger_id or "", awards, points)
+
+
+class AnalyticsRepository(Protocol):
+    """Aggregates computed by the store, never by reading a ledger into the server.
+    Periods are given as UTC spans (computed in the domain, so that every store buckets
+    by local dates alike)."""
+
+    def balance_counts(
+        self, system_key: str, buckets: int, attributes: Sequence[tuple[str, str]]
+    ) -> BalanceCounts:
+        """The balances of the system's accounts (of users with all these attributes)."""
+        ...
+
+    def user_changes(
+        self, system_key: str, user_id: str, periods: Sequence[Span]
+    ) -> tuple[int, list[int]]:
+        """The user's balance before the first period, and the net change in each."""
+        ...
+
+    def earnings(
+        self, system_key: str, periods: Sequence[Span], top: int, first_days: int
+    ) -> EarningsTotals:
+        """Earned points ("earned": awards, less reversals of awards) per period and over
+        the window the periods tile: top earners, new users (first entry in the window)
+        and what they earned in their first `first_days` days, and per trigger."""
+        ...
+
 
 class TriggerRepository(Protocol):
     """Triggers are configuration: read whole into memory (Configuration), written here."""
@@ -209,6 +283,13 @@ class LevelRepository(Protocol):
     def delete(self, level_id: str) -> None: ...
     def add_changes(self, changes: Sequence[LevelChange]) -> list[LevelChange]:
         """Append level changes in order, in one insert; returns them with sequences."""
+        ...
+
+    def changes_after(
+        self, system_key: str, after_sequence: int, through_sequence: int, limit: int
+    ) -> list[LevelChange]:
+        """Level changes of a system (of all when empty) with after < sequence <=
+        through, in sequence order (the WatchLevelChanges feed)."""
         ...
 
     def counts(self, system_key: str, basis: LevelBasis, thresholds: Sequence[int]) -> list[int]:
@@ -305,6 +386,10 @@ class UnitOfWork(Protocol):
     def boosts(self) -> BoostRepository: ...
     @property
     def api_keys(self) -> ApiKeyRepository: ...
+    @property
+    def feeds(self) -> FeedRepository: ...
+    @property
+    def analytics(self) -> AnalyticsRepository: ...
 
     def __enter__(self) -> Self: ...
     def __exit__(

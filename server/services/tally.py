@@ -1,6 +1,6 @@
 """What the use cases of one process share: the store, the configuration held in memory,
-the writer that group-commits points changes, the API keys held in memory and the
-per-user write limits."""
+the writer that group-commits points changes, the live feeds it wakes, the API keys
+held in memory and the per-user write limits."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from server.domain.errors import NoMatchingTrigger, SystemNotFound
 from server.domain.model import PointsSystem
 from server.services.access import DEFAULT_MAX_AGE, KeyRing
 from server.services.configuration import Configuration
+from server.services.feed import Feeds
 from server.services.limits import RateLimiter
 from server.services.ports import Store, UnitOfWork
 from server.services.transactions import in_transaction
@@ -36,7 +37,10 @@ class Tally:
     ) -> None:
         self.store = store
         self.config = Configuration(store, clock)
-        self.writer = Writer(store, self.config, max_batch=max_batch)
+        self.feeds = Feeds(store)
+        self.writer = Writer(
+            store, self.config, max_batch=max_batch, on_commit=self.feeds.committed
+        )
         self.keys = KeyRing(store, max_age=key_max_age)
         self.limits = limits if limits is not None else RateLimiter.unlimited()
 

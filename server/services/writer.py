@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 
 from server.domain.errors import StoreUnavailable, TallyError
 from server.services.configuration import Configuration
@@ -50,10 +50,18 @@ class Writer:
     """Posts changes for the calls of one process, many changes to one transaction."""
 
     def __init__(
-        self, store: Store, config: Configuration, *, max_batch: int = MAX_BATCH_CHANGES
+        self,
+        store: Store,
+        config: Configuration,
+        *,
+        max_batch: int = MAX_BATCH_CHANGES,
+        on_commit: Callable[[Collection[str]], None] = lambda systems: None,
     ) -> None:
         self.store = store
         self.config = config
+        # Called after each commit with the systems it changed (the live feeds wake their
+        # followers: services/feed.py).
+        self.on_commit = on_commit
         # A batch takes queued calls while it has room (a call's own changes, such as an
         # AwardBatch's, are never split: a call larger than this is a batch of its own).
         self.max_batch = max(1, max_batch)
@@ -143,7 +151,9 @@ class Writer:
             uow.commit()
             return outcomes
 
-        return in_transaction(self.store, work, write=True)
+        outcomes = in_transaction(self.store, work, write=True)
+        self.on_commit({change.system_key for change in changes})
+        return outcomes
 
     def dry_run(self, change: Change) -> Outcome:
         """Decide `change` exactly as posting would, on a read, and write nothing."""

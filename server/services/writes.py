@@ -6,7 +6,6 @@ it with whatever else is queued. Events (services/events.py) post the same way."
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 from datetime import datetime
 
 from server.domain import changes, commands, levels, validation
@@ -191,7 +190,7 @@ def balance_in(book: Book, system: PointsSystem, rules: Rules) -> Balance:
 def balance_of(account: Account, system: PointsSystem, rules: Rules) -> Balance:
     ladder = rules.levels.get(system.key, Ladder())
     level = levels.level_of(ladder, levels.basis(account, system)) if ladder else None
-    return replace(account.to_balance(system.max_points), level=level)
+    return account.to_balance(system.max_points, level)
 
 
 def _one(tally: Tally, change: Change, *, dry_run: bool) -> WriteResult:

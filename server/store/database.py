@@ -20,12 +20,14 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from server.domain.errors import StoreUnavailable, TransientStoreError
+from server.store.analytics import SqlAnalyticsRepository
 from server.store.execution import Executor
 from server.store.repositories import (
     SqlAccountRepository,
     SqlApiKeyRepository,
     SqlBoostRepository,
     SqlEventRepository,
+    SqlFeedRepository,
     SqlIdempotencyRepository,
     SqlLedgerRepository,
     SqlLevelRepository,
@@ -148,6 +150,8 @@ class SqlUnitOfWork:
     levels: SqlLevelRepository
     boosts: SqlBoostRepository
     api_keys: SqlApiKeyRepository
+    feeds: SqlFeedRepository
+    analytics: SqlAnalyticsRepository
 
     def __init__(self, engine: Engine, *, write: bool) -> None:
         self._engine = engine
@@ -182,6 +186,8 @@ class SqlUnitOfWork:
         self.levels = SqlLevelRepository(db, sql)
         self.boosts = SqlBoostRepository(db, sql)
         self.api_keys = SqlApiKeyRepository(db, sql)
+        self.feeds = SqlFeedRepository(db, sql)
+        self.analytics = SqlAnalyticsRepository(connection)
         return self
 
     def __exit__(

@@ -190,7 +190,9 @@ class LedgerEntryRow(Base):
 
     __table_args__ = (
         Index(None, "user_id", "system_key", "sequence"),
-        Index(None, "sequence"),
+        Index(None, "sequence"),  # WatchLedger over all systems
+        Index(None, "system_key", "sequence"),  # WatchLedger for one system
+        Index(None, "system_key", "create_time"),  # analytics: a system's entries by time
         Index(None, "id"),
         # An entry is reversed once. Partial: only reversals carry reverses_entry_id, and
         # an index over every entry would compete with the one above for history reads.

@@ -414,6 +414,36 @@ class SqlLedgerRepository(_Repository):
         }
         return [_entry(r) for r in self.db.rows(self.sql.chunk, params)]
 
+    def feed(
+        self, system_key: str, after_sequence: int, through_sequence: int, limit: int
+    ) -> list[LedgerEntry]:
+        params: dict[str, Any] = {
+            "after": after_sequence,
+            "through": through_sequence,
+            "limit": limit,
+        }
+        statement = self.sql.ledger_feed
+        if system_key:
+            statement = self.sql.ledger_feed_of_system
+            params["system_key"] = system_key
+        return [_entry(r) for r in self.db.rows(statement, params)]
+
+
+class SqlFeedRepository(_Repository):
+    """What the feeds' watermarks are made of (services/feed.py explains them)."""
+
+    def last_issued(self, feed: str) -> int:
+        return int(self.db.scalar(self.sql.feed_last[feed]))
+
+    def writers(self) -> frozenset[str] | None:
+        if not self.sql.set_based:
+            return None  # SQLite: numbers commit in order
+        return frozenset(self.db.scalar(self.sql.feed_writers) or ())
+
+    def running(self, writers: frozenset[str]) -> frozenset[str]:
+        found = self.db.scalar(self.sql.feed_running, {"writers": sorted(writers)})
+        return frozenset(found or ())
+
 
 def _account(r: Row, prefix: str = "", user_id: str | None = None) -> Account:
     return Account(
@@ -661,6 +691,20 @@ class SqlLevelRepository(_Repository):
             row["sequence"] = change.sequence
         self.db.run(self.sql.level_change_add, rows)
         return numbered
+
+    def changes_after(
+        self, system_key: str, after_sequence: int, through_sequence: int, limit: int
+    ) -> list[LevelChange]:
+        params: dict[str, Any] = {
+            "after": after_sequence,
+            "through": through_sequence,
+            "limit": limit,
+        }
+        statement = self.sql.level_changes_feed
+        if system_key:
+            statement = self.sql.level_changes_feed_of_system
+            params["system_key"] = system_key
+        return [level_change(r) for r in self.db.rows(statement, params)]
 
     def counts(self, system_key: str, basis: LevelBasis, thresholds: Sequence[int]) -> list[int]:
         statement = self.sql.level_counts[LEVEL_BASIS_COLUMNS[basis]]

@@ -14,6 +14,7 @@ from sqlalchemy import (
     BigInteger,
     ColumnElement,
     Executable,
+    Integer,
     Select,
     String,
     Table,
@@ -35,6 +36,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql import table as sa_table
 from sqlalchemy.sql.elements import ColumnClause
 
 from server.store.models import (
@@ -54,6 +56,14 @@ from server.store.models import (
     SystemRow,
     TriggerRow,
     UserRow,
+)
+
+# PostgreSQL's view of its sessions (the live feeds' watermark reads it).
+activity = sa_table(
+    "pg_stat_activity",
+    column("pid", Integer),
+    column("datname", String),
+    column("backend_xid", String),
 )
 
 
@@ -491,6 +501,55 @@ class Statements:
             .where(boosts.c.id == bindparam("match_id"))
             .values(archive_time=bindparam("archive_time"))
         )
+        # The live feeds (services/feed.py): each feed's items, in sequence order, after a
+        # cursor and up to a bound below which nothing can still commit; and what a
+        # watermark is made of, per feed, by the name services/feed.py gives it.
+        after_cursor = (
+            ledger.c.sequence > bindparam("after"),
+            ledger.c.sequence <= bindparam("through"),
+        )
+        self.ledger_feed = (
+            select(ledger)
+            .where(*after_cursor)
+            .order_by(ledger.c.sequence)
+            .limit(bindparam("limit"))
+        )
+        self.ledger_feed_of_system = self.ledger_feed.where(
+            ledger.c.system_key == bindparam("system_key")
+        )
+        self.level_changes_feed = (
+            select(level_changes)
+            .where(
+                level_changes.c.sequence > bindparam("after"),
+                level_changes.c.sequence <= bindparam("through"),
+            )
+            .order_by(level_changes.c.sequence)
+            .limit(bindparam("limit"))
+        )
+        self.level_changes_feed_of_system = self.level_changes_feed.where(
+            level_changes.c.system_key == bindparam("system_key")
+        )
+        self.feed_last = {
+            "ledger": _feed_last(dialect, LEDGER_SEQUENCE.name, ledger.c.sequence),
+            "level_changes": _feed_last(
+                dialect, LEVEL_CHANGE_SEQUENCE.name, level_changes.c.sequence
+            ),
+        }
+        # The transactions of this database that hold a transaction id now (they may hold
+        # numbers not yet committed), as "pid:xid", and which of a list still run. Other
+        # databases of the cluster cannot write here, so they are never waited for.
+        writer = func.concat(
+            cast(activity.c.pid, Text), literal(":"), cast(activity.c.backend_xid, Text)
+        )
+        self.feed_writers = select(func.array_agg(writer).label("writers")).where(
+            activity.c.datname == func.current_database(),
+            activity.c.backend_xid.is_not(None),
+            activity.c.pid != func.pg_backend_pid(),
+        )
+        self.feed_running = select(func.array_agg(writer).label("running")).where(
+            writer == any_(bindparam("writers", type_=postgresql.ARRAY(String)))
+        )
+
         # idempotency keys
         self.key_add = insert(idempotency)
         if self.set_based:
@@ -531,6 +590,17 @@ def boosts_page(*, user: bool, cursor: bool, statuses: frozenset[str]) -> Select
         .order_by(boosts.c.create_time.desc(), boosts.c.id.desc())
         .limit(bindparam("limit"))
     )
+
+
+def _feed_last(dialect: str, sequence: str, numbered: ColumnElement[Any]) -> Executable:
+    """The highest number a feed has handed out: on PostgreSQL the sequence's last
+    value, whether or not its transaction has committed; on SQLite, which numbers from
+    the highest committed number under its one writer lock, that number."""
+    if dialect == "postgresql":
+        last = func.pg_sequence_last_value(cast(literal(sequence), postgresql.REGCLASS))
+    else:
+        last = func.max(numbered)
+    return select(func.coalesce(last, 0).label("last"))
 
 
 @functools.cache

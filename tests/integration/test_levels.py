@@ -4,14 +4,16 @@ current thresholds, and the counts of who is where."""
 from __future__ import annotations
 
 import random
+import threading
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
-from server.domain import commands
-from server.domain.errors import LevelExists, LevelNotFound, ValidationFailed
+from server.domain import commands, reports
+from server.domain.errors import LevelExists, LevelNotFound, StoreUnavailable, ValidationFailed
 from server.domain.model import EntryType, LevelBasis, TriggerStatus, TriggerType, UserProfile
-from server.services import events, levels, reads, systems, triggers, writes
+from server.services import events, feed, levels, reads, systems, triggers, watch, writes
 from server.services.tally import Tally
 from server.store.database import SqlStore
 from tests.conftest import T0
@@ -182,3 +184,72 @@ class TestThresholds:
         expected = {key: sum(1 for v in opened if brute(v) == key) for key, _ in ordered}
         assert {lv.key: n for lv, n in summary.levels} == expected
         assert summary.users_without_level == sum(1 for v in opened if brute(v) is None)
+
+
+class TestWatchLevelChanges:
+    def test_a_resumed_watch_misses_nothing_and_repeats_nothing(
+        self, tally: Tally, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(feed, "CHUNK", 3)  # several reads
+        system(tally)
+        system(tally, "coins")
+        ladder(tally, silver=10, gold=30)
+        ladder(tally, "coins", rich=5)
+        moves = 0
+        for user, amount, system_key in (  # up, up, down... across users and systems
+            ("u0", 15, "xp"),
+            ("u1", 15, "coins"),
+            ("u0", 20, "xp"),
+            ("u0", -25, "xp"),
+            ("u2", 35, "xp"),
+            ("u1", 10, "coins"),
+            ("u2", -30, "xp"),
+            ("u1", 12, "xp"),
+        ):
+            if amount > 0:
+                result = award(tally, user, amount, system_key=system_key)
+            else:
+                result = deduct(tally, user, -amount, system_key=system_key)
+            moves += result.level_change is not None
+        cmd = reports.WatchLedger("", 0, follow=False)
+        stream = watch.watch_level_changes(tally, cmd)
+        seen = next(stream)  # the client drops after one message
+        del stream
+        rest = changes_of(tally, after=seen[-1].sequence)
+        everything = changes_of(tally)
+        assert [c.sequence for c in seen + rest] == [c.sequence for c in everything]
+        assert len(everything) == moves == 7
+        assert [c.sequence for c in everything] == sorted({c.sequence for c in everything})
+        coins = changes_of(tally, system_key="coins")
+        assert coins == [c for c in everything if c.system_key == "coins"]
+
+    def test_a_follower_receives_each_move_as_it_commits(self, tally: Tally) -> None:
+        system(tally)
+        ladder(tally, silver=10)
+        received: list[Any] = []
+        arrived = threading.Event()
+
+        def follow() -> None:
+            cmd = reports.WatchLedger("xp", 0, follow=True)
+            try:
+                for chunk in watch.watch_level_changes(tally, cmd):
+                    received.extend(chunk)
+                    if len(received) >= 2:
+                        arrived.set()
+            except StoreUnavailable:
+                pass  # the feeds closed
+
+        follower = threading.Thread(target=follow, daemon=True)
+        follower.start()
+        up = award(tally, "ann", 10).level_change
+        down = deduct(tally, "ann", 5).level_change
+        assert arrived.wait(30)
+        tally.feeds.close()
+        follower.join(10)
+        assert [keys(c) for c in received] == [(None, "silver"), ("silver", None)]
+        assert [c.sequence for c in received] == [up.sequence, down.sequence]  # type: ignore[union-attr]
+
+
+def changes_of(tally: Tally, after: int = 0, system_key: str = "") -> list[Any]:
+    cmd = reports.WatchLedger(system_key, after, follow=False)
+    return [change for chunk in watch.watch_level_changes(tally, cmd) for change in chunk]

@@ -6,11 +6,13 @@ state machine at the end checks that over random histories, not just hand-picked
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+import dataclasses
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
-from hypothesis import settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -436,3 +438,45 @@ def test_lot_bookkeeping_is_what_the_store_writes_back() -> None:
     account.changed_lots.clear()
     account.expire_lapsed(at(5))
     assert account.changed_lots == {entry.id: CreditLot(entry.id, at(5), 0)}
+
+
+ACCOUNT_FIELDS = {
+    "system_key": st.text(max_size=5),
+    "user_id": st.text(max_size=5),
+    "balance": st.integers(0, 10**6),
+    "total_earned": st.integers(0, 10**6),
+    "total_spent": st.integers(0, 10**6),
+    "total_expired": st.integers(0, 10**6),
+    "last_earned_time": st.none() | st.datetimes(timezones=st.just(UTC)),
+    "next_expire_time": st.none() | st.datetimes(timezones=st.just(UTC)),
+    "entry_counts": st.dictionaries(st.sampled_from(list(EntryType)), st.integers(0, 9)),
+    "create_time": st.none() | st.datetimes(timezones=st.just(UTC)),
+    "interval_marks": st.dictionaries(st.text(max_size=3), st.datetimes(timezones=st.just(UTC))),
+    "next_accrual_time": st.none() | st.datetimes(timezones=st.just(UTC)),
+    "accrual_version": st.integers(0, 99),
+    "lots": st.lists(
+        st.builds(
+            CreditLot, st.text(max_size=3), st.datetimes(timezones=st.just(UTC)), st.integers(0, 9)
+        ),
+        max_size=3,
+        unique_by=lambda lot: lot.entry_id,
+    ),
+    "changed_lots": st.just({}),
+}
+
+
+def test_every_account_field_has_a_strategy_here() -> None:
+    """Account.copy is written field by field (it is on the hot path): a new field must be
+    added to it, and to ACCOUNT_FIELDS, so that the copy test below covers it."""
+    assert {f.name for f in dataclasses.fields(Account)} == set(ACCOUNT_FIELDS)
+
+
+@given(st.fixed_dictionaries(ACCOUNT_FIELDS))
+def test_a_copy_equals_the_account_and_shares_nothing_mutable(values: dict[str, Any]) -> None:
+    account = Account(**values)
+    account.changed_lots = {lot.entry_id: lot for lot in account.lots[:1]}
+    copied = account.copy()
+    assert copied == account
+    for name in ("entry_counts", "interval_marks", "lots", "changed_lots"):
+        assert getattr(copied, name) is not getattr(account, name)
+    assert all(a is not b for a, b in zip(copied.lots, account.lots, strict=True))

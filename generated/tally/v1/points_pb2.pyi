@@ -548,10 +548,10 @@ class WatchLedgerRequest(_message.Message):
     def __init__(self, system_key: _Optional[str] = ..., after_sequence: _Optional[int] = ..., follow: _Optional[bool] = ...) -> None: ...
 
 class WatchLedgerResponse(_message.Message):
-    __slots__ = ("entry",)
-    ENTRY_FIELD_NUMBER: _ClassVar[int]
-    entry: _common_pb2.LedgerEntry
-    def __init__(self, entry: _Optional[_Union[_common_pb2.LedgerEntry, _Mapping]] = ...) -> None: ...
+    __slots__ = ("entries",)
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    entries: _containers.RepeatedCompositeFieldContainer[_common_pb2.LedgerEntry]
+    def __init__(self, entries: _Optional[_Iterable[_Union[_common_pb2.LedgerEntry, _Mapping]]] = ...) -> None: ...
 
 class GetPointsSummaryRequest(_message.Message):
     __slots__ = ("system_key", "bucket_count", "user_attributes")
@@ -611,3 +611,63 @@ class PointsPeriod(_message.Message):
     total: int
     change: int
     def __init__(self, date: _Optional[str] = ..., total: _Optional[int] = ..., change: _Optional[int] = ...) -> None: ...
+
+class GetPointsAnalyticsRequest(_message.Message):
+    __slots__ = ("system_key", "start_date", "end_date", "aggregation", "time_zone", "top")
+    SYSTEM_KEY_FIELD_NUMBER: _ClassVar[int]
+    START_DATE_FIELD_NUMBER: _ClassVar[int]
+    END_DATE_FIELD_NUMBER: _ClassVar[int]
+    AGGREGATION_FIELD_NUMBER: _ClassVar[int]
+    TIME_ZONE_FIELD_NUMBER: _ClassVar[int]
+    TOP_FIELD_NUMBER: _ClassVar[int]
+    system_key: str
+    start_date: str
+    end_date: str
+    aggregation: Aggregation
+    time_zone: str
+    top: int
+    def __init__(self, system_key: _Optional[str] = ..., start_date: _Optional[str] = ..., end_date: _Optional[str] = ..., aggregation: _Optional[_Union[Aggregation, str]] = ..., time_zone: _Optional[str] = ..., top: _Optional[int] = ...) -> None: ...
+
+class GetPointsAnalyticsResponse(_message.Message):
+    __slots__ = ("earned", "top_earners", "new_users", "average_first_14_days", "triggers")
+    EARNED_FIELD_NUMBER: _ClassVar[int]
+    TOP_EARNERS_FIELD_NUMBER: _ClassVar[int]
+    NEW_USERS_FIELD_NUMBER: _ClassVar[int]
+    AVERAGE_FIRST_14_DAYS_FIELD_NUMBER: _ClassVar[int]
+    TRIGGERS_FIELD_NUMBER: _ClassVar[int]
+    earned: _containers.RepeatedCompositeFieldContainer[EarnedPeriod]
+    top_earners: _containers.RepeatedCompositeFieldContainer[TopEarner]
+    new_users: int
+    average_first_14_days: float
+    triggers: _containers.RepeatedCompositeFieldContainer[TriggerEarnings]
+    def __init__(self, earned: _Optional[_Iterable[_Union[EarnedPeriod, _Mapping]]] = ..., top_earners: _Optional[_Iterable[_Union[TopEarner, _Mapping]]] = ..., new_users: _Optional[int] = ..., average_first_14_days: _Optional[float] = ..., triggers: _Optional[_Iterable[_Union[TriggerEarnings, _Mapping]]] = ...) -> None: ...
+
+class EarnedPeriod(_message.Message):
+    __slots__ = ("date", "points", "users")
+    DATE_FIELD_NUMBER: _ClassVar[int]
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    USERS_FIELD_NUMBER: _ClassVar[int]
+    date: str
+    points: int
+    users: int
+    def __init__(self, date: _Optional[str] = ..., points: _Optional[int] = ..., users: _Optional[int] = ...) -> None: ...
+
+class TopEarner(_message.Message):
+    __slots__ = ("user_id", "points")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    points: int
+    def __init__(self, user_id: _Optional[str] = ..., points: _Optional[int] = ...) -> None: ...
+
+class TriggerEarnings(_message.Message):
+    __slots__ = ("trigger", "awards", "points", "trigger_id")
+    TRIGGER_FIELD_NUMBER: _ClassVar[int]
+    AWARDS_FIELD_NUMBER: _ClassVar[int]
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    TRIGGER_ID_FIELD_NUMBER: _ClassVar[int]
+    trigger: Trigger
+    awards: int
+    points: int
+    trigger_id: str
+    def __init__(self, trigger: _Optional[_Union[Trigger, _Mapping]] = ..., awards: _Optional[int] = ..., points: _Optional[int] = ..., trigger_id: _Optional[str] = ...) -> None: ...

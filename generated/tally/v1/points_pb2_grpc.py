@@ -139,6 +139,11 @@ class PointsServiceStub:
                 request_serializer=tally_dot_v1_dot_points__pb2.GetUserPointsSummaryRequest.SerializeToString,
                 response_deserializer=tally_dot_v1_dot_points__pb2.GetUserPointsSummaryResponse.FromString,
                 _registered_method=True)
+        self.GetPointsAnalytics = channel.unary_unary(
+                '/tally.v1.PointsService/GetPointsAnalytics',
+                request_serializer=tally_dot_v1_dot_points__pb2.GetPointsAnalyticsRequest.SerializeToString,
+                response_deserializer=tally_dot_v1_dot_points__pb2.GetPointsAnalyticsResponse.FromString,
+                _registered_method=True)
 
 
 class PointsServiceServicer:
@@ -333,11 +338,18 @@ class PointsServiceServicer:
 
     def WatchLedger(self, request, context):
         """Streams ledger entries in `sequence` order, starting after
-        `after_sequence`. Without `follow` the stream ends after the last
-        committed entry; with `follow` it then streams new entries as they commit
-        and never ends by itself. Resuming with the last `sequence` seen yields
-        every later entry exactly once, none skipped, even when concurrent
-        transactions commit out of order. Errors: NOT_FOUND `SYSTEM_NOT_FOUND`.
+        `after_sequence`. Sequence order is not commit order: a sequence is taken
+        when an entry is written, and transactions may commit in another order,
+        so the stream holds back an entry until every lower sequence has
+        committed or can no longer commit. Without `follow` the stream ends after
+        the last entry committed when the call began; with `follow` it then
+        streams new entries as they commit and never ends by itself. Resuming
+        with the last `sequence` seen yields every later entry exactly once, none
+        skipped. Entries come in messages of up to 500 (and about 1 MB). Errors
+        (before the first message): NOT_FOUND `SYSTEM_NOT_FOUND`; beyond the
+        server's budget of open streams, RESOURCE_EXHAUSTED `RATE_LIMITED` (with
+        `google.rpc.RetryInfo`); when the server stops, the stream ends with
+        UNAVAILABLE `STORE_UNAVAILABLE`: resume from the last `sequence` seen.
         Read only.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -358,6 +370,20 @@ class PointsServiceServicer:
         """Returns a user's points per day, week or month between two dates,
         including periods with no entries. Errors: NOT_FOUND `SYSTEM_NOT_FOUND`,
         `USER_NOT_FOUND`. Read only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPointsAnalytics(self, request, context):
+        """Returns the points analytics of a system over every user, between two
+        dates: points earned per period (awards, boosts and caps applied, less
+        reversed awards; deductions and expiry do not lower it) and the number of
+        distinct earners, including empty periods; the top earners of the window;
+        the users whose first entry in the system falls in the window and the
+        mean points they earned in their first 14 days; and per trigger the
+        awards and points of the window. Computed by the store's queries.
+        Errors: NOT_FOUND `SYSTEM_NOT_FOUND`. Read only.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -460,6 +486,11 @@ def add_PointsServiceServicer_to_server(servicer, server):
                     servicer.GetUserPointsSummary,
                     request_deserializer=tally_dot_v1_dot_points__pb2.GetUserPointsSummaryRequest.FromString,
                     response_serializer=tally_dot_v1_dot_points__pb2.GetUserPointsSummaryResponse.SerializeToString,
+            ),
+            'GetPointsAnalytics': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPointsAnalytics,
+                    request_deserializer=tally_dot_v1_dot_points__pb2.GetPointsAnalyticsRequest.FromString,
+                    response_serializer=tally_dot_v1_dot_points__pb2.GetPointsAnalyticsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -985,6 +1016,33 @@ class PointsService:
             '/tally.v1.PointsService/GetUserPointsSummary',
             tally_dot_v1_dot_points__pb2.GetUserPointsSummaryRequest.SerializeToString,
             tally_dot_v1_dot_points__pb2.GetUserPointsSummaryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPointsAnalytics(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tally.v1.PointsService/GetPointsAnalytics',
+            tally_dot_v1_dot_points__pb2.GetPointsAnalyticsRequest.SerializeToString,
+            tally_dot_v1_dot_points__pb2.GetPointsAnalyticsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -231,15 +231,16 @@ class TallyClient:
     def _resume(
         self,
         open_stream: Callable[[int], Iterable[Any]],
-        unwrap: Callable[[Any], S],
+        unwrap: Callable[[Any], Iterable[S]],
         after_sequence: int,
         give_up_after: float | None,
     ) -> Iterator[S]:
         """Items in sequence order, reopening the stream after the last one seen.
 
         UNAVAILABLE (a server restarting, a dropped connection) reconnects with jittered
-        backoff, reset by every item received; `give_up_after` seconds without one end it
-        with the Unavailable error. Anything else is raised at once. An item at or below the
+        backoff, reset by every message received; RATE_LIMITED (the server's budget of open
+        streams) waits what its RetryInfo says. `give_up_after` seconds without a message
+        end it with that error. Anything else is raised at once. An item at or below the
         last sequence seen is dropped, so the caller never sees one twice.
         """
         last = after_sequence
@@ -249,23 +250,26 @@ class TallyClient:
             responses = open_stream(last)
             try:
                 for response in responses:
-                    item = unwrap(response)
                     failures, failing_since = 0, None
-                    if item.sequence <= last:
-                        continue
-                    last = item.sequence
-                    yield item
+                    for item in unwrap(response):
+                        if item.sequence <= last:
+                            continue
+                        last = item.sequence
+                        yield item
                 return
             except grpc.RpcError as failed:
                 error = error_from(failed)
-                if not isinstance(error, Unavailable):
+                if not retryable(error):
                     raise error from None
                 now = time.monotonic()
                 failing_since = now if failing_since is None else failing_since
                 if give_up_after is not None and now - failing_since >= give_up_after:
                     raise error from None
                 failures += 1
-                self.sleep(random.uniform(0.5, 1.0) * min(5.0, 0.05 * 2**failures))
+                if error.retry_delay is not None:
+                    self.sleep(min(max(error.retry_delay, 0.0), self.max_retry_wait))
+                else:
+                    self.sleep(random.uniform(0.5, 1.0) * min(5.0, 0.05 * 2**failures))
             finally:
                 cancel = getattr(responses, "cancel", None)
                 if cancel is not None:
@@ -544,7 +548,7 @@ class TallyClient:
             return self.points.WatchLedger(request, metadata=self.metadata)  # type: ignore[no-any-return]
 
         return self._resume(
-            open_stream, lambda response: response.entry, after_sequence, give_up_after
+            open_stream, lambda response: response.entries, after_sequence, give_up_after
         )
 
     def points_summary(
@@ -581,6 +585,28 @@ class TallyClient:
         )
         return self.call(
             self.points.GetUserPointsSummary, request, points_pb2.GetUserPointsSummaryResponse
+        )
+
+    def points_analytics(
+        self,
+        system_key: str,
+        *,
+        start_date: str,
+        end_date: str,
+        aggregation: points_pb2.Aggregation = points_pb2.AGGREGATION_UNSPECIFIED,
+        time_zone: str = "",
+        top: int = 0,
+    ) -> points_pb2.GetPointsAnalyticsResponse:
+        request = points_pb2.GetPointsAnalyticsRequest(
+            system_key=system_key,
+            start_date=start_date,
+            end_date=end_date,
+            aggregation=aggregation,
+            time_zone=time_zone,
+            top=top,
+        )
+        return self.call(
+            self.points.GetPointsAnalytics, request, points_pb2.GetPointsAnalyticsResponse
         )
 
     # -- LevelsService -----------------------------------------------------------------
@@ -640,7 +666,7 @@ class TallyClient:
             return self.levels.WatchLevelChanges(request, metadata=self.metadata)  # type: ignore[no-any-return]
 
         return self._resume(
-            open_stream, lambda response: response.level_change, after_sequence, give_up_after
+            open_stream, lambda response: (response.level_change,), after_sequence, give_up_after
         )
 
     # -- BoostsService -----------------------------------------------------------------

@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -100,3 +101,29 @@ def test_readme_triggers_levels_and_boosts_session(server: App, admin_key: str) 
     assert (award["entry"]["baseAmount"], award["entry"]["multiplier"]) == ("10", 2)
     assert result["levelChange"]["newLevel"]["key"] == "silver"
     assert (preview["events"], preview["points"]) == ("1", "1")
+
+
+def readme_python(heading: str = "## From Python") -> str:
+    section = (ROOT / "README.md").read_text().split(heading, 1)[1]
+    match = re.search(r"```python\n(.*?)```", section, re.S)
+    assert match, "the README shows a Python example"
+    return match.group(1)
+
+
+def test_readme_python_example_runs_on_a_fresh_server(server: App, admin_key: str) -> None:
+    script = readme_python().replace("127.0.0.1:50051", f"127.0.0.1:{server.port}")
+    script, keys = re.subn(r'api_key="tally_\.\.\."', f'api_key="{admin_key}"', script)
+    assert keys == 1, "the example sets the key once"
+    outputs = []
+    for _ in range(2):  # a fresh server, then again: it makes what it uses, once
+        done = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=ROOT
+        )
+        assert done.returncode == 0, done.stderr
+        outputs.append(done.stdout.splitlines())
+    for lines in outputs:
+        assert lines[:2] == ["only 50 of 80", "silver"]
+        assert lines[-1] == "50"
+    # The ledger: one entry (its sequence is the store's), the award.
+    assert [line.split()[1:] for line in outputs[0][2:-1]] == [["alice", "50"]]
+    assert outputs[1] == outputs[0], "the second run's award replayed"

@@ -200,7 +200,7 @@ class FakeStream:
 
 
 def entry(sequence: int) -> points_pb2.WatchLedgerResponse:
-    return points_pb2.WatchLedgerResponse(entry=common_pb2.LedgerEntry(sequence=sequence))
+    return points_pb2.WatchLedgerResponse(entries=[common_pb2.LedgerEntry(sequence=sequence)])
 
 
 def test_watch_ledger_resumes_after_the_last_sequence(client: TallyClient) -> None:
@@ -238,6 +238,13 @@ def test_watch_raises_what_is_not_unavailable(client: TallyClient) -> None:
     with pytest.raises(PermissionDenied):
         consume()
     assert seen == [1]
+
+
+def test_watch_waits_out_a_full_stream_budget(client: TallyClient, waits: list[float]) -> None:
+    stream = FakeStream(entry, [1, 2], [(0, rate_limited(2))])
+    client.points.WatchLedger = stream
+    assert [e.sequence for e in client.watch_ledger(follow=False)] == [1, 2]
+    assert waits == [2.0]
 
 
 def test_watch_gives_up_after_its_budget(client: TallyClient) -> None:

@@ -68,7 +68,7 @@ def add_parser(verbs: Verbs) -> None:
         "previous run printed to re-run an edited file without importing twice",
     )
     parser.add_argument("--skip-boosts", action="store_true", help="awards: boosts not applied")
-    parser.add_argument("--concurrency", type=int, default=4, help="batches in flight (default 4)")
+    parser.add_argument("--concurrency", type=int, default=8, help="batches in flight (default 8)")
     parser.add_argument("--rejects", type=Path, help="write every rejected row to this CSV")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(run=run_import)

@@ -83,7 +83,7 @@ class Rejected:
 
 
 @dataclass
-class Tally:
+class Counts:
     """What an import did, row by row (counts are thread-safe through `lock`)."""
 
     rows: int = 0
@@ -124,7 +124,7 @@ def check_header(columns: list[str], mode: str) -> str | None:
     return None
 
 
-def read_rows(path: Path, args: argparse.Namespace, prefix: str, tally: Tally) -> Iterator[Row]:
+def read_rows(path: Path, args: argparse.Namespace, prefix: str, counts: Counts) -> Iterator[Row]:
     """The file's rows as AwardBatch items; rows that are wrong here are rejected here."""
     amount_column = AMOUNT_COLUMN[args.mode]
     balances = args.mode == "balances"
@@ -135,10 +135,10 @@ def read_rows(path: Path, args: argparse.Namespace, prefix: str, tally: Tally) -
         reader = csv.DictReader(text)
         for values in reader:
             line = reader.line_num
-            tally.rows += 1
+            counts.rows += 1
 
             def reject(column: str, message: str, line: int = line) -> None:
-                tally.rejected.append(Rejected(line, column, "VALIDATION_FAILED", message))
+                counts.rejected.append(Rejected(line, column, "VALIDATION_FAILED", message))
 
             if None in values:  # more cells than the header has
                 reject("", "more cells than the header has columns")
@@ -153,7 +153,7 @@ def read_rows(path: Path, args: argparse.Namespace, prefix: str, tally: Tally) -
                 reject(amount_column, f"not a whole number: {values[amount_column]!r:.60}")
                 continue
             if balances and amount == 0:
-                tally.skipped += 1
+                counts.skipped += 1
                 continue
             if not 1 <= amount <= MAX_AMOUNT:
                 reject(amount_column, f"must be 1..{MAX_AMOUNT:,} (got {amount})")
@@ -196,14 +196,14 @@ def batches(rows: Iterator[Row]) -> Iterator[list[Row]]:
         yield batch
 
 
-def send(client: TallyClient, batch: list[Row], tally: Tally) -> int:
+def send(client: TallyClient, batch: list[Row], counts: Counts) -> int:
     """One batch, items the server asked to wait for sent again; the rows it settled."""
     pending = batch
     for _ in range(RETRY_ROUNDS):
         response = client.award_batch([row.item for row in pending])
         again: list[Row] = []
         wait_for = 0.0
-        with tally.lock:
+        with counts.lock:
             for row, result in zip(pending, response.results, strict=True):
                 if result.HasField("error"):
                     error = result.error
@@ -216,19 +216,19 @@ def send(client: TallyClient, batch: list[Row], tally: Tally) -> int:
                     column = COLUMN_OF_FIELD.get(column, column)
                     if column == "amount":
                         column = AMOUNT_COLUMN["balances" if row.item.skip_boosts else "awards"]
-                    tally.rejected.append(Rejected(row.line, column, error.reason, error.message))
+                    counts.rejected.append(Rejected(row.line, column, error.reason, error.message))
                 elif result.replayed:
-                    tally.replayed += 1
+                    counts.replayed += 1
                 else:
-                    tally.imported += 1
-                    tally.capped += result.entry.capped
+                    counts.imported += 1
+                    counts.capped += result.entry.capped
         if not again:
             return len(batch)
         pending = again
         time.sleep(min(wait_for, 5.0))
-    with tally.lock:
+    with counts.lock:
         for row in pending:
-            tally.rejected.append(
+            counts.rejected.append(
                 Rejected(row.line, "", "RATE_LIMITED", "still limited after retries; run again")
             )
     return len(batch)
@@ -248,30 +248,31 @@ def run_import(client: TallyClient, args: argparse.Namespace, out: Output) -> in
         print(f"tally import: {path}: line 1: {problem}", file=sys.stderr)
         return 2
     prefix = args.key_prefix or prefix
-    tally = Tally()
+    client.get_system(args.system)  # a missing system fails here, not once per row
+    counts = Counts()
     started = time.monotonic()
     bar = progress_bar("rows", enabled=False if args.no_progress else None)
     with bar, ThreadPoolExecutor(max_workers=max(1, args.concurrency)) as pool:
         task = bar.add_task(f"import {path.name}", total=total)
         in_flight: set[Future[int]] = set()
-        for batch in batches(read_rows(path, args, prefix, tally)):
+        for batch in batches(read_rows(path, args, prefix, counts)):
             while len(in_flight) >= 2 * max(1, args.concurrency):
                 done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
                 for finished in done:
                     bar.advance(task, finished.result())
-            in_flight.add(pool.submit(send, client, batch, tally))
+            in_flight.add(pool.submit(send, client, batch, counts))
         for finished in in_flight:
             bar.advance(task, finished.result())
         bar.update(task, completed=total)
     seconds = time.monotonic() - started
-    report(out, args, path, prefix, tally, seconds)
-    return 1 if tally.rejected else 0
+    report(out, args, path, prefix, counts, seconds)
+    return 1 if counts.rejected else 0
 
 
 def report(
-    out: Output, args: argparse.Namespace, path: Path, prefix: str, tally: Tally, seconds: float
+    out: Output, args: argparse.Namespace, path: Path, prefix: str, counts: Counts, seconds: float
 ) -> None:
-    rejected = sorted(tally.rejected, key=lambda r: r.line)
+    rejected = sorted(counts.rejected, key=lambda r: r.line)
     if args.rejects:
         with args.rejects.open("w", newline="") as sink:
             writer = csv.writer(sink)
@@ -281,14 +282,14 @@ def report(
         "file": str(path),
         "system": args.system,
         "key_prefix": prefix,
-        "rows": tally.rows,
-        "imported": tally.imported,
-        "already_imported": tally.replayed,
-        "skipped": tally.skipped,
-        "capped": tally.capped,
+        "rows": counts.rows,
+        "imported": counts.imported,
+        "already_imported": counts.replayed,
+        "skipped": counts.skipped,
+        "capped": counts.capped,
         "rejected": len(rejected),
         "seconds": round(seconds, 3),
-        "rows_per_second": round(tally.rows / seconds) if seconds > 0 else 0,
+        "rows_per_second": round(counts.rows / seconds) if seconds > 0 else 0,
     }
     if out.as_json:
         out.json_line(summary)
@@ -298,13 +299,13 @@ def report(
             )
         return
     out.console.print(
-        f"{path.name}: {tally.rows:,} rows, {tally.imported:,} imported, "
-        f"{tally.replayed:,} already imported, {tally.skipped:,} skipped (zero), "
+        f"{path.name}: {counts.rows:,} rows, {counts.imported:,} imported, "
+        f"{counts.replayed:,} already imported, {counts.skipped:,} skipped (zero), "
         f"{len(rejected):,} rejected in {seconds:.1f} s "
         f"({summary['rows_per_second']:,} rows/s)"
     )
-    if tally.capped:
-        out.console.print(f"  {tally.capped:,} awards were cut by the system's max_points")
+    if counts.capped:
+        out.console.print(f"  {counts.capped:,} awards were cut by the system's max_points")
     out.console.print(f"  idempotency keys {prefix}:<line> (a re-run imports nothing twice)")
     if rejected:
         shown = rejected[:50]

@@ -179,6 +179,31 @@ def test_import_reports_rejected_rows_by_line_and_column(
     assert (again["imported"], again["already_imported"]) == (0, 2)
 
 
+def test_watch_prints_one_json_line_per_entry(
+    server: App, admin_key: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    main(tally(server, admin_key, "systems", "create", "xp"))
+    for user, amount in (("alice", "5"), ("bob", "7")):
+        main(tally(server, admin_key, "award", "xp", user, amount))
+    capsys.readouterr()
+    assert main(tally(server, admin_key, "watch", "--system", "xp", "--no-follow")) == 0
+    entries = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(e["userId"], e["amount"]) for e in entries] == [("alice", "5"), ("bob", "7")]
+    after = entries[0]["sequence"]
+    argv = ["watch", "--system", "xp", "--no-follow", "--after-sequence", after]
+    assert main(tally(server, admin_key, *argv)) == 0
+    assert [json.loads(line)["userId"] for line in capsys.readouterr().out.splitlines()] == ["bob"]
+
+
+def test_import_into_a_missing_system_fails_once(
+    server: App, admin_key: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "awards.csv"
+    write_awards(source, [("alice", "5")])
+    assert main(tally(server, admin_key, "import", str(source), "--system", "nope")) == 1
+    assert "SYSTEM_NOT_FOUND" in capsys.readouterr().err
+
+
 def test_import_refuses_an_unknown_column(
     server: App, admin_key: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

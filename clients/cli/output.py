@@ -40,7 +40,7 @@ class Output:
     def table(self, title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
         table = Table(title=title, title_justify="left", show_edge=False)
         for column in columns:
-            table.add_column(column)
+            table.add_column(column, overflow="fold")  # ids whole, never cut with …
         for row in rows:
             table.add_row(*(cell(value) for value in row))
         self.console.print(table)

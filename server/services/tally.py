@@ -42,6 +42,9 @@ class Tally:
             store, self.config, max_batch=max_batch, on_commit=self.feeds.committed
         )
         self.keys = KeyRing(store, max_age=key_max_age)
+        # By system: the TIME_INTERVAL epoch whose stale accounts this process's sweep has
+        # settled (see writes.accrue_due).
+        self.accrued_epochs: dict[str, int] = {}
         self.limits = limits if limits is not None else RateLimiter.unlimited()
 
     def system(self, key: str) -> PointsSystem:

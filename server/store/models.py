@@ -1,8 +1,8 @@
 """Table definitions (SQLAlchemy 2.0 typed ORM), shaped to be distributable by user.
 
 Every per-user table has `user_id` in its primary key and in every unique key, so that
-Citus can shard by user and each write of one user stays on one shard. Systems (and later
-triggers, levels, boosts) are small configuration tables that can be reference tables.
+Citus can shard by user and each write of one user stays on one shard. Systems, triggers,
+levels, boosts and API keys are small configuration tables that can be reference tables.
 """
 
 from __future__ import annotations

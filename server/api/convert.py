@@ -227,7 +227,10 @@ def system_out(system: PointsSystem, triggers: Iterable[Trigger] = ()) -> points
 
 
 def entry_out(entry: LedgerEntry) -> common_pb2.LedgerEntry:
-    return common_pb2.LedgerEntry(
+    """An entry as a message. The fields most entries leave empty are set only when they
+    are not: every field given to the constructor costs, and streams convert entries by
+    the hundred thousand."""
+    message = common_pb2.LedgerEntry(
         id=entry.id,
         sequence=entry.sequence,
         system_key=entry.system_key,
@@ -236,18 +239,27 @@ def entry_out(entry: LedgerEntry) -> common_pb2.LedgerEntry:
         amount=entry.amount,
         base_amount=entry.base_amount,
         multiplier=float(entry.multiplier),
-        boost_ids=list(entry.boost_ids),
-        capped=entry.capped,
         balance_after=entry.balance_after,
         reason=entry.reason,
-        metadata=struct_out(entry.metadata) if entry.metadata else None,
         idempotency_key=entry.idempotency_key,
-        trigger_id=entry.trigger_id,
-        event_type=entry.event_type,
-        expire_time=time_out(entry.expire_time),
-        reverses_entry_id=entry.reverses_entry_id,
         create_time=time_out(entry.create_time),
     )
+    if entry.boost_ids:
+        message.boost_ids.extend(entry.boost_ids)
+    if entry.capped:
+        message.capped = True
+    if entry.metadata:
+        message.metadata.CopyFrom(struct_out(entry.metadata))
+    if entry.trigger_id:
+        message.trigger_id = entry.trigger_id
+    if entry.event_type:
+        message.event_type = entry.event_type
+    expire_time = time_out(entry.expire_time)
+    if expire_time is not None:
+        message.expire_time.CopyFrom(expire_time)
+    if entry.reverses_entry_id:
+        message.reverses_entry_id = entry.reverses_entry_id
+    return message
 
 
 def level_out(level: Level | None) -> common_pb2.Level | None:

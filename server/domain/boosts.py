@@ -16,6 +16,9 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Context, Decimal
 from server.domain.model import MAX_ENTRY_POINTS, Boost, Rounding, User, attributes_match
 
 ONE = Decimal(1)
+# Digits enough that no product is ever rounded (a multiplier's shortest form has at most
+# 17 significant digits; precision is a bound, not a cost: small products stay cheap).
+EXACT = Context(prec=100_000)
 
 
 @dataclass(frozen=True)
@@ -38,9 +41,8 @@ def applying(candidates: Iterable[Boost], user: User, when: datetime) -> list[Bo
 def product(boosts: Sequence[Boost]) -> Decimal:
     """The exact product of the multipliers (1 for none)."""
     result = ONE
-    context = _exact(boosts)
     for boost in boosts:
-        result = context.multiply(result, boost.multiplier)
+        result = EXACT.multiply(result, boost.multiplier)
     return result
 
 
@@ -56,12 +58,6 @@ def multiply(amount: int, boosts: Sequence[Boost]) -> Boosted:
         mode = ROUND_HALF_UP
     else:
         mode = ROUND_CEILING
-    exact = _exact(boosts, extra=len(str(amount))).multiply(Decimal(amount), factor)
+    exact = EXACT.multiply(Decimal(amount), factor)
     boosted = int(exact.to_integral_value(rounding=mode))
     return Boosted(min(boosted, MAX_ENTRY_POINTS), amount, factor, tuple(b.id for b in boosts))
-
-
-def _exact(boosts: Sequence[Boost], extra: int = 0) -> Context:
-    """A context with digits enough that no product of these multipliers is rounded."""
-    digits = sum(len(b.multiplier.as_tuple().digits) for b in boosts)
-    return Context(prec=digits + extra + 2)

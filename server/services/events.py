@@ -11,7 +11,6 @@ from server.domain import changes, commands, preview, validation
 from server.domain.book import Book
 from server.domain.errors import (
     FieldViolation,
-    SystemNotFound,
     TriggerNotFound,
     ValidationFailed,
 )
@@ -84,19 +83,13 @@ def preview_triggers(
     """Replay the window's events through the triggers given (drafts, saved ones of any
     status) as if they had been ACTIVE; writes nothing. Events are read in chunks."""
     validation.preview_triggers(cmd)
-    callers.current().check_system(cmd.system_key)
     buckets = bucket_count or DEFAULT_BUCKETS
     if not 1 <= buckets <= validation.MAX_PAGE_SIZE:
         raise ValidationFailed([FieldViolation("bucket_count", "must be between 1 and 100")])
     end = cmd.end_time or now
     start = cmd.start_time or end - PREVIEW_DEFAULT_WINDOW
-    rules = in_transaction(tally.store, tally.config.for_read, write=False).rules
-    system = rules.systems.get(cmd.system_key)
-    if system is None:
-        rules = in_transaction(tally.store, tally.config.reload, write=False).rules
-        system = rules.systems.get(cmd.system_key)
-    if system is None:
-        raise SystemNotFound(cmd.system_key)
+    rules = tally.rules_for(cmd.system_key)
+    system = rules.systems[cmd.system_key]
     labelled: list[tuple[str, Trigger]] = [
         (f"triggers[{i}]", _draft(cmd.system_key, draft, now)) for i, draft in enumerate(cmd.drafts)
     ]

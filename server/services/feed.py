@@ -1,7 +1,7 @@
 """Live feeds: a store's numbered items in order after a cursor, then as they commit.
 
-WatchLedger streams ledger entries by `sequence`, and WatchLevelChanges (issue 10) will
-stream level changes by theirs; both are a `Feed` followed by `Feeds.watch`. A caller
+WatchLedger streams ledger entries by `sequence`, and WatchLevelChanges level changes by
+theirs; both are a `Feed` followed by `Feeds.watch`. A caller
 that resumes with the last number it saw gets every later item exactly once.
 
 Why `sequence > cursor` alone would skip: on PostgreSQL an item takes its number from a

@@ -106,15 +106,7 @@ def delete_level(tally: Tally, system_key: str, key: str) -> None:
 
 def list_levels(tally: Tally, system_key: str) -> list[Level]:
     """The system's levels by threshold ascending."""
-    if not validation.SYSTEM_KEY.fullmatch(system_key):
-        raise SystemNotFound(system_key)
-    callers.current().check_system(system_key)
-    rules = in_transaction(tally.store, tally.config.for_read, write=False).rules
-    if system_key not in rules.systems:
-        rules = in_transaction(tally.store, tally.config.reload, write=False).rules
-        if system_key not in rules.systems:
-            raise SystemNotFound(system_key)
-    return list(rules.levels.get(system_key, Ladder()).levels)
+    return list(tally.rules_for(system_key).levels.get(system_key, Ladder()).levels)
 
 
 def get_user_level(tally: Tally, system_key: str, user_id: str, now: datetime) -> UserLevel:

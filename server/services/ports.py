@@ -142,9 +142,15 @@ class AccountRepository(Protocol):
         """(system_key, user_id) of accounts holding credit that lapsed by `now`."""
         ...
 
-    def due_for_accrual(self, system_key: str, now: datetime, epoch: int, limit: int) -> list[str]:
-        """Users of the system with a TIME_INTERVAL firing due by `now`, or whose accrual
-        was worked out before configuration version `epoch` (a trigger changed since)."""
+    def due_for_accrual(self, system_key: str, now: datetime, limit: int) -> list[str]:
+        """Users of the system with a TIME_INTERVAL firing due by `now`."""
+        ...
+
+    def stale_for_accrual(
+        self, system_key: str, epoch: int, after_user: str, limit: int
+    ) -> list[str]:
+        """Users of the system (after `after_user`, in id order) whose accrual was worked
+        out before configuration version `epoch`: a TIME_INTERVAL trigger changed since."""
         ...
 
     def save(self, accounts: Sequence[Account], now: datetime) -> None:

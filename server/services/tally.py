@@ -10,6 +10,9 @@ from typing import TypeVar
 
 from server.domain.errors import NoMatchingTrigger, SystemNotFound
 from server.domain.model import PointsSystem
+from server.domain.rules import Rules
+from server.domain.validation import SYSTEM_KEY
+from server.services import callers
 from server.services.access import DEFAULT_MAX_AGE, KeyRing
 from server.services.configuration import Configuration
 from server.services.feed import Feeds
@@ -42,6 +45,9 @@ class Tally:
             store, self.config, max_batch=max_batch, on_commit=self.feeds.committed
         )
         self.keys = KeyRing(store, max_age=key_max_age)
+        # By system: the TIME_INTERVAL epoch whose stale accounts this process's sweep has
+        # settled (see writes.accrue_due).
+        self.accrued_epochs: dict[str, int] = {}
         self.limits = limits if limits is not None else RateLimiter.unlimited()
 
     def system(self, key: str) -> PointsSystem:
@@ -51,6 +57,20 @@ class Tally:
         if system is None:
             raise SystemNotFound(key)
         return system
+
+    def rules_for(self, system_key: str) -> Rules:
+        """The configuration for a read of one system (as Configuration.for_read), loaded
+        again when it does not hold the system; SYSTEM_NOT_FOUND when there is none. The
+        caller must be allowed the system (SCOPE_INSUFFICIENT)."""
+        if not SYSTEM_KEY.fullmatch(system_key):
+            raise SystemNotFound(system_key)  # a key that cannot name one names none
+        callers.current().check_system(system_key)
+        rules = in_transaction(self.store, self.config.for_read, write=False).rules
+        if system_key not in rules.systems:
+            rules = in_transaction(self.store, self.config.reload, write=False).rules
+            if system_key not in rules.systems:
+                raise SystemNotFound(system_key)
+        return rules
 
     def check_event_type(self, event_type: str) -> None:
         """NO_MATCHING_TRIGGER unless a trigger of some status names `event_type`: checked

@@ -21,7 +21,6 @@ from server.domain.model import Trigger, TriggerStatus
 from server.services import callers
 from server.services.ports import UnitOfWork
 from server.services.tally import Tally
-from server.services.transactions import in_transaction
 
 UPDATABLE_TRIGGER_FIELDS = frozenset(
     {
@@ -96,15 +95,7 @@ def update_trigger(tally: Tally, cmd: commands.UpdateTrigger, now: datetime) -> 
 
 def list_triggers(tally: Tally, system_key: str) -> list[Trigger]:
     """The system's triggers of every status, oldest first."""
-    if not validation.SYSTEM_KEY.fullmatch(system_key):
-        raise SystemNotFound(system_key)
-    callers.current().check_system(system_key)
-    rules = in_transaction(tally.store, tally.config.for_read, write=False).rules
-    if system_key not in rules.systems:
-        rules = in_transaction(tally.store, tally.config.reload, write=False).rules
-        if system_key not in rules.systems:
-            raise SystemNotFound(system_key)
-    return rules.triggers_of(system_key)
+    return tally.rules_for(system_key).triggers_of(system_key)
 
 
 def _fields_of(trigger: Trigger) -> commands.TriggerFields:

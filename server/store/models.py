@@ -1,8 +1,8 @@
 """Table definitions (SQLAlchemy 2.0 typed ORM), shaped to be distributable by user.
 
 Every per-user table has `user_id` in its primary key and in every unique key, so that
-Citus can shard by user and each write of one user stays on one shard. Systems (and later
-triggers, levels, boosts) are small configuration tables that can be reference tables.
+Citus can shard by user and each write of one user stays on one shard. Systems, triggers,
+levels, boosts and API keys are small configuration tables that can be reference tables.
 """
 
 from __future__ import annotations
@@ -137,15 +137,24 @@ class AccountRow(Base):
     update_time: Mapped[datetime]
 
     __table_args__ = (
-        # Level counts (GetLevelSummary) and the balance histogram: ranges of one system.
+        # Level counts (GetLevelSummary) and the balance histogram: ranges of one system
+        # (LIFETIME_EARNED levels read total_earned through it too: one more index here
+        # would be written by every award).
         Index(None, "system_key", "balance"),
-        Index(None, "system_key", "total_earned"),
         # The expiry sweep finds accounts with credit due to lapse.
         Index(None, "next_expire_time"),
-        # The accrual sweep finds accounts with a firing due, or worked out before a
-        # trigger of their system changed.
-        Index(None, "system_key", "next_accrual_time"),
-        Index(None, "system_key", "accrual_version"),
+        # The accrual sweep finds accounts with a firing due. Partial: only accounts of
+        # systems with TIME_INTERVAL triggers have one, and an index entry per account
+        # would cost every award (an account update changes indexed columns, so it
+        # writes every index of the table). Accounts worked out before a trigger of
+        # their system changed are found by one pass over the system (the sweep).
+        Index(
+            None,
+            "system_key",
+            "next_accrual_time",
+            postgresql_where=text("next_accrual_time IS NOT NULL"),
+            sqlite_where=text("next_accrual_time IS NOT NULL"),
+        ),
     )
 
 

@@ -304,9 +304,15 @@ class SqlAccountRepository(_Repository):
         rows = self.db.rows(self.sql.accounts_due, {"now": now, "limit": limit})
         return [(r["system_key"], r["user_id"]) for r in rows]
 
-    def due_for_accrual(self, system_key: str, now: datetime, epoch: int, limit: int) -> list[str]:
-        params = {"system_key": system_key, "now": now, "epoch": epoch, "limit": limit}
+    def due_for_accrual(self, system_key: str, now: datetime, limit: int) -> list[str]:
+        params = {"system_key": system_key, "now": now, "limit": limit}
         return [r["user_id"] for r in self.db.rows(self.sql.accounts_accrual_due, params)]
+
+    def stale_for_accrual(
+        self, system_key: str, epoch: int, after_user: str, limit: int
+    ) -> list[str]:
+        params = {"system_key": system_key, "epoch": epoch, "after": after_user, "limit": limit}
+        return [r["user_id"] for r in self.db.rows(self.sql.accounts_accrual_stale, params)]
 
     def save(self, accounts: Sequence[Account], now: datetime) -> None:
         """One upsert for the accounts; lots with something left are upserted, emptied

@@ -277,12 +277,25 @@ class Statements:
             .order_by(accounts.c.next_expire_time)
             .limit(bindparam("limit"))
         )
+        # The accrual sweep: accounts with a firing due (by the partial index), and, once
+        # after a trigger of the system changed, those worked out before (a pass over the
+        # system's accounts, in keyset pages).
         self.accounts_accrual_due = (
             select(accounts.c.user_id)
             .where(
                 accounts.c.system_key == bindparam("system_key"),
-                (accounts.c.next_accrual_time <= bindparam("now"))
-                | (accounts.c.accrual_version < bindparam("epoch")),
+                accounts.c.next_accrual_time.is_not(None),
+                accounts.c.next_accrual_time <= bindparam("now"),
+            )
+            .order_by(accounts.c.next_accrual_time)
+            .limit(bindparam("limit"))
+        )
+        self.accounts_accrual_stale = (
+            select(accounts.c.user_id)
+            .where(
+                accounts.c.system_key == bindparam("system_key"),
+                accounts.c.user_id > bindparam("after"),
+                accounts.c.accrual_version < bindparam("epoch"),
             )
             .order_by(accounts.c.user_id)
             .limit(bindparam("limit"))

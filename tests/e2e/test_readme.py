@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -37,13 +38,15 @@ def readme_session(heading: str = "## Calling it by hand") -> str:
     return match.group(1)
 
 
-def test_readme_buf_curl_session(server: App, admin_key: str) -> None:
+def run_session(heading: str, server: App, admin_key: str) -> tuple[list[Any], str]:
+    """Run the README's shell block under `heading` against `server`, with `admin_key` as
+    its KEY: the JSON documents it printed, and what followed them."""
     buf = find_buf()
     if buf is None:
         if os.environ.get("CI") == "true":
             pytest.fail("buf not found (npm install --no-save @bufbuild/buf)")
         pytest.skip("buf not found (npm install --no-save @bufbuild/buf)")
-    script = readme_session().replace("127.0.0.1:50051", f"127.0.0.1:{server.port}")
+    script = readme_session(heading).replace("127.0.0.1:50051", f"127.0.0.1:{server.port}")
     script = script.replace("BUF=node_modules/.bin/buf", f"BUF={buf}")
     script, keys = re.subn(r"^KEY=.*$", f"KEY={admin_key}", script, flags=re.M)
     assert keys == 1, "the session sets KEY once"
@@ -55,45 +58,26 @@ def test_readme_buf_curl_session(server: App, admin_key: str) -> None:
         cwd=ROOT,
     )
     assert done.returncode == 0, done.stderr
-    # The outputs are JSON documents one after another, then the method list.
+    # The outputs are JSON documents one after another (then, maybe, plain text).
     decoder = json.JSONDecoder()
     text, documents = done.stdout.strip(), []
     while text.startswith("{"):
         document, end = decoder.raw_decode(text)
         documents.append(document)
         text = text[end:].strip()
-    created, awarded, balance = documents
+    return documents, text
+
+
+def test_readme_buf_curl_session(server: App, admin_key: str) -> None:
+    (created, awarded, balance), rest = run_session("## Calling it by hand", server, admin_key)
     assert created["system"]["key"] == "xp"
     assert awarded["balance"]["balance"] == "50"
     assert balance["balance"]["balance"] == "50"
-    assert "tally.v1.PointsService/Award" in text.splitlines()
+    assert "tally.v1.PointsService/Award" in rest.splitlines()
 
 
 def test_readme_triggers_levels_and_boosts_session(server: App, admin_key: str) -> None:
-    buf = find_buf()
-    if buf is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("buf not found (npm install --no-save @bufbuild/buf)")
-        pytest.skip("buf not found (npm install --no-save @bufbuild/buf)")
-    script = readme_session("## Triggers, levels and boosts")
-    script = script.replace("127.0.0.1:50051", f"127.0.0.1:{server.port}")
-    script = script.replace("BUF=node_modules/.bin/buf", f"BUF={buf}")
-    script, keys = re.subn(r"^KEY=.*$", f"KEY={admin_key}", script, flags=re.M)
-    assert keys == 1, "the session sets KEY once"
-    done = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-    )
-    assert done.returncode == 0, done.stderr
-    decoder = json.JSONDecoder()
-    text, documents = done.stdout.strip(), []
-    while text:
-        document, end = decoder.raw_decode(text)
-        documents.append(document)
-        text = text[end:].strip()
+    documents, _ = run_session("## Triggers, levels and boosts", server, admin_key)
     event, preview = documents[-2], documents[-1]
     result = event["results"]["quest"]
     assert result["added"] == "20"

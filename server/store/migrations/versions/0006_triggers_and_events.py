@@ -3,7 +3,7 @@
 Triggers are configuration (read whole into memory). Events and totals are per user,
 keyed by user first, like every per-user table. Accounts gain what accrual needs: each
 trigger's last firing, when the next is due, and the configuration version that worked
-it out (indexed for the sweep that accrues idle users).
+it out (the sweep that accrues idle users finds the first by a partial index).
 
 Revision ID: 0006
 Revises: 0005
@@ -73,16 +73,18 @@ def upgrade() -> None:
         batch.add_column(
             sa.Column("accrual_version", sa.BigInteger(), server_default="0", nullable=False)
         )
+    # Partial: only accounts with a firing to come (an index entry per account would be
+    # written by every award: an account update changes indexed columns).
     op.create_index(
-        "ix_accounts_system_key_next_accrual_time", "accounts", ["system_key", "next_accrual_time"]
-    )
-    op.create_index(
-        "ix_accounts_system_key_accrual_version", "accounts", ["system_key", "accrual_version"]
+        "ix_accounts_system_key_next_accrual_time",
+        "accounts",
+        ["system_key", "next_accrual_time"],
+        postgresql_where=sa.text("next_accrual_time IS NOT NULL"),
+        sqlite_where=sa.text("next_accrual_time IS NOT NULL"),
     )
 
 
 def downgrade() -> None:
-    op.drop_index("ix_accounts_system_key_accrual_version", table_name="accounts")
     op.drop_index("ix_accounts_system_key_next_accrual_time", table_name="accounts")
     with op.batch_alter_table("accounts") as batch:
         batch.drop_column("accrual_version")

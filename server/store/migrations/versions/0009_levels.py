@@ -2,8 +2,7 @@
 
 Levels are configuration (read whole into memory); a user's level is never stored, it
 is derived from the basis value and the thresholds. Level changes are per user (keyed by
-user first) and numbered in one order for WatchLevelChanges. Accounts gain an index on
-(system_key, total_earned) for counting LIFETIME_EARNED levels.
+user first) and numbered in one order for WatchLevelChanges.
 
 Revision ID: 0009
 Revises: 0006
@@ -55,13 +54,9 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("user_id", "sequence", name="pk_level_changes"),
     )
     op.create_index("ix_level_changes_sequence", "level_changes", ["sequence"])
-    op.create_index(
-        "ix_accounts_system_key_total_earned", "accounts", ["system_key", "total_earned"]
-    )
 
 
 def downgrade() -> None:
-    op.drop_index("ix_accounts_system_key_total_earned", table_name="accounts")
     op.drop_index("ix_level_changes_sequence", table_name="level_changes")
     op.drop_table("level_changes")
     if op.get_bind().dialect.name == "postgresql":

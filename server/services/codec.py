@@ -13,6 +13,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
 from enum import Enum
@@ -22,13 +23,10 @@ from server.domain.ledger import ONE
 from server.domain.model import (
     Balance,
     EntryType,
-    IntervalUnit,
     LedgerEntry,
     Level,
     LevelChange,
     Trigger,
-    TriggerStatus,
-    TriggerType,
 )
 from server.services.results import EventResult, SystemEventResult, WriteResult
 
@@ -57,7 +55,9 @@ def dumps(result: WriteResult | EventResult) -> str:
     return json.dumps(document, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
 
 
-def loads(text: str) -> WriteResult | EventResult:
+def loads(text: str, triggers: Mapping[str, Trigger] | None = None) -> WriteResult | EventResult:
+    """A stored response; `triggers` (by id) resolve the triggers an event's response
+    names by id alone (triggers are configuration, and never deleted)."""
     document = json.loads(text)
     if document.get("v") != FORMAT:
         raise ValueError(f"stored response format {document.get('v')!r} is not {FORMAT}")
@@ -65,7 +65,9 @@ def loads(text: str) -> WriteResult | EventResult:
         return EventResult(
             event_id=document["event_id"],
             metric_total=Decimal(document["metric_total"]),
-            results={k: _system_result_in(r) for k, r in document["results"].items()},
+            results={
+                k: _system_result_in(r, triggers or {}) for k, r in document["results"].items()
+            },
         )
     return WriteResult(
         entry=_entry_in(document["entry"]),
@@ -255,56 +257,17 @@ def _system_result_out(r: SystemEventResult) -> dict[str, Any]:
     return {
         "added": r.added,
         "balance": _balance_out(r.balance),
-        "awards": [{"entry": _entry_out(e), "trigger": _trigger_out(t)} for e, t in r.awards],
+        # a trigger by id: it is configuration, and its whole form would more than double
+        # the stored response of every event (a row PostgreSQL would then compress)
+        "awards": [{"entry": _entry_out(e), "trigger_id": t.id} for e, t in r.awards],
         "level_change": _change_out(r.level_change),
     }
 
 
-def _system_result_in(d: dict[str, Any]) -> SystemEventResult:
+def _system_result_in(d: dict[str, Any], triggers: Mapping[str, Trigger]) -> SystemEventResult:
     return SystemEventResult(
         added=d["added"],
         balance=_balance_in(d["balance"]),
-        awards=tuple((_entry_in(a["entry"]), _trigger_in(a["trigger"])) for a in d["awards"]),
+        awards=tuple((_entry_in(a["entry"]), triggers[a["trigger_id"]]) for a in d["awards"]),
         level_change=_change_in(d.get("level_change")),
-    )
-
-
-def _trigger_out(t: Trigger) -> dict[str, Any]:
-    return {
-        "id": t.id,
-        "system_key": t.system_key,
-        "type": t.type.value,
-        "points": t.points,
-        "status": t.status.value,
-        "event_type": t.event_type,
-        "metric_threshold": str(t.metric_threshold),
-        "interval_unit": t.interval_unit.value if t.interval_unit else None,
-        "interval_count": t.interval_count,
-        "event_attributes": [list(a) for a in t.event_attributes],
-        "user_attributes": [list(a) for a in t.user_attributes],
-        "activate_time": _time_out(t.activate_time),
-        "version": t.version,
-        "create_time": t.create_time.isoformat(),
-        "update_time": t.update_time.isoformat(),
-    }
-
-
-def _trigger_in(d: dict[str, Any]) -> Trigger:
-    unit = d.get("interval_unit")
-    return Trigger(
-        id=d["id"],
-        system_key=d["system_key"],
-        type=TriggerType(d["type"]),
-        points=d["points"],
-        status=TriggerStatus(d["status"]),
-        event_type=d.get("event_type", ""),
-        metric_threshold=Decimal(d.get("metric_threshold", "0")),
-        interval_unit=IntervalUnit(unit) if unit else None,
-        interval_count=d.get("interval_count", 0),
-        event_attributes=tuple((k, v) for k, v in d.get("event_attributes", ())),
-        user_attributes=tuple((k, v) for k, v in d.get("user_attributes", ())),
-        activate_time=_time_in(d.get("activate_time")),
-        version=d.get("version", 0),
-        create_time=datetime.fromisoformat(d["create_time"]),
-        update_time=datetime.fromisoformat(d["update_time"]),
     )

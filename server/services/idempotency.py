@@ -9,8 +9,10 @@ stays on one shard.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 
 from server.domain.errors import IdempotencyKeyReused
+from server.domain.model import Trigger
 from server.services import codec
 from server.services.ports import StoredResponse
 from server.services.results import EventResult, WriteResult
@@ -19,7 +21,11 @@ fingerprint = codec.fingerprint
 
 
 def replay(
-    stored: StoredResponse | None, request_hash: str, *, key: str
+    stored: StoredResponse | None,
+    request_hash: str,
+    *,
+    key: str,
+    triggers: Mapping[str, Trigger] | None = None,
 ) -> WriteResult | EventResult | None:
     """The remembered response (as read under the user's lock, so that racing repeats
     see each other's writes), or None when the key is new."""
@@ -27,7 +33,7 @@ def replay(
         return None
     if stored.request_hash != request_hash:
         raise IdempotencyKeyReused(key)
-    return dataclasses.replace(codec.loads(stored.response), replayed=True)
+    return dataclasses.replace(codec.loads(stored.response, triggers), replayed=True)
 
 
 def remember(result: WriteResult | EventResult, request_hash: str) -> StoredResponse:

@@ -119,7 +119,12 @@ class _Batch:
                 if self.changes[earlier].request_hash != change.request_hash:
                     raise IdempotencyKeyReused(change.idempotency_key)
                 return earlier
-            replayed = idempotency.replay(self.stored.get(scope), change.request_hash, key=scope[2])
+            replayed = idempotency.replay(
+                self.stored.get(scope),
+                change.request_hash,
+                key=scope[2],
+                triggers=self.rules.triggers,
+            )
             if replayed is not None:
                 return replayed
         if change.system_key and change.system_key not in self.rules.systems:

@@ -358,9 +358,13 @@ SCENARIOS: tuple[Scenario, ...] = (
         "GetLevelSummary",
         level_summary,
         baseline="transport",
-        title="GetLevelSummary over the 100,000 users (four levels)",
-        targets=(Target("p99_ms", "<=", 100.0, "p99 well under 100 ms"),),
+        title="GetLevelSummary over the 100,000 users (four levels), 1 call in flight",
+        # the query's own latency: one call at a time (a summary cannot take half the
+        # transport ceiling's rate, where the open loop measures)
+        targets=(Target("closed_p99_ms", "<=", 100.0, "p99 well under 100 ms"),),
         service="/tally.v1.LevelsService/",
+        in_flight=(1, 1),
+        latency="closed",
     ),
     Scenario(
         "record_event",

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from decimal import ROUND_FLOOR, Decimal
 
 from server.domain import boosts as boosting
+from server.domain.commands import TriggerFields
 from server.domain.errors import FieldViolation, ValidationFailed
 from server.domain.ledger import Account, Posting
 from server.domain.model import (
@@ -16,11 +17,44 @@ from server.domain.model import (
     Boost,
     LedgerEntry,
     Trigger,
+    TriggerStatus,
     TriggerType,
     attributes_match,
 )
 
 matches = attributes_match
+
+
+def made(
+    fields: TriggerFields,
+    *,
+    system_key: str,
+    status: TriggerStatus,
+    now: datetime,
+    trigger_id: str = "",
+    version: int = 0,
+) -> Trigger:
+    """A trigger as a caller wrote it (valid fields), with the status given: saved by
+    CreateTrigger, or a draft replayed by PreviewTriggers. It counts as activated `now`
+    when ACTIVE."""
+    assert fields.type is not None, "a valid trigger has a type"
+    return Trigger(
+        id=trigger_id,
+        system_key=system_key,
+        type=fields.type,
+        points=fields.points,
+        status=status,
+        create_time=now,
+        update_time=now,
+        event_type=fields.event_type,
+        metric_threshold=fields.metric_threshold,
+        interval_unit=fields.interval_unit,
+        interval_count=fields.interval_count,
+        event_attributes=fields.event_attributes,
+        user_attributes=fields.user_attributes,
+        activate_time=now if status is TriggerStatus.ACTIVE else None,
+        version=version,
+    )
 
 
 def times_fired(trigger: Trigger, before: Decimal, after: Decimal) -> int:

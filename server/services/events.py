@@ -7,7 +7,7 @@ import dataclasses
 from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta
 
-from server.domain import changes, commands, preview, validation
+from server.domain import changes, commands, preview, triggers, validation
 from server.domain.book import Book
 from server.domain.errors import (
     FieldViolation,
@@ -91,7 +91,11 @@ def preview_triggers(
     rules = tally.rules_for(cmd.system_key)
     system = rules.systems[cmd.system_key]
     labelled: list[tuple[str, Trigger]] = [
-        (f"triggers[{i}]", _draft(cmd.system_key, draft, now)) for i, draft in enumerate(cmd.drafts)
+        (
+            f"triggers[{i}]",
+            triggers.made(draft, system_key=cmd.system_key, status=TriggerStatus.ACTIVE, now=now),
+        )
+        for i, draft in enumerate(cmd.drafts)
     ]
     problems = []
     for index, trigger_id in enumerate(cmd.trigger_ids):
@@ -110,25 +114,6 @@ def preview_triggers(
     event_types = sorted({t.event_type for _, t in labelled})
     result = preview.replay(labelled, system.max_points, _events(tally, event_types, start, end))
     return result, result.distribution(buckets)
-
-
-def _draft(system_key: str, fields: commands.TriggerFields, now: datetime) -> Trigger:
-    assert fields.type is not None, "validated"
-    return Trigger(
-        id="",
-        system_key=system_key,
-        type=fields.type,
-        points=fields.points,
-        status=TriggerStatus.ACTIVE,
-        create_time=now,
-        update_time=now,
-        event_type=fields.event_type,
-        metric_threshold=fields.metric_threshold,
-        interval_unit=fields.interval_unit,
-        interval_count=fields.interval_count,
-        event_attributes=fields.event_attributes,
-        user_attributes=fields.user_attributes,
-    )
 
 
 def _events(

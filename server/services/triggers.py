@@ -9,7 +9,7 @@ import dataclasses
 import uuid
 from datetime import datetime
 
-from server.domain import commands, validation
+from server.domain import commands, triggers, validation
 from server.domain.errors import (
     FieldViolation,
     SystemNotFound,
@@ -40,28 +40,16 @@ FIXED_TRIGGER_FIELDS = frozenset({"id", "system_key", "type", "create_time", "up
 def create_trigger(tally: Tally, cmd: commands.CreateTrigger, now: datetime) -> Trigger:
     validation.create_trigger(cmd)
     callers.current().check_system(cmd.system_key)
-    fields = cmd.trigger
-    assert fields.type is not None, "validated"
-    status = fields.status or TriggerStatus.INACTIVE
 
     def work(uow: UnitOfWork, version: int) -> Trigger:
         if uow.systems.get(cmd.system_key) is None:
             raise SystemNotFound(cmd.system_key)
-        trigger = Trigger(
-            id=str(uuid.uuid4()),
+        trigger = triggers.made(
+            cmd.trigger,
             system_key=cmd.system_key,
-            type=fields.type,  # type: ignore[arg-type]
-            points=fields.points,
-            status=status,
-            create_time=now,
-            update_time=now,
-            event_type=fields.event_type,
-            metric_threshold=fields.metric_threshold,
-            interval_unit=fields.interval_unit,
-            interval_count=fields.interval_count,
-            event_attributes=fields.event_attributes,
-            user_attributes=fields.user_attributes,
-            activate_time=now if status is TriggerStatus.ACTIVE else None,
+            status=cmd.trigger.status or TriggerStatus.INACTIVE,
+            now=now,
+            trigger_id=str(uuid.uuid4()),
             version=version,
         )
         uow.triggers.add(trigger)

@@ -63,7 +63,7 @@ def create_level(tally: Tally, cmd: commands.CreateLevel, now: datetime) -> Leve
     )
 
     def work(uow: UnitOfWork, _version: int) -> Level:
-        _check_unique(uow, level)
+        _check_unique(level, _locked_levels(uow, level.system_key))
         uow.levels.add(level)
         return level
 
@@ -83,11 +83,11 @@ def update_level(tally: Tally, cmd: commands.UpdateLevel, now: datetime) -> Leve
         _check_names(cmd.system_key, cmd.key, prefix="level.")
 
     def work(uow: UnitOfWork, _version: int) -> Level:
-        current = _find(uow, cmd)
+        current, others = _find(uow, level_id=cmd.id, system_key=cmd.system_key, key=cmd.key)
         edits = {name: getattr(cmd.level, name) for name in cmd.fields}
         updated = dataclasses.replace(current, **edits)
         validation.level(_fields_of(updated))
-        _check_unique(uow, updated)
+        _check_unique(updated, others)
         uow.levels.update(updated)
         return updated
 
@@ -98,7 +98,7 @@ def delete_level(tally: Tally, system_key: str, key: str) -> None:
     _check_names(system_key, key)
 
     def work(uow: UnitOfWork, _version: int) -> None:
-        level = _find(uow, commands.UpdateLevel("", system_key, key, frozenset(), _NONE))
+        level, _ = _find(uow, system_key=system_key, key=key)
         uow.levels.delete(level.id)
 
     tally.reconfigure(work)
@@ -127,8 +127,9 @@ def get_user_level(tally: Tally, system_key: str, user_id: str, now: datetime) -
 def get_level_summary(tally: Tally, system_key: str) -> LevelSummary:
     """Users per level, counted by the store between consecutive thresholds (an index
     range count each), never by loading accounts."""
-    ladder = list_levels(tally, system_key)
-    system = tally.config.snapshot.systems[system_key]
+    rules = tally.rules_for(system_key)
+    ladder = list(rules.levels.get(system_key, Ladder()).levels)
+    system = rules.systems[system_key]
     thresholds = [level.points for level in ladder]
 
     def work(uow: UnitOfWork) -> list[int]:
@@ -136,9 +137,6 @@ def get_level_summary(tally: Tally, system_key: str) -> LevelSummary:
 
     below, *at_level = in_transaction(tally.store, work, write=False)
     return LevelSummary(list(zip(ladder, at_level, strict=True)), below)
-
-
-_NONE = commands.LevelFields()
 
 
 def _check_names(system_key: str, key: str, prefix: str = "") -> None:
@@ -149,39 +147,39 @@ def _check_names(system_key: str, key: str, prefix: str = "") -> None:
     v.raise_if_any()
 
 
-def _find(uow: UnitOfWork, cmd: commands.UpdateLevel) -> Level:
-    """The level an update names, by id or by system and key, locked for the change (its
-    system's row is locked: level changes of one system run one at a time)."""
-    if cmd.system_key:
-        callers.current().check_system(cmd.system_key)
-    all_levels = uow.levels.all()
-    if cmd.id:
-        found = next((level for level in all_levels if level.id == cmd.id), None)
-        if found is None:
-            raise LevelNotFound(cmd.id)
+def _locked_levels(uow: UnitOfWork, system_key: str) -> list[Level]:
+    """The system's levels, read once its row is locked: level changes of one system run
+    one at a time, and each decides on what the ones before it committed."""
+    if uow.systems.lock(system_key) is None:
+        raise SystemNotFound(system_key)
+    return [level for level in uow.levels.all() if level.system_key == system_key]
+
+
+def _find(
+    uow: UnitOfWork, *, level_id: str = "", system_key: str = "", key: str = ""
+) -> tuple[Level, list[Level]]:
+    """The level named by id, or by system and key, and its system's other levels, read
+    under the system's lock. Another system's level, for a caller limited to some, is
+    not revealed: LEVEL_NOT_FOUND."""
+    caller = callers.current()
+    if level_id:
+        named = next((lv for lv in uow.levels.all() if lv.id == level_id), None)
+        if named is None or not caller.allows_system(named.system_key):
+            raise LevelNotFound(level_id)
+        system_key = named.system_key
     else:
-        found = next(
-            (lv for lv in all_levels if lv.system_key == cmd.system_key and lv.key == cmd.key),
-            None,
-        )
-        if found is None:
-            if uow.systems.get(cmd.system_key) is None:
-                raise SystemNotFound(cmd.system_key)
-            raise LevelNotFound(cmd.key)
-    if not callers.current().allows_system(found.system_key):
-        raise LevelNotFound(cmd.id or cmd.key)  # another system's level is not revealed
-    uow.systems.lock(found.system_key)
-    return found
+        caller.check_system(system_key)
+    levels = _locked_levels(uow, system_key)
+    found = next((lv for lv in levels if (lv.id == level_id if level_id else lv.key == key)), None)
+    if found is None:
+        raise LevelNotFound(level_id or key)
+    return found, [lv for lv in levels if lv.id != found.id]
 
 
-def _check_unique(uow: UnitOfWork, level: Level) -> None:
-    """LEVEL_EXISTS when another level of the system has its key or threshold (checked
-    under the system's lock, so two creates cannot both pass)."""
-    if uow.systems.lock(level.system_key) is None:
-        raise SystemNotFound(level.system_key)
-    for other in uow.levels.all():
-        if other.system_key != level.system_key or other.id == level.id:
-            continue
+def _check_unique(level: Level, others: list[Level]) -> None:
+    """LEVEL_EXISTS when another level of the system has its key or threshold (`others`
+    are read under the system's lock, so two changes cannot both pass)."""
+    for other in others:
         if other.key == level.key:
             raise LevelExists(level.system_key, "key", level.key)
         if other.points == level.points:

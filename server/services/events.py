@@ -21,7 +21,7 @@ from server.services.posting import Change, Circumstances
 from server.services.results import EventResult, SystemEventResult
 from server.services.tally import Tally
 from server.services.transactions import in_transaction
-from server.services.writes import balance_in
+from server.services.writes import balance_in, post_one
 
 PREVIEW_DEFAULT_WINDOW = timedelta(days=30)
 PREVIEW_CHUNK = 5000
@@ -69,10 +69,7 @@ def record_event(tally: Tally, cmd: commands.RecordEvent, now: datetime) -> Even
         request_hash=idempotency.fingerprint("RecordEvent", cmd),
         reads_metrics=(cmd.event_type,),
     )
-    writer = tally.writer
-    outcome = writer.dry_run(change) if cmd.validate_only else writer.post([change])[0]
-    if isinstance(outcome, Exception):
-        raise outcome
+    outcome = post_one(tally, change, dry_run=cmd.validate_only)
     assert isinstance(outcome, EventResult), "an event always answers"
     return dataclasses.replace(outcome, event_id="") if cmd.validate_only else outcome
 

@@ -18,7 +18,7 @@ from server.domain.rules import Rules
 from server.services import callers, idempotency
 from server.services.ports import UnitOfWork
 from server.services.posting import Change, Circumstances, Decide, Outcome
-from server.services.results import WriteResult
+from server.services.results import Result, WriteResult
 from server.services.tally import Tally
 from server.services.transactions import in_transaction
 
@@ -218,10 +218,18 @@ def balance_of(account: Account, system: PointsSystem, rules: Rules) -> Balance:
     return account.to_balance(system.max_points, level)
 
 
+def post_one(tally: Tally, change: Change, *, dry_run: bool) -> Result:
+    """Post one change (a dry run: decide it, writing nothing) and return its result;
+    its error is raised."""
+    outcome = tally.writer.dry_run(change) if dry_run else tally.writer.post([change])[0]
+    if isinstance(outcome, TallyError):
+        raise outcome
+    assert outcome is not None, "a change of one call answers"
+    return outcome
+
+
 def _one(tally: Tally, change: Change, *, dry_run: bool) -> WriteResult:
-    if dry_run:
-        return _written(tally.writer.dry_run(change))
-    return _written(tally.writer.post([change])[0])
+    return _written(post_one(tally, change, dry_run=dry_run))
 
 
 def _item(outcome: Outcome) -> WriteResult | TallyError:

@@ -305,7 +305,7 @@ class Bench(Harness):
         with self.database.connect() as conn:
             after = seed.last_sequence(conn)
         watched = seed.SYSTEM if measure_lag else None
-        self.followers = Followers(self.server.target, count, watched, after)
+        self.followers = Followers(self.server.target, count, watched, after, self.server.headers)
         log(f"  {count} idle followers opened" + (", and one measuring lag" if measure_lag else ""))
 
     def close_followers(self) -> dict[str, Any]:

@@ -23,19 +23,28 @@ CHANNELS = 5  # the followers are spread over connections (and so over server pr
 
 
 class Followers:
-    def __init__(self, target: str, count: int, watched: str | None, after: int) -> None:
-        """`count` idle followers, and (when `watched` names a system) one measuring."""
+    def __init__(
+        self,
+        target: str,
+        count: int,
+        watched: str | None,
+        after: int,
+        headers: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        """`count` idle followers, and (when `watched` names a system) one measuring;
+        every call sends `headers` (the bench's API key)."""
         self.channels = [grpc.insecure_channel(target) for _ in range(CHANNELS)]
         stubs = [points_pb2_grpc.PointsServiceStub(c) for c in self.channels]  # type: ignore[no-untyped-call]
         try:
             stubs[0].CreateSystem(
-                points_pb2.CreateSystemRequest(system=points_pb2.PointsSystem(key=IDLE_SYSTEM))
+                points_pb2.CreateSystemRequest(system=points_pb2.PointsSystem(key=IDLE_SYSTEM)),
+                metadata=headers,
             )
         except grpc.RpcError as error:
             if error.code() != grpc.StatusCode.ALREADY_EXISTS:
                 raise
         idle = points_pb2.WatchLedgerRequest(system_key=IDLE_SYSTEM, follow=True)
-        self.idle = [stubs[i % CHANNELS].WatchLedger(idle) for i in range(count)]
+        self.idle = [stubs[i % CHANNELS].WatchLedger(idle, metadata=headers) for i in range(count)]
         self.refused = 0
         self.lags_ms: list[float] = []
         self.live: Any = None
@@ -45,7 +54,7 @@ class Followers:
             live = points_pb2.WatchLedgerRequest(
                 system_key=watched, after_sequence=after, follow=True
             )
-            self.live = stubs[0].WatchLedger(live)
+            self.live = stubs[0].WatchLedger(live, metadata=headers)
             self._thread.start()
         for call in self.idle:
             self._watch_idle(call)

@@ -321,3 +321,12 @@ def test_upgrade_is_idempotent(fresh_engine: Engine) -> None:
     migrate.upgrade(fresh_engine)
     assert migrate.current(fresh_engine) == head_revision(fresh_engine)
     assert schema_diff(fresh_engine) == []
+
+
+def test_sqlite_commits_survive_a_power_cut(tmp_path: Path) -> None:
+    """WAL with synchronous=FULL: a commit is on disk before the caller hears of it."""
+    engine = create_store_engine(f"sqlite:///{tmp_path / 'tally.db'}")
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+    engine.dispose()

@@ -84,3 +84,45 @@ def test_buf_lint(buf: str) -> None:
 
 def test_buf_format(buf: str) -> None:
     _run_buf(buf, "format", "--diff", "--exit-code", "protos")
+
+
+RELEASED = "protos/released/tally-v1.binpb"
+
+
+def _breaking(buf: str, protos: Path) -> subprocess.CompletedProcess[str]:
+    """`buf breaking` of the protos in `protos` against the released contract."""
+    return subprocess.run(
+        [buf, "breaking", str(protos), "--against", str(REPO / RELEASED)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_buf_breaking_against_the_released_contract(buf: str) -> None:
+    done = _breaking(buf, REPO / "protos")
+    assert done.returncode == 0, (
+        f"the protos break callers of the released contract ({RELEASED}):\n"
+        f"{done.stdout}{done.stderr}"
+    )
+
+
+@pytest.fixture
+def protos_without_a_field(tmp_path: Path) -> Path:
+    """A copy of protos/ in which AwardRequest has lost its `reason` field."""
+    copy = tmp_path / "protos"
+    shutil.copytree(REPO / "protos", copy, ignore=shutil.ignore_patterns("released"))
+    points = copy / "tally" / "v1" / "points.proto"
+    text = points.read_text()
+    message = text.index("message AwardRequest {")
+    field = text.index("  string reason = 4;\n", message)
+    assert field < text.index("\n}\n", message), "AwardRequest has `string reason = 4`"
+    points.write_text(text[:field] + text[field:].replace("  string reason = 4;\n", "", 1))
+    return copy
+
+
+def test_buf_breaking_fails_on_a_removed_field(buf: str, protos_without_a_field: Path) -> None:
+    done = _breaking(buf, protos_without_a_field)
+    assert done.returncode != 0, "buf breaking passed a removed field"
+    assert 'with name "reason" on message "AwardRequest" was deleted' in done.stdout, done.stdout

@@ -4,7 +4,8 @@ tally [--target HOST:PORT] [--api-key KEY] [--json] VERB ...
 
 Target and key come from flags or TALLY_TARGET / TALLY_API_KEY. Results are tables, or
 one JSON object a line with --json. A failure prints its reason and bad fields in words on
-stderr and exits 1 (2 for bad usage).
+stderr and exits 1 (2 for bad usage); `tally explain` does the same for an error that
+buf curl printed.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Sequence
 
 import grpc
 
-from clients.cli import configure, exporter, importer, points
+from clients.cli import configure, explain, exporter, importer, points
 from clients.cli.output import Output, describe_error
 from clients.errors import TallyError
 from clients.tally_client import TallyClient
@@ -48,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     points.add_parsers(verbs)
     importer.add_parser(verbs)
     exporter.add_parser(verbs)
+    explain.add_parser(verbs)
     return parser
 
 

@@ -203,8 +203,10 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
         for item, outcome in zip(request.items, outcomes, strict=True):
             if isinstance(outcome, TallyError):
                 metadata = with_operation(outcome, "AwardBatch").metadata
+                code = status_code(outcome).value[0]
                 error = points_pb2.BatchItemError(
-                    code=status_code(outcome).value[0],
+                    code=code,
+                    status=code,  # the same code, by name in JSON
                     reason=outcome.reason,
                     message=outcome.message,
                     metadata=metadata,

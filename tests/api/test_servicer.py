@@ -17,7 +17,7 @@ from typing import Any
 import grpc
 import grpc_testing
 import pytest
-from google.protobuf import duration_pb2, field_mask_pb2, struct_pb2, timestamp_pb2
+from google.protobuf import duration_pb2, field_mask_pb2, json_format, struct_pb2, timestamp_pb2
 from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
@@ -486,6 +486,9 @@ class TestAwardBatch:
         assert "items[1].amount" in bad_b.error.message
         assert not bad_b.HasField("entry")
         assert (bad_c.error.code, bad_c.error.reason) == (code_pb2.NOT_FOUND, "SYSTEM_NOT_FOUND")
+        # `status` is the same code, named in JSON.
+        assert [bad_b.error.status, bad_c.error.status] == [bad_b.error.code, bad_c.error.code]
+        assert json_format.MessageToDict(bad_c.error)["status"] == "NOT_FOUND"
         # Item errors carry the ErrorInfo metadata a failed Award would.
         assert dict(bad_b.error.metadata) == {"field": "items[1].amount"}
         assert dict(bad_c.error.metadata) == {"system_key": "no"}

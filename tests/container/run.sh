@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The container, end to end: lint and build the Dockerfile with Podman, run the image on a
 # fresh PostgreSQL database and on its SQLite volume, call the real API from the host, stop
-# it with SIGTERM (once with a call in flight), and find the data again in a new container.
+# it with SIGTERM (once with a call in flight), and find the data again in a new container;
+# then compose.yaml, PostgreSQL and Tally, with podman-compose (compose.sh, sourced here).
 #
 #   bash tests/container/run.sh        (as root; .ci/run runs it after the test suite)
 #
@@ -471,7 +472,11 @@ step "SQLite: stop with a never-ending call open" \
   api stop-with-stream "127.0.0.1:$SQLITE_PORT" "$RUN_ID-lite2" 10 &&
 step "SQLite: exited by itself" exited_by_itself "$RUN_ID-lite2"
 
+# compose.yaml: PostgreSQL and Tally, with podman-compose (tests/container/compose.sh).
+. "$ROOT/tests/container/compose.sh"
+
 summary="image ${image_mb:-?} MB; build ${first_build_seconds:-?} s (cache $cache),\
  ${warm_build_seconds:-?} s warm and unchanged, ${rebuild_seconds:-?} s warm after a code change;\
- podman stop to exit ${idle_stop_seconds:-?} s with nothing in flight"
+ podman stop to exit ${idle_stop_seconds:-?} s with nothing in flight;\
+ compose test ${compose_seconds:-?} s"
 finish

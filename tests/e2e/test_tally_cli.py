@@ -57,6 +57,7 @@ VERBS = [
     "watch",
     "import",
     "export",
+    "explain",
 ]
 
 

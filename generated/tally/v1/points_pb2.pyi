@@ -3,6 +3,7 @@ import datetime
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.rpc import code_pb2 as _code_pb2
 from tally.v1 import common_pb2 as _common_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -369,7 +370,7 @@ class AwardBatchResult(_message.Message):
     def __init__(self, user_id: _Optional[str] = ..., entry: _Optional[_Union[_common_pb2.LedgerEntry, _Mapping]] = ..., balance: _Optional[_Union[_common_pb2.Balance, _Mapping]] = ..., error: _Optional[_Union[BatchItemError, _Mapping]] = ..., replayed: _Optional[bool] = ...) -> None: ...
 
 class BatchItemError(_message.Message):
-    __slots__ = ("code", "reason", "message", "metadata")
+    __slots__ = ("code", "reason", "message", "metadata", "status")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -381,11 +382,13 @@ class BatchItemError(_message.Message):
     REASON_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
     code: int
     reason: str
     message: str
     metadata: _containers.ScalarMap[str, str]
-    def __init__(self, code: _Optional[int] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    status: _code_pb2.Code
+    def __init__(self, code: _Optional[int] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., status: _Optional[_Union[_code_pb2.Code, str]] = ...) -> None: ...
 
 class RecordEventRequest(_message.Message):
     __slots__ = ("user", "event_type", "value", "attributes", "metadata", "idempotency_key", "validate_only")

@@ -19,10 +19,13 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Collection, Sequence
 
+from server import metrics, tracing
 from server.domain.errors import StoreUnavailable, TallyError
+from server.domain.model import EntryType, LedgerEntry
 from server.services.configuration import Configuration
 from server.services.ports import Store, UnitOfWork
 from server.services.posting import Change, Outcome, post
@@ -68,6 +71,10 @@ class Writer:
         self._mutex = threading.Lock()
         self._queue: deque[_Ticket] = deque()
         self._leading = False
+        recorded = metrics.instruments()
+        self._batch_changes = recorded.batch_changes
+        self._commit_seconds = recorded.commit_seconds
+        self._entries = {kind: recorded.entries.labels(kind.value) for kind in EntryType}
 
     def post(self, changes: Sequence[Change]) -> list[Outcome]:
         """Post `changes` (with whatever other calls have queued); outcomes in order."""
@@ -146,12 +153,23 @@ class Writer:
         ticket.outcomes = outcomes
 
     def _post(self, changes: list[Change]) -> list[Outcome]:
+        written: list[LedgerEntry] = []
+
         def work(uow: UnitOfWork) -> list[Outcome]:
-            outcomes = post(uow, changes, self.config)
+            written.clear()  # of an attempt rolled back
+            outcomes = post(uow, changes, self.config, written=written)
             uow.commit()
             return outcomes
 
-        outcomes = in_transaction(self.store, work, write=True)
+        self._batch_changes.observe(len(changes))
+        started = time.perf_counter()
+        try:
+            with tracing.span("tally.group_commit", {"tally.changes": len(changes)}):
+                outcomes = in_transaction(self.store, work, write=True)
+        finally:
+            self._commit_seconds.observe(time.perf_counter() - started)
+        for entry in written:
+            self._entries[entry.type].inc()
         self.on_commit({change.system_key for change in changes})
         return outcomes
 

@@ -212,14 +212,14 @@ def print_first_key(first: access.CreatedKey) -> None:
     print(rule, flush=True)
 
 
-def serve_here(settings: Settings) -> int:
-    """One server process: serves until SIGTERM/SIGINT, then finishes calls in flight."""
+def serve_here(settings: Settings, *, own_metrics: bool = True) -> int:
+    """One server process: serves until SIGTERM/SIGINT, then finishes calls in flight.
+    A worker of `--workers N` leaves /metrics to its supervisor (`own_metrics` False)."""
     stopping = _stop_on_signals()
     tracing.setup()
     store = SqlStore.from_url(settings.database_url, pool_size=settings.pool_size)
     server = app.build(settings, store)
-    # One process serves its own metrics; workers leave that to their supervisor.
-    exposition = serve_metrics(settings) if not metrics.shared_between_processes() else None
+    exposition = serve_metrics(settings) if own_metrics else None
     server.start()
     log.info("serving on %s (port %d, pid %d)", settings.listen, server.port, os.getpid())
     # Wait with a timeout: the kernel may hand SIGTERM to any of gRPC's threads, and the
@@ -260,12 +260,23 @@ def supervise_workers(settings: Settings) -> int:
         metrics.share_between_processes(shared.name)
     context = multiprocessing.get_context("fork")
     workers = [
-        context.Process(target=serve_here, args=(settings,), name=f"tally-worker-{i}")
+        context.Process(
+            target=serve_here,
+            args=(settings,),
+            kwargs={"own_metrics": False},
+            name=f"tally-worker-{i}",
+        )
         for i in range(settings.workers)
     ]
     for worker in workers:
         worker.start()
-    exposition = serve_metrics(settings)
+    failed = False
+    try:
+        exposition = serve_metrics(settings)
+    except OSError as error:  # the workers are running: stop them, then say why
+        log.error("cannot serve metrics at %s: %s", settings.metrics_listen, error)
+        exposition, failed = None, True
+        stopping.set()
     log.info("supervising %d workers on %s", len(workers), settings.listen)
     while not stopping.wait(0.5):
         if any(not w.is_alive() for w in workers):
@@ -282,7 +293,7 @@ def supervise_workers(settings: Settings) -> int:
         exposition.stop()
     if shared is not None:
         shared.cleanup()
-    return max((w.exitcode or 0) for w in workers)
+    return max(1 if failed else 0, *((w.exitcode or 0) for w in workers))
 
 
 def _stop_on_signals() -> threading.Event:

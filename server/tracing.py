@@ -19,15 +19,18 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from importlib import metadata
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.trace import Tracer
+    from opentelemetry.trace import SpanContext, Tracer
     from opentelemetry.util.types import AttributeValue
+
+# The span of a call, as current() gives it (None when tracing is off).
+Caller = Optional["SpanContext"]
 
 log = logging.getLogger(__name__)
 
@@ -131,13 +134,34 @@ def shutdown() -> None:
     _tracer = _provider = None
 
 
+def current() -> Caller:
+    """The current span's context, for a span elsewhere to link to (None when off)."""
+    if _tracer is None:
+        return None
+    from opentelemetry import trace
+
+    return trace.get_current_span().get_span_context()
+
+
 def span(
-    name: str, attributes: Mapping[str, AttributeValue] | None = None
+    name: str,
+    attributes: Mapping[str, AttributeValue] | None = None,
+    *,
+    links: Sequence[Caller] = (),
 ) -> AbstractContextManager[object]:
-    """A child span of the current one around a block of work (nothing when off)."""
+    """A child span of the current one around a block of work, linked to the spans
+    `links` names (nothing when off)."""
     tracer = _tracer
     if tracer is None:
         return _NO_SPAN
+    if links:
+        from opentelemetry import trace
+
+        own = trace.get_current_span().get_span_context()
+        linked = [trace.Link(c) for c in links if c is not None and c.is_valid and c != own]
+        return tracer.start_as_current_span(
+            name, attributes=attributes, links=linked, set_status_on_exception=False
+        )
     # A domain error raised through a unit of work (USER_NOT_FOUND) is no failure of the
     # work: the exception is noted, and the call's span carries the status.
     return tracer.start_as_current_span(name, attributes=attributes, set_status_on_exception=False)

@@ -39,10 +39,11 @@ MAX_BATCH_CHANGES = 256  # the default; Settings.max_batch
 class _Ticket:
     """One call's changes, waiting to be posted, and (once posted) their outcomes."""
 
-    __slots__ = ("changes", "crash", "done", "lead", "outcomes")
+    __slots__ = ("caller", "changes", "crash", "done", "lead", "outcomes")
 
     def __init__(self, changes: Sequence[Change]) -> None:
         self.changes = changes
+        self.caller = tracing.current()  # the call's span, linked from the commit's
         self.outcomes: list[Outcome] | None = None
         self.crash: BaseException | None = None
         self.lead = False  # set when the lead is handed to this ticket's call
@@ -84,7 +85,8 @@ class Writer:
             lead = not self._leading
             self._leading = True
         if not lead:
-            ticket.done.wait()
+            with tracing.span("tally.commit_wait"):  # another call's commit carries this one
+                ticket.done.wait()
             lead = ticket.lead
         if lead:
             self._lead()
@@ -120,7 +122,7 @@ class Writer:
     def _run(self, batch: list[_Ticket]) -> None:
         changes = [change for ticket in batch for change in ticket.changes]
         try:
-            outcomes = self._post(changes)
+            outcomes = self._post(changes, [ticket.caller for ticket in batch])
         except StoreUnavailable as error:
             # one error per change: each call's API layer adds its own metadata
             outcomes = [StoreUnavailable(error.message) for _ in changes]
@@ -141,7 +143,7 @@ class Writer:
         outcomes: list[Outcome] = []
         for change in ticket.changes:
             try:
-                outcomes.extend(self._post([change]))
+                outcomes.extend(self._post([change], [ticket.caller]))
             except TallyError as error:
                 outcomes.append(error)
             except Exception as error:
@@ -152,7 +154,9 @@ class Writer:
                 outcomes.append(StoreUnavailable("the change could not be posted"))
         ticket.outcomes = outcomes
 
-    def _post(self, changes: list[Change]) -> list[Outcome]:
+    def _post(self, changes: list[Change], callers: Sequence[tracing.Caller]) -> list[Outcome]:
+        """Post `changes` in one unit of work; the span of the commit, in the call that
+        leads it, links the spans of the calls whose changes it carries."""
         written: list[LedgerEntry] = []
 
         def work(uow: UnitOfWork) -> list[Outcome]:
@@ -164,7 +168,8 @@ class Writer:
         self._batch_changes.observe(len(changes))
         started = time.perf_counter()
         try:
-            with tracing.span("tally.group_commit", {"tally.changes": len(changes)}):
+            attributes = {"tally.changes": len(changes), "tally.calls": len(callers)}
+            with tracing.span("tally.group_commit", attributes, links=callers):
                 outcomes = in_transaction(self.store, work, write=True)
         finally:
             self._commit_seconds.observe(time.perf_counter() - started)

@@ -6,20 +6,32 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
 import pytest
 
 from server import app, tracing
+from server.domain import commands
+from server.domain.book import Book
 from server.domain.errors import StoreUnavailable
+from server.domain.model import UserProfile
 from server.services import writes
+from server.services.posting import Change, Circumstances
+from server.services.results import WriteResult
+from server.services.tally import Tally
 from server.settings import Settings
 from server.store.database import SqlStore
 from tally.v1 import common_pb2, points_pb2, points_pb2_grpc
+from tests.conftest import T0
 from tests.e2e.conftest import keyed, new_key
 from tests.e2e.test_api import award, create_system
+from tests.integration.helpers import system
+from tests.integration.test_writer import award_change, awarded
 
 pytest.importorskip("opentelemetry.sdk", reason="the tracing extra is not installed")
 pytest.importorskip("opentelemetry.instrumentation.grpc", reason="the tracing extra")
@@ -172,3 +184,47 @@ def test_setup_from_the_environment_makes_a_provider() -> None:
         assert provider.resource.attributes["service.name"] == "tally-server"
     finally:
         tracing.shutdown()
+
+
+def test_a_group_commit_links_the_calls_it_carries(
+    exported: InMemorySpanExporter, tally: Tally
+) -> None:
+    """Calls queued behind a commit wait in a span of their own; the commit that carries
+    them, led by one of them, links every other one's span."""
+    system(tally)
+    provider = tracing.provider()
+    assert provider is not None
+    tracer = provider.get_tracer("test")
+    inside, release = threading.Event(), threading.Event()
+
+    def slow(book: Book, given: Circumstances) -> WriteResult:
+        inside.set()
+        assert release.wait(10)
+        return awarded(book, given, commands.Award("xp", UserProfile("u0"), 1))
+
+    def call(name: str, change: Change) -> None:
+        with tracer.start_as_current_span(name):
+            tally.writer.post([change])
+
+    with ThreadPoolExecutor(3) as pool:
+        first = pool.submit(call, "call-0", Change("xp", "u0", slow, T0, profile=UserProfile("u0")))
+        assert inside.wait(10)
+        rest = [pool.submit(call, f"call-{i}", award_change(f"u{i}", 1)) for i in (1, 2)]
+        deadline = time.monotonic() + 10
+        while len(tally.writer._queue) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        release.set()
+        for done in (first, *rest):
+            done.result(10)
+    spans = {s.name: s for s in exported.get_finished_spans() if s.name.startswith("call-")}
+    (carried,) = (
+        s
+        for s in exported.get_finished_spans()
+        if s.name == "tally.group_commit" and attributes(s)["tally.changes"] == 2
+    )
+    assert carried.parent is not None
+    leader = next(n for n, s in spans.items() if s.context.span_id == carried.parent.span_id)
+    other = ({"call-1", "call-2"} - {leader}).pop()
+    assert [link.context.span_id for link in carried.links] == [spans[other].context.span_id]
+    for name in ("call-1", "call-2"):
+        assert "tally.commit_wait" in {s.name for s in children(exported, spans[name])}

@@ -152,11 +152,12 @@ def share_between_processes(directory: str) -> None:
 
     prometheus_client chooses how values are held when it is imported, from the
     environment; the server has imported it long before it reads its flags, so the
-    choice is made again here, the same way."""
-    if _instruments is not None:
-        raise RuntimeError("metrics are already recorded in this process")
+    choice is made again here, the same way. Instruments this process made before
+    (a store retry while it migrated) are dropped: each worker makes its own."""
+    global _instruments
     os.environ[MULTIPROCESS_DIR] = directory
     values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
+    _instruments = None
 
 
 def worker_exited(pid: int) -> None:

@@ -1,10 +1,12 @@
 """`tally-server`: serve the API, migrate the schema, or manage API keys.
 
 tally-server serve [--listen HOST:PORT] [--database-url URL] [--insecure-no-auth]
+                   [--metrics-listen HOST:PORT] [--log-format text|json]
 tally-server migrate [--database-url URL]
 tally-server keys create --scope admin|write|read --name NAME [--systems KEY,...]
 tally-server keys list [--json]
 tally-server keys revoke ID
+tally-server --version
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ import multiprocessing
 import os
 import signal
 import sys
+import tempfile
 import threading
 from collections.abc import Sequence
+from importlib import metadata
 from types import FrameType
 
-from server import app
+from server import app, logs, metrics, tracing
 from server.domain.access import ApiKey, Scope
 from server.domain.errors import ValidationFailed
 from server.services import access
@@ -33,9 +37,20 @@ log = logging.getLogger("tally")
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tally-server", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--version", action="version", version=f"tally-server {metadata.version('tally')}"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
+    logs_flag = argparse.ArgumentParser(add_help=False)
+    logs_flag.add_argument(
+        "--log-format",
+        choices=logs.FORMATS,
+        help="log lines on stderr: text, or one JSON object a line (env TALLY_LOG_FORMAT)",
+    )
 
-    serve = commands.add_parser("serve", help="migrate the schema, then serve until SIGTERM")
+    serve = commands.add_parser(
+        "serve", parents=[logs_flag], help="migrate the schema, then serve until SIGTERM"
+    )
     serve.add_argument("--listen", help="HOST:PORT (env TALLY_LISTEN, default 127.0.0.1:50051)")
     _database_flag(serve)
     serve.add_argument("--threads", type=int, help="threads per process (env TALLY_THREADS)")
@@ -49,8 +64,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="serve without checking API keys (local experiments only)",
     )
+    serve.add_argument(
+        "--metrics-listen",
+        help="HOST:PORT to serve Prometheus metrics at /metrics (env TALLY_METRICS_LISTEN)",
+    )
 
-    migrate_cmd = commands.add_parser("migrate", help="bring the schema to the newest version")
+    migrate_cmd = commands.add_parser(
+        "migrate", parents=[logs_flag], help="bring the schema to the newest version"
+    )
     _database_flag(migrate_cmd)
 
     keys = commands.add_parser("keys", help="create, list or revoke API keys")
@@ -71,11 +92,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = Settings.load(
         **{k: getattr(args, k, None) for k in SETTINGS_FLAGS if getattr(args, k, None) is not None}
     )
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    if settings.log_format not in logs.FORMATS:
+        parser.error(f"TALLY_LOG_FORMAT must be one of {', '.join(logs.FORMATS)}")
+    logs.configure(settings.log_level, settings.log_format)
     if args.command == "migrate":
         return run_migrate(settings)
     if args.command == "keys":
@@ -91,6 +110,8 @@ SETTINGS_FLAGS = (
     "workers",
     "grace_seconds",
     "insecure_no_auth",
+    "metrics_listen",
+    "log_format",
 )
 
 
@@ -191,11 +212,14 @@ def print_first_key(first: access.CreatedKey) -> None:
     print(rule, flush=True)
 
 
-def serve_here(settings: Settings) -> int:
-    """One server process: serves until SIGTERM/SIGINT, then finishes calls in flight."""
+def serve_here(settings: Settings, *, own_metrics: bool = True) -> int:
+    """One server process: serves until SIGTERM/SIGINT, then finishes calls in flight.
+    A worker of `--workers N` leaves /metrics to its supervisor (`own_metrics` False)."""
     stopping = _stop_on_signals()
+    tracing.setup()
     store = SqlStore.from_url(settings.database_url, pool_size=settings.pool_size)
     server = app.build(settings, store)
+    exposition = serve_metrics(settings) if own_metrics else None
     server.start()
     log.info("serving on %s (port %d, pid %d)", settings.listen, server.port, os.getpid())
     # Wait with a timeout: the kernel may hand SIGTERM to any of gRPC's threads, and the
@@ -204,8 +228,20 @@ def serve_here(settings: Settings) -> int:
         pass
     server.stop(settings.grace_seconds)
     store.dispose()
+    if exposition is not None:
+        exposition.stop()
+    tracing.shutdown()
     log.info("stopped (pid %d)", os.getpid())
     return 0
+
+
+def serve_metrics(settings: Settings) -> metrics.Exposition | None:
+    """Serve /metrics at --metrics-listen, when it is set."""
+    if not settings.metrics_listen:
+        return None
+    exposition = metrics.serve(settings.metrics_listen)
+    log.info("metrics at http://%s/metrics", settings.metrics_listen)
+    return exposition
 
 
 def supervise_workers(settings: Settings) -> int:
@@ -215,13 +251,32 @@ def supervise_workers(settings: Settings) -> int:
     if settings.listen.rsplit(":", 1)[-1] == "0":
         raise SystemExit("--workers needs a fixed port to share; got port 0")
     stopping = _stop_on_signals()
+    # Metrics: each worker writes its values to files in a folder made here, and this
+    # process serves them summed (server/metrics.py), on one port whatever the count.
+    shared = (
+        tempfile.TemporaryDirectory(prefix="tally-metrics-") if settings.metrics_listen else None
+    )
+    if shared is not None:
+        metrics.share_between_processes(shared.name)
     context = multiprocessing.get_context("fork")
     workers = [
-        context.Process(target=serve_here, args=(settings,), name=f"tally-worker-{i}")
+        context.Process(
+            target=serve_here,
+            args=(settings,),
+            kwargs={"own_metrics": False},
+            name=f"tally-worker-{i}",
+        )
         for i in range(settings.workers)
     ]
     for worker in workers:
         worker.start()
+    failed = False
+    try:
+        exposition = serve_metrics(settings)
+    except OSError as error:  # the workers are running: stop them, then say why
+        log.error("cannot serve metrics at %s: %s", settings.metrics_listen, error)
+        exposition, failed = None, True
+        stopping.set()
     log.info("supervising %d workers on %s", len(workers), settings.listen)
     while not stopping.wait(0.5):
         if any(not w.is_alive() for w in workers):
@@ -232,7 +287,13 @@ def supervise_workers(settings: Settings) -> int:
             os.kill(worker.pid, signal.SIGTERM)
     for worker in workers:
         worker.join()
-    return max((w.exitcode or 0) for w in workers)
+        if shared is not None and worker.pid is not None:
+            metrics.worker_exited(worker.pid)
+    if exposition is not None:
+        exposition.stop()
+    if shared is not None:
+        shared.cleanup()
+    return max(1 if failed else 0, *((w.exitcode or 0) for w in workers))
 
 
 def _stop_on_signals() -> threading.Event:

@@ -13,9 +13,11 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from server.api import call_tracing
 from server.api.access_log import AccessLog
 from server.api.auth import AuthServicer
 from server.api.boosts import BoostsServicer
+from server.api.call_metrics import CallMetrics
 from server.api.errors import ErrorInterceptor
 from server.api.guard import Guard
 from server.api.levels import LevelsServicer
@@ -140,9 +142,10 @@ class App:
 
 
 def build(settings: Settings, store: Store, clock: Callable[[], datetime] = utc_now) -> App:
-    """The server: the shutdown gate outermost, then the access log (which sees each
-    call's final status), the error mapping, and the guard, which checks credentials
-    before any servicer runs (unless --insecure-no-auth)."""
+    """The server: the call's span outermost (when tracing is on), the shutdown gate, then
+    the access log and the call metrics (which see each call's final status), the error
+    mapping, and the guard, which checks credentials before any servicer runs (unless
+    --insecure-no-auth)."""
     gate = ShutdownGate()
     tally = Tally(
         store,
@@ -151,7 +154,13 @@ def build(settings: Settings, store: Store, clock: Callable[[], datetime] = utc_
         limits=RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst),
         key_max_age=settings.key_cache_seconds,
     )
-    interceptors: list[grpc.ServerInterceptor] = [gate, AccessLog(), ErrorInterceptor()]
+    interceptors: list[grpc.ServerInterceptor] = [
+        *call_tracing.interceptors(),  # none unless tracing is on
+        gate,
+        AccessLog(),
+        CallMetrics(),
+        ErrorInterceptor(),
+    ]
     if settings.insecure_no_auth:
         log.warning(
             "--insecure-no-auth: API keys are NOT checked; anyone who reaches %s may award "

@@ -44,6 +44,11 @@ class Settings:
     # Writes per second (and burst) of one user in one system, per process (0 = no limit).
     rate_limit_per_second: float = 50.0
     rate_limit_burst: int = 100
+    # HOST:PORT where Prometheus metrics are served at /metrics ("" = not served).
+    metrics_listen: str = ""
+    # Log lines on standard error: "text" for people, "json" (one object a line) for
+    # log collectors (server/logs.py).
+    log_format: str = "text"
 
     @property
     def pool_size(self) -> int:
@@ -70,6 +75,8 @@ class Settings:
                 env.get("TALLY_RATE_LIMIT_PER_SECOND", cls.rate_limit_per_second)
             ),
             "rate_limit_burst": int(env.get("TALLY_RATE_LIMIT_BURST", cls.rate_limit_burst)),
+            "metrics_listen": env.get("TALLY_METRICS_LISTEN", cls.metrics_listen),
+            "log_format": env.get("TALLY_LOG_FORMAT", cls.log_format),
         }
         values.update({name: value for name, value in flags.items() if value is not None})
         return cls(**values)  # type: ignore[arg-type]

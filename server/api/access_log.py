@@ -1,15 +1,19 @@
 """One structured log line per call: method, status code, duration and the id of the
 API key that made it (never the key or a token).
 
-Logged by `tally.access` at INFO as one JSON object, e.g.
-{"method": "/tally.v1.PointsService/Award", "code": "OK", "ms": 3.1, "key_id": "4f2a9c0e11b7"}
-`key_id` is empty when the call named no valid key (and for health checks).
+Logged by `tally.access` at INFO, the fields as the record's extra fields (`method`,
+`code`, `ms`, `key_id`), so that with TALLY_LOG_FORMAT=json (server/logs.py) the line is
+one object:
+{"time": "...", "level": "INFO", "logger": "tally.access",
+ "message": "/tally.v1.PointsService/Award OK 3.1 ms key 4f2a9c0e11b7",
+ "method": "/tally.v1.PointsService/Award", "code": "OK", "ms": 3.1, "key_id": "4f2a9c0e11b7"}
+and in text the message alone. `key_id` is empty when the call named no valid key (and
+for health checks).
 """
 
 from __future__ import annotations
 
 import contextvars
-import json
 import logging
 import time
 from collections.abc import Iterator
@@ -18,7 +22,13 @@ from typing import Any
 
 import grpc
 
-from server.api.wrapping import Streaming, Unary, WrappingInterceptor, iterate_in
+from server.api.wrapping import (
+    Streaming,
+    Unary,
+    WrappingInterceptor,
+    iterate_in,
+    status_name,
+)
 
 log = logging.getLogger("tally.access")
 
@@ -52,7 +62,7 @@ class AccessLog(WrappingInterceptor):
             try:
                 return behaviour(request, context)
             except BaseException:
-                code = _code(context)
+                code = status_name(context)
                 raise
             finally:
                 _NOTE.reset(token)
@@ -74,7 +84,7 @@ class AccessLog(WrappingInterceptor):
                 code = "CANCELLED"
                 raise
             except BaseException:
-                code = _code(context)
+                code = status_name(context)
                 raise
             finally:
                 _write(method, code, started, note)
@@ -82,11 +92,13 @@ class AccessLog(WrappingInterceptor):
         return stream
 
 
-def _code(context: grpc.ServicerContext) -> str:
-    code = getattr(context, "code", lambda: None)()
-    return code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
-
-
 def _write(method: str, code: str, started: float, note: _Note) -> None:
     ms = round((time.perf_counter() - started) * 1000, 3)
-    log.info(json.dumps({"method": method, "code": code, "ms": ms, "key_id": note.key_id}))
+    log.info(
+        "%s %s %s ms key %s",
+        method,
+        code,
+        ms,
+        note.key_id or "-",
+        extra={"method": method, "code": code, "ms": ms, "key_id": note.key_id},
+    )

@@ -20,6 +20,7 @@ from google.protobuf.message import DecodeError
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from server import metrics
 from server.api.wrapping import Deserializer, Streaming, Unary, WrappingInterceptor
 from server.domain.errors import (
     Category,
@@ -95,7 +96,10 @@ def with_operation(error: TallyError, operation: str) -> TallyError:
 
 def _abort(context: grpc.ServicerContext, error: Exception, method: str) -> None:
     if isinstance(error, TallyError):
-        context.abort_with_status(to_status(with_operation(error, method.rsplit("/", 1)[-1])))
+        operation = method.rsplit("/", 1)[-1]
+        if isinstance(error, StoreUnavailable):
+            metrics.instruments().store_unavailable.labels(operation).inc()
+        context.abort_with_status(to_status(with_operation(error, operation)))
     if isinstance(error, NotImplementedError):  # generated base classes for RPCs to come
         context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented yet")
     log.exception("unexpected error in %s", method, exc_info=error)

@@ -72,6 +72,12 @@ class WrappingInterceptor(grpc.ServerInterceptor):
         return handler
 
 
+def status_name(context: grpc.ServicerContext) -> str:
+    """The status code a call that raised has been given ("UNKNOWN" when none)."""
+    code = getattr(context, "code", lambda: None)()
+    return code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
+
+
 def iterate_in(context: contextvars.Context, items: Iterator[Any]) -> Iterator[Any]:
     """Iterate a stream's items with each step run in `context`: what a stream's body
     sees of context variables then stays with the call, whichever thread runs the

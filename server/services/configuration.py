@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from server import metrics
 from server.domain.model import PointsSystem
 from server.domain.rules import Rules
 from server.services.ports import Store, UnitOfWork
@@ -108,4 +109,5 @@ class Configuration:
             if snapshot.version >= self._snapshot.version:
                 self._snapshot = snapshot
                 self._checked = checked
+                metrics.instruments().config_version.set(snapshot.version)
             return self._snapshot if self._snapshot.version > version else snapshot

@@ -55,8 +55,9 @@ import time
 from collections import deque
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
+from server import metrics
 from server.domain.errors import StoreUnavailable
 from server.services.ports import Store, UnitOfWork
 from server.services.transactions import in_transaction
@@ -142,6 +143,23 @@ class Watermark:
         return in_transaction(self.store, work, write=False)
 
 
+class _Lag:
+    """One follower's share of tally_feed_lag_items: the numbers handed out beyond its
+    cursor, added to the feed's sum as they change (and taken out when it ends)."""
+
+    __slots__ = ("_gauge", "_reported")
+
+    def __init__(self, gauge: Any) -> None:
+        self._gauge = gauge
+        self._reported = 0
+
+    def report(self, lag: int) -> None:
+        lag = max(0, lag)
+        if lag != self._reported:
+            self._gauge.inc(lag - self._reported)
+            self._reported = lag
+
+
 class Feeds:
     """The feeds of one process: their watermarks, and the wake-up of their followers."""
 
@@ -213,6 +231,28 @@ class Feeds:
         commit, until the process stops (STORE_UNAVAILABLE) or `alive` says the caller
         has gone (checked at every wake-up). Each chunk is read once the one before it
         has been taken, so a slow consumer holds back reads and memory stays flat."""
+        if not follow:
+            yield from self._watch(feed, after, follow=False, alive=alive, lag=None)
+            return
+        recorded = metrics.instruments()
+        followers = recorded.followers.labels(feed.name)
+        lag = _Lag(recorded.feed_lag.labels(feed.name))
+        followers.inc()
+        try:
+            yield from self._watch(feed, after, follow=True, alive=alive, lag=lag)
+        finally:
+            followers.dec()
+            lag.report(0)
+
+    def _watch(
+        self,
+        feed: Feed[T],
+        after: int,
+        *,
+        follow: bool,
+        alive: Callable[[], bool],
+        lag: _Lag | None,
+    ) -> Iterator[list[T]]:
         watermark = self.watermark(feed.name)
         cursor = after
         began = time.monotonic()
@@ -223,6 +263,8 @@ class Feeds:
         receiving = False  # items came lately: look again soon while numbers are held
         while True:
             found = False
+            if lag is not None:
+                lag.report(issued - cursor)
             while cursor < final:
                 self._check_open()
                 through = final
@@ -233,6 +275,8 @@ class Feeds:
                     yield items
                 if len(items) < CHUNK:
                     cursor = max(cursor, through)
+                if lag is not None:
+                    lag.report(issued - cursor)
             poll = self.poll_seconds if found else min(2 * poll, MAX_POLL_SECONDS)
             receiving = found or (receiving and final < issued)
             if not follow:

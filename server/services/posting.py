@@ -24,7 +24,14 @@ from server.domain import levels
 from server.domain.book import Book
 from server.domain.changes import TriggerAward
 from server.domain.errors import IdempotencyKeyReused, SystemNotFound, TallyError, UserNotFound
-from server.domain.model import Event, LevelChange, PointsSystem, User, UserProfile
+from server.domain.model import (
+    Event,
+    LedgerEntry,
+    LevelChange,
+    PointsSystem,
+    User,
+    UserProfile,
+)
 from server.domain.rules import Rules
 from server.services import idempotency
 from server.services.configuration import Configuration
@@ -182,8 +189,12 @@ def post(
     config: Configuration,
     *,
     dry_run: bool = False,
+    written: list[LedgerEntry] | None = None,
 ) -> list[Outcome]:
     """Decide and write `changes` in `uow` (which the caller commits); outcomes in order.
+    Every entry written is also appended to `written`, when given (for the writer's
+    count of entries by type, which outcomes alone do not show: settling an account, or
+    a welcome, writes entries no result names).
 
     A dry run decides the same way on an unlocked read and writes nothing: its entries
     have no sequence."""
@@ -195,7 +206,7 @@ def post(
             outcomes.append(batch.decide(index, change))
         except TallyError as error:
             outcomes.append(error)
-    return _write(uow, batch, outcomes, now)
+    return _write(uow, batch, outcomes, now, written)
 
 
 def _read(
@@ -251,7 +262,11 @@ def _read(
 
 
 def _write(
-    uow: UnitOfWork, batch: _Batch, outcomes: list[Outcome | _Decided | int], now: datetime
+    uow: UnitOfWork,
+    batch: _Batch,
+    outcomes: list[Outcome | _Decided | int],
+    now: datetime,
+    kept: list[LedgerEntry] | None,
 ) -> list[Outcome]:
     """Write the decided changes' entries, accounts, events and keys (nothing for a dry
     run), and turn every outcome into the change's result."""
@@ -268,6 +283,8 @@ def _write(
             {e.id: e for e in uow.ledger.add(entries)},
             {m.entry_id: m for m in uow.levels.add_changes(moves)},
         )
+        if kept is not None:
+            kept.extend(entries)
     results: list[Outcome] = []
     remembered: dict[KeyScope, StoredResponse] = {}
     for change, outcome in zip(batch.changes, outcomes, strict=True):

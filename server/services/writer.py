@@ -19,10 +19,13 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Collection, Sequence
 
+from server import metrics, tracing
 from server.domain.errors import StoreUnavailable, TallyError
+from server.domain.model import EntryType, LedgerEntry
 from server.services.configuration import Configuration
 from server.services.ports import Store, UnitOfWork
 from server.services.posting import Change, Outcome, post
@@ -36,10 +39,11 @@ MAX_BATCH_CHANGES = 256  # the default; Settings.max_batch
 class _Ticket:
     """One call's changes, waiting to be posted, and (once posted) their outcomes."""
 
-    __slots__ = ("changes", "crash", "done", "lead", "outcomes")
+    __slots__ = ("caller", "changes", "crash", "done", "lead", "outcomes")
 
     def __init__(self, changes: Sequence[Change]) -> None:
         self.changes = changes
+        self.caller = tracing.current()  # the call's span, linked from the commit's
         self.outcomes: list[Outcome] | None = None
         self.crash: BaseException | None = None
         self.lead = False  # set when the lead is handed to this ticket's call
@@ -68,6 +72,10 @@ class Writer:
         self._mutex = threading.Lock()
         self._queue: deque[_Ticket] = deque()
         self._leading = False
+        recorded = metrics.instruments()
+        self._batch_changes = recorded.batch_changes
+        self._commit_seconds = recorded.commit_seconds
+        self._entries = {kind: recorded.entries.labels(kind.value) for kind in EntryType}
 
     def post(self, changes: Sequence[Change]) -> list[Outcome]:
         """Post `changes` (with whatever other calls have queued); outcomes in order."""
@@ -77,7 +85,8 @@ class Writer:
             lead = not self._leading
             self._leading = True
         if not lead:
-            ticket.done.wait()
+            with tracing.span("tally.commit_wait"):  # another call's commit carries this one
+                ticket.done.wait()
             lead = ticket.lead
         if lead:
             self._lead()
@@ -113,7 +122,7 @@ class Writer:
     def _run(self, batch: list[_Ticket]) -> None:
         changes = [change for ticket in batch for change in ticket.changes]
         try:
-            outcomes = self._post(changes)
+            outcomes = self._post(changes, [ticket.caller for ticket in batch])
         except StoreUnavailable as error:
             # one error per change: each call's API layer adds its own metadata
             outcomes = [StoreUnavailable(error.message) for _ in changes]
@@ -134,7 +143,7 @@ class Writer:
         outcomes: list[Outcome] = []
         for change in ticket.changes:
             try:
-                outcomes.extend(self._post([change]))
+                outcomes.extend(self._post([change], [ticket.caller]))
             except TallyError as error:
                 outcomes.append(error)
             except Exception as error:
@@ -145,13 +154,27 @@ class Writer:
                 outcomes.append(StoreUnavailable("the change could not be posted"))
         ticket.outcomes = outcomes
 
-    def _post(self, changes: list[Change]) -> list[Outcome]:
+    def _post(self, changes: list[Change], callers: Sequence[tracing.Caller]) -> list[Outcome]:
+        """Post `changes` in one unit of work; the span of the commit, in the call that
+        leads it, links the spans of the calls whose changes it carries."""
+        written: list[LedgerEntry] = []
+
         def work(uow: UnitOfWork) -> list[Outcome]:
-            outcomes = post(uow, changes, self.config)
+            written.clear()  # of an attempt rolled back
+            outcomes = post(uow, changes, self.config, written=written)
             uow.commit()
             return outcomes
 
-        outcomes = in_transaction(self.store, work, write=True)
+        self._batch_changes.observe(len(changes))
+        started = time.perf_counter()
+        try:
+            attributes = {"tally.changes": len(changes), "tally.calls": len(callers)}
+            with tracing.span("tally.group_commit", attributes, links=callers):
+                outcomes = in_transaction(self.store, work, write=True)
+        finally:
+            self._commit_seconds.observe(time.perf_counter() - started)
+        for entry in written:
+            self._entries[entry.type].inc()
         self.on_commit({change.system_key for change in changes})
         return outcomes
 

@@ -5,6 +5,9 @@ tally-server migrate [--database-url URL]
 tally-server keys create --scope admin|write|read --name NAME [--systems KEY,...]
 tally-server keys list [--json]
 tally-server keys revoke ID
+
+A setting it cannot use exits 2, a database it cannot open or an address it cannot listen
+on exits 1, each with one line on standard error that names the cause.
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import multiprocessing
 import os
 import signal
 import sys
@@ -20,13 +22,17 @@ import threading
 from collections.abc import Sequence
 from types import FrameType
 
+from sqlalchemy.exc import DBAPIError
+
 from server import app
 from server.domain.access import ApiKey, Scope
 from server.domain.errors import ValidationFailed
 from server.services import access
-from server.settings import Settings
+from server.settings import SettingError, Settings
+from server.startup import StartupError, check_can_listen, database_fault, open_store
 from server.store import migrate
 from server.store.database import SqlStore
+from server.workers import WorkerPool
 
 log = logging.getLogger("tally")
 
@@ -38,11 +44,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve = commands.add_parser("serve", help="migrate the schema, then serve until SIGTERM")
     serve.add_argument("--listen", help="HOST:PORT (env TALLY_LISTEN, default 127.0.0.1:50051)")
     _database_flag(serve)
-    serve.add_argument("--threads", type=int, help="threads per process (env TALLY_THREADS)")
-    serve.add_argument(
-        "--workers", type=int, help="server processes sharing the port (env TALLY_WORKERS)"
-    )
-    serve.add_argument("--grace-seconds", type=float, help="time for calls in flight at shutdown")
+    # Numbers are read as text and checked by Settings.load, as the environment's are.
+    serve.add_argument("--threads", help="threads per process (env TALLY_THREADS)")
+    serve.add_argument("--workers", help="server processes sharing the port (env TALLY_WORKERS)")
+    serve.add_argument("--grace-seconds", help="time for calls in flight at shutdown")
     serve.add_argument(
         "--insecure-no-auth",
         action="store_true",
@@ -68,19 +73,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     _database_flag(revoke)
 
     args = parser.parse_args(argv)
-    settings = Settings.load(
-        **{k: getattr(args, k, None) for k in SETTINGS_FLAGS if getattr(args, k, None) is not None}
-    )
+    try:
+        settings = Settings.load(
+            **{
+                k: getattr(args, k, None)
+                for k in SETTINGS_FLAGS
+                if getattr(args, k, None) is not None
+            }
+        )
+    except SettingError as error:
+        return fail(str(error), status=2)
     logging.basicConfig(
         level=settings.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    if args.command == "migrate":
-        return run_migrate(settings)
-    if args.command == "keys":
-        return run_keys(settings, args)
-    return run_serve(settings)
+    try:
+        if args.command == "migrate":
+            return run_migrate(settings)
+        if args.command == "keys":
+            return run_keys(settings, args)
+        return run_serve(settings)
+    except StartupError as error:
+        return fail(str(error))
+    except DBAPIError as error:  # the database failed after it opened (a migration, a key)
+        return fail(database_fault(settings.database_url, error))
+
+
+def fail(message: str, status: int = 1) -> int:
+    """`message`, the cause, as one line on standard error; `status` to exit with."""
+    print(f"tally-server: {message}", file=sys.stderr, flush=True)
+    return status
 
 
 # Flags that are settings (the rest belong to `keys`).
@@ -102,7 +125,7 @@ def _database_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def run_migrate(settings: Settings) -> int:
-    store = SqlStore.from_url(settings.database_url)
+    store = open_store(settings.database_url)
     try:
         migrate.upgrade(store.engine)
         log.info("schema at revision %s", migrate.current(store.engine))
@@ -113,7 +136,7 @@ def run_migrate(settings: Settings) -> int:
 
 def run_keys(settings: Settings, args: argparse.Namespace) -> int:
     """`keys create|list|revoke`, on a schema brought to the newest version first."""
-    store = SqlStore.from_url(settings.database_url)
+    store = open_store(settings.database_url)
     try:
         migrate.upgrade(store.engine)
         now = app.utc_now()
@@ -165,8 +188,10 @@ def _describe(key: ApiKey, *, full: bool = False) -> str:
 
 def run_serve(settings: Settings) -> int:
     """Migrate, then serve: in this process, or in `workers` processes sharing the port.
-    On a store with no API key at all, first make an admin key and print it, once."""
-    store = SqlStore.from_url(settings.database_url)
+    On a store with no API key at all, first make an admin key and print it, once.
+    The address and the database are checked before anything is written."""
+    check_can_listen(*settings.listen_address)
+    store = open_store(settings.database_url)
     try:
         migrate.upgrade(store.engine)
         if not settings.insecure_no_auth:
@@ -195,7 +220,11 @@ def serve_here(settings: Settings) -> int:
     """One server process: serves until SIGTERM/SIGINT, then finishes calls in flight."""
     stopping = _stop_on_signals()
     store = SqlStore.from_url(settings.database_url, pool_size=settings.pool_size)
-    server = app.build(settings, store)
+    try:
+        server = app.build(settings, store)
+    except OSError as error:  # the address was taken since it was checked
+        store.dispose()
+        raise StartupError(str(error)) from None
     server.start()
     log.info("serving on %s (port %d, pid %d)", settings.listen, server.port, os.getpid())
     # Wait with a timeout: the kernel may hand SIGTERM to any of gRPC's threads, and the
@@ -208,31 +237,34 @@ def serve_here(settings: Settings) -> int:
     return 0
 
 
+def serve_worker(settings: Settings) -> None:
+    """A `--workers` process: serve_here, its start-up fault logged in one line."""
+    try:
+        serve_here(settings)
+    except StartupError as error:
+        log.error("worker pid %d cannot serve: %s", os.getpid(), error)
+        sys.exit(1)
+
+
 def supervise_workers(settings: Settings) -> int:
     """Start `workers` server processes on one port (SO_REUSEPORT), each with its own
-    threads and connection pool, so that both cores serve. Signals are passed on; the
-    supervisor exits when every worker has. No gRPC object exists here before the fork."""
-    if settings.listen.rsplit(":", 1)[-1] == "0":
-        raise SystemExit("--workers needs a fixed port to share; got port 0")
+    threads and connection pool, so that both cores serve, and restart any that dies
+    (server/workers.py). SIGTERM/SIGINT stop them all, each finishing its calls in flight.
+
+    The port is checked again just before the workers start: it may have been taken while
+    the schema migrated, and the workers' own sockets would share it with another pool."""
+    check_can_listen(*settings.listen_address)
     stopping = _stop_on_signals()
-    context = multiprocessing.get_context("fork")
-    workers = [
-        context.Process(target=serve_here, args=(settings,), name=f"tally-worker-{i}")
-        for i in range(settings.workers)
-    ]
-    for worker in workers:
-        worker.start()
-    log.info("supervising %d workers on %s", len(workers), settings.listen)
-    while not stopping.wait(0.5):
-        if any(not w.is_alive() for w in workers):
-            log.error("a worker exited; stopping the others")
-            break
-    for worker in workers:
-        if worker.is_alive() and worker.pid is not None:
-            os.kill(worker.pid, signal.SIGTERM)
-    for worker in workers:
-        worker.join()
-    return max((w.exitcode or 0) for w in workers)
+    pool = WorkerPool(settings.workers, lambda: serve_worker(settings))
+    pool.start()
+    log.info("supervising %d workers on %s", settings.workers, settings.listen)
+    failed: str | None = None
+    while failed is None and not stopping.wait(0.2):
+        failed = pool.tend()
+    if failed is not None:
+        log.error("%s", failed)
+    status = pool.stop(settings.grace_seconds)
+    return 1 if failed is not None else status
 
 
 def _stop_on_signals() -> threading.Event:

@@ -73,14 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     _database_flag(revoke)
 
     args = parser.parse_args(argv)
-    try:
-        settings = Settings.load(
-            **{
-                k: getattr(args, k, None)
-                for k in SETTINGS_FLAGS
-                if getattr(args, k, None) is not None
-            }
-        )
+    try:  # flags not given are None, which Settings.load skips
+        settings = Settings.load(**{k: getattr(args, k, None) for k in SETTINGS_FLAGS})
     except SettingError as error:
         return fail(str(error), status=2)
     logging.basicConfig(

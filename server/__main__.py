@@ -7,6 +7,9 @@ tally-server keys create --scope admin|write|read --name NAME [--systems KEY,...
 tally-server keys list [--json]
 tally-server keys revoke ID
 tally-server --version
+
+A setting it cannot use exits 2, a database it cannot open or an address it cannot listen
+on exits 1, each with one line on standard error that names the cause.
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import multiprocessing
 import os
 import signal
 import sys
@@ -24,13 +26,17 @@ from collections.abc import Sequence
 from importlib import metadata
 from types import FrameType
 
+from sqlalchemy.exc import DBAPIError
+
 from server import app, logs, metrics, tracing
 from server.domain.access import ApiKey, Scope
 from server.domain.errors import ValidationFailed
 from server.services import access
-from server.settings import Settings
+from server.settings import SettingError, Settings
+from server.startup import StartupError, check_can_listen, database_fault, open_store
 from server.store import migrate
 from server.store.database import SqlStore
+from server.workers import WorkerPool
 
 log = logging.getLogger("tally")
 
@@ -53,11 +59,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     serve.add_argument("--listen", help="HOST:PORT (env TALLY_LISTEN, default 127.0.0.1:50051)")
     _database_flag(serve)
-    serve.add_argument("--threads", type=int, help="threads per process (env TALLY_THREADS)")
-    serve.add_argument(
-        "--workers", type=int, help="server processes sharing the port (env TALLY_WORKERS)"
-    )
-    serve.add_argument("--grace-seconds", type=float, help="time for calls in flight at shutdown")
+    # Numbers are read as text and checked by Settings.load, as the environment's are.
+    serve.add_argument("--threads", help="threads per process (env TALLY_THREADS)")
+    serve.add_argument("--workers", help="server processes sharing the port (env TALLY_WORKERS)")
+    serve.add_argument("--grace-seconds", help="time for calls in flight at shutdown")
     serve.add_argument(
         "--insecure-no-auth",
         action="store_true",
@@ -89,17 +94,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     _database_flag(revoke)
 
     args = parser.parse_args(argv)
-    settings = Settings.load(
-        **{k: getattr(args, k, None) for k in SETTINGS_FLAGS if getattr(args, k, None) is not None}
-    )
-    if settings.log_format not in logs.FORMATS:
-        parser.error(f"TALLY_LOG_FORMAT must be one of {', '.join(logs.FORMATS)}")
+    try:  # flags not given are None, which Settings.load skips
+        settings = Settings.load(**{k: getattr(args, k, None) for k in SETTINGS_FLAGS})
+    except SettingError as error:
+        return fail(str(error), status=2)
     logs.configure(settings.log_level, settings.log_format)
-    if args.command == "migrate":
-        return run_migrate(settings)
-    if args.command == "keys":
-        return run_keys(settings, args)
-    return run_serve(settings)
+    try:
+        if args.command == "migrate":
+            return run_migrate(settings)
+        if args.command == "keys":
+            return run_keys(settings, args)
+        return run_serve(settings)
+    except StartupError as error:
+        return fail(str(error))
+    except DBAPIError as error:  # the database failed after it opened (a migration, a key)
+        return fail(database_fault(settings.database_url, error))
+
+
+def fail(message: str, status: int = 1) -> int:
+    """`message`, the cause, as one line on standard error; `status` to exit with."""
+    print(f"tally-server: {message}", file=sys.stderr, flush=True)
+    return status
 
 
 # Flags that are settings (the rest belong to `keys`).
@@ -123,7 +138,7 @@ def _database_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def run_migrate(settings: Settings) -> int:
-    store = SqlStore.from_url(settings.database_url)
+    store = open_store(settings.database_url)
     try:
         migrate.upgrade(store.engine)
         log.info("schema at revision %s", migrate.current(store.engine))
@@ -134,7 +149,7 @@ def run_migrate(settings: Settings) -> int:
 
 def run_keys(settings: Settings, args: argparse.Namespace) -> int:
     """`keys create|list|revoke`, on a schema brought to the newest version first."""
-    store = SqlStore.from_url(settings.database_url)
+    store = open_store(settings.database_url)
     try:
         migrate.upgrade(store.engine)
         now = app.utc_now()
@@ -186,8 +201,10 @@ def _describe(key: ApiKey, *, full: bool = False) -> str:
 
 def run_serve(settings: Settings) -> int:
     """Migrate, then serve: in this process, or in `workers` processes sharing the port.
-    On a store with no API key at all, first make an admin key and print it, once."""
-    store = SqlStore.from_url(settings.database_url)
+    On a store with no API key at all, first make an admin key and print it, once.
+    The address and the database are checked before anything is written."""
+    check_can_listen(*settings.listen_address)
+    store = open_store(settings.database_url)
     try:
         migrate.upgrade(store.engine)
         if not settings.insecure_no_auth:
@@ -218,8 +235,12 @@ def serve_here(settings: Settings, *, own_metrics: bool = True) -> int:
     stopping = _stop_on_signals()
     tracing.setup()
     store = SqlStore.from_url(settings.database_url, pool_size=settings.pool_size)
-    server = app.build(settings, store)
-    exposition = serve_metrics(settings) if own_metrics else None
+    try:
+        server = app.build(settings, store)
+        exposition = serve_metrics(settings) if own_metrics else None
+    except OSError as error:  # the address was taken since it was checked
+        store.dispose()
+        raise StartupError(str(error)) from None
     server.start()
     log.info("serving on %s (port %d, pid %d)", settings.listen, server.port, os.getpid())
     # Wait with a timeout: the kernel may hand SIGTERM to any of gRPC's threads, and the
@@ -244,12 +265,24 @@ def serve_metrics(settings: Settings) -> metrics.Exposition | None:
     return exposition
 
 
+def serve_worker(settings: Settings) -> None:
+    """A `--workers` process: serve_here, its start-up fault logged in one line. It leaves
+    /metrics to its supervisor."""
+    try:
+        serve_here(settings, own_metrics=False)
+    except StartupError as error:
+        log.error("worker pid %d cannot serve: %s", os.getpid(), error)
+        sys.exit(1)
+
+
 def supervise_workers(settings: Settings) -> int:
     """Start `workers` server processes on one port (SO_REUSEPORT), each with its own
-    threads and connection pool, so that both cores serve. Signals are passed on; the
-    supervisor exits when every worker has. No gRPC object exists here before the fork."""
-    if settings.listen.rsplit(":", 1)[-1] == "0":
-        raise SystemExit("--workers needs a fixed port to share; got port 0")
+    threads and connection pool, so that both cores serve, and restart any that dies
+    (server/workers.py). SIGTERM/SIGINT stop them all, each finishing its calls in flight.
+
+    The port is checked again just before the workers start: it may have been taken while
+    the schema migrated, and the workers' own sockets would share it with another pool."""
+    check_can_listen(*settings.listen_address)
     stopping = _stop_on_signals()
     # Metrics: each worker writes its values to files in a folder made here, and this
     # process serves them summed (server/metrics.py), on one port whatever the count.
@@ -258,42 +291,29 @@ def supervise_workers(settings: Settings) -> int:
     )
     if shared is not None:
         metrics.share_between_processes(shared.name)
-    context = multiprocessing.get_context("fork")
-    workers = [
-        context.Process(
-            target=serve_here,
-            args=(settings,),
-            kwargs={"own_metrics": False},
-            name=f"tally-worker-{i}",
-        )
-        for i in range(settings.workers)
-    ]
-    for worker in workers:
-        worker.start()
-    failed = False
+    pool = WorkerPool(
+        settings.workers,
+        lambda: serve_worker(settings),
+        on_exit=metrics.worker_exited if shared is not None else None,
+    )
+    pool.start()
+    failed: str | None = None
     try:
         exposition = serve_metrics(settings)
     except OSError as error:  # the workers are running: stop them, then say why
-        log.error("cannot serve metrics at %s: %s", settings.metrics_listen, error)
-        exposition, failed = None, True
-        stopping.set()
-    log.info("supervising %d workers on %s", len(workers), settings.listen)
-    while not stopping.wait(0.5):
-        if any(not w.is_alive() for w in workers):
-            log.error("a worker exited; stopping the others")
-            break
-    for worker in workers:
-        if worker.is_alive() and worker.pid is not None:
-            os.kill(worker.pid, signal.SIGTERM)
-    for worker in workers:
-        worker.join()
-        if shared is not None and worker.pid is not None:
-            metrics.worker_exited(worker.pid)
+        exposition = None
+        failed = f"cannot serve metrics at {settings.metrics_listen}: {error}"
+    log.info("supervising %d workers on %s", settings.workers, settings.listen)
+    while failed is None and not stopping.wait(0.2):
+        failed = pool.tend()
+    if failed is not None:
+        log.error("%s", failed)
+    status = pool.stop(settings.grace_seconds)
     if exposition is not None:
         exposition.stop()
     if shared is not None:
         shared.cleanup()
-    return max(1 if failed else 0, *((w.exitcode or 0) for w in workers))
+    return 1 if failed is not None else status
 
 
 def _stop_on_signals() -> threading.Event:

@@ -187,7 +187,10 @@ def build(settings: Settings, store: Store, clock: Callable[[], datetime] = utc_
     reflection.enable_server_reflection(
         (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
-    port = server.add_insecure_port(settings.listen)
+    try:
+        port = server.add_insecure_port(settings.listen)
+    except RuntimeError:  # gRPC's "Failed to bind" (older versions return port 0)
+        port = 0
     if port == 0:
         raise OSError(f"cannot listen on {settings.listen}")
     sweeper = Sweeper(tally, clock, settings.sweep_seconds)

@@ -1,14 +1,152 @@
-"""Settings: command-line flags over TALLY_* environment variables over defaults."""
+"""Settings: command-line flags over TALLY_* environment variables over defaults.
+
+Every value is checked here, once, as it is read: a bad one is a SettingError whose
+message names the flag or variable, says what it accepts, and quotes what it got.
+"""
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
 DEFAULT_LISTEN = "127.0.0.1:50051"
 DEFAULT_DATABASE_FILE = "tally.db"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_FORMATS = ("text", "json")  # server/logs.py
+# The stores Tally runs on (plain postgresql:// means psycopg 3, server/store/database.py).
+DATABASE_DRIVERS = ("postgresql+psycopg", "postgresql", "sqlite", "sqlite+pysqlite")
+DATABASE_EXAMPLE = "postgresql+psycopg://USER@HOST:5432/DATABASE or sqlite:///PATH"
+QUOTED_CHARS = 100  # of a bad value, in a message
+
+
+class SettingError(ValueError):
+    """A setting Tally cannot use. The message names the flag or variable, what it accepts
+    and what it got, in one line for the operator."""
+
+
+@dataclass(frozen=True)
+class Accepts:
+    """What a numeric setting accepts: whole numbers or not, from `low` to `high`."""
+
+    whole: bool
+    low: float
+    high: float
+    note: str = ""  # what a special value means, e.g. "0 = off"
+
+    def describe(self) -> str:
+        kind = "a whole number" if self.whole else "a number"
+        text = f"{kind} from {_plain(self.low)} to {_plain(self.high)}"
+        return f"{text} ({self.note})" if self.note else text
+
+    def read(self, name: str, raw: object) -> int | float:
+        """`raw` (text from the command line or the environment, or a number) checked."""
+        value: int | float
+        try:
+            if isinstance(raw, str):
+                value = int(raw.strip()) if self.whole else float(raw.strip())
+            elif isinstance(raw, int | float) and not isinstance(raw, bool):
+                value = raw
+            else:
+                raise ValueError(raw)
+        except ValueError:
+            raise SettingError(f"{name} must be {self.describe()}, got {quoted(raw)}") from None
+        if (
+            not math.isfinite(value)
+            or (self.whole and value != int(value))
+            or not self.low <= value <= self.high
+        ):
+            raise SettingError(f"{name} must be {self.describe()}, got {quoted(raw)}")
+        return int(value) if self.whole else float(value)
+
+
+def _plain(number: float) -> str:
+    """1000000000, not 1e+09."""
+    return str(int(number)) if number == int(number) else str(number)
+
+
+# The numeric settings, each read from --flag-name or TALLY_FLAG_NAME.
+NUMBERS: dict[str, Accepts] = {
+    "threads": Accepts(whole=True, low=1, high=1024),
+    "max_streams": Accepts(whole=True, low=1, high=4096),
+    "workers": Accepts(whole=True, low=1, high=256),
+    "grace_seconds": Accepts(whole=False, low=0, high=3600),
+    "sweep_seconds": Accepts(whole=False, low=0, high=86400, note="0 = off"),
+    "max_batch": Accepts(whole=True, low=1, high=100_000),
+    "key_cache_seconds": Accepts(whole=False, low=0, high=3600),
+    "rate_limit_per_second": Accepts(whole=False, low=0, high=1e9, note="0 = no limit"),
+    "rate_limit_burst": Accepts(whole=True, low=1, high=1_000_000_000),
+}
+
+
+def flag_name(setting: str) -> str:
+    return "--" + setting.replace("_", "-")
+
+
+def env_name(setting: str) -> str:
+    return "TALLY_" + setting.upper()
+
+
+def quoted(raw: object) -> str:
+    """`raw` as a message quotes it: repr, at most QUOTED_CHARS characters of it."""
+    text = str(raw)
+    return repr(text if len(text) <= QUOTED_CHARS else text[:QUOTED_CHARS] + "...")
+
+
+def parse_listen(text: str, name: str = flag_name("listen")) -> tuple[str, int]:
+    """HOST:PORT (HOST may be [IPv6]) as (host, port); port 0 means any free port."""
+    host, colon, port = text.strip().rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    well_formed = colon and host and "[" not in host and "]" not in host
+    if not well_formed or not re.fullmatch(r"\d{1,5}", port) or int(port) > 65535:
+        raise SettingError(
+            f"{name} must be HOST:PORT with a port from 0 to 65535 (0 = any free port), "
+            f"got {quoted(text)}"
+        )
+    return host, int(port)
+
+
+def hide_password(url: str) -> str:
+    """`url` with any password masked, also when it does not parse."""
+    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
+
+
+def check_database_url(text: str, name: str) -> str:
+    """`text` when it is a URL of a store Tally runs on."""
+    try:
+        url: URL = make_url(text)
+    except (ArgumentError, ValueError):
+        raise SettingError(
+            f"{name} is not a database URL (expected {DATABASE_EXAMPLE}), "
+            f"got {quoted(hide_password(text))}"
+        ) from None
+    if url.drivername not in DATABASE_DRIVERS:
+        raise SettingError(
+            f"{name} must be a PostgreSQL or SQLite URL ({DATABASE_EXAMPLE}), "
+            f"got {quoted(url.render_as_string(hide_password=True))}"
+        )
+    return text
+
+
+def check_log_level(text: str, name: str) -> str:
+    level = text.strip().upper()
+    if level not in LOG_LEVELS:
+        raise SettingError(f"{name} must be one of {', '.join(LOG_LEVELS)}, got {quoted(text)}")
+    return level
+
+
+def check_log_format(text: str, name: str) -> str:
+    log_format = text.strip().lower()
+    if log_format not in LOG_FORMATS:
+        raise SettingError(f"{name} must be one of {', '.join(LOG_FORMATS)}, got {quoted(text)}")
+    return log_format
 
 
 def default_database_url() -> str:
@@ -58,25 +196,53 @@ class Settings:
 
     @classmethod
     def load(cls, env: Mapping[str, str] | None = None, **flags: object) -> Settings:
-        """Flags that are given (not None) win over the environment, which wins over defaults."""
+        """Flags that are given (not None) win over the environment, which wins over
+        defaults; an empty variable counts as unset. Raises SettingError on a bad value."""
         env = os.environ if env is None else env
-        values: dict[str, object] = {
-            "listen": env.get("TALLY_LISTEN", DEFAULT_LISTEN),
-            "database_url": env.get("TALLY_DATABASE_URL") or default_database_url(),
-            "threads": int(env.get("TALLY_THREADS", cls.threads)),
-            "max_streams": int(env.get("TALLY_MAX_STREAMS", cls.max_streams)),
-            "workers": int(env.get("TALLY_WORKERS", cls.workers)),
-            "grace_seconds": float(env.get("TALLY_GRACE_SECONDS", cls.grace_seconds)),
-            "log_level": env.get("TALLY_LOG_LEVEL", cls.log_level),
-            "sweep_seconds": float(env.get("TALLY_SWEEP_SECONDS", cls.sweep_seconds)),
-            "max_batch": int(env.get("TALLY_MAX_BATCH", cls.max_batch)),
-            "key_cache_seconds": float(env.get("TALLY_KEY_CACHE_SECONDS", cls.key_cache_seconds)),
-            "rate_limit_per_second": float(
-                env.get("TALLY_RATE_LIMIT_PER_SECOND", cls.rate_limit_per_second)
-            ),
-            "rate_limit_burst": int(env.get("TALLY_RATE_LIMIT_BURST", cls.rate_limit_burst)),
-            "metrics_listen": env.get("TALLY_METRICS_LISTEN", cls.metrics_listen),
-            "log_format": env.get("TALLY_LOG_FORMAT", cls.log_format),
-        }
-        values.update({name: value for name, value in flags.items() if value is not None})
-        return cls(**values)  # type: ignore[arg-type]
+        given = {name: value for name, value in flags.items() if value is not None}
+
+        def raw(setting: str) -> tuple[str, object] | None:
+            """(where it came from, the value given), or None when not given."""
+            if setting in given:
+                return flag_name(setting), given.pop(setting)
+            text = env.get(env_name(setting), "")
+            return (env_name(setting), text) if text.strip() else None
+
+        values: dict[str, object] = {}
+        for setting, accepts in NUMBERS.items():
+            if (found := raw(setting)) is not None:
+                values[setting] = accepts.read(*found)
+        if (found := raw("listen")) is not None:
+            where, listen = found
+            parse_listen(str(listen), where)
+            values["listen"] = str(listen).strip()
+        if (found := raw("database_url")) is not None:
+            where, url = found
+            values["database_url"] = check_database_url(str(url), where)
+        else:
+            values["database_url"] = default_database_url()
+        if (found := raw("log_level")) is not None:
+            values["log_level"] = check_log_level(str(found[1]), found[0])
+        if (found := raw("metrics_listen")) is not None:
+            where, metrics_listen = found
+            parse_listen(str(metrics_listen), where)
+            values["metrics_listen"] = str(metrics_listen).strip()
+        if (found := raw("log_format")) is not None:
+            values["log_format"] = check_log_format(str(found[1]), found[0])
+        values.update(given)
+        settings = cls(**values)  # type: ignore[arg-type]
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        """What holds between settings."""
+        if self.workers > 1 and parse_listen(self.listen)[1] == 0:
+            raise SettingError(
+                f"{self.workers} workers ({flag_name('workers')}, {env_name('workers')}) need "
+                f"a fixed port to share; the listen address {self.listen} asks for any free port"
+            )
+
+    @property
+    def listen_address(self) -> tuple[str, int]:
+        """(host, port) of `listen`."""
+        return parse_listen(self.listen)

@@ -269,7 +269,7 @@ class AnalyticsRepository(Protocol):
         ...
 
 
-UserRange = tuple[str, str]  # user ids `after` < id <= `through`
+UserRange = tuple[str, str | None]  # user ids `after` < id <= `through` (None: no bound)
 
 
 @dataclass(frozen=True)
@@ -304,8 +304,8 @@ class AuditRepository(Protocol):
     (entries to replay, events, keys) is read as it is consumed."""
 
     def users_after(self, after: str, system_key: str, limit: int) -> list[str]:
-        """The next `limit` user ids above `after`, in order, of users with an account or
-        an entry (in `system_key` when given)."""
+        """The user ids of the next `limit` accounts (in `system_key`, when given) of
+        users above `after`, in order; a user with several accounts appears for each."""
         ...
 
     def accounts(self, users: UserRange, system_key: str) -> list[AccountTally]:

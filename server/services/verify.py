@@ -24,7 +24,7 @@ from server.services import codec
 from server.services.ports import AccountKey, AuditRepository, SnapshotStore, UserRange
 from server.services.results import EventResult
 
-CHUNK_USERS = 500  # users read and checked at a time
+CHUNK_ACCOUNTS = 500  # accounts read and checked at a time (with all their users' rows)
 PRESENCE_BATCH = 1000  # entry ids looked up at a time
 
 
@@ -49,7 +49,7 @@ def verify(
     store: SnapshotStore,
     system_key: str = "",
     *,
-    chunk_users: int = CHUNK_USERS,
+    chunk_accounts: int = CHUNK_ACCOUNTS,
     progress: Progress | None = None,
 ) -> Report:
     """Check every account (of `system_key` alone, when given) against its entries.
@@ -70,14 +70,14 @@ def verify(
         )
         after = ""
         while True:
-            users = uow.audit.users_after(after, system_key, chunk_users)
-            if not users:
+            # Chunks end at an account; the last is unbounded above, so that entries of
+            # users with no account are found wherever they fall.
+            ids = uow.audit.users_after(after, system_key, chunk_accounts)
+            last = len(ids) < chunk_accounts
+            _check_chunk(uow.audit, (after, None if last else ids[-1]), system_key, config, report)
+            if last:
                 break
-            span = (after, users[-1])
-            _check_chunk(uow.audit, span, system_key, config, report)
-            after = users[-1]
-            if len(users) < chunk_users:
-                break
+            after = ids[-1]
             if progress is not None:
                 progress(report.accounts, report.entries)
     return report

@@ -1,8 +1,9 @@
 """The audit's queries (services/ports.py AuditRepository), for `tally-server verify`.
 
-Everything is read by ranges of user ids: `users_after` names the next chunk of users (of
-accounts and of the ledger alike, so that entries without an account are found), and
-every other query reads one range (after, through] of them. So the server holds one
+Everything is read by ranges of user ids: `users_after` reads the next chunk of accounts
+(by their primary key, so a chunk costs the same deep into the users), and every other
+query reads one range (after, through] of user ids, the last one unbounded above, so
+that entries without an account are found wherever their user falls. So the server holds one
 chunk at a time, and on Citus each query goes to the shards whole (user_id is the
 distribution column, and every GROUP BY and window partition includes it).
 
@@ -73,15 +74,12 @@ class SqlAuditRepository:
     # -- chunks of users -----------------------------------------------------------------
 
     def users_after(self, after: str, system_key: str, limit: int) -> list[str]:
-        def ids(table: Any) -> Any:
-            chosen = select(table.c.user_id).where(table.c.user_id > after)
-            if system_key:
-                chosen = chosen.where(table.c.system_key == system_key)
-            return chosen.distinct().order_by(table.c.user_id).limit(limit).subquery()
-
-        of_accounts, of_ledger = ids(accounts), ids(ledger)
-        both = select(of_accounts.c.user_id).union(select(of_ledger.c.user_id)).subquery("users")
-        statement = select(both.c.user_id).order_by(both.c.user_id).limit(limit)
+        # The accounts' primary key is (user_id, system_key): an index range read that
+        # stops at `limit`, however far into the users the chunk is.
+        chosen = select(accounts.c.user_id).where(accounts.c.user_id > after)
+        if system_key:
+            chosen = chosen.where(accounts.c.system_key == system_key)
+        statement = chosen.order_by(accounts.c.user_id, accounts.c.system_key).limit(limit)
         return [row["user_id"] for row in self._rows(statement)]
 
     # -- accounts against their entries --------------------------------------------------
@@ -385,7 +383,7 @@ class SqlAuditRepository:
     ) -> Iterator[tuple[str, str, str, str]]:
         statement = select(
             idempotency.c.user_id, idempotency.c.scope, idempotency.c.key, idempotency.c.response
-        ).where(idempotency.c.user_id > users[0], idempotency.c.user_id <= users[1])
+        ).where(*_of_users(idempotency, users))
         if system_key:
             statement = statement.where(idempotency.c.scope == system_key)
         statement = statement.order_by(
@@ -412,10 +410,18 @@ class SqlAuditRepository:
 
 def _within(statement: Select[Any], table: Any, users: UserRange, system_key: str) -> Select[Any]:
     """Only the rows of these users (and of `system_key`, when given)."""
-    statement = statement.where(table.c.user_id > users[0], table.c.user_id <= users[1])
+    statement = statement.where(*_of_users(table, users))
     if system_key:
         statement = statement.where(table.c.system_key == system_key)
     return statement
+
+
+def _of_users(table: Any, users: UserRange) -> list[ColumnElement[bool]]:
+    after, through = users
+    conditions = [table.c.user_id > after]
+    if through is not None:
+        conditions.append(table.c.user_id <= through)
+    return conditions
 
 
 def _figures(row: RowMapping) -> AccountFigures:

@@ -197,14 +197,29 @@ class TestClean:
 
     def test_chunks_of_users_cover_every_account(self, busy: Tally) -> None:
         seen: list[tuple[int, int]] = []
-        report = run(busy, chunk_users=1, progress=lambda a, e: seen.append((a, e)))
+        report = run(busy, chunk_accounts=1, progress=lambda a, e: seen.append((a, e)))
         assert report.ok
         assert report.accounts == 6
         assert len(seen) >= 3  # after each full chunk but the last
         assert seen == sorted(seen)
-        # damage in the last chunk is found too
+        # damage in the last chunk is found, and entries whose account is gone, in the
+        # middle of the users and after the last account
         sql(busy, "UPDATE accounts SET balance = balance + 1 WHERE user_id = 'dee'")
-        assert checks(run(busy, chunk_users=1)) == {"balance"}
+        sql(busy, "DELETE FROM accounts WHERE user_id IN ('bob', 'cy') AND system_key = 'xp'")
+        sql(busy, "DELETE FROM accounts WHERE user_id = 'cy'")
+        report = run(busy, chunk_accounts=1)
+        assert {(d.user_id, d.check) for d in report.differences} == {
+            ("bob", "account_missing"),
+            ("cy", "account_missing"),
+            ("dee", "balance"),
+        }
+        sql(busy, "DELETE FROM accounts WHERE user_id = 'dee'")
+        found = run(busy, chunk_accounts=1).differences
+        assert {(d.user_id, d.check) for d in found} == {
+            ("bob", "account_missing"),
+            ("cy", "account_missing"),
+            ("dee", "account_missing"),
+        }
 
 
 class TestDamage:
@@ -512,3 +527,21 @@ def test_a_store_without_the_schema_exits_2(
     (tmp_path / "empty.db").write_bytes(b"")
     assert main(["verify", "--database-url", f"sqlite:///{tmp_path / 'empty.db'}"]) == 2
     assert "run `tally-server migrate` first" in capsys.readouterr().err
+
+
+class TestSnapshot:
+    def test_writes_committed_during_a_verification_are_not_seen(self, tally: Tally) -> None:
+        """Every read of a verification sees one state: an award committed between
+        reading the accounts and reading the entries would otherwise be a difference."""
+        system(tally)
+        award(tally, "ann", 5)
+        everyone = ("", "\U0010ffff")
+        with stored(tally).snapshot() as uow:
+            (before,) = uow.audit.accounts(everyone, "")
+            award(tally, "ann", 7)  # commits in a transaction of its own
+            (again,) = uow.audit.accounts(everyone, "")
+            assert uow.audit.entry_problems(everyone, "") == []
+        assert before == again
+        assert before.ledger is not None
+        assert before.ledger.balance == 5
+        assert run(tally).ok

@@ -27,7 +27,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError
 from server import app
 from server.domain.access import ApiKey, Scope
 from server.domain.audit import Difference
-from server.domain.errors import SystemNotFound, ValidationFailed
+from server.domain.errors import SystemNotFound, TransientStoreError, ValidationFailed
 from server.services import access, verify
 from server.settings import Settings
 from server.store import migrate
@@ -174,7 +174,8 @@ def run_verify(settings: Settings, system_key: str, *, as_json: bool) -> int:
     except SystemNotFound:
         print(f"tally-server verify: no points system {system_key!r}", file=sys.stderr)
         return 2
-    except DBAPIError as error:
+    except (DBAPIError, TransientStoreError) as error:
+        # Not retried: a verification is a read, and running it again is the caller's call.
         print(f"tally-server verify: cannot read the store: {_first_line(error)}", file=sys.stderr)
         return 2
     finally:

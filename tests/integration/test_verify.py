@@ -14,7 +14,7 @@ from sqlalchemy import text
 
 from server.__main__ import main
 from server.domain import audit, commands
-from server.domain.errors import SystemNotFound
+from server.domain.errors import SystemNotFound, TransientStoreError
 from server.domain.model import (
     IntervalUnit,
     LevelBasis,
@@ -385,8 +385,9 @@ class TestDamage:
                 reversal["reverses_entry_id"],
                 2,
             )
-        finally:
+        finally:  # the store as the other tests expect it, whatever happened above
             sql(busy, "DELETE FROM ledger_entries WHERE id = :id", id=copy["id"])
+            sql(busy, f"DROP INDEX IF EXISTS {index}")
             sql(
                 busy,
                 f"CREATE UNIQUE INDEX {index} ON ledger_entries (user_id, reverses_entry_id) "
@@ -545,3 +546,18 @@ class TestSnapshot:
         assert before.ledger is not None
         assert before.ledger.balance == 5
         assert run(tally).ok
+
+
+def test_a_store_lost_while_verifying_exits_2_in_one_line(
+    tally: Tally, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def lost(*_args: Any, **_kwargs: Any) -> verify.Report:
+        raise TransientStoreError("server closed the connection unexpectedly\nmore")
+
+    monkeypatch.setattr(verify, "verify", lost)
+    assert main(cli(tally)) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.splitlines()[-1] == (
+        "tally-server verify: cannot read the store: server closed the connection unexpectedly"
+    )

@@ -14,7 +14,7 @@ from types import TracebackType
 from typing import Protocol, Self
 
 from server.domain.access import ApiKey
-from server.domain.audit import AccountFigures, Posted, RecordedMove, StoredLot
+from server.domain.audit import AccountFigures, Difference, Posted, RecordedMove, StoredLot
 from server.domain.ledger import Account
 from server.domain.model import (
     Boost,
@@ -285,19 +285,6 @@ class AccountTally:
     expiring_awards: int  # AWARD entries with an expiry
 
 
-@dataclass(frozen=True)
-class EntryProblem:
-    """An entry that breaks a rule the ledger keeps by itself (see AuditRepository)."""
-
-    system_key: str
-    user_id: str
-    entry_id: str
-    check: str
-    stored: int | str | None
-    expected: int | str | None
-    detail: str = ""
-
-
 class AuditRepository(Protocol):
     """What `tally-server verify` reads, one range of users at a time, all in one
     snapshot (Store.snapshot). Aggregates are computed by the store; what streams
@@ -313,7 +300,7 @@ class AuditRepository(Protocol):
         account, with their figures stored and summed."""
         ...
 
-    def entry_problems(self, users: UserRange, system_key: str) -> list[EntryProblem]:
+    def entry_problems(self, users: UserRange, system_key: str) -> list[Difference]:
         """Entries whose balance_after is not the previous entry's (in sequence order)
         plus their amount, or is negative; reversals of entries that are not there, not
         of their account, not an award or deduction, or not of the same amount; entries

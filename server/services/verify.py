@@ -118,10 +118,7 @@ def _check_chunk(
             to_replay.add(key)
     next_expiry = {(t.user_id, t.system_key): t.next_expire_time for t in tallies}
 
-    found += (
-        Difference(p.system_key, p.user_id, p.check, p.stored, p.expected, p.entry_id, p.detail)
-        for p in repo.entry_problems(users, system_key)
-    )
+    found += repo.entry_problems(users, system_key)
     replayed: set[AccountKey] = set()
     for (user_id, of_system), postings in repo.postings(sorted(to_replay)):
         replayed.add((user_id, of_system))

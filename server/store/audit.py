@@ -37,9 +37,9 @@ from sqlalchemy.engine import Connection, RowMapping
 from sqlalchemy.sql import Select
 
 from server.domain import audit
-from server.domain.audit import AccountFigures, Posted, RecordedMove, StoredLot
+from server.domain.audit import AccountFigures, Difference, Posted, RecordedMove, StoredLot
 from server.domain.model import EntryType
-from server.services.ports import AccountKey, AccountTally, EntryProblem, UserRange
+from server.services.ports import AccountKey, AccountTally, UserRange
 from server.store.statements import accounts, events, idempotency, ledger, level_changes, lots
 from server.store.statements import metric_totals as totals
 
@@ -133,10 +133,10 @@ class SqlAuditRepository:
 
     # -- rules of the ledger itself ------------------------------------------------------
 
-    def entry_problems(self, users: UserRange, system_key: str) -> list[EntryProblem]:
+    def entry_problems(self, users: UserRange, system_key: str) -> list[Difference]:
         return self._chain_breaks(users, system_key) + self._bad_reversals(users, system_key)
 
-    def _chain_breaks(self, users: UserRange, system_key: str) -> list[EntryProblem]:
+    def _chain_breaks(self, users: UserRange, system_key: str) -> list[Difference]:
         before = func.lag(ledger.c.balance_after).over(
             partition_by=(ledger.c.user_id, ledger.c.system_key), order_by=ledger.c.sequence
         )
@@ -162,21 +162,20 @@ class SqlAuditRepository:
         )
         found = []
         for r in self._rows(statement):
-            where = (r["system_key"], r["user_id"], r["id"])
-            if r["balance_after"] != r["expected"]:
-                detail = f"entry {r['sequence']}: {r['before'] or 0} {r['amount']:+d}"
+            key, user, entry = r["system_key"], r["user_id"], r["id"]
+            after = int(r["balance_after"])
+            if after != r["expected"]:
+                detail = f"sequence {r['sequence']}: {r['before'] or 0} {r['amount']:+d}"
                 found.append(
-                    EntryProblem(
-                        *where, audit.BALANCE_AFTER, r["balance_after"], r["expected"], detail
+                    Difference(
+                        key, user, audit.BALANCE_AFTER, after, int(r["expected"]), entry, detail
                     )
                 )
-            if r["balance_after"] < 0:
-                found.append(
-                    EntryProblem(*where, audit.NEGATIVE_BALANCE_AFTER, r["balance_after"], 0)
-                )
+            if after < 0:
+                found.append(Difference(key, user, audit.NEGATIVE_BALANCE_AFTER, after, 0, entry))
         return found
 
-    def _bad_reversals(self, users: UserRange, system_key: str) -> list[EntryProblem]:
+    def _bad_reversals(self, users: UserRange, system_key: str) -> list[Difference]:
         reversal, original = ledger.alias("reversal"), ledger.alias("original")
         times = func.count().over(partition_by=(reversal.c.user_id, reversal.c.reverses_entry_id))
         joined = (
@@ -221,33 +220,33 @@ class SqlAuditRepository:
             )
             .order_by(joined.c.user_id, joined.c.system_key, joined.c.id)
         )
-        found: list[EntryProblem] = []
+        found: list[Difference] = []
         twice: set[tuple[str, str]] = set()
         for r in self._rows(statement):
             target = r["reverses_entry_id"] or ""
             if r["times"] > 1 and target and (r["user_id"], target) not in twice:
                 twice.add((r["user_id"], target))
                 found.append(
-                    EntryProblem(
+                    Difference(
                         r["system_key"],
                         r["user_id"],
-                        target,
                         audit.REVERSED_TWICE,
                         int(r["times"]),
                         1,
+                        target,
                         f"reversed {r['times']} times",
                     )
                 )
             why = _reversal_fault(r)
             if why:
                 found.append(
-                    EntryProblem(
+                    Difference(
                         r["system_key"],
                         r["user_id"],
-                        r["id"],
                         audit.REVERSAL_TARGET,
-                        r["amount"],
-                        None if r["original_amount"] is None else -r["original_amount"],
+                        int(r["amount"]),
+                        None if r["original_amount"] is None else -int(r["original_amount"]),
+                        r["id"],
                         f"reverses {target or '(nothing)'}: {why}",
                     )
                 )

@@ -259,7 +259,8 @@ def _describe_difference(d: Difference) -> str:
     where = f"{d.system_key}/{d.user_id}" if d.system_key else f"user {d.user_id}"
     about = f" (entry {d.entry_id})" if d.entry_id else ""
     detail = f"; {d.detail}" if d.detail else ""
-    return f"{where}: {d.check}{about}: stored {d.stored}, expected {d.expected}{detail}"
+    stored, expected = ("(none)" if v is None else v for v in (d.stored, d.expected))
+    return f"{where}: {d.check}{about}: stored {stored}, expected {expected}{detail}"
 
 
 def _key_fields(key: ApiKey) -> dict[str, object]:

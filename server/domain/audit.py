@@ -79,7 +79,8 @@ def account_differences(
     """Each figure of the account row that its entries do not add up to."""
     if stored is None:
         assert ledger is not None, "an account is found by its row or by its entries"
-        detail = f"{ledger.entries} entries, but no account"
+        count = ledger.entries
+        detail = f"{count} {'entry' if count == 1 else 'entries'}, but no account"
         return [Difference(system_key, user_id, ACCOUNT_MISSING, None, ledger.balance, "", detail)]
     summed = ledger or AccountFigures()
     found = [

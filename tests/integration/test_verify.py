@@ -454,6 +454,12 @@ class TestCommand:
         assert out[0].startswith("xp/bob: total_earned: stored ")
         assert out[1].startswith("xp/cy: total_spent: stored 1, expected 0")
         assert out[2].endswith(": 2 differences")
+        sql(busy, "DELETE FROM accounts WHERE user_id = 'dee'")
+        assert main(cli(busy, "--system", "xp")) == 1
+        lines = capsys.readouterr().out.splitlines()
+        assert (
+            "xp/dee: account_missing: stored (none), expected 7; 1 entry, but no account" in lines
+        )
 
     def test_json_is_one_object(self, busy: Tally, capsys: pytest.CaptureFixture[str]) -> None:
         assert main([*cli(busy), "--json"]) == 0

@@ -6,6 +6,7 @@ tally-server migrate [--database-url URL]
 tally-server keys create --scope admin|write|read --name NAME [--systems KEY,...]
 tally-server keys list [--json]
 tally-server keys revoke ID
+tally-server verify [--database-url URL] [--system KEY] [--json]
 tally-server --version
 
 A setting it cannot use exits 2, a database it cannot open or an address it cannot listen
@@ -26,12 +27,14 @@ from collections.abc import Sequence
 from importlib import metadata
 from types import FrameType
 
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from server import app, logs, metrics, tracing
 from server.domain.access import ApiKey, Scope
-from server.domain.errors import ValidationFailed
-from server.services import access
+from server.domain.audit import Difference
+from server.domain.errors import SystemNotFound, TransientStoreError, ValidationFailed
+from server.services import access, verify
 from server.settings import SettingError, Settings
 from server.startup import StartupError, check_can_listen, database_fault, open_store
 from server.store import migrate
@@ -93,6 +96,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     revoke.add_argument("id")
     _database_flag(revoke)
 
+    verify_cmd = commands.add_parser(
+        "verify",
+        help="recompute every account from its ledger entries; exit 1 on any difference",
+    )
+    _database_flag(verify_cmd)
+    verify_cmd.add_argument("--system", default="", help="KEY: only this points system")
+    verify_cmd.add_argument(
+        "--json", action="store_true", help="one JSON object: the summary and every difference"
+    )
+
     args = parser.parse_args(argv)
     try:  # flags not given are None, which Settings.load skips
         settings = Settings.load(**{k: getattr(args, k, None) for k in SETTINGS_FLAGS})
@@ -104,6 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_migrate(settings)
         if args.command == "keys":
             return run_keys(settings, args)
+        if args.command == "verify":
+            return run_verify(settings, args.system, as_json=args.json)
         return run_serve(settings)
     except StartupError as error:
         return fail(str(error))
@@ -177,6 +192,105 @@ def run_keys(settings: Settings, args: argparse.Namespace) -> int:
         return 1
     finally:
         store.dispose()
+
+
+def run_verify(settings: Settings, system_key: str, *, as_json: bool) -> int:
+    """`verify`: 0 when every account agrees with its ledger, 1 on any difference, 2 when
+    the store could not be checked (one line on stderr saying why). Reads only."""
+    try:
+        store = _existing_store(settings.database_url)
+    except _CannotVerify as error:
+        print(f"tally-server verify: {error}", file=sys.stderr)
+        return 2
+    progress = None if as_json else _print_progress
+    try:
+        report = verify.verify(store, system_key, progress=progress)
+    except SystemNotFound:
+        print(f"tally-server verify: no points system {system_key!r}", file=sys.stderr)
+        return 2
+    except (DBAPIError, TransientStoreError) as error:
+        # Not retried: a verification is a read, and running it again is the caller's call.
+        print(f"tally-server verify: cannot read the store: {_first_line(error)}", file=sys.stderr)
+        return 2
+    finally:
+        store.dispose()
+    if as_json:
+        print(json.dumps(_report_fields(report)))
+    else:
+        for difference in report.differences:
+            print(_describe_difference(difference))
+        found = len(report.differences)
+        outcome = "no differences" if report.ok else f"{found} difference{'s' * (found != 1)}"
+        print(f"verified {report.accounts} accounts, {report.entries} entries: {outcome}")
+    return 0 if report.ok else 1
+
+
+class _CannotVerify(Exception):
+    """Why a store cannot be verified (said in one line)."""
+
+
+def _existing_store(url: str) -> SqlStore:
+    """The store at `url`, with its schema at the newest version. Never creates one:
+    verifying a misspelt SQLite path must not leave an empty database behind."""
+    path = make_url(url).database if make_url(url).get_backend_name() == "sqlite" else None
+    if path and path != ":memory:" and not os.path.isfile(path):
+        raise _CannotVerify(f"no SQLite database at {path}")
+    try:
+        store = open_store(url)
+    except StartupError as error:
+        raise _CannotVerify(str(error)) from None
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # its banner is no news here
+    try:
+        revision = migrate.current(store.engine)
+    except DBAPIError as error:
+        store.dispose()
+        raise _CannotVerify(f"cannot connect to the store: {_first_line(error)}") from None
+    if revision != migrate.head():
+        store.dispose()
+        raise _CannotVerify(
+            f"the schema is at revision {revision or '(none)'}, not {migrate.head()}: "
+            "run `tally-server migrate` first"
+        )
+    return store
+
+
+def _first_line(error: BaseException) -> str:
+    cause = getattr(error, "orig", None) or error
+    lines = str(cause).strip().splitlines()
+    return lines[0] if lines else type(cause).__name__
+
+
+def _print_progress(accounts: int, entries: int) -> None:
+    print(f"verify: {accounts:,} accounts, {entries:,} entries checked so far", file=sys.stderr)
+
+
+def _report_fields(report: verify.Report) -> dict[str, object]:
+    return {
+        "ok": report.ok,
+        "accounts": report.accounts,
+        "entries": report.entries,
+        "differences": [
+            {
+                "system_key": d.system_key,
+                "user_id": d.user_id,
+                "check": d.check,
+                "stored": d.stored,
+                "expected": d.expected,
+                "entry_id": d.entry_id or None,
+                "detail": d.detail,
+            }
+            for d in report.differences
+        ],
+    }
+
+
+def _describe_difference(d: Difference) -> str:
+    """One line: whose figure, which check, what is stored and what the ledger says."""
+    where = f"{d.system_key}/{d.user_id}" if d.system_key else f"user {d.user_id}"
+    about = f" (entry {d.entry_id})" if d.entry_id else ""
+    detail = f"; {d.detail}" if d.detail else ""
+    stored, expected = ("(none)" if v is None else v for v in (d.stored, d.expected))
+    return f"{where}: {d.check}{about}: stored {stored}, expected {expected}{detail}"
 
 
 def _key_fields(key: ApiKey) -> dict[str, object]:

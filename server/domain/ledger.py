@@ -219,18 +219,7 @@ class Account:
                 raise NotReversible(original.id, _api_name(original), "its credit has expired")
             if amount > self.balance:
                 raise InsufficientPoints(available=self.balance, requested=amount)
-            # Take back the award's own points where they still are (its lot, or lasting
-            # credit for a lasting award); what was spent comes from credit of its kind.
-            rest = amount
-            own = next((lot for lot in self._live_lots() if lot.entry_id == original.id), None)
-            if own is not None:
-                taken = min(own.remaining, rest)
-                self._take_from_lot(own, taken)
-                self.balance -= taken
-                rest -= taken
-            self._spend(rest, lasting_first=original.expire_time is None)
-            self.balance -= rest
-            self.total_earned -= amount
+            self._take_back(original.id, amount, lasting=original.expire_time is None)
             delta = -amount
         elif original.type is EntryType.DEDUCT:
             # The points come back as credit that does not expire.
@@ -248,7 +237,59 @@ class Account:
             EntryType.REVERSAL, delta, posting, create_time=now, reverses_entry_id=original.id
         )
 
+    def replay(
+        self,
+        entry_id: str,
+        type_: EntryType,
+        amount: int,
+        *,
+        expire_time: datetime | None = None,
+        reverses_entry_id: str = "",
+        reverses_lasting: bool = True,
+    ) -> None:
+        """Apply an entry already written, as the change that wrote it did, so that an
+        account (its credit lots above all, which no entry names) can be recomputed from
+        its ledger (`tally-server verify`). `reverses_lasting`: whether the award that a
+        reversal takes back had no expiry."""
+        if type_ is EntryType.AWARD:
+            self.balance += amount
+            self.total_earned += amount
+            if expire_time is not None and amount > 0:
+                self.lots.append(CreditLot(entry_id, expire_time, amount))
+        elif type_ is EntryType.DEDUCT:
+            self._spend(-amount)
+            self.balance += amount
+            self.total_spent -= amount
+        elif type_ is EntryType.EXPIRE:
+            # expire_lapsed writes lots off in lot order, so the first live one is this one
+            lot = min(self._live_lots(), key=_lot_order, default=None)
+            if lot is not None:
+                self._take_from_lot(lot, min(lot.remaining, -amount))
+            self.balance += amount
+            self.total_expired -= amount
+        elif amount < 0:  # a reversal of an award
+            self._take_back(reverses_entry_id, -amount, lasting=reverses_lasting)
+        else:  # a reversal of a deduction
+            self.balance += amount
+            self.total_spent -= amount
+        self.entry_counts[type_] = self.entry_counts.get(type_, 0) + 1
+        self._refresh_next_expiry()
+
     # -- internals -----------------------------------------------------------------------
+
+    def _take_back(self, award_id: str, amount: int, *, lasting: bool) -> None:
+        """Take an award's points back where they still are (its lot, or lasting credit
+        for a lasting award); what was spent comes from credit of its kind."""
+        rest = amount
+        own = next((lot for lot in self._live_lots() if lot.entry_id == award_id), None)
+        if own is not None:
+            taken = min(own.remaining, rest)
+            self._take_from_lot(own, taken)
+            self.balance -= taken
+            rest -= taken
+        self._spend(rest, lasting_first=lasting)
+        self.balance -= rest
+        self.total_earned -= amount
 
     def _live_lots(self) -> list[CreditLot]:
         return [lot for lot in self.lots if lot.remaining > 0]

@@ -36,9 +36,14 @@ class Ladder:
 def basis(account: Account | None, system: PointsSystem) -> int:
     if account is None:
         return 0
+    return basis_of(system, account.balance, account.total_earned)
+
+
+def basis_of(system: PointsSystem, balance: int, total_earned: int) -> int:
+    """The value the system's levels follow, of these figures."""
     if system.level_basis is LevelBasis.LIFETIME_EARNED:
-        return account.total_earned
-    return account.balance
+        return total_earned
+    return balance
 
 
 def level_of(ladder: Ladder, value: int) -> Level | None:

@@ -6,7 +6,7 @@ the store can change without touching a rule.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -14,6 +14,7 @@ from types import TracebackType
 from typing import Protocol, Self
 
 from server.domain.access import ApiKey
+from server.domain.audit import AccountFigures, Difference, Posted, RecordedMove, StoredLot
 from server.domain.ledger import Account
 from server.domain.model import (
     Boost,
@@ -268,6 +269,82 @@ class AnalyticsRepository(Protocol):
         ...
 
 
+UserRange = tuple[str, str | None]  # user ids `after` < id <= `through` (None: no bound)
+
+
+@dataclass(frozen=True)
+class AccountTally:
+    """One account as its row keeps it (None: no row) and as its entries add up (None:
+    no entries), with what the lots check needs of each."""
+
+    system_key: str
+    user_id: str
+    stored: AccountFigures | None
+    ledger: AccountFigures | None
+    next_expire_time: datetime | None  # as stored
+    expiring_awards: int  # AWARD entries with an expiry
+
+
+class AuditRepository(Protocol):
+    """What `tally-server verify` reads, one range of users at a time, all in one
+    snapshot (Store.snapshot). Aggregates are computed by the store; what streams
+    (entries to replay, events, keys) is read as it is consumed."""
+
+    def users_after(self, after: str, system_key: str, limit: int) -> list[str]:
+        """The user ids of the next `limit` accounts (in `system_key`, when given) of
+        users above `after`, in order; a user with several accounts appears for each."""
+        ...
+
+    def accounts(self, users: UserRange, system_key: str) -> list[AccountTally]:
+        """Every account of these users, and every (system, user) with entries but no
+        account, with their figures stored and summed."""
+        ...
+
+    def entry_problems(self, users: UserRange, system_key: str) -> list[Difference]:
+        """Entries whose balance_after is not the previous entry's (in sequence order)
+        plus their amount, or is negative; reversals of entries that are not there, not
+        of their account, not an award or deduction, or not of the same amount; entries
+        reversed more than once."""
+        ...
+
+    def lots(self, users: UserRange, system_key: str) -> dict[AccountKey, list[StoredLot]]:
+        """The credit lots of these users, by (user_id, system_key)."""
+        ...
+
+    def postings(
+        self, accounts: Sequence[AccountKey]
+    ) -> Iterator[tuple[AccountKey, Iterator[Posted]]]:
+        """Each of these accounts with its entries in sequence order, streamed."""
+        ...
+
+    def level_moves(self, users: UserRange, system_key: str) -> list[RecordedMove]:
+        """These users' recorded level changes with the figures at their entries."""
+        ...
+
+    def metric_totals(self, users: UserRange) -> dict[tuple[str, str], Decimal]:
+        """(user_id, event_type) -> the running total kept."""
+        ...
+
+    def event_values(self, users: UserRange) -> Iterator[tuple[str, str, Decimal]]:
+        """(user_id, event_type, value) of every recorded event, streamed."""
+        ...
+
+    def stored_responses(
+        self, users: UserRange, system_key: str
+    ) -> Iterator[tuple[str, str, str, str]]:
+        """(user_id, scope, key, response) of every used idempotency key (of `system_key`
+        alone when given), streamed."""
+        ...
+
+    def present(self, user_ids: Sequence[str], entry_ids: Sequence[str]) -> set[str]:
+        """Of these entry ids (of these users), those in the ledger."""
+        ...
+
+    def present_events(self, user_ids: Sequence[str], event_ids: Sequence[str]) -> set[str]:
+        """Of these event ids (of these users), those recorded."""
+        ...
+
+
 class TriggerRepository(Protocol):
     """Triggers are configuration: read whole into memory (Configuration), written here."""
 
@@ -396,6 +473,8 @@ class UnitOfWork(Protocol):
     def feeds(self) -> FeedRepository: ...
     @property
     def analytics(self) -> AnalyticsRepository: ...
+    @property
+    def audit(self) -> AuditRepository: ...
 
     def __enter__(self) -> Self: ...
     def __exit__(
@@ -411,4 +490,11 @@ class UnitOfWork(Protocol):
 class Store(Protocol):
     def unit_of_work(self, *, write: bool) -> UnitOfWork:
         """A new unit of work; `write` ones take the user's lock (or SQLite's write lock)."""
+        ...
+
+
+class SnapshotStore(Protocol):
+    def snapshot(self) -> UnitOfWork:
+        """A read-only unit of work in which every statement sees the same committed
+        state, however long it runs (an audit of the whole store)."""
         ...

@@ -21,6 +21,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from server.domain.errors import StoreUnavailable, TransientStoreError
 from server.store.analytics import SqlAnalyticsRepository
+from server.store.audit import SqlAuditRepository
 from server.store.execution import Executor
 from server.store.repositories import (
     SqlAccountRepository,
@@ -155,10 +156,12 @@ class SqlUnitOfWork:
     api_keys: SqlApiKeyRepository
     feeds: SqlFeedRepository
     analytics: SqlAnalyticsRepository
+    audit: SqlAuditRepository
 
-    def __init__(self, engine: Engine, *, write: bool) -> None:
+    def __init__(self, engine: Engine, *, write: bool, snapshot: bool = False) -> None:
         self._engine = engine
         self._write = write
+        self._snapshot = snapshot
         self._connection: Connection | None = None
 
     def __enter__(self) -> Self:
@@ -166,6 +169,12 @@ class SqlUnitOfWork:
             connection = self._engine.connect()
             if self._write:
                 connection = connection.execution_options(**{WRITE_OPTION: True})
+            elif self._snapshot and self._engine.dialect.name == "postgresql":
+                # One snapshot for the whole transaction, however many statements it runs
+                # (SQLite's deferred read transaction is one already, in WAL).
+                connection = connection.execution_options(
+                    isolation_level="REPEATABLE READ", postgresql_readonly=True
+                )
             elif self._engine.dialect.name == "postgresql":
                 # A read that must agree with itself (a balance and its recent entries, a
                 # page and its total) is one statement, and so one snapshot: reads need no
@@ -191,6 +200,7 @@ class SqlUnitOfWork:
         self.api_keys = SqlApiKeyRepository(db, sql)
         self.feeds = SqlFeedRepository(db, sql)
         self.analytics = SqlAnalyticsRepository(connection)
+        self.audit = SqlAuditRepository(connection)
         return self
 
     def __exit__(
@@ -242,6 +252,9 @@ class SqlStore:
 
     def unit_of_work(self, *, write: bool) -> SqlUnitOfWork:
         return SqlUnitOfWork(self.engine, write=write)
+
+    def snapshot(self) -> SqlUnitOfWork:
+        return SqlUnitOfWork(self.engine, write=False, snapshot=True)
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -22,6 +22,7 @@ from hypothesis.stateful import (
     rule,
 )
 
+from server.domain import audit
 from server.domain.errors import InsufficientPoints, NotReversible
 from server.domain.ledger import Account, CreditLot, Posting
 from server.domain.model import EntryType, LedgerEntry
@@ -367,6 +368,14 @@ class LedgerMachine(RuleBasedStateMachine):
         self.entries.append(entry)
         self.reversible.append(entry)
 
+    @rule(amount=st.integers(1, 500))
+    def take(self, amount: int) -> None:
+        """A deducting trigger: what there is of `amount`."""
+        self._settle()
+        entry = self.account.take(amount, NOTHING, now=self.now)
+        assert entry.amount == -min(amount, self.account.balance - entry.amount)
+        self.entries.append(entry)
+
     @rule(seconds=st.integers(0, 1_800))
     def wait(self, seconds: int) -> None:
         self.now += timedelta(seconds=seconds)
@@ -418,6 +427,23 @@ class LedgerMachine(RuleBasedStateMachine):
         assert all(lot.remaining >= 0 for lot in self.account.lots)
         assert sum(lot.remaining for lot in live) <= self.account.balance
         assert self.account.next_expire_time == min((lot.expire_time for lot in live), default=None)
+
+    @invariant()
+    def a_replay_of_the_entries_leaves_the_same_account(self) -> None:
+        """What `tally-server verify` relies on: the entries alone, replayed in order,
+        say what is left of every lot (no entry names the lots it consumed)."""
+        replayed = audit.replay(
+            "xp",
+            "alice",
+            (
+                audit.Posted(e.id, e.type, e.amount, e.expire_time, e.reverses_entry_id)
+                for e in self.entries
+            ),
+        )
+        assert totals(replayed) == totals(self.account)
+        assert lots_left(replayed) == lots_left(self.account)
+        assert replayed.next_expire_time == self.account.next_expire_time
+        assert replayed.entry_counts == {t: n for t, n in self.account.entry_counts.items() if n}
 
     @invariant()
     def each_entry_carries_the_running_balance(self) -> None:

@@ -510,10 +510,18 @@ class TestCommand:
 @pytest.mark.parametrize(
     ("url", "says"),
     [
-        ("sqlite:////nonexistent/tally.db", "no SQLite database at /nonexistent/tally.db"),
-        ("postgresql+psycopg://root@127.0.0.1:1/tally", "cannot connect to the store: "),
-        ("not a url", "cannot parse the database URL 'not a url'"),
-        ("mysql://x@localhost/db", "cannot use the database URL: "),
+        (
+            "sqlite:////nonexistent/tally.db",
+            "tally-server verify: no SQLite database at /nonexistent/tally.db",
+        ),
+        (
+            "postgresql+psycopg://root@127.0.0.1:1/tally",
+            "tally-server verify: cannot open the database postgresql+psycopg://root@127.0.0.1:1/"
+            "tally: Connection refused",
+        ),
+        # Settings are checked before any command runs (server/settings.py).
+        ("not a url", "tally-server: --database-url is not a database URL"),
+        ("mysql://x@localhost/db", "tally-server: --database-url must be a PostgreSQL or SQLite"),
     ],
 )
 def test_a_store_that_cannot_be_read_exits_2_in_one_line(
@@ -522,9 +530,9 @@ def test_a_store_that_cannot_be_read_exits_2_in_one_line(
     assert main(["verify", "--database-url", url]) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
-    lines = [line for line in captured.err.splitlines() if "tally-server verify" in line]
+    lines = [line for line in captured.err.splitlines() if line.startswith("tally-server")]
     assert len(lines) == 1
-    assert lines[0].startswith(f"tally-server verify: {says}")
+    assert lines[0].startswith(says)
     assert "Traceback" not in captured.err
 
 

@@ -148,4 +148,6 @@ def _described(placement: Reference | Distributed) -> tuple[str, str]:
 def _said(placement: Reference | Distributed) -> str:
     if isinstance(placement, Reference):
         return "a reference table"
-    return f"distributed by {placement.column} (colocated with {placement.colocate_with})"
+    if placement.colocate_with == "none":
+        return f"distributed by {placement.column}"
+    return f"distributed by {placement.column}, colocated with {placement.colocate_with}"

@@ -1,8 +1,9 @@
 """Shared fixtures: a real PostgreSQL and an SQLite file, each migrated once per run.
 
-The PostgreSQL half uses a fresh database made for this run and dropped after it. Where
-no PostgreSQL can be reached (or started), that half is skipped with a line saying so,
-except under CI=true, where it is a failure.
+The PostgreSQL half uses a fresh database made for this run and dropped after it (on
+every node when TALLY_TEST_POSTGRES_URL names a Citus coordinator's database: then the
+whole suite runs on Citus). Where no PostgreSQL can be reached (or started), that half
+is skipped with a line saying so, except under CI=true, where it is a failure.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from server.services.tally import Tally
 from server.store import migrate
 from server.store.database import SqlStore
 from server.store.models import Base
+from tests import citus_cluster
 
 # CI runs are reproducible (a fixed derandomized search); local runs keep exploring.
 # No per-example deadline: these machines are shared, and a slow example is not a bug.
@@ -78,6 +80,14 @@ def postgresql_url() -> Iterator[str]:
             pytest.fail(f"{message} (CI=true requires it)")
         pytest.skip(f"skipping the PostgreSQL half: {message}")
     name = f"tally_test_{uuid.uuid4().hex[:12]}"
+    cluster = citus_cluster.cluster_at(PG_ADMIN_URL)
+    if cluster is not None:  # a Citus coordinator: the run's database on every node
+        url = citus_cluster.create_database(cluster, name)
+        try:
+            yield url
+        finally:
+            citus_cluster.drop_database(cluster, name)
+        return
     admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
         connection.execute(text(f'CREATE DATABASE "{name}"'))

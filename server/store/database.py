@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 # SQLSTATEs worth a retry: serialization failure, deadlock, and the connection classes.
 TRANSIENT_SQLSTATES = {"40001", "40P01", "55P03", "57P01", "57P02", "57P03"}
 WRITE_OPTION = "tally_write"
+CITUS = "tally_citus"  # a connection's info: its database has the citus extension
 
 
 # How long a statement waits for a row lock before it fails (55P03, retried, then
@@ -86,12 +87,16 @@ def _postgres_engine(url: str, pool_size: int, lock_timeout: float) -> Engine:
     )
 
     @event.listens_for(engine, "connect")
-    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+    def on_connect(dbapi_connection: Any, record: Any) -> None:
         set_json_loads(_json_loads, dbapi_connection)
         with dbapi_connection.cursor() as cursor:
             # Times come back in UTC, whether SQLAlchemy or the driver reads them.
             cursor.execute("SET TIME ZONE 'UTC'")
             cursor.execute(f"SET lock_timeout = {int(lock_timeout * 1000)}")
+            # A Citus coordinator refuses FOR UPDATE over several users' rows at once
+            # (they may be on several shards): there a batch locks one user at a time.
+            cursor.execute("SELECT 1 FROM pg_extension WHERE extname = 'citus'")
+            record.info[CITUS] = cursor.fetchone() is not None
         dbapi_connection.commit()
 
     return engine
@@ -189,7 +194,7 @@ class SqlUnitOfWork:
         sql = statements_for(self._engine.dialect.name)
         db = Executor(connection, replan=self._write)
         self.systems = SqlSystemRepository(db, sql)
-        self.users = SqlUserRepository(db, sql)
+        self.users = SqlUserRepository(db, sql, one_by_one=connection.info.get(CITUS, False))
         self.accounts = SqlAccountRepository(db, sql)
         self.ledger = SqlLedgerRepository(db, sql)
         self.idempotency = SqlIdempotencyRepository(db, sql)

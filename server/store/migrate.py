@@ -8,6 +8,8 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine
 
+from server.store import citus
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -19,9 +21,11 @@ def alembic_config(engine: Engine) -> Config:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Bring the schema to `revision` (the newest by default); safe to run concurrently
-    with nothing else and idempotent when already there."""
+    """Bring the schema to `revision` (the newest by default), then, under Citus, place
+    the tables not placed yet (store/citus.py); safe to run concurrently with nothing
+    else and idempotent when already there."""
     command.upgrade(alembic_config(engine), revision)
+    citus.distribute(engine)
 
 
 def current(engine: Engine) -> str | None:

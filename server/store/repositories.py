@@ -145,6 +145,12 @@ def _system(row: Row) -> PointsSystem:
 
 
 class SqlUserRepository(_Repository):
+    def __init__(self, db: Executor, sql: Statements, *, one_by_one: bool = False) -> None:
+        super().__init__(db, sql)
+        # Lock users one statement each (Citus: FOR UPDATE must stay on one shard), in
+        # the same sorted order, so batches sharing users still never deadlock.
+        self.one_by_one = one_by_one
+
     def get(self, user_id: str) -> User | None:
         row = self.db.first(self.sql.user_get, {"id": user_id})
         return _user(row) if row else None
@@ -181,7 +187,7 @@ class SqlUserRepository(_Repository):
         self, user_ids: Sequence[str], create: Mapping[str, UserProfile], now: datetime
     ) -> LockedUsers:
         ids = sorted({*user_ids, *create})
-        rows = self.db.rows(self.sql.users_lock, {"ids": ids})
+        rows = self._locked(ids)
         found = {row["id"]: _user(row) for row in rows}
         version = rows[0]["config"] if rows else _config_version(self.db, self.sql)
         created: set[str] = set()
@@ -196,8 +202,15 @@ class SqlUserRepository(_Repository):
             found.update((u.id, u) for u in new if u.id in created)
             lost = [u.id for u in new if u.id not in created]  # made meanwhile by another
             if lost:
-                found.update(self._users(self.sql.users_lock, lost))
+                found.update((row["id"], _user(row)) for row in self._locked(lost))
         return LockedUsers(found, frozenset(created), version)
+
+    def _locked(self, ids: list[str]) -> list[Row]:
+        """Lock these users' rows (sorted ids) and return them, with the configuration's
+        version."""
+        if not self.one_by_one:
+            return self.db.rows(self.sql.users_lock, {"ids": ids})
+        return [row for i in ids for row in self.db.rows(self.sql.users_lock, {"ids": [i]})]
 
     def update(self, users: Sequence[User]) -> None:
         if users:
@@ -365,10 +378,13 @@ class SqlAccountRepository(_Repository):
 
 class SqlLedgerRepository(_Repository):
     def add(self, entries: Sequence[LedgerEntry]) -> list[LedgerEntry]:
-        """Insert the entries in one statement, numbered in order; returns them numbered."""
+        """Insert the entries in one statement, numbered in order, and their owners (in
+        the same transaction: an entry is never without one); returns them numbered."""
         if not entries:
             return []
         rows = [_entry_values(e) for e in entries]
+        owners = [{"entry_id": e.id, "user_id": e.user_id} for e in entries]
+        self._write_rows(self.sql.owner_add, owners)
         if self.sql.set_based:
             result = self.db.rows(self.sql.entry_add, _rows_json(rows))
             numbers: dict[str, int] = {row["id"]: row["sequence"] for row in result}
@@ -381,7 +397,11 @@ class SqlLedgerRepository(_Repository):
         return written
 
     def get(self, entry_id: str) -> LedgerEntry | None:
-        row = self.db.first(self.sql.entry_get, {"id": entry_id})
+        """The entry with this id, found through its owner (see EntryOwnerRow)."""
+        user_id = self.db.scalar(self.sql.owner_of, {"id": entry_id})
+        if user_id is None:
+            return None
+        row = self.db.first(self.sql.entry_get, {"user_id": user_id, "id": entry_id})
         return _entry(row) if row else None
 
     def reversals_of(self, user_ids: Sequence[str], entry_ids: Sequence[str]) -> dict[str, str]:

@@ -47,6 +47,7 @@ from server.store.models import (
     BoostRow,
     ConfigVersionRow,
     CreditLotRow,
+    EntryOwnerRow,
     EventRow,
     IdempotencyRow,
     LedgerEntryRow,
@@ -77,6 +78,7 @@ users = _table(UserRow)
 accounts = _table(AccountRow)
 lots = _table(CreditLotRow)
 ledger = _table(LedgerEntryRow)
+owners = _table(EntryOwnerRow)
 idempotency = _table(IdempotencyRow)
 config = _table(ConfigVersionRow)
 triggers = _table(TriggerRow)
@@ -208,7 +210,7 @@ class Statements:
         # The users of a batch of changes, locked in one sorted order (so that batches
         # sharing users never deadlock), or read without a lock for a dry run. Under Citus,
         # FOR UPDATE over several users' rows is refused: there a batch locks one user at
-        # a time in the same order (SqlUserRepository.lock is the seam).
+        # a time in the same order (SqlUserRepository._locked).
         # The lock also returns the configuration's version, so a process learns of a
         # configuration change from the statement it runs anyway.
         self.users_of = select(users).where(one_of(users.c.id, "ids")).order_by(users.c.id)
@@ -328,7 +330,17 @@ class Statements:
             self.sequence_next = select(
                 func.coalesce(func.max(ledger.c.sequence), 0) + literal_column("1")
             )
-        self.entry_get = select(ledger).where(ledger.c.id == bindparam("id"))
+        # An entry by id alone: its owner first (one shard under Citus, where the owners
+        # are distributed by entry id), then the entry on its user's shard.
+        owner_insert = insert(owners)
+        if self.set_based:
+            names = [c.name for c in owners.c]
+            owner_insert = insert(owners).from_select(names, from_json(owners, names))
+        self.owner_add = owner_insert
+        self.owner_of = select(owners.c.user_id).where(owners.c.entry_id == bindparam("id"))
+        self.entry_get = select(ledger).where(
+            ledger.c.user_id == bindparam("user_id"), ledger.c.id == bindparam("id")
+        )
         of_account = (
             ledger.c.user_id == bindparam("user_id"),
             ledger.c.system_key == bindparam("system_key"),

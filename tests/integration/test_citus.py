@@ -1,0 +1,264 @@
+"""Tally on Citus: `migrate` places every table, once, and one user's writes and an
+entry's look-up each stay on one shard.
+
+Runs where a Citus coordinator is at hand: TALLY_TEST_CITUS_URL names a database of
+one (the citus extension created, its workers added), or TALLY_TEST_POSTGRES_URL does
+(then the whole suite runs on Citus too). Each run makes its own database on every
+node and drops it after. Elsewhere these tests skip, saying so.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, event, text
+
+from server.domain import commands
+from server.domain.model import EntryType
+from server.services import writes
+from server.services.tally import Tally
+from server.store import citus, migrate
+from server.store.database import SqlStore
+from server.store.models import Base
+from tests import citus_cluster
+from tests.conftest import PG_ADMIN_URL, T0
+from tests.integration.helpers import award, system
+
+CITUS_URL = os.environ.get("TALLY_TEST_CITUS_URL", "")
+PER_USER = {name for name, p in citus.PLACEMENTS.items() if p == citus.BY_USER_ID} | {"users"}
+
+
+def _cluster() -> citus_cluster.Cluster | None:
+    for url in (CITUS_URL, PG_ADMIN_URL):
+        if not url:
+            continue
+        try:
+            found = citus_cluster.cluster_at(url)
+        except Exception:  # noqa: BLE001 - unreachable means "no Citus here"
+            continue
+        if found is not None:
+            return found
+    return None
+
+
+@pytest.fixture(scope="module")
+def cluster() -> citus_cluster.Cluster:
+    found = _cluster()
+    if found is None:
+        pytest.skip(
+            "skipping the Citus tests: no Citus coordinator (set TALLY_TEST_CITUS_URL to a"
+            " database with the citus extension created and its workers added)"
+        )
+    return found
+
+
+@pytest.fixture
+def citus_url(cluster: citus_cluster.Cluster) -> Iterator[str]:
+    name = f"tally_citus_{uuid.uuid4().hex[:12]}"
+    url = citus_cluster.create_database(cluster, name)
+    try:
+        yield url
+    finally:
+        citus_cluster.drop_database(cluster, name)
+
+
+def _placements(engine: Engine) -> dict[str, tuple[str, str, int]]:
+    """Each Tally table as citus_tables shows it: (type, column, colocation id)."""
+    with engine.connect() as connection:
+        rows = connection.execute(
+            text(
+                "SELECT table_name::text, citus_table_type, distribution_column, colocation_id"
+                " FROM citus_tables"
+            )
+        ).all()
+    return {name: (kind, column, colocation) for name, kind, column, colocation in rows}
+
+
+def test_migrate_places_every_table_once(citus_url: str) -> None:
+    store = SqlStore.from_url(citus_url)
+    try:
+        migrate.upgrade(store.engine)
+        placed = _placements(store.engine)
+        assert set(placed) == set(Base.metadata.tables)
+        for name, placement in citus.PLACEMENTS.items():
+            if isinstance(placement, citus.Reference):
+                assert placed[name][:2] == ("reference", "<none>"), name
+            else:
+                assert placed[name][:2] == ("distributed", placement.column), name
+        users_group = placed["users"][2]
+        assert {n for n, p in placed.items() if p[2] == users_group} >= PER_USER
+        # Again: nothing to do, and nothing moved.
+        migrate.upgrade(store.engine)
+        assert citus.distribute(store.engine) == []
+        assert _placements(store.engine) == placed
+    finally:
+        store.dispose()
+
+
+def test_a_table_of_a_later_migration_is_placed_by_the_next_migrate(citus_url: str) -> None:
+    """0013 made ledger_entry_owners: from 0012, migrate adds and places it alone, and
+    the entries written before it are found through it."""
+    store = SqlStore.from_url(citus_url)
+    try:
+        migrate.upgrade(store.engine, "0012")
+        assert "ledger_entry_owners" not in _placements(store.engine)
+        assert set(_placements(store.engine)) == set(citus.PLACEMENTS) - {"ledger_entry_owners"}
+        with store.engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO ledger_entries (user_id, id, sequence, system_key, type,"
+                    " amount, base_amount, multiplier, boost_ids, capped, balance_after,"
+                    " reason, metadata, idempotency_key, trigger_id, event_type,"
+                    " create_time) VALUES ('u1', 'e-before', 1, 'xp', 'AWARD', 5, 5, '1',"
+                    " '[]', false, 5, '', '{}', '', '', '', now())"
+                )
+            )
+        migrate.upgrade(store.engine)
+        placed = _placements(store.engine)
+        assert placed["ledger_entry_owners"][:2] == ("distributed", "entry_id")
+        with store.unit_of_work(write=False) as uow:
+            found = uow.ledger.get("e-before")
+        assert found is not None
+        assert (found.user_id, found.amount) == ("u1", 5)
+    finally:
+        store.dispose()
+
+
+def test_a_plain_postgresql_database_moves_onto_citus_with_its_rows(
+    cluster: citus_cluster.Cluster,
+) -> None:
+    """Migrated and written before the extension exists, then migrated again: every
+    table is placed, rows and all, and reads and writes go on."""
+    name = f"tally_citus_{uuid.uuid4().hex[:12]}"
+    url = citus_cluster.create_database(cluster, name, citus=False)
+    try:
+        store = SqlStore.from_url(url)
+        migrate.upgrade(store.engine)
+        tally = Tally(store, clock=lambda: T0)
+        system(tally)
+        first = award(tally, "alice", 10).entry
+        store.dispose()
+        citus_cluster.add_citus(cluster, name)
+        store = SqlStore.from_url(url)
+        migrate.upgrade(store.engine)
+        assert set(_placements(store.engine)) == set(Base.metadata.tables)
+        tally = Tally(store, clock=lambda: T0)
+        assert award(tally, "alice", 5).balance.balance == 15
+        reversal = writes.reverse(tally, commands.Reverse(first.id), T0)
+        assert reversal.balance.balance == 5
+        with store.engine.connect() as connection:
+            local = connection.execute(text("SELECT pg_relation_size('ledger_entries')"))
+            assert local.scalar() == 0  # the coordinator kept no copy of the rows it moved
+        store.dispose()
+    finally:
+        citus_cluster.drop_database(cluster, name)
+
+
+class RemoteCommands:
+    """What the coordinator sends to the workers (citus.log_remote_commands), per call."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.issued: list[tuple[str, str]] = []  # (command, node)
+        event.listen(engine, "connect", self._on_connect)
+
+    def _on_connect(self, dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.add_notice_handler(self._notice)
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute("SET citus.log_remote_commands = on")
+        dbapi_connection.commit()
+
+    def _notice(self, diagnostic: Any) -> None:
+        message = diagnostic.message_primary or ""
+        if message.startswith("issuing "):
+            node = re.search(r"on server \S+@(\S+)", diagnostic.message_detail or "")
+            self.issued.append((message.removeprefix("issuing "), node.group(1) if node else ""))
+
+    def shards(self, table: str) -> set[tuple[str, str]]:
+        """The shards of `table` named by the commands sent, with the node of each."""
+        pattern = re.compile(rf"\b{table}_(\d+)\b")
+        return {(m, node) for sql, node in self.issued for m in pattern.findall(sql)}
+
+
+@pytest.fixture
+def watched(citus_url: str) -> Iterator[tuple[Tally, RemoteCommands]]:
+    engine_store = SqlStore.from_url(citus_url)
+    migrate.upgrade(engine_store.engine)
+    engine_store.dispose()
+    store = SqlStore.from_url(citus_url)
+    commands_sent = RemoteCommands(store.engine)
+    try:
+        yield Tally(store, clock=lambda: T0), commands_sent
+    finally:
+        store.dispose()
+
+
+def test_an_award_writes_one_shard_of_each_user_table(
+    watched: tuple[Tally, RemoteCommands],
+) -> None:
+    tally, sent = watched
+    system(tally)
+    sent.issued.clear()
+    result = award(tally, "alice", 10, idempotency_key="k1")
+    assert result.entry.amount == 10
+    touched = {table: sent.shards(table) for table in PER_USER | {"ledger_entry_owners"}}
+    for table in ("users", "accounts", "ledger_entries", "idempotency_keys"):
+        assert len(touched[table]) == 1, (table, touched[table])
+    # The user's rows are colocated: every per-user shard named is on one node.
+    assert len({node for table in PER_USER for _shard, node in touched[table]}) == 1
+    assert len(touched["ledger_entry_owners"]) == 1
+
+
+def test_reverse_finds_the_entry_on_one_shard(watched: tuple[Tally, RemoteCommands]) -> None:
+    tally, sent = watched
+    system(tally)
+    for user in ("alice", "bob", "carol"):
+        award(tally, user, 10)
+    original = award(tally, "dave", 10).entry
+    sent.issued.clear()
+    with tally.store.unit_of_work(write=False) as uow:
+        found = uow.ledger.get(original.id)
+    assert found == original
+    # The owner from one shard of ledger_entry_owners, the entry from one of the ledger:
+    # no statement asked every shard.
+    assert len(sent.shards("ledger_entry_owners")) == 1
+    assert len(sent.shards("ledger_entries")) == 1
+    sent.issued.clear()
+    reversal = writes.reverse(tally, commands.Reverse(original.id, idempotency_key="r1"), T0)
+    assert reversal.entry.type is EntryType.REVERSAL
+    assert reversal.entry.amount == -10
+    assert len(sent.shards("ledger_entries")) == 1
+
+
+def test_explain_shows_one_task_for_the_entry_lookup(watched: tuple[Tally, RemoteCommands]) -> None:
+    tally, sent = watched
+    system(tally)
+    entry = award(tally, "alice", 10).entry
+    with sent.engine.connect() as connection:
+        plans = [
+            "\n".join(connection.execute(text(f"EXPLAIN {sql}"), params).scalars())
+            for sql, params in (
+                (
+                    "SELECT user_id FROM ledger_entry_owners WHERE entry_id = :id",
+                    {"id": entry.id},
+                ),
+                (
+                    "SELECT * FROM ledger_entries WHERE user_id = :user AND id = :id",
+                    {"user": "alice", "id": entry.id},
+                ),
+            )
+        ]
+    for plan in plans:
+        assert "Task Count: 1" in plan, plan
+
+
+def test_on_postgresql_without_citus_distribute_does_nothing(pg_store: SqlStore) -> None:
+    with pg_store.engine.connect() as connection:
+        if citus.has_citus(connection):
+            pytest.skip("this PostgreSQL has Citus: the other tests here cover it")
+    assert citus.distribute(pg_store.engine) == []

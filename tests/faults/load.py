@@ -134,9 +134,15 @@ class Mix:
 # ListTransactions) write nothing but meet the fault too.
 KINDS = {"award": 4, "deduct": 3, "batch": 2, "event": 2, "read": 1}
 BATCH_ITEMS = (2, 8)
-WRITES_PER_CALL = sum(
-    w * {"batch": sum(BATCH_ITEMS) / 2, "read": 0}.get(k, 1) for k, w in KINDS.items()
-) / sum(KINDS.values())
+
+
+@dataclass(frozen=True)
+class Planned:
+    """One call a writer will make: its kind and (user, key, amount) per change (a read
+    has one, whose key only names it)."""
+
+    kind: str
+    items: list[tuple[str, str, int]]
 
 
 class Load:
@@ -156,6 +162,10 @@ class Load:
             for n in range(mix.writers)
         ]
         self.users = [f"u{n:02d}" for n in range(mix.users)]
+        self.plans = [self._plan(n) for n in range(mix.writers)]
+        self.planned_writes = sum(
+            len(p.items) for plan in self.plans for p in plan if p.kind != "read"
+        )
 
     def start(self) -> None:
         for thread in self.threads:
@@ -180,8 +190,16 @@ class Load:
     def in_flight(self) -> int:
         return self.recorder.in_flight
 
-    def writes_per_call(self) -> float:
-        return WRITES_PER_CALL
+    def wait_busy(self, seconds: float = 5.0) -> int:
+        """Until most writers still at work have a call in flight (a fault should land in
+        the middle of things), at most `seconds`; how many calls are in flight."""
+        until = min(self.deadline, time.monotonic() + seconds)
+        while time.monotonic() < until:
+            working = sum(1 for t in self.threads if t.is_alive())
+            if self.in_flight() >= max(1, working // 2):
+                break
+            time.sleep(0.002)
+        return self.in_flight()
 
     # -- the writers -------------------------------------------------------------------
 
@@ -190,9 +208,26 @@ class Load:
             raise GaveUp()
         time.sleep(seconds)
 
-    def _writer(self, number: int) -> None:
+    def _plan(self, number: int) -> list[Planned]:
+        """Writer `number`'s calls, drawn from the seed (the same load every run)."""
         rng = random.Random(self.mix.seed * 1000 + number)
         share = self.mix.calls // self.mix.writers + (number < self.mix.calls % self.mix.writers)
+        plan = []
+        for n in range(share):
+            key = f"w{number}-{n}"
+            kind = rng.choices(list(KINDS), list(KINDS.values()))[0]
+            if kind == "batch":
+                items = [
+                    (rng.choice(self.users), f"{key}.{i}", rng.randint(1, 60))
+                    for i in range(rng.randint(*BATCH_ITEMS))
+                ]
+            else:
+                amount = {"award": rng.randint(1, 100), "deduct": rng.randint(1, 150)}
+                items = [(rng.choice(self.users), key, amount.get(kind, 0))]
+            plan.append(Planned(kind, items))
+        return plan
+
+    def _writer(self, number: int) -> None:
         with (
             grpc.insecure_channel(self.target, options=CHANNEL_OPTIONS) as bare,
             TallyClient(
@@ -203,24 +238,19 @@ class Load:
                 sleep=self._sleep,
             ) as client,
         ):
-            for n in range(share):
-                key = f"w{number}-{n}"
-                kind = rng.choices(list(KINDS), list(KINDS.values()))[0]
+            for planned in self.plans[number]:
+                user, key, amount = planned.items[0]
                 try:
-                    if kind == "award":
-                        self._award(client, rng.choice(self.users), key, rng.randint(1, 100))
-                    elif kind == "deduct":
-                        self._deduct(client, rng.choice(self.users), key, rng.randint(1, 150))
-                    elif kind == "batch":
-                        items = [
-                            (rng.choice(self.users), f"{key}.{i}", rng.randint(1, 60))
-                            for i in range(rng.randint(*BATCH_ITEMS))
-                        ]
-                        self._batch(client, items)
-                    elif kind == "event":
-                        self._event(client, rng.choice(self.users), key)
+                    if planned.kind == "award":
+                        self._award(client, user, key, amount)
+                    elif planned.kind == "deduct":
+                        self._deduct(client, user, key, amount)
+                    elif planned.kind == "batch":
+                        self._batch(client, planned.items)
+                    elif planned.kind == "event":
+                        self._event(client, user, key)
                     else:
-                        self._read(client, rng.choice(self.users), rng.random() < 0.5)
+                        self._read(client, user, balance=key.endswith(("0", "2", "4", "6", "8")))
                 except GaveUp:
                     return
                 finally:
@@ -420,6 +450,9 @@ class Follower:
                         return
                     failed = error_from(error)
                     self.ends.append(StreamEnd(failed.code.name, failed.reason, self.last()))
+                    # As clients/tally_client.py does: the server's RetryInfo, when given.
+                    self._stop.wait(max(0.2, failed.retry_delay or 0.0))
+                    continue
                 self._stop.wait(0.2)
 
     def codes(self) -> Counter[str]:

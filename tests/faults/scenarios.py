@@ -180,11 +180,11 @@ def run(
         this = Run(report, url, server, load, follower, size)
         if postgres is not None:
             this.stop_postgres, this.restart_postgres = postgres
-        expected_writes = size.calls * load.writes_per_call()
         for number in range(1, size.faults + 1):
             share = FAULT_AT if size.faults == 1 else number / (size.faults + 1)
-            if not load.wait_acked(int(expected_writes * share)):
+            if not load.wait_acked(int(load.planned_writes * share)):
                 raise TimeoutError(f"the load did not reach fault {number} in time")
+            load.wait_busy()
             this.number = number
             fault(this)
         load.join()

@@ -66,6 +66,18 @@ def private_postgres() -> Iterator[PrivateCluster]:
         yield cluster
 
 
+@pytest.fixture
+def postgres_url(request: pytest.FixtureRequest) -> str:
+    """A PostgreSQL database for this test alone: a private cluster's where one can be
+    made (heavy tests then leave the shared cluster's connections to others), else a
+    fresh database on the shared cluster."""
+    if private_postgres_missing() is None:
+        cluster: PrivateCluster = request.getfixturevalue("private_postgres")
+        return cluster.url
+    url: str = request.getfixturevalue("fresh_postgres_url")
+    return url
+
+
 StartServer = Callable[..., tuple[Server, str]]
 
 

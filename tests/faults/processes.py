@@ -90,6 +90,8 @@ class Server:
         self.log = workdir / f"server-{self.port}.log"
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        self.start_seconds: list[float] = []  # how long each start took to serve
+        self.log_level = os.environ.get("TALLY_FAULTS_SERVER_LOG_LEVEL", "WARNING")
 
     def start(self) -> None:
         command = [
@@ -109,7 +111,7 @@ class Server:
         if self.workers > 1:
             command += ["--workers", str(self.workers)]
         # The writers hammer a dozen users: the suite tests faults, not the write limit.
-        env = clean_env(TALLY_RATE_LIMIT_PER_SECOND="0", TALLY_LOG_LEVEL="WARNING")
+        env = clean_env(TALLY_RATE_LIMIT_PER_SECOND="0", TALLY_LOG_LEVEL=self.log_level)
         with self.log.open("ab") as out:
             out.write(f"--- start {self.starts + 1}: {' '.join(command[2:])}\n".encode())
             out.flush()
@@ -117,7 +119,9 @@ class Server:
                 command, cwd=self.workdir, env=env, stdout=out, stderr=subprocess.STDOUT
             )
         self.starts += 1
+        began = time.monotonic()
         self.wait_serving()
+        self.start_seconds.append(round(time.monotonic() - began, 2))
 
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""

@@ -28,7 +28,13 @@ from tally.v1 import points_pb2
 from tests.faults import checks
 from tests.faults.checks import Check, Figures
 from tests.faults.load import EVENT_POINTS, EVENT_TYPE, SYSTEM, Attempt, Follower, Load, Mix
-from tests.faults.processes import Server, fresh_database, prepare, private_cluster
+from tests.faults.processes import (
+    Server,
+    fresh_database,
+    prepare,
+    private_cluster,
+    private_postgres_missing,
+)
 
 # What a client may be answered in these scenarios: a write, a refusal (short balance, a
 # deduction from a user not yet made), or UNAVAILABLE while the fault lasts.
@@ -204,6 +210,7 @@ def run(
         report.checks.extend(followed(follower, ledger, caught_up))
         report.checks.append(checks.verify(url))
         report.notes["unresolved"] = len(unresolved)
+        report.notes["server starts (s to SERVING)"] = server.start_seconds
         report.notes["answers"] = dict(
             Counter(f"{a.code} {a.reason}".strip() for a in load.recorder.attempts)
         )
@@ -329,8 +336,9 @@ def restart_postgres(this: Run) -> None:
     assert this.restart_postgres is not None
     pid = this.server.pid
     this.note(in_flight_at_fault=this.load.in_flight(), acked_before_fault=this.load.acked())
-    down = this.mark()
+    this.mark()
     this.stop_postgres()
+    down = time.monotonic()  # from here on it is down
     recorder = this.load.recorder
     # Held down until the writers have had answers from the server meanwhile (each takes
     # the server's retry budget), a few seconds at least, and at most 20.
@@ -442,10 +450,14 @@ SCENARIOS = {
 
 @contextmanager
 def database(store: str, workdir: Path) -> Iterator[tuple[str, Postgres | None]]:
-    """The scenario's database URL, and for a private cluster how to stop and start it."""
+    """The scenario's database URL, and for a private cluster how to stop and start it.
+
+    PostgreSQL is a private cluster made for the scenario where one can be made (a kill
+    leaves connections behind, and the shared cluster's are counted), else a fresh
+    database on the shared one; a scenario that restarts PostgreSQL needs its own."""
     if store == "sqlite":
         yield f"sqlite:///{workdir / 'tally.db'}", None
-    elif store == "postgresql":
+    elif store == "postgresql" and private_postgres_missing() is not None:
         with fresh_database() as url:
             yield url, None
     else:

@@ -67,7 +67,7 @@ def private_postgres() -> Iterator[PrivateCluster]:
 
 
 @pytest.fixture
-def postgres_url(request: pytest.FixtureRequest) -> str:
+def own_postgres_url(request: pytest.FixtureRequest) -> str:
     """A PostgreSQL database for this test alone: a private cluster's where one can be
     made (heavy tests then leave the shared cluster's connections to others), else a
     fresh database on the shared cluster."""

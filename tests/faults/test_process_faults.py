@@ -23,12 +23,16 @@ def assert_clean(report: Report) -> None:
     assert report.notes["in_flight_at_fault"] > 0, shown
 
 
-def test_kill_9_of_the_server_loses_and_doubles_nothing(postgres_url: str, tmp_path: Path) -> None:
-    assert_clean(execute_on("kill-server", SHORT, tmp_path, postgres_url))
+def test_kill_9_of_the_server_loses_and_doubles_nothing(
+    own_postgres_url: str, tmp_path: Path
+) -> None:
+    assert_clean(execute_on("kill-server", SHORT, tmp_path, own_postgres_url))
 
 
-def test_kill_9_of_one_worker_loses_and_doubles_nothing(postgres_url: str, tmp_path: Path) -> None:
-    report = execute_on("kill-worker", SHORT, tmp_path, postgres_url)
+def test_kill_9_of_one_worker_loses_and_doubles_nothing(
+    own_postgres_url: str, tmp_path: Path
+) -> None:
+    report = execute_on("kill-worker", SHORT, tmp_path, own_postgres_url)
     assert_clean(report)
     assert report.notes["recovery"], table([report])
 
@@ -45,9 +49,9 @@ def test_postgresql_restarted_under_load(private_postgres: PrivateCluster, tmp_p
 
 
 def test_sigterm_under_load_finishes_calls_and_the_watch_resumes(
-    postgres_url: str, tmp_path: Path
+    own_postgres_url: str, tmp_path: Path
 ) -> None:
-    report = execute_on("graceful-stop", SHORT, tmp_path, postgres_url)
+    report = execute_on("graceful-stop", SHORT, tmp_path, own_postgres_url)
     assert_clean(report)
     assert report.notes["watch streams ended"], table([report])
 

@@ -222,7 +222,7 @@ class Load:
                     for i in range(rng.randint(*BATCH_ITEMS))
                 ]
             else:
-                amount = {"award": rng.randint(1, 100), "deduct": rng.randint(1, 150)}
+                amount = {"award": rng.randint(1, 100), "deduct": rng.randint(1, 400)}
                 items = [(rng.choice(self.users), key, amount.get(kind, 0))]
             plan.append(Planned(kind, items))
         return plan

@@ -23,6 +23,8 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import create_engine, text
+
 from clients.tally_client import TallyClient
 from tally.v1 import points_pb2
 from tests.faults import checks
@@ -275,7 +277,30 @@ def _at_the_crash(this: Run, label: str) -> None:
         this.add(Check(f"{label}: {found.name}", found.passed, found.detail))
 
 
+def wait_for_a_group_commit(url: str, seconds: float = 5.0) -> bool:
+    """Until a write transaction is open on PostgreSQL (at most `seconds`)."""
+    engine = create_engine(url)
+    deadline = time.monotonic() + seconds
+    query = text(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid()"
+    )
+    try:
+        with engine.connect() as db:
+            while time.monotonic() < deadline:
+                if db.execute(query).scalar_one() > 0:
+                    return True
+                db.rollback()
+        return False
+    finally:
+        engine.dispose()
+
+
 def kill_server(this: Run) -> None:
+    """kill -9 while calls are in flight; on PostgreSQL, while a group commit's
+    transaction is open (it has written rows and not committed)."""
+    if not this.url.startswith("sqlite"):
+        this.note(group_commit_open_at_kill=wait_for_a_group_commit(this.url))
     this.note(in_flight_at_fault=this.load.in_flight(), acked_before_fault=this.load.acked())
     killed = this.mark()
     this.server.kill()

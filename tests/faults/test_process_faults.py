@@ -26,7 +26,10 @@ def assert_clean(report: Report) -> None:
 def test_kill_9_of_the_server_loses_and_doubles_nothing(
     own_postgres_url: str, tmp_path: Path
 ) -> None:
-    assert_clean(execute_on("kill-server", SHORT, tmp_path, own_postgres_url))
+    """Killed while a group commit's transaction is open (rows written, not committed)."""
+    report = execute_on("kill-server", SHORT, tmp_path, own_postgres_url)
+    assert_clean(report)
+    assert report.notes["group_commit_open_at_kill"] is True, table([report])
 
 
 def test_kill_9_of_one_worker_loses_and_doubles_nothing(

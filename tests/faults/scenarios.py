@@ -11,6 +11,7 @@ stream and by `tally-server verify`.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sqlite3
 import tempfile
@@ -491,11 +492,19 @@ def database(store: str, workdir: Path) -> Iterator[tuple[str, Postgres | None]]
 
 
 def execute(name: str, size: Size, workdir: Path | None = None) -> Report:
-    """Scenario `name` on a database made for it (and removed after)."""
+    """Scenario `name` on a database made for it (and removed after). Without `workdir`,
+    a temporary folder holds the servers' logs (and an SQLite file): removed when the
+    scenario passed, kept and named in the notes when it did not."""
     scenario = SCENARIOS[name]
     folder = workdir or Path(tempfile.mkdtemp(prefix=f"tally-faults-{name}-"))
     with database(scenario.store, folder) as (url, postgres):
-        return execute_on(name, size, folder, url, postgres)
+        report = execute_on(name, size, folder, url, postgres)
+    if workdir is None:
+        if report.ok:
+            shutil.rmtree(folder, ignore_errors=True)
+        else:
+            report.notes["kept"] = str(folder)
+    return report
 
 
 def execute_on(

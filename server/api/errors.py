@@ -26,6 +26,7 @@ from server.domain.errors import (
     Category,
     FieldViolation,
     RateLimited,
+    ServerStopping,
     StoreUnavailable,
     TallyError,
     ValidationFailed,
@@ -66,7 +67,7 @@ def to_status_proto(error: TallyError) -> status_pb2.Status:
                 ]
             )
         )
-    if isinstance(error, RateLimited):
+    if isinstance(error, RateLimited | ServerStopping):
         delay = duration_pb2.Duration()
         delay.FromNanoseconds(int(error.retry_after_seconds * 1e9))
         details.append(error_details_pb2.RetryInfo(retry_delay=delay))

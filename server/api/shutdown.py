@@ -1,7 +1,12 @@
 """Draining at shutdown: calls that arrive once stopping has begun are answered
-UNAVAILABLE (which callers and gRPC retry policies retry, with the same idempotency key),
-while calls already running finish. Only then does the server stop, so no call the server
-never ran ends CANCELLED.
+UNAVAILABLE `STORE_UNAVAILABLE` (which callers and gRPC retry policies retry, with the same
+idempotency key), while calls already running finish. Only then does the server stop, so
+no call the server never ran ends CANCELLED.
+
+The refusal carries a RetryInfo of REFUSED_RETRY_SECONDS: callers that keep retrying at
+once would keep arriving until the server stops, and a call that reaches a server in the
+act of stopping is cut CANCELLED by gRPC (which callers do not retry). Told to wait, they
+fall quiet, the drain sees it and stops the server while none is on its way.
 """
 
 from __future__ import annotations
@@ -14,7 +19,9 @@ from typing import Any, TypeVar
 
 import grpc
 
+from server.api.errors import to_status, with_operation
 from server.api.wrapping import Streaming, Unary, WrappingInterceptor
+from server.domain.errors import ServerStopping
 
 # Health and reflection keep answering while draining: health reports NOT_SERVING.
 ALWAYS_OPEN = ("/grpc.health.v1.Health/", "/grpc.reflection.")
@@ -22,6 +29,9 @@ ALWAYS_OPEN = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 T = TypeVar("T")
 # How long a stop waits, at most, for calls still on their way to arrive and be refused.
 BACKLOG_SECONDS = 3.0
+# How long a refused caller is asked to wait: well beyond the quiet spell the drain waits
+# for (ShutdownGate.drain), so that the server stops while nobody is calling it.
+REFUSED_RETRY_SECONDS = 1.0
 
 
 class CallExecutor(futures.ThreadPoolExecutor):
@@ -101,7 +111,7 @@ class ShutdownGate(WrappingInterceptor):
     def wrap_unary(self, behaviour: Unary, method: str) -> Unary:
         def unary(request: Any, context: grpc.ServicerContext) -> Any:
             if not self._enter():
-                context.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down; retry")
+                _refuse(context, method)
             try:
                 return behaviour(request, context)
             finally:
@@ -112,10 +122,16 @@ class ShutdownGate(WrappingInterceptor):
     def wrap_stream(self, behaviour: Streaming, method: str) -> Streaming:
         def stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             if not self._enter():
-                context.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down; retry")
+                _refuse(context, method)
             try:
                 yield from behaviour(request, context)
             finally:
                 self._leave()
 
         return stream
+
+
+def _refuse(context: grpc.ServicerContext, method: str) -> None:
+    """UNAVAILABLE STORE_UNAVAILABLE, naming the RPC, with a RetryInfo (raises)."""
+    refused = with_operation(ServerStopping(REFUSED_RETRY_SECONDS), method.rsplit("/", 1)[-1])
+    context.abort_with_status(to_status(refused))

@@ -303,6 +303,16 @@ class StoreUnavailable(TallyError):
         super().__init__(detail)
 
 
+class ServerStopping(StoreUnavailable):
+    """This server process is stopping and did not run the call: retry (the same
+    idempotency key is safe) after `retry_after_seconds`, by when it has gone and the
+    caller meets another process, or this server started again."""
+
+    def __init__(self, retry_after_seconds: float) -> None:
+        super().__init__("the server is shutting down; retry (the same idempotency key is safe)")
+        self.retry_after_seconds = retry_after_seconds
+
+
 class TransientStoreError(Exception):
     """A store failure worth retrying (serialization failure, deadlock, lost connection).
 

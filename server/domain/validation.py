@@ -28,6 +28,9 @@ from server.domain.model import TriggerType, UserProfile
 MAX_AMOUNT = 1_000_000_000
 MAX_REASON_CHARS = 500
 MAX_METADATA_BYTES = 16 * 1024
+# JSON levels of metadata: a response nests it a few messages deeper than the request did,
+# and protobuf refuses to decode messages nested past 100 levels (two per JSON level).
+MAX_METADATA_DEPTH = 32
 MAX_USER_ID_CHARS = 255
 MAX_NAME_CHARS = 200
 MAX_DESCRIPTION_CHARS = 2000
@@ -122,6 +125,8 @@ class Violations:
         size = len(text.encode())
         if size > MAX_METADATA_BYTES:
             self.add(field, f"must be at most {MAX_METADATA_BYTES} bytes as JSON, got {size}")
+        elif _depth(value) > MAX_METADATA_DEPTH:
+            self.add(field, f"must nest at most {MAX_METADATA_DEPTH} levels of objects and lists")
         elif _contains_nul(value):
             self.add(field, "must not contain NUL characters")
 
@@ -145,6 +150,15 @@ class Violations:
             uuid.UUID(value)
         except ValueError:
             self.add(field, f"must be a ledger entry id (a UUID), got {quote(value)}")
+
+
+def _depth(value: object) -> int:
+    """How many objects and lists deep a JSON-shaped value is (a scalar is 0)."""
+    if isinstance(value, Mapping):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    return 0
 
 
 def _contains_nul(value: object) -> bool:

@@ -38,7 +38,6 @@ from tests.strategies import (
     METHODS,
     Requests,
     Values,
-    json_values,
     struct_of,
     structs,
     texts,
@@ -373,9 +372,11 @@ def _kindless() -> struct_pb2.Struct:
 
 
 def hostile_structs() -> st.SearchStrategy[struct_pb2.Struct]:
-    """Deep (around the 32 levels allowed, and up to protobuf's 100 message levels: two per
-    object), at and past 16 KiB as JSON, wide, NaN, NUL."""
-    deep = st.builds(nested, st.sampled_from([10, 31, 32, 33, 34, 40, 45, 49]), json_values)
+    """Deep (around the 20 levels allowed, and up to 28: three message levels each, and a
+    client cannot build a request past protobuf's 100), at and past 16 KiB as JSON, wide,
+    NaN, NUL."""
+    leaves = st.none() | st.integers() | st.text(max_size=5)
+    deep = st.builds(nested, st.sampled_from([5, 19, 20, 21, 25, 28]), leaves)
     # {"k":"xxx"} is 8 bytes of JSON around the string.
     big = st.builds(
         lambda n, char: {"k": char * n},
@@ -454,7 +455,11 @@ MASK_FIELDS += ["event_attributes", "user_attributes", "system_key", "name.x", "
 
 def mask_paths() -> st.SearchStrategy[list[str]]:
     one = st.sampled_from(MASK_FIELDS) | sized_texts
-    many = st.builds(lambda p, n: [f"{p}{i}" for i in range(n)], one, st.sampled_from([30, 300]))
+    many = st.builds(
+        lambda p, n: [f"{p}{i}" for i in range(len(_repeat(p, n)))],
+        one,
+        st.sampled_from([30, 300]),
+    )
     return st.one_of(st.lists(one, max_size=4), many)
 
 
@@ -597,16 +602,18 @@ class Call:
     metadata: tuple[tuple[str, str], ...]
 
 
-def calls(seeded: Seeded) -> st.SearchStrategy[Call]:
-    """A call of any RPC (each as likely as the next), with hostile values and metadata."""
+def calls(seeded: Seeded) -> st.SearchStrategy[tuple[Call, ...]]:
+    """One call of every RPC, with hostile values and metadata."""
     requests = Requests(hostile_values(seeded))
-    per_method = [
-        st.builds(
-            Call, st.just(service), st.just(method), requests.request_of(method), headers(seeded)
+    metadata = headers(seeded)
+    return st.tuples(
+        *(
+            st.builds(
+                Call, st.just(service), st.just(method), requests.request_of(method), metadata
+            )
+            for service, method in METHODS
         )
-        for service, method in METHODS
-    ]
-    return st.one_of(per_method)
+    )
 
 
 # -- the ledger afterwards ----------------------------------------------------------------------

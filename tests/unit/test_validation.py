@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -351,9 +351,24 @@ def test_metadata_nesting_is_bounded_so_responses_stay_decodable() -> None:
     with pytest.raises(ValidationFailed) as caught:
         validation.award(award(metadata=nested(validation.MAX_METADATA_DEPTH + 1)), T0)
     assert [v.field for v in caught.value.violations] == ["metadata"]
-    assert "32 levels" in caught.value.violations[0].description
+    assert "20 levels" in caught.value.violations[0].description
     with pytest.raises(ValidationFailed):
-        validation.award(award(metadata={"a": [[[[[[nested(27)]]]]]]}), T0)
+        validation.award(award(metadata={"a": [[[[[[nested(15)]]]]]]}), T0)
+
+
+def test_a_preview_ending_in_the_first_month_of_year_one_is_invalid() -> None:
+    """Found by the hostile-input suite: end_time 0001-01-01 with no start_time put the
+    default start 30 days before year 1 (OverflowError: INTERNAL)."""
+    early = datetime(1, 1, 1, 0, 0, 0, 999_999, tzinfo=UTC)
+    cmd = commands.PreviewTriggers(system_key="xp", trigger_ids=(ENTRY_ID,), end_time=early)
+    with pytest.raises(ValidationFailed) as caught:
+        validation.preview_triggers(cmd)
+    assert [v.field for v in caught.value.violations] == ["end_time"]
+    validation.preview_triggers(
+        commands.PreviewTriggers(
+            system_key="xp", trigger_ids=(ENTRY_ID,), end_time=early + timedelta(days=30)
+        )
+    )
 
 
 def test_points_summary_filters_are_bounded() -> None:

@@ -125,15 +125,23 @@ def call(points: PointsServiceStub, method: str, request: object) -> None:
 
 
 def ledger_is_whole(store: SqlStore) -> None:
+    """Every account (a user in a system) holds the sum of its entries."""
+    e, a = LedgerEntryRow, AccountRow
     with store.engine.connect() as connection:
-        sums = dict(
-            connection.execute(
-                select(LedgerEntryRow.user_id, func.sum(LedgerEntryRow.amount)).group_by(
-                    LedgerEntryRow.user_id, LedgerEntryRow.system_key
+        sums = {
+            (system, user): total
+            for system, user, total in connection.execute(
+                select(e.system_key, e.user_id, func.sum(e.amount)).group_by(
+                    e.system_key, e.user_id
                 )
             ).all()
-        )
-        balances = dict(connection.execute(select(AccountRow.user_id, AccountRow.balance)).all())
+        }
+        balances = {
+            (system, user): balance
+            for system, user, balance in connection.execute(
+                select(a.system_key, a.user_id, a.balance)
+            ).all()
+        }
     assert balances == sums
 
 

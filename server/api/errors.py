@@ -16,13 +16,14 @@ from typing import Any
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from server import metrics
 from server.api.wrapping import Deserializer, Streaming, Unary, WrappingInterceptor
 from server.domain.errors import (
+    MAX_VIOLATIONS,
     Category,
     FieldViolation,
     RateLimited,
@@ -52,21 +53,64 @@ def status_code(error: TallyError) -> grpc.StatusCode:
     return CODES[error.category]
 
 
-def to_status_proto(error: TallyError) -> status_pb2.Status:
-    details = [
-        error_details_pb2.ErrorInfo(reason=error.reason, domain=DOMAIN, metadata=error.metadata)
+# gRPC clients refuse response trailers past 16 KiB (grpc.absolute_max_metadata_size) and,
+# by default, some past 8 KiB (grpc.max_metadata_size, a soft limit): the caller of an error
+# whose details overflow sees RESOURCE_EXHAUSTED instead. Everything an error carries is cut
+# here, so that grpc-message (percent-encoded) and grpc-status-details-bin (base64) together
+# stay under STATUS_BUDGET bytes whatever the request held.
+STATUS_BUDGET = 6 * 1024
+MAX_MESSAGE_BYTES = 512
+MAX_FIELD_BYTES = 128
+MAX_DESCRIPTION_BYTES = 256
+MAX_METADATA_KEY_BYTES = 64
+MAX_METADATA_VALUE_BYTES = 128
+MAX_METADATA_ENTRIES = 16
+ELLIPSIS = "..."
+
+
+def cut(text: str, limit: int) -> str:
+    """`text` in at most `limit` bytes of UTF-8, ending in "..." when it was longer."""
+    data = text.encode()
+    if len(data) <= limit:
+        return text
+    return data[: limit - len(ELLIPSIS)].decode(errors="ignore") + ELLIPSIS
+
+
+def trailer_bytes(status: status_pb2.Status) -> int:
+    """What a status costs in the trailers: its message percent-encoded (grpc-message),
+    and the whole status in base64 (grpc-status-details-bin)."""
+    text: str = status.message
+    message = sum(1 if 0x20 <= b <= 0x7E and b != 0x25 else 3 for b in text.encode())
+    size: int = status.ByteSize()
+    return message + 4 * -(-size // 3)
+
+
+def _violations(error: TallyError) -> list[error_details_pb2.BadRequest.FieldViolation]:
+    if not isinstance(error, ValidationFailed):
+        return []
+    return [
+        error_details_pb2.BadRequest.FieldViolation(
+            field=cut(v.field, MAX_FIELD_BYTES),
+            description=cut(v.description, MAX_DESCRIPTION_BYTES),
+        )
+        for v in error.violations[:MAX_VIOLATIONS]
+    ]
+
+
+def _status(
+    error: TallyError,
+    message: str,
+    violations: list[error_details_pb2.BadRequest.FieldViolation],
+) -> status_pb2.Status:
+    metadata = {
+        cut(key, MAX_METADATA_KEY_BYTES): cut(value, MAX_METADATA_VALUE_BYTES)
+        for key, value in list(error.metadata.items())[:MAX_METADATA_ENTRIES]
+    }
+    details: list[Message] = [
+        error_details_pb2.ErrorInfo(reason=error.reason, domain=DOMAIN, metadata=metadata)
     ]
     if isinstance(error, ValidationFailed):
-        details.append(
-            error_details_pb2.BadRequest(
-                field_violations=[
-                    error_details_pb2.BadRequest.FieldViolation(
-                        field=v.field, description=v.description
-                    )
-                    for v in error.violations
-                ]
-            )
-        )
+        details.append(error_details_pb2.BadRequest(field_violations=violations))
     if isinstance(error, RateLimited | ServerStopping):
         delay = duration_pb2.Duration()
         delay.FromNanoseconds(int(error.retry_after_seconds * 1e9))
@@ -77,7 +121,24 @@ def to_status_proto(error: TallyError) -> status_pb2.Status:
         any_detail.Pack(detail)
         packed.append(any_detail)
     code: grpc.StatusCode = status_code(error)
-    return status_pb2.Status(code=code.value[0], message=error.message, details=packed)
+    return status_pb2.Status(code=code.value[0], message=message, details=packed)
+
+
+def to_status_proto(error: TallyError) -> status_pb2.Status:
+    """The error as a google.rpc.Status that fits in the trailers: values cut to their
+    bounds, and field violations past what STATUS_BUDGET holds left out (the message
+    says how many). The first violation, naming a bad field, is always kept."""
+    message = cut(error.message, MAX_MESSAGE_BYTES)
+    violations = _violations(error)
+    status = _status(error, message, violations)
+    kept = len(violations)
+    while trailer_bytes(status) > STATUS_BUDGET and kept > 1:
+        kept -= 1
+        note = f" ({len(violations) - kept} more bad fields not listed)"
+        status = _status(
+            error, cut(error.message, MAX_MESSAGE_BYTES - len(note)) + note, violations[:kept]
+        )
+    return status
 
 
 def to_status(error: TallyError) -> grpc.Status:

@@ -15,7 +15,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from enum import Enum
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from server.domain.validation import Violations
+from server.domain.validation import MAX_TRIGGER_FILTERS, Violations
 
 DEFAULT_BUCKETS = 10
 MAX_BUCKETS = 100
@@ -197,7 +197,13 @@ def points_summary(cmd: GetPointsSummary) -> None:
     v.system_key("system_key", cmd.system_key)
     if not 0 <= cmd.bucket_count <= MAX_BUCKETS:
         v.add("bucket_count", f"must be between 1 and {MAX_BUCKETS} (0 = {DEFAULT_BUCKETS})")
-    for index, (key, value) in enumerate(cmd.user_attributes):
+    # Each filter is a condition of the store's query (SQLite refuses past ~1000 of them).
+    if len(cmd.user_attributes) > MAX_TRIGGER_FILTERS:
+        v.add(
+            "user_attributes",
+            f"must have at most {MAX_TRIGGER_FILTERS} entries, got {len(cmd.user_attributes)}",
+        )
+    for index, (key, value) in enumerate(cmd.user_attributes[:MAX_TRIGGER_FILTERS]):
         v.attributes(f"user_attributes[{index}]", {key: value})
         if not key:
             v.add(f"user_attributes[{index}].key", "is required")

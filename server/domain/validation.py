@@ -11,7 +11,7 @@ import re
 import unicodedata
 import uuid
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -28,6 +28,10 @@ from server.domain.model import TriggerType, UserProfile
 MAX_AMOUNT = 1_000_000_000
 MAX_REASON_CHARS = 500
 MAX_METADATA_BYTES = 16 * 1024
+# JSON levels of metadata: a response nests it several messages deeper than the request
+# did (RecordEvent's: eight), and protobuf refuses to decode messages nested past 100
+# levels (an object is three: Struct, its map entry, Value).
+MAX_METADATA_DEPTH = 20
 MAX_USER_ID_CHARS = 255
 MAX_NAME_CHARS = 200
 MAX_DESCRIPTION_CHARS = 2000
@@ -122,6 +126,8 @@ class Violations:
         size = len(text.encode())
         if size > MAX_METADATA_BYTES:
             self.add(field, f"must be at most {MAX_METADATA_BYTES} bytes as JSON, got {size}")
+        elif _depth(value) > MAX_METADATA_DEPTH:
+            self.add(field, f"must nest at most {MAX_METADATA_DEPTH} levels of objects and lists")
         elif _contains_nul(value):
             self.add(field, "must not contain NUL characters")
 
@@ -145,6 +151,15 @@ class Violations:
             uuid.UUID(value)
         except ValueError:
             self.add(field, f"must be a ledger entry id (a UUID), got {quote(value)}")
+
+
+def _depth(value: object) -> int:
+    """How many objects and lists deep a JSON-shaped value is (a scalar is 0)."""
+    if isinstance(value, Mapping):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    return 0
 
 
 def _contains_nul(value: object) -> bool:
@@ -286,6 +301,9 @@ MAX_INTERVAL_COUNT = 1_000_000
 MAX_METRIC_THRESHOLD = Decimal(10**12)
 MAX_TRIGGER_FILTERS = 32
 MAX_PREVIEW_DRAFTS = 20
+# A preview given only its end_time starts this long before it.
+PREVIEW_DEFAULT_WINDOW = timedelta(days=30)
+EARLIEST = datetime.min.replace(tzinfo=UTC)
 EVENT_TRIGGERS = (TriggerType.EVENT, TriggerType.METRIC)
 
 
@@ -398,6 +416,8 @@ def preview_triggers(cmd: commands.PreviewTriggers) -> None:
             v.add(f"trigger_ids[{index}]", f"must be a trigger id (a UUID), got {quote(value)}")
     if cmd.start_time and cmd.end_time and cmd.end_time <= cmd.start_time:
         v.add("end_time", "must be after start_time")
+    if not cmd.start_time and cmd.end_time and cmd.end_time - EARLIEST < PREVIEW_DEFAULT_WINDOW:
+        v.add("end_time", "must leave room for the default window of 30 days before it")
     v.raise_if_any()
 
 

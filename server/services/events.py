@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator, Mapping
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from server.domain import changes, commands, preview, triggers, validation
 from server.domain.book import Book
@@ -23,7 +23,6 @@ from server.services.tally import Tally
 from server.services.transactions import in_transaction
 from server.services.writes import balance_in, post_one
 
-PREVIEW_DEFAULT_WINDOW = timedelta(days=30)
 PREVIEW_CHUNK = 5000
 DEFAULT_BUCKETS = 10
 
@@ -84,7 +83,7 @@ def preview_triggers(
     if not 1 <= buckets <= validation.MAX_PAGE_SIZE:
         raise ValidationFailed([FieldViolation("bucket_count", "must be between 1 and 100")])
     end = cmd.end_time or now
-    start = cmd.start_time or end - PREVIEW_DEFAULT_WINDOW
+    start = cmd.start_time or end - validation.PREVIEW_DEFAULT_WINDOW
     rules = tally.rules_for(cmd.system_key)
     system = rules.systems[cmd.system_key]
     labelled: list[tuple[str, Trigger]] = [

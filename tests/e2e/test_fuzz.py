@@ -6,11 +6,10 @@ from __future__ import annotations
 import base64
 import json
 import math
-from typing import Any
 
 import grpc
 import pytest
-from google.protobuf import struct_pb2, timestamp_pb2
+from google.protobuf import struct_pb2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
@@ -19,40 +18,7 @@ from server.store.database import SqlStore
 from server.store.models import AccountRow, LedgerEntryRow
 from tally.v1 import common_pb2, points_pb2
 from tally.v1.points_pb2_grpc import PointsServiceStub
-
-FORBIDDEN = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
-INT64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
-texts = st.one_of(
-    st.sampled_from(["", "xp", "alice", " bob ", "a\x00b", "k" * 300, "ünï", "x\ny"]),
-    st.text(max_size=40),
-)
-json_values = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.floats(allow_nan=True, allow_infinity=True)
-    | st.text(max_size=20),
-    lambda children: (
-        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3)
-    ),
-    max_leaves=8,
-)
-
-
-def timestamps() -> st.SearchStrategy[timestamp_pb2.Timestamp | None]:
-    return st.none() | st.builds(
-        timestamp_pb2.Timestamp,
-        seconds=st.sampled_from([-(2**62), -1, 0, 4_102_444_800, 253_402_300_799, 2**62]),
-        nanos=st.sampled_from([0, 999_999_999]),
-    )
-
-
-def structs() -> st.SearchStrategy[struct_pb2.Struct | None]:
-    def build(values: dict[str, Any]) -> struct_pb2.Struct:
-        struct = struct_pb2.Struct()
-        struct.update(values)
-        return struct
-
-    return st.none() | st.dictionaries(st.text(max_size=10), json_values, max_size=4).map(build)
+from tests.strategies import FORBIDDEN, INT64, structs, texts, timestamps
 
 
 def award_requests() -> st.SearchStrategy[points_pb2.AwardRequest]:
@@ -159,15 +125,23 @@ def call(points: PointsServiceStub, method: str, request: object) -> None:
 
 
 def ledger_is_whole(store: SqlStore) -> None:
+    """Every account (a user in a system) holds the sum of its entries."""
+    e, a = LedgerEntryRow, AccountRow
     with store.engine.connect() as connection:
-        sums = dict(
-            connection.execute(
-                select(LedgerEntryRow.user_id, func.sum(LedgerEntryRow.amount)).group_by(
-                    LedgerEntryRow.user_id, LedgerEntryRow.system_key
+        sums = {
+            (system, user): total
+            for system, user, total in connection.execute(
+                select(e.system_key, e.user_id, func.sum(e.amount)).group_by(
+                    e.system_key, e.user_id
                 )
             ).all()
-        )
-        balances = dict(connection.execute(select(AccountRow.user_id, AccountRow.balance)).all())
+        }
+        balances = {
+            (system, user): balance
+            for system, user, balance in connection.execute(
+                select(a.system_key, a.user_id, a.balance)
+            ).all()
+        }
     assert balances == sums
 
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from server.domain import commands, validation
+from server.domain import commands, reports, validation
 from server.domain.errors import (
     AlreadyReversed,
     EntryNotFound,
@@ -334,3 +334,48 @@ def test_a_flood_of_bad_fields_is_cut_to_twenty() -> None:
     assert isinstance(error, ValidationFailed)
     assert len(error.violations) == 20
     assert len(error.message) < 1000
+
+
+def nested(depth: int) -> dict[str, Any]:
+    value: dict[str, Any] = {"leaf": 1}
+    for _ in range(depth - 1):
+        value = {"a": value}
+    return value
+
+
+def test_metadata_nesting_is_bounded_so_responses_stay_decodable() -> None:
+    """Found by the hostile-input suite: metadata 40 objects deep was accepted, and every
+    response carrying it (the award's entry, ListTransactions, WatchLedger) then nested past
+    protobuf's 100 levels, so no client could decode it."""
+    validation.award(award(metadata=nested(validation.MAX_METADATA_DEPTH)), T0)
+    with pytest.raises(ValidationFailed) as caught:
+        validation.award(award(metadata=nested(validation.MAX_METADATA_DEPTH + 1)), T0)
+    assert [v.field for v in caught.value.violations] == ["metadata"]
+    assert "20 levels" in caught.value.violations[0].description
+    with pytest.raises(ValidationFailed):
+        validation.award(award(metadata={"a": [[[[[[nested(15)]]]]]]}), T0)
+
+
+def test_a_preview_ending_in_the_first_month_of_year_one_is_invalid() -> None:
+    """Found by the hostile-input suite: end_time 0001-01-01 with no start_time put the
+    default start 30 days before year 1 (OverflowError: INTERNAL)."""
+    early = datetime(1, 1, 1, 0, 0, 0, 999_999, tzinfo=UTC)
+    cmd = commands.PreviewTriggers(system_key="xp", trigger_ids=(ENTRY_ID,), end_time=early)
+    with pytest.raises(ValidationFailed) as caught:
+        validation.preview_triggers(cmd)
+    assert [v.field for v in caught.value.violations] == ["end_time"]
+    validation.preview_triggers(
+        commands.PreviewTriggers(
+            system_key="xp", trigger_ids=(ENTRY_ID,), end_time=early + timedelta(days=30)
+        )
+    )
+
+
+def test_points_summary_filters_are_bounded() -> None:
+    """Found by the hostile-input suite: 1,000 user_attributes filters made a query SQLite
+    refused (expression tree too large), answered INTERNAL."""
+    many = tuple(("tier", "gold") for _ in range(validation.MAX_TRIGGER_FILTERS))
+    reports.points_summary(reports.GetPointsSummary("xp", user_attributes=many))
+    with pytest.raises(ValidationFailed) as caught:
+        reports.points_summary(reports.GetPointsSummary("xp", user_attributes=(*many, ("a", "b"))))
+    assert [v.field for v in caught.value.violations] == ["user_attributes"]

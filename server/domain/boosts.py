@@ -3,7 +3,9 @@
 All boosts that apply at the award's time stack by multiplication. The product is
 computed exactly, in decimal arithmetic with as many digits as it needs, from each
 multiplier's shortest decimal form, and rounded once: down if any applied boost rounds
-down, else to nearest (halves up) if any rounds to nearest, else up.
+down, else to nearest (halves up) if any rounds to nearest, else up. The entry records
+the product to MULTIPLIER_DIGITS significant digits (callers read it as a double): a
+product of many 17-digit multipliers has no bound on its length.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Context, Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, ROUND_HALF_UP, Context, Decimal
 
 from server.domain.model import MAX_ENTRY_POINTS, Boost, Rounding, User, attributes_match
 
@@ -19,6 +21,10 @@ ONE = Decimal(1)
 # Digits enough that no product is ever rounded (a multiplier's shortest form has at most
 # 17 significant digits; precision is a bound, not a cost: small products stay cheap).
 EXACT = Context(prec=100_000)
+# Significant digits of the multiplier an entry records: IEEE decimal128's, exact for two
+# stacked boosts and far past a double's, and at most about 45 characters as text.
+MULTIPLIER_DIGITS = 34
+RECORDED = Context(prec=MULTIPLIER_DIGITS, rounding=ROUND_HALF_EVEN)
 
 
 @dataclass(frozen=True)
@@ -60,4 +66,5 @@ def multiply(amount: int, boosts: Sequence[Boost]) -> Boosted:
         mode = ROUND_CEILING
     exact = EXACT.multiply(Decimal(amount), factor)
     boosted = int(exact.to_integral_value(rounding=mode))
-    return Boosted(min(boosted, MAX_ENTRY_POINTS), amount, factor, tuple(b.id for b in boosts))
+    recorded = RECORDED.plus(factor)
+    return Boosted(min(boosted, MAX_ENTRY_POINTS), amount, recorded, tuple(b.id for b in boosts))

@@ -232,3 +232,18 @@ def test_applied_amount_equals_the_reference_computation(
 
 
 _: Any = balance
+
+
+def test_many_stacked_boosts_award_exactly_and_record_a_bounded_multiplier(
+    tally: Tally,
+) -> None:
+    """Forty 17-digit multipliers: the amount is the exact product's, rounded once, and the
+    entry records the product in 34 digits (PostgreSQL refused the 680-digit text)."""
+    system(tally)
+    for _ in range(40):
+        boost(tally, "1.0000000000000002", rounding=Rounding.UP)
+    entry = award(tally, "ann", 10**9).entry
+    assert entry.amount == reference(10**9, [1.0000000000000002] * 40, [Rounding.UP])
+    assert len(str(entry.multiplier)) <= 45
+    assert entry.multiplier == Decimal("1.000000000000008000000000000031200")
+    assert balance(tally, "ann") == entry.amount

@@ -217,9 +217,10 @@ class SqlUnitOfWork:
         assert self._connection is not None
         try:
             self._connection.rollback()
-            self._connection.close()
-        except DBAPIError:  # the connection is gone; the transaction went with it
-            log.warning("rollback failed", exc_info=True)
+        except DBAPIError as error:  # the connection is gone; the transaction went with it
+            log.warning("rollback failed, the connection is gone: %s", _first_line(error))
+        finally:
+            self._connection.close()  # back to the pool, which replaces a broken one
         if isinstance(exc, DBAPIError) and is_transient(exc):
             raise TransientStoreError(str(exc.orig)) from exc
 
@@ -241,6 +242,11 @@ class SqlUnitOfWork:
     def rollback(self) -> None:
         assert self._connection is not None
         self._connection.rollback()
+
+
+def _first_line(error: DBAPIError) -> str:
+    text = str(error.orig).strip()
+    return text.splitlines()[0] if text else type(error.orig).__name__
 
 
 class SqlStore:

@@ -42,10 +42,10 @@ STORES = ["sqlite", "postgresql"]
 T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 
 
-def _postgres_reachable() -> str | None:
+def postgres_unreachable(admin_url: str = PG_ADMIN_URL) -> str | None:
     """None when PostgreSQL answers; otherwise why not."""
     try:
-        engine = create_engine(PG_ADMIN_URL, connect_args={"connect_timeout": 3})
+        engine = create_engine(admin_url, connect_args={"connect_timeout": 3})
         with engine.connect() as connection:
             connection.execute(text("select 1"))
         engine.dispose()
@@ -70,10 +70,10 @@ def _start_local_cluster() -> None:
 
 @pytest.fixture(scope="session")
 def postgresql_url() -> Iterator[str]:
-    why = _postgres_reachable()
+    why = postgres_unreachable()
     if why is not None:
         _start_local_cluster()
-        why = _postgres_reachable()
+        why = postgres_unreachable()
     if why is not None:
         message = f"PostgreSQL at {make_url(PG_ADMIN_URL).render_as_string()} unreachable: {why}"
         if IN_CI:

@@ -14,7 +14,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from server.domain import levels
-from server.domain.ledger import Account
+from server.domain.ledger import Account, CreditLot
 from server.domain.levels import Ladder
 from server.domain.model import EntryType, PointsSystem
 
@@ -178,13 +178,6 @@ class Posted:
     reverses_entry_id: str = ""
 
 
-@dataclass(frozen=True)
-class StoredLot:
-    entry_id: str
-    expire_time: datetime
-    remaining: int
-
-
 def replay(system_key: str, user_id: str, entries: Iterable[Posted]) -> Account:
     """The account as its entries (in sequence order) leave it, credit lots included."""
     account = Account(system_key, user_id)
@@ -204,7 +197,7 @@ def replay(system_key: str, user_id: str, entries: Iterable[Posted]) -> Account:
 
 
 def lot_differences(
-    replayed: Account, stored: Sequence[StoredLot], next_expire_time: datetime | None
+    replayed: Account, stored: Sequence[CreditLot], next_expire_time: datetime | None
 ) -> list[Difference]:
     """The stored lots (and the account's next expiry) against the replay's: a lot left
     with nothing is deleted, so a missing lot is one with 0 left."""

@@ -14,8 +14,8 @@ from types import TracebackType
 from typing import Protocol, Self
 
 from server.domain.access import ApiKey
-from server.domain.audit import AccountFigures, Difference, Posted, RecordedMove, StoredLot
-from server.domain.ledger import Account
+from server.domain.audit import AccountFigures, Difference, Posted, RecordedMove
+from server.domain.ledger import Account, CreditLot
 from server.domain.model import (
     Boost,
     BoostStatus,
@@ -307,7 +307,7 @@ class AuditRepository(Protocol):
         reversed more than once."""
         ...
 
-    def lots(self, users: UserRange, system_key: str) -> dict[AccountKey, list[StoredLot]]:
+    def lots(self, users: UserRange, system_key: str) -> dict[AccountKey, list[CreditLot]]:
         """The credit lots of these users, by (user_id, system_key)."""
         ...
 

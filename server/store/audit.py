@@ -37,7 +37,8 @@ from sqlalchemy.engine import Connection, RowMapping
 from sqlalchemy.sql import Select
 
 from server.domain import audit
-from server.domain.audit import AccountFigures, Difference, Posted, RecordedMove, StoredLot
+from server.domain.audit import AccountFigures, Difference, Posted, RecordedMove
+from server.domain.ledger import CreditLot
 from server.domain.model import EntryType
 from server.services.ports import AccountKey, AccountTally, UserRange
 from server.store.statements import accounts, events, idempotency, ledger, level_changes, lots
@@ -254,14 +255,14 @@ class SqlAuditRepository:
 
     # -- credit lots ---------------------------------------------------------------------
 
-    def lots(self, users: UserRange, system_key: str) -> dict[AccountKey, list[StoredLot]]:
+    def lots(self, users: UserRange, system_key: str) -> dict[AccountKey, list[CreditLot]]:
         statement = _within(select(lots), lots, users, system_key).order_by(
             lots.c.user_id, lots.c.system_key, lots.c.entry_id
         )
-        found: dict[AccountKey, list[StoredLot]] = {}
+        found: dict[AccountKey, list[CreditLot]] = {}
         for r in self._rows(statement):
             found.setdefault((r["user_id"], r["system_key"]), []).append(
-                StoredLot(r["entry_id"], r["expire_time"], int(r["remaining"]))
+                CreditLot(r["entry_id"], r["expire_time"], int(r["remaining"]))
             )
         return found
 

@@ -14,12 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import PG_ADMIN_URL, postgres_unreachable
 from tests.faults.processes import (
-    PG_ADMIN_URL,
     PrivateCluster,
     Server,
     fresh_database,
-    postgres_unreachable,
     prepare,
     private_cluster,
     private_postgres_missing,

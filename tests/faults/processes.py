@@ -31,10 +31,8 @@ from server.domain.access import Scope
 from server.services import access
 from server.store import migrate
 from server.store.database import SqlStore
+from tests.conftest import PG_ADMIN_URL
 
-PG_ADMIN_URL = os.environ.get(
-    "TALLY_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
 PG_BIN = Path(os.environ.get("TALLY_FAULTS_PG_BIN", "/usr/lib/postgresql/15/bin"))
 START_SECONDS = 60.0
 
@@ -234,18 +232,6 @@ def _kill_quietly(pid: int) -> None:
 
 
 # -- databases -----------------------------------------------------------------------
-
-
-def postgres_unreachable(admin_url: str = PG_ADMIN_URL) -> str | None:
-    """None when the shared PostgreSQL answers; otherwise why not."""
-    try:
-        engine = create_engine(admin_url, connect_args={"connect_timeout": 3})
-        with engine.connect() as connection:
-            connection.execute(text("select 1"))
-        engine.dispose()
-        return None
-    except Exception as exc:  # noqa: BLE001 - any failure means "not reachable"
-        return f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
 
 
 @contextmanager

@@ -8,6 +8,7 @@ cases, with the `Caller` the interceptor established for the call.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -52,6 +53,47 @@ class ApiKey:
 
 
 @dataclass(frozen=True)
+class Reach:
+    """The points systems a call may affect: every one (`systems` empty), or those named.
+
+    Users are shared by every system, but a key limited to some systems must move nothing
+    outside them: a user's running event totals are kept per reach (an event counts toward
+    the systems its caller may use), and a user-wide idempotency key (RecordEvent's) lives
+    in its caller's reach, so that one key's call cannot replay or block another's."""
+
+    systems: frozenset[str] = frozenset()
+
+    @classmethod
+    def named(cls, name: str) -> Reach:
+        return cls(frozenset(name.split(",")) if name else frozenset())
+
+    @property
+    def name(self) -> str:
+        """How the store keeps it: the systems sorted, comma-separated ('' for every one)."""
+        return ",".join(sorted(self.systems))
+
+    @property
+    def tag(self) -> str:
+        """A short, fixed-length name for keying (a user-wide idempotency key's scope): ''
+        for every system, else '@' and a digest of the name (no system key starts with '@',
+        so it never meets a system's own scope)."""
+        if not self.systems:
+            return ""
+        return "@" + hashlib.sha256(self.name.encode()).hexdigest()[:40]
+
+    def allows(self, system_key: str) -> bool:
+        return not self.systems or system_key in self.systems
+
+    def meets(self, other: Reach) -> bool:
+        """Whether the two share a system: what a call of `other` counted toward is then,
+        in part, what a call of this reach may see."""
+        return not self.systems or not other.systems or bool(self.systems & other.systems)
+
+
+EVERY_SYSTEM = Reach()
+
+
+@dataclass(frozen=True)
 class Caller:
     """Who makes the current call: an API key's id, scope and systems, and for a user
     token the one user it acts for. `systems` empty means every system."""
@@ -68,6 +110,10 @@ class Caller:
     @property
     def is_user_token(self) -> bool:
         return self.user_id is not None
+
+    @property
+    def reach(self) -> Reach:
+        return Reach(self.systems)
 
     def allows_system(self, system_key: str) -> bool:
         return not self.systems or system_key in self.systems

@@ -221,9 +221,10 @@ def lot_differences(
 
 
 def metric_difference(
-    user_id: str, event_type: str, stored: Decimal | None, summed: Decimal | None
+    user_id: str, event_type: str, reach: str, stored: Decimal | None, summed: Decimal | None
 ) -> Difference | None:
-    """A user's running total of an event type against the sum of their events of it."""
+    """A user's running total of an event type in one reach against the sum of their
+    events of it recorded in that reach."""
     if (stored or Decimal(0)) == (summed or Decimal(0)):
         return None
     return Difference(
@@ -233,7 +234,7 @@ def metric_difference(
         None if stored is None else str(stored),
         str(summed or Decimal(0)),
         "",
-        f"event type {event_type!r}",
+        f"event type {event_type!r}" + (f" (systems {reach})" if reach else ""),
     )
 
 

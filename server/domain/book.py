@@ -19,6 +19,7 @@ from decimal import Decimal
 
 from server.domain import boosts as boosting
 from server.domain import triggers
+from server.domain.access import Reach
 from server.domain.ledger import Account, Posting
 from server.domain.model import Boost, Event, LedgerEntry, PointsSystem, Trigger, User
 from server.domain.rules import Rules
@@ -30,13 +31,15 @@ BEFORE = timedelta(microseconds=1)  # an instant earlier (times keep microsecond
 class Book:
     user: User
     accounts: dict[str, Account]  # by system key: the accounts the user has
-    metrics: dict[str, Decimal] = field(default_factory=dict)  # running totals by event type
+    # Running event totals by (event type, reach name): an event counts in its caller's
+    # reach, and a system's triggers see the sum over the reaches that include it.
+    metrics: dict[tuple[str, str], Decimal] = field(default_factory=dict)
     # False while the user is new and its USER_IDENTIFIED triggers have not fired.
     identified: bool = True
     # What the decision at hand adds (a fork starts with none of it).
     entries: list[LedgerEntry] = field(default_factory=list)
     changed: set[str] = field(default_factory=set)  # systems whose account changed
-    changed_metrics: set[str] = field(default_factory=set)
+    changed_metrics: set[tuple[str, str]] = field(default_factory=set)
     events: list[Event] = field(default_factory=list)
 
     def fork(self, user: User) -> Book:
@@ -67,9 +70,33 @@ class Book:
         return entry
 
     def count(self, event: Event) -> None:
-        self.metrics[event.event_type] = event.total_after
-        self.changed_metrics.add(event.event_type)
+        self.metrics[(event.event_type, event.reach)] = event.total_after
+        self.changed_metrics.add((event.event_type, event.reach))
         self.events.append(event)
+
+    def total(self, event_type: str, system_key: str) -> Decimal:
+        """The running total of `event_type` that a system's METRIC triggers see: the
+        user's events recorded by callers who could use that system."""
+        return sum(
+            (
+                total
+                for (kind, reach), total in self.metrics.items()
+                if kind == event_type and Reach.named(reach).allows(system_key)
+            ),
+            Decimal(0),
+        )
+
+    def seen_total(self, event_type: str, reach: Reach) -> Decimal:
+        """The running total of `event_type` as a caller of `reach` may learn it: the
+        user's events that counted toward one of its systems or more."""
+        return sum(
+            (
+                total
+                for (kind, recorded), total in self.metrics.items()
+                if kind == event_type and reach.meets(Reach.named(recorded))
+            ),
+            Decimal(0),
+        )
 
     def _settle(self, account: Account, system: PointsSystem, rules: Rules, now: datetime) -> None:
         """Write off lapsed credit and write due TIME_INTERVAL firings, in time order."""

@@ -10,12 +10,12 @@ balance as it stands at its own time.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
 from server.domain import commands, triggers
+from server.domain.access import EVERY_SYSTEM, Reach
 from server.domain.book import Book
 from server.domain.errors import AlreadyReversed
 from server.domain.ledger import Posting
@@ -76,14 +76,19 @@ def settle(book: Book, rules: Rules, system: PointsSystem, now: datetime) -> Non
         book.account(system, rules, now)
 
 
-def identify(book: Book, rules: Rules, now: datetime) -> list[TriggerAward]:
-    """A new user's USER_IDENTIFIED triggers, in every system, once."""
+def identify(
+    book: Book, rules: Rules, now: datetime, reach: Reach = EVERY_SYSTEM
+) -> list[TriggerAward]:
+    """A new user's USER_IDENTIFIED triggers, once: those of the systems the call that
+    creates the user may use (a key limited to some systems welcomes in those alone)."""
     if book.identified:
         return []
     book.identified = True
     fired = []
     for trigger in rules.identified:
-        if triggers.matches(trigger.user_attributes, book.user.attributes):
+        if reach.allows(trigger.system_key) and triggers.matches(
+            trigger.user_attributes, book.user.attributes
+        ):
             system = rules.systems[trigger.system_key]
             account = book.account(system, rules, now)
             posting = Posting(trigger_id=trigger.id)
@@ -102,10 +107,12 @@ def identify(book: Book, rules: Rules, now: datetime) -> list[TriggerAward]:
 
 @dataclass(frozen=True)
 class Recorded:
-    """What an event did: the event as kept, and by system (each system with an ACTIVE
-    trigger that matched, even one that added nothing) the trigger entries written."""
+    """What an event did: the event as kept, the running total as its caller may see it,
+    and by system (each system with an ACTIVE trigger that matched, even one that added
+    nothing) the trigger entries written."""
 
     event: Event
+    metric_total: Decimal
     awards: dict[str, list[TriggerAward]]
 
 
@@ -115,33 +122,37 @@ def record_event(
     cmd: commands.RecordEvent,
     now: datetime,
     *,
-    allows: Callable[[str], bool] = lambda _system_key: True,
+    reach: Reach = EVERY_SYSTEM,
 ) -> Recorded:
-    """Count the event in the user's running total, then fire every ACTIVE trigger of
-    every system that `allows` (those the caller may use) whose event type and filters
-    match, in the order they were created."""
-    before = book.metrics.get(cmd.event_type, Decimal(0))
+    """Count the event in the user's running total of the caller's `reach`, then fire
+    every ACTIVE trigger of the systems in that reach whose event type and filters match,
+    in the order they were created. A METRIC trigger sees its own system's total: the
+    events of every reach that includes the system."""
+    matched = rules.by_event_type.get(cmd.event_type, ())
+    listening = [t for t in matched if reach.allows(t.system_key)]
+    before_in = {t.system_key: book.total(cmd.event_type, t.system_key) for t in listening}
+    own = book.metrics.get((cmd.event_type, reach.name), Decimal(0))
     event = Event(
         id=str(uuid.uuid4()),
         user_id=book.user.id,
         event_type=cmd.event_type,
         value=cmd.value,
-        total_after=before + cmd.value,
+        total_after=own + cmd.value,
         attributes=dict(cmd.attributes),
         create_time=now,
+        reach=reach.name,
     )
     book.count(event)
     awards: dict[str, list[TriggerAward]] = {}
-    for trigger in rules.by_event_type.get(cmd.event_type, ()):
-        if not allows(trigger.system_key):
-            continue
+    for trigger in listening:
+        before = before_in[trigger.system_key]
         if not (
             triggers.matches(trigger.event_attributes, cmd.attributes)
             and triggers.matches(trigger.user_attributes, book.user.attributes)
         ):
             continue
         fired = awards.setdefault(trigger.system_key, [])
-        times = triggers.times_fired(trigger, before, event.total_after)
+        times = triggers.times_fired(trigger, before, before + cmd.value)
         if times == 0:
             continue
         triggers.check_entry_size(trigger, times)
@@ -163,4 +174,4 @@ def record_event(
             boosts=book.boosts(rules, system.key, now),
         )
         fired.append((book.post(entry), trigger))
-    return Recorded(event, awards)
+    return Recorded(event, book.seen_total(cmd.event_type, reach), awards)

@@ -159,7 +159,9 @@ class Boost:
 @dataclass(frozen=True)
 class Event:
     """Something a user did, as RecordEvent recorded it (PreviewTriggers replays these).
-    `total_after` is the user's running total of `event_type` once it was counted."""
+    `reach` names the systems its caller could use ('' for every one: see access.Reach);
+    `total_after` is the user's running total of `event_type` in that reach once it was
+    counted."""
 
     id: str
     user_id: str
@@ -168,6 +170,7 @@ class Event:
     total_after: Decimal
     attributes: dict[str, str]
     create_time: datetime
+    reach: str = ""
 
 
 @dataclass(frozen=True)

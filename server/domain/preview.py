@@ -2,7 +2,8 @@
 events. Pure: the events come in, in the order they were recorded; figures come out.
 
 Each user starts the window at zero preview points and with their running totals as they
-stood when the window opened (the total before their first event of each type in it).
+stood when the window opened (the total before their first event of each type in it, in
+each reach: see access.Reach; a reach with no event in the window adds nothing).
 Triggers fire by the same rules as live ones (domain/triggers.py): attribute filters,
 METRIC thresholds crossed, `max_points` cutting awards, deductions taking what is there.
 """
@@ -76,13 +77,16 @@ class Replay:
         self.labelled = labelled
         self.max_points = max_points
         self.preview = Preview([TriggerFigures(label) for label, _ in labelled])
-        self._totals: dict[tuple[str, str], Decimal] = {}
+        # (user, event type) -> reach -> running total: the system's total is their sum.
+        self._totals: dict[tuple[str, str], dict[str, Decimal]] = {}
 
     def event(self, event: Event, user_attributes: Mapping[str, str]) -> None:
         self.preview.events += 1
-        key = (event.user_id, event.event_type)
-        before = self._totals.get(key, event.total_after - event.value)
-        self._totals[key] = event.total_after
+        reaches = self._totals.setdefault((event.user_id, event.event_type), {})
+        reaches.setdefault(event.reach, event.total_after - event.value)
+        before = sum(reaches.values(), Decimal(0))
+        reaches[event.reach] = event.total_after
+        after = before + event.value
         balance = self.preview.points_by_user.setdefault(event.user_id, 0)
         for figures, (_label, trigger) in zip(self.preview.per_trigger, self.labelled, strict=True):
             if trigger.event_type != event.event_type or not (
@@ -90,7 +94,7 @@ class Replay:
                 and triggers.matches(trigger.user_attributes, user_attributes)
             ):
                 continue
-            times = triggers.times_fired(trigger, before, event.total_after)
+            times = triggers.times_fired(trigger, before, after)
             if times == 0:
                 continue
             amount = trigger.points * times

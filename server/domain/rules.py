@@ -18,8 +18,9 @@ class Rules:
     triggers: dict[str, Trigger] = field(default_factory=dict)  # by id, of every status
     # ACTIVE EVENT and METRIC triggers by the event type they listen to.
     by_event_type: dict[str, tuple[Trigger, ...]] = field(default_factory=dict)
-    # Event types named by a trigger of any status (others are NO_MATCHING_TRIGGER).
-    named_event_types: frozenset[str] = frozenset()
+    # Event types named by a trigger of any status (others are NO_MATCHING_TRIGGER), each
+    # with the systems whose triggers name it.
+    naming_systems: dict[str, frozenset[str]] = field(default_factory=dict)
     identified: tuple[Trigger, ...] = ()  # ACTIVE USER_IDENTIFIED triggers
     intervals: dict[str, tuple[Trigger, ...]] = field(default_factory=dict)  # ACTIVE, by system
     # By system: the configuration version that last changed one of its TIME_INTERVAL
@@ -56,7 +57,7 @@ class Rules:
             systems={s.key: s for s in systems},
             triggers=by_id,
             by_event_type={k: tuple(v) for k, v in by_event.items()},
-            named_event_types=frozenset(t.event_type for t in by_id.values() if t.event_type),
+            naming_systems=_naming_systems(by_id.values()),
             identified=tuple(
                 t for t in by_id.values() if t.active and t.type is TriggerType.USER_IDENTIFIED
             ),
@@ -75,6 +76,14 @@ class Rules:
     def triggers_of(self, system_key: str) -> list[Trigger]:
         """A system's triggers of every status, oldest first."""
         return [t for t in self.triggers.values() if t.system_key == system_key]
+
+
+def _naming_systems(triggers: Iterable[Trigger]) -> dict[str, frozenset[str]]:
+    naming: defaultdict[str, set[str]] = defaultdict(set)
+    for t in triggers:
+        if t.event_type:
+            naming[t.event_type].add(t.system_key)
+    return {k: frozenset(v) for k, v in naming.items()}
 
 
 def _ladders(levels: Iterable[Level]) -> dict[str, Ladder]:

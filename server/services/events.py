@@ -8,6 +8,7 @@ from collections.abc import Iterator, Mapping
 from datetime import datetime
 
 from server.domain import changes, commands, preview, triggers, validation
+from server.domain.access import Reach
 from server.domain.book import Book
 from server.domain.errors import (
     FieldViolation,
@@ -29,18 +30,18 @@ DEFAULT_BUCKETS = 10
 
 def record_event(tally: Tally, cmd: commands.RecordEvent, now: datetime) -> EventResult:
     validation.record_event(cmd)
-    tally.check_event_type(cmd.event_type)
-    # A key limited to some systems runs only their triggers; the write limit is taken in
-    # every system whose triggers may fire (all or nothing, before anything is queued).
-    # (The limit is taken by the configuration held now; the decision filters by the one
-    # current at its lock, so a system just made is never skipped.)
-    caller = callers.current()
-    held = tally.config.snapshot.rules.by_event_type.get(cmd.event_type, ())
-    firing = sorted({t.system_key for t in held if caller.allows_system(t.system_key)})
-    tally.limits.take_all([(key, cmd.user.id) for key in firing])
+    # A key limited to some systems sees, runs and counts the event in those alone: an
+    # event type no trigger of theirs names is NO_MATCHING_TRIGGER, whatever others have.
+    reach = callers.current().reach
+    naming = tally.systems_naming(cmd.event_type, reach)
+    # The write limit is taken in every one of those systems (all or nothing, before
+    # anything is queued), whether or not a trigger there is ACTIVE: every event recorded
+    # is a write. (The decision filters by the configuration current at its lock, so a
+    # system just made is never skipped.)
+    tally.limits.take_all([(key, cmd.user.id) for key in naming])
 
     def decide(book: Book, given: Circumstances) -> EventResult:
-        recorded = changes.record_event(book, given.rules, cmd, now, allows=caller.allows_system)
+        recorded = changes.record_event(book, given.rules, cmd, now, reach=reach)
         fired: dict[str, list[changes.TriggerAward]] = {}
         for entry, trigger in given.welcome:  # a new user's USER_IDENTIFIED awards
             fired.setdefault(trigger.system_key, []).append((entry, trigger))
@@ -56,10 +57,10 @@ def record_event(tally: Tally, cmd: commands.RecordEvent, now: datetime) -> Even
                 balance=balance_in(book, system, given.rules),
                 awards=tuple(awards),
             )
-        return EventResult(recorded.event.id, recorded.event.total_after, results)
+        return EventResult(recorded.event.id, recorded.metric_total, results)
 
     change = Change(
-        "",  # an event is the user's: its key is scoped to the user alone
+        "",  # an event is the user's: its key is scoped to the user and the caller's reach
         cmd.user.id,
         decide,
         now,
@@ -67,6 +68,7 @@ def record_event(tally: Tally, cmd: commands.RecordEvent, now: datetime) -> Even
         idempotency_key=cmd.idempotency_key,
         request_hash=idempotency.fingerprint("RecordEvent", cmd),
         reads_metrics=(cmd.event_type,),
+        reach=reach,
     )
     outcome = post_one(tally, change, dry_run=cmd.validate_only)
     assert isinstance(outcome, EventResult), "an event always answers"
@@ -77,13 +79,21 @@ def preview_triggers(
     tally: Tally, cmd: commands.PreviewTriggers, now: datetime, *, bucket_count: int = 0
 ) -> tuple[preview.Preview, list[preview.Bucket]]:
     """Replay the window's events through the triggers given (drafts, saved ones of any
-    status) as if they had been ACTIVE; writes nothing. Events are read in chunks."""
+    status) as if they had been ACTIVE; writes nothing. Events are read in chunks.
+
+    Only the events the system's triggers would have seen are replayed: those recorded
+    by callers who could use the system, of event types that a trigger of the caller's
+    systems names (so a key limited to some systems learns nothing of others' events)."""
     validation.preview_triggers(cmd)
     buckets = bucket_count or DEFAULT_BUCKETS
     if not 1 <= buckets <= validation.MAX_PAGE_SIZE:
         raise ValidationFailed([FieldViolation("bucket_count", "must be between 1 and 100")])
     end = cmd.end_time or now
     start = cmd.start_time or end - validation.PREVIEW_DEFAULT_WINDOW
+    if end - start > validation.PREVIEW_MAX_WINDOW:
+        raise ValidationFailed(
+            [FieldViolation("start_time", "a preview's window spans at most 366 days")]
+        )
     rules = tally.rules_for(cmd.system_key)
     system = rules.systems[cmd.system_key]
     labelled: list[tuple[str, Trigger]] = [
@@ -107,22 +117,47 @@ def preview_triggers(
         labelled.append((saved.id, saved))
     if problems:
         raise ValidationFailed(problems)
-    event_types = sorted({t.event_type for _, t in labelled})
-    result = preview.replay(labelled, system.max_points, _events(tally, event_types, start, end))
+    reach = callers.current().reach
+    event_types = sorted(
+        {
+            t.event_type
+            for _, t in labelled
+            if any(reach.allows(key) for key in rules.naming_systems.get(t.event_type, ()))
+        }
+    )
+    events = _events(tally, event_types, start, end, cmd.system_key) if event_types else iter(())
+    result = preview.replay(labelled, system.max_points, events)
     return result, result.distribution(buckets)
 
 
 def _events(
-    tally: Tally, event_types: list[str], start: datetime, end: datetime
+    tally: Tally, event_types: list[str], start: datetime, end: datetime, system_key: str
 ) -> Iterator[tuple[Event, Mapping[str, str]]]:
+    """The window's events of these types that reached the system's triggers (recorded by
+    callers who could use it), oldest first; VALIDATION_FAILED on `start_time` past
+    PREVIEW_MAX_EVENTS of them."""
     after: tuple[datetime, str] | None = None
+    replayed = 0
 
     def chunk_after(uow: UnitOfWork) -> list[tuple[Event, dict[str, str]]]:
         return uow.events.window(event_types, start, end, after, PREVIEW_CHUNK)
 
     while True:
         chunk = in_transaction(tally.store, chunk_after, write=False)
-        yield from chunk
+        for event, attributes in chunk:
+            if Reach.named(event.reach).allows(system_key):
+                replayed += 1
+                if replayed > validation.PREVIEW_MAX_EVENTS:
+                    raise ValidationFailed(
+                        [
+                            FieldViolation(
+                                "start_time",
+                                f"the window holds more than {validation.PREVIEW_MAX_EVENTS} "
+                                "events to replay: narrow it",
+                            )
+                        ]
+                    )
+                yield event, attributes
         if len(chunk) < PREVIEW_CHUNK:
             return
         last = chunk[-1][0]

@@ -321,12 +321,12 @@ class AuditRepository(Protocol):
         """These users' recorded level changes with the figures at their entries."""
         ...
 
-    def metric_totals(self, users: UserRange) -> dict[tuple[str, str], Decimal]:
-        """(user_id, event_type) -> the running total kept."""
+    def metric_totals(self, users: UserRange) -> dict[tuple[str, str, str], Decimal]:
+        """(user_id, event_type, reach) -> the running total kept."""
         ...
 
-    def event_values(self, users: UserRange) -> Iterator[tuple[str, str, Decimal]]:
-        """(user_id, event_type, value) of every recorded event, streamed."""
+    def event_values(self, users: UserRange) -> Iterator[tuple[str, str, str, Decimal]]:
+        """(user_id, event_type, reach, value) of every recorded event, streamed."""
         ...
 
     def stored_responses(
@@ -405,15 +405,18 @@ class BoostRepository(Protocol):
 
 
 class EventRepository(Protocol):
-    """Recorded events and users' running totals of each event type."""
+    """Recorded events and users' running totals of each event type, by reach (the
+    systems the recording callers could use: domain/access.Reach, '' for every one)."""
 
     def totals(
         self, user_ids: Sequence[str], event_types: Sequence[str]
-    ) -> dict[tuple[str, str], Decimal]:
-        """(user_id, event_type) -> the running total, for those the users have."""
+    ) -> dict[tuple[str, str, str], Decimal]:
+        """(user_id, event_type, reach) -> the running total, for those the users have."""
         ...
 
-    def save_totals(self, totals: Mapping[tuple[str, str], Decimal], now: datetime) -> None: ...
+    def save_totals(
+        self, totals: Mapping[tuple[str, str, str], Decimal], now: datetime
+    ) -> None: ...
     def add(self, events: Sequence[Event]) -> None: ...
     def window(
         self,

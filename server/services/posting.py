@@ -10,7 +10,8 @@ that succeeded are written with one statement each. A change whose decision fail
 commits.
 
 A user created by the batch is welcomed by its first change that succeeds: the
-USER_IDENTIFIED triggers of every system fire then, in the same decision.
+USER_IDENTIFIED triggers of the systems that change's caller may use fire then, in the
+same decision.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from datetime import datetime
 
 from server.domain import changes as domain_changes
 from server.domain import levels
+from server.domain.access import EVERY_SYSTEM, Reach
 from server.domain.book import Book
 from server.domain.changes import TriggerAward
 from server.domain.errors import IdempotencyKeyReused, SystemNotFound, TallyError, UserNotFound
@@ -78,11 +80,16 @@ class Change:
     request_hash: str = ""
     reverses: str = ""  # the entry a reversal undoes
     reads_metrics: tuple[str, ...] = ()  # event types whose running totals it uses
+    # The systems its caller may use: what the change may affect beyond its own system
+    # (a new user's welcome, an event's triggers and running totals).
+    reach: Reach = EVERY_SYSTEM
 
     @property
     def key_scope(self) -> KeyScope:
-        """Where its idempotency key lives: the user and system ('' for the user's own)."""
-        return (self.user_id, self.system_key, self.idempotency_key)
+        """Where its idempotency key lives: the user and system; a user-wide key (an
+        event's) lives in its caller's reach, so that keys limited to other systems can
+        neither replay nor block it."""
+        return (self.user_id, self.system_key or self.reach.tag, self.idempotency_key)
 
 
 @dataclass
@@ -141,7 +148,7 @@ class _Batch:
         if book is None:
             book = Book(user, {}, identified=user.id not in self.new)
         fork = book.fork(user)
-        welcome = domain_changes.identify(fork, self.rules, change.now)
+        welcome = domain_changes.identify(fork, self.rules, change.now, change.reach)
         result = change.decide(fork, Circumstances(self.rules, self.reversals, welcome))
         moves = self._moves(book, fork, change.now)
         if result is not None and moves:
@@ -243,11 +250,11 @@ def _read(
         if book is None:
             book = books[user_id] = Book(locked.users[user_id], {}, identified=user_id not in new)
         book.accounts[system_key] = account
-    for (user_id, event_type), total in totals.items():
+    for (user_id, event_type, reach), total in totals.items():
         book = books.get(user_id)
         if book is None:
             book = books[user_id] = Book(locked.users[user_id], {}, identified=user_id not in new)
-        book.metrics[event_type] = total
+        book.metrics[(event_type, reach)] = total
     return _Batch(
         changes,
         dict(locked.users),
@@ -300,7 +307,7 @@ def _write(
         touched = sorted({(d.book.user.id, key) for d in decided for key in d.book.changed})
         uow.accounts.save([batch.books[user_id].accounts[key] for user_id, key in touched], now)
         metrics = sorted({(d.book.user.id, m) for d in decided for m in d.book.changed_metrics})
-        uow.events.save_totals({(u, m): batch.books[u].metrics[m] for u, m in metrics}, now)
+        uow.events.save_totals({(u, *m): batch.books[u].metrics[m] for u, m in metrics}, now)
         events: list[Event] = [event for d in decided for event in d.book.events]
         uow.events.add(events)
         uow.idempotency.add(remembered, now)

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TypeVar
 
+from server.domain.access import Reach
 from server.domain.errors import NoMatchingTrigger, SystemNotFound
 from server.domain.model import PointsSystem
 from server.domain.rules import Rules
@@ -72,16 +73,22 @@ class Tally:
                 raise SystemNotFound(system_key)
         return rules
 
-    def check_event_type(self, event_type: str) -> None:
-        """NO_MATCHING_TRIGGER unless a trigger of some status names `event_type`: checked
-        before an event is queued, so that such an event records nothing (an event type
-        not held is looked for again in the store, for a trigger just made elsewhere)."""
-        if event_type in self.config.snapshot.rules.named_event_types:
-            return
+    def systems_naming(self, event_type: str, reach: Reach) -> list[str]:
+        """The systems of `reach` that have a trigger of some status naming `event_type`,
+        sorted; NO_MATCHING_TRIGGER when there is none. Checked before an event is queued,
+        so that such an event records nothing, and a caller limited to some systems learns
+        nothing of the event types of others (a type not held is looked for again in the
+        store, for a trigger just made elsewhere)."""
+        named = _naming(self.config.snapshot.rules, event_type, reach)
+        if named:
+            return named
         self.config.changed()
-        rules = in_transaction(self.store, self.config.for_read, write=False).rules
-        if event_type not in rules.named_event_types:
+        named = _naming(
+            in_transaction(self.store, self.config.for_read, write=False).rules, event_type, reach
+        )
+        if not named:
             raise NoMatchingTrigger(event_type)
+        return named
 
     def reconfigure(self, change: Callable[[UnitOfWork, int], T]) -> T:
         """Run a change to the configuration in one unit of work that also raises its
@@ -96,3 +103,7 @@ class Tally:
         result = in_transaction(self.store, work, write=True)
         self.config.changed()
         return result
+
+
+def _naming(rules: Rules, event_type: str, reach: Reach) -> list[str]:
+    return sorted(key for key in rules.naming_systems.get(event_type, ()) if reach.allows(key))

@@ -142,13 +142,15 @@ def _check_chunk(
 
 def _metric_differences(repo: AuditRepository, users: UserRange) -> list[Difference]:
     kept = repo.metric_totals(users)
-    summed: dict[tuple[str, str], Decimal] = {}
-    for user_id, event_type, value in repo.event_values(users):
-        summed[(user_id, event_type)] = summed.get((user_id, event_type), Decimal(0)) + value
+    summed: dict[tuple[str, str, str], Decimal] = {}
+    for user_id, event_type, reach, value in repo.event_values(users):
+        key = (user_id, event_type, reach)
+        summed[key] = summed.get(key, Decimal(0)) + value
     found = []
-    for user_id, event_type in sorted(kept.keys() | summed.keys()):
+    for key in sorted(kept.keys() | summed.keys()):
+        user_id, event_type, reach = key
         problem = audit.metric_difference(
-            user_id, event_type, kept.get((user_id, event_type)), summed.get((user_id, event_type))
+            user_id, event_type, reach, kept.get(key), summed.get(key)
         )
         if problem is not None:
             found.append(problem)

@@ -34,7 +34,8 @@ def award(tally: Tally, cmd: commands.Award, now: datetime) -> WriteResult:
 def _award_change(tally: Tally, cmd: commands.Award, now: datetime) -> Change:
     """The change an Award states, once `cmd` is known valid: for a caller who may use
     the system, when it exists, within the user's write limit."""
-    callers.current().check_system(cmd.system_key)
+    caller = callers.current()
+    caller.check_system(cmd.system_key)
     tally.system(cmd.system_key)
     tally.limits.take(cmd.system_key, cmd.user.id)
 
@@ -51,6 +52,7 @@ def _award_change(tally: Tally, cmd: commands.Award, now: datetime) -> Change:
         profile=cmd.user,
         idempotency_key=cmd.idempotency_key,
         request_hash=idempotency.fingerprint("Award", cmd),
+        reach=caller.reach,  # a new user is welcomed in the caller's systems alone
     )
 
 

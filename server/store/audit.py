@@ -365,16 +365,22 @@ class SqlAuditRepository:
 
     # -- running event totals ------------------------------------------------------------
 
-    def metric_totals(self, users: UserRange) -> dict[tuple[str, str], Decimal]:
+    def metric_totals(self, users: UserRange) -> dict[tuple[str, str, str], Decimal]:
         statement = _within(select(totals), totals, users, "")
-        return {(r["user_id"], r["event_type"]): Decimal(r["total"]) for r in self._rows(statement)}
+        return {
+            (r["user_id"], r["event_type"], r["reach"]): Decimal(r["total"])
+            for r in self._rows(statement)
+        }
 
-    def event_values(self, users: UserRange) -> Iterator[tuple[str, str, Decimal]]:
+    def event_values(self, users: UserRange) -> Iterator[tuple[str, str, str, Decimal]]:
         statement = _within(
-            select(events.c.user_id, events.c.event_type, events.c.value), events, users, ""
-        ).order_by(events.c.user_id, events.c.event_type)
+            select(events.c.user_id, events.c.event_type, events.c.reach, events.c.value),
+            events,
+            users,
+            "",
+        ).order_by(events.c.user_id, events.c.event_type, events.c.reach)
         for r in self._stream(statement):
-            yield r["user_id"], r["event_type"], Decimal(r["value"])
+            yield r["user_id"], r["event_type"], r["reach"], Decimal(r["value"])
 
     # -- idempotency keys ----------------------------------------------------------------
 

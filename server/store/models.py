@@ -267,19 +267,23 @@ class TriggerRow(Base):
 
 
 class MetricTotalRow(Base):
-    """A user's running total of one event type (exact decimal text)."""
+    """A user's running total of one event type (exact decimal text), in one reach: the
+    systems the recording callers could use, sorted and comma-separated ('' for every
+    system), so that a key limited to some systems moves no other system's totals."""
 
     __tablename__ = "metric_totals"
 
     user_id: Mapped[str] = mapped_column(String(255), primary_key=True)
     event_type: Mapped[str] = mapped_column(String(255), primary_key=True)
+    reach: Mapped[str] = mapped_column(Text, primary_key=True, server_default="")
     total: Mapped[str] = mapped_column(String(64))
     update_time: Mapped[datetime]
 
 
 class EventRow(Base):
-    """An event as RecordEvent recorded it (PreviewTriggers replays them). `total_after`
-    is the running total once it was counted, so a replay knows the total before it."""
+    """An event as RecordEvent recorded it (PreviewTriggers replays them). `reach` is the
+    systems its caller could use ('' for every one); `total_after` is the running total
+    of that reach once it was counted, so a replay knows the total before it."""
 
     __tablename__ = "events"
 
@@ -290,6 +294,7 @@ class EventRow(Base):
     total_after: Mapped[str] = mapped_column(String(64))
     attributes: Mapped[dict[str, Any]]
     create_time: Mapped[datetime]
+    reach: Mapped[str] = mapped_column(Text, server_default="")
 
     __table_args__ = (Index(None, "create_time", "id"),)
 

@@ -622,16 +622,22 @@ def _trigger(r: Row) -> Trigger:
 class SqlEventRepository(_Repository):
     def totals(
         self, user_ids: Sequence[str], event_types: Sequence[str]
-    ) -> dict[tuple[str, str], Decimal]:
+    ) -> dict[tuple[str, str, str], Decimal]:
         params = {"user_ids": sorted(set(user_ids)), "event_types": sorted(set(event_types))}
         rows = self.db.rows(self.sql.totals_of, params)
-        return {(r["user_id"], r["event_type"]): Decimal(r["total"]) for r in rows}
+        return {(r["user_id"], r["event_type"], r["reach"]): Decimal(r["total"]) for r in rows}
 
-    def save_totals(self, totals: Mapping[tuple[str, str], Decimal], now: datetime) -> None:
+    def save_totals(self, totals: Mapping[tuple[str, str, str], Decimal], now: datetime) -> None:
         if totals:
             rows = [
-                {"user_id": u, "event_type": t, "total": str(total), "update_time": now}
-                for (u, t), total in totals.items()
+                {
+                    "user_id": u,
+                    "event_type": t,
+                    "reach": reach,
+                    "total": str(total),
+                    "update_time": now,
+                }
+                for (u, t, reach), total in totals.items()
             ]
             self._write_rows(self.sql.total_save, rows)
 
@@ -646,6 +652,7 @@ class SqlEventRepository(_Repository):
                     "total_after": str(e.total_after),
                     "attributes": e.attributes,
                     "create_time": e.create_time,
+                    "reach": e.reach,
                 }
                 for e in events
             ]
@@ -679,6 +686,7 @@ class SqlEventRepository(_Repository):
                     total_after=Decimal(r["total_after"]),
                     attributes=dict(r["attributes"] or {}),
                     create_time=r["create_time"],
+                    reach=r["reach"],
                 ),
                 dict(r["user_attributes"] or {}),
             )

@@ -437,7 +437,7 @@ class Statements:
             names = [c.name for c in events.c]
             event_insert = insert(events).from_select(names, from_json(events, names))
         self.total_save = total_insert.on_conflict_do_update(
-            index_elements=["user_id", "event_type"],
+            index_elements=["user_id", "event_type", "reach"],
             set_={
                 "total": total_insert.excluded.total,
                 "update_time": total_insert.excluded.update_time,

@@ -223,8 +223,12 @@ class PointsServiceServicer:
         if they alone had been ACTIVE then (metric totals as they stood at the
         window's start, max_points applied, boosts ignored), and returns what they
         would have given. EVENT and METRIC triggers only (the others do not follow
-        events). Writes nothing. Errors: NOT_FOUND `SYSTEM_NOT_FOUND`,
-        `TRIGGER_NOT_FOUND`; INVALID_ARGUMENT `VALIDATION_FAILED`.
+        events). Replays only the events that reached the system (recorded by
+        callers that could use it) of event types named by a trigger of the
+        caller's systems; the window spans at most 366 days and 100,000 such
+        events. Writes nothing. Errors: NOT_FOUND `SYSTEM_NOT_FOUND`,
+        `TRIGGER_NOT_FOUND`; INVALID_ARGUMENT `VALIDATION_FAILED` (naming
+        `start_time` for a window past those bounds).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -277,13 +281,22 @@ class PointsServiceServicer:
         every ACTIVE trigger of every system whose type, event_type and attribute
         filters match (EVENT and METRIC triggers). Returns the user's running
         total for the event type and, per system, what the triggers wrote.
-        Errors: NOT_FOUND `NO_MATCHING_TRIGGER` when no trigger of any status
-        names the event type (nothing is recorded); INVALID_ARGUMENT
+        With a key limited to some systems, everything the event causes stays in
+        them: only their triggers run, it counts toward their running totals only
+        (a METRIC trigger sees the events recorded by callers that could use its
+        system), a user it creates is welcomed (USER_IDENTIFIED) in them only, and
+        its idempotency key is the caller's systems' own.
+        Every call takes the user's write limit in each system (of the caller's)
+        whose triggers name the event type, active or not.
+        Errors: NOT_FOUND `NO_MATCHING_TRIGGER` when no trigger of any status (of
+        the key's systems, for a limited key) names the event type (nothing is
+        recorded); INVALID_ARGUMENT
         `VALIDATION_FAILED` naming `value` when a METRIC entry would exceed
         10^12 points; INVALID_ARGUMENT `IDEMPOTENCY_KEY_INVALID`,
         `IDEMPOTENCY_KEY_MISMATCH`; ALREADY_EXISTS `IDEMPOTENCY_KEY_REUSED`.
         Atomic (the event and every entry it causes commit together). Idempotent
-        with an idempotency key, scoped to the user. Scope: write.
+        with an idempotency key, scoped to the user and the systems the caller's
+        key may use. Scope: write.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -19,7 +19,7 @@ from sqlalchemy import create_engine, text
 
 from server.domain import commands
 from server.domain.model import TriggerType
-from server.services import events, systems
+from server.services import events, systems, triggers
 from server.services.tally import Tally
 from server.store import migrate
 from server.store.database import SqlStore
@@ -70,6 +70,9 @@ def main() -> None:
         now = datetime.now(UTC)
         tally = Tally(store)
         systems.create_system(tally, commands.CreateSystem("xp", max_points=500), now)
+        # RecordEvent keeps only events some trigger names; a preview replays those alone.
+        named = commands.TriggerFields(type=TriggerType.EVENT, points=1, event_type="lesson")
+        triggers.create_trigger(tally, commands.CreateTrigger("xp", named), now)
         with store.engine.begin() as connection:
             connection.execute(text(SEED_USERS), {"users": USERS})
             connection.execute(text(SEED_EVENTS), {"users": USERS, "events": EVENTS})

@@ -3,7 +3,7 @@
 Entries come from WatchLedger (no follow), so the file ends at the last entry committed
 when the export reached it, and a dropped connection resumes where it was. --after-sequence
 starts after a given entry; --resume continues a CSV file from its last row. Parquet
-needs pyarrow (`pip install 'tally[parquet]'`); CSV needs nothing.
+needs pyarrow (`pip install -e '.[parquet]' in Tally's checkout`); CSV needs nothing.
 """
 
 from __future__ import annotations
@@ -120,7 +120,8 @@ def write_parquet(rows: Iterable[dict[str, Any]], path: str) -> None:
         import pyarrow.parquet as pq
     except ImportError:
         raise SystemExit(
-            "tally export: Parquet needs pyarrow: pip install 'tally[parquet]' (CSV needs nothing)"
+            "tally export: Parquet needs pyarrow: pip install -e '.[parquet]' in Tally's "
+            "checkout (CSV needs nothing)"
         ) from None
     schema = pa.schema(
         [
@@ -182,8 +183,9 @@ def run_export(client: TallyClient, args: argparse.Namespace, out: Output) -> in
             with open(args.output, "a" if append else "w", newline="") as sink:
                 write_csv(rows(), sink, header=not append)
     if args.output != "-":
+        noun = "entry" if count == 1 else "entries"
         print(
-            f"exported {count:,} entries of {args.system} after sequence {after} to {args.output}",
+            f"exported {count:,} {noun} of {args.system} after sequence {after} to {args.output}",
             file=sys.stderr,
         )
     return 0

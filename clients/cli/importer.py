@@ -117,7 +117,9 @@ def check_header(columns: list[str], mode: str) -> str | None:
     needed = ("user_id", AMOUNT_COLUMN[mode])
     missing = [c for c in needed if c not in columns]
     if missing:
-        return f"missing column(s) {', '.join(missing)} (a {mode} file has {', '.join(needed)})"
+        article = "an" if mode[:1] in "aeiou" else "a"
+        has = ", ".join(needed)
+        return f"missing column(s) {', '.join(missing)} ({article} {mode} file has {has})"
     unknown = [c for c in columns if c not in (*needed, *OPTIONAL)]
     if unknown:
         return f"unknown column(s) {', '.join(unknown)}; known: {', '.join((*needed, *OPTIONAL))}"

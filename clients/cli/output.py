@@ -39,10 +39,15 @@ class Output:
 
     def table(self, title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
         table = Table(title=title, title_justify="left", show_edge=False)
-        for column in columns:
-            table.add_column(column, overflow="fold")  # ids whole, never cut with …
-        for row in rows:
-            table.add_row(*(cell(value) for value in row))
+        cells = [[cell(value) for value in row] for row in rows]
+        for index, column in enumerate(columns):
+            # Every word whole (an id is one word, to copy into `tally reverse`): a column
+            # is at least as wide as its longest word, whatever the terminal's width; only
+            # text with spaces (a reason) wraps, between words.
+            widest = max((len(word) for row in cells for word in row[index].split()), default=0)
+            table.add_column(column, min_width=widest, overflow="fold")
+        for row in cells:
+            table.add_row(*row)
         self.console.print(table)
 
     def fields(self, title: str, pairs: Iterable[tuple[str, Any]]) -> None:
@@ -83,5 +88,11 @@ def describe_error(error: TallyError, target: str) -> str:
         return (
             f"cannot reach Tally at {target}: {error.message or 'connection failed'}\n"
             "  (is the server running? set --target or TALLY_TARGET)"
+        )
+    if error.reason == "API_KEY_MISSING":
+        return (
+            f"{error.describe()}\n"
+            "  (give an API key with --api-key or TALLY_API_KEY, or a user token with "
+            "--user-token or TALLY_USER_TOKEN)"
         )
     return error.describe()

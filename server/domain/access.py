@@ -138,7 +138,8 @@ class Caller:
         write)."""
         if not self.scope.covers(scope):
             raise ScopeInsufficient(
-                f"{why} needs a {scope.value} key; this one is {self.scope.value}",
+                f"{why} needs {_article(scope.value)} {scope.value} key; "
+                f"this one is {self.scope.value}",
                 scope=self.scope.value,
                 required_scope=scope.value,
             )
@@ -147,3 +148,7 @@ class Caller:
 # Code that runs in the server process itself (the expiry sweep, tests of the use cases,
 # `--insecure-no-auth`): every scope, every system.
 TRUSTED = Caller(key_id="", scope=Scope.ADMIN)
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"

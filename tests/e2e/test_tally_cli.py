@@ -274,3 +274,68 @@ def test_an_import_killed_half_way_and_run_again_awards_each_row_once(
         assert summary["already_imported"] >= at_kill
     # One entry of 1 point for each user: nobody was awarded twice, nobody missed.
     assert awarded(store) == (rows, rows, rows)
+
+
+def test_the_shared_flags_work_after_the_verb_too(
+    server: App, admin_key: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = f"127.0.0.1:{server.port}"
+    assert main(["systems", "create", "xp", "--target", target, "--api-key", admin_key]) == 0
+    assert main(["award", "xp", "alice", "5", "--target", target, "--api-key", admin_key]) == 0
+    capsys.readouterr()
+    assert (
+        main(["balance", "xp", "alice", "--json", "--target", target, "--api-key", admin_key]) == 0
+    )
+    assert json.loads(capsys.readouterr().out)["balance"]["balance"] == "5"
+    # Before the verb and after it: the one after is used.
+    argv = ["--target", "127.0.0.1:1", "systems", "list", "--target", target, "--json"]
+    assert main([*argv, "--api-key", admin_key]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[0])["key"] == "xp"
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.startswith("tally ")
+
+
+def test_a_user_token_reads_its_users_balance(
+    server: App, admin_key: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    main(tally(server, admin_key, "systems", "create", "xp"))
+    main(tally(server, admin_key, "award", "xp", "alice", "7"))
+    capsys.readouterr()
+    assert main(tally(server, admin_key, "--json", "token", "alice")) == 0
+    token = json.loads(capsys.readouterr().out)["token"]
+    target = ["--target", f"127.0.0.1:{server.port}"]
+    assert main([*target, "--json", "--user-token", token, "balance", "xp", "alice"]) == 0
+    assert json.loads(capsys.readouterr().out)["balance"]["balance"] == "7"
+    assert main([*target, "--user-token", token, "balance", "xp", "bob"]) == 1
+    assert "SCOPE_INSUFFICIENT" in capsys.readouterr().err
+
+
+def test_without_credentials_the_error_names_the_flags(
+    server: App, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("TALLY_API_KEY", raising=False)
+    monkeypatch.delenv("TALLY_USER_TOKEN", raising=False)
+    assert main(["--target", f"127.0.0.1:{server.port}", "systems", "list"]) == 1
+    err = capsys.readouterr().err
+    assert "API_KEY_MISSING" in err
+    assert "--api-key" in err
+    assert "TALLY_USER_TOKEN" in err
+
+
+def test_tables_never_cut_an_id(
+    server: App, admin_key: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    main(tally(server, admin_key, "systems", "create", "xp"))
+    reason = "a reason long enough to wrap across several lines of an eighty column table"
+    main(tally(server, admin_key, "award", "xp", "alice", "5", "--reason", reason))
+    capsys.readouterr()
+    assert main(tally(server, admin_key, "--json", "history", "xp", "alice")) == 0
+    entry_id = json.loads(capsys.readouterr().out)["id"]
+    assert main(tally(server, admin_key, "history", "xp", "alice")) == 0
+    assert entry_id in capsys.readouterr().out

@@ -172,7 +172,7 @@ def test_asked_for_without_the_extra_it_warns_once_and_serves(
         assert tracing.setup({"OTEL_TRACES_EXPORTER": "otlp"}) is False
     warnings = [r for r in caplog.records if r.name == "server.tracing"]
     assert len(warnings) == 1
-    assert "pip install 'tally[tracing]'" in warnings[0].getMessage()
+    assert "pip install -e '.[tracing]' in Tally's checkout" in warnings[0].getMessage()
     assert tracing.provider() is None
 
 

@@ -1,10 +1,11 @@
 """Streams cannot crowd out other callers, end to end over each store: keyless health
 watches and reflection streams have a budget (and threads) of their own, every caller a
-share of the stream budget."""
+share of the stream budget, and a revoked key's open streams end."""
 
 from __future__ import annotations
 
 import queue
+import threading
 import time
 from collections.abc import Iterator
 from concurrent import futures
@@ -167,3 +168,39 @@ def test_one_keys_streams_do_not_refuse_another_keys_or_a_tokens(
         for call in held:
             call.cancel()
     assert counts == (PER_KEY, 2 * PER_KEY, 0)
+
+
+def test_a_revoked_keys_follower_ends_unauthenticated(
+    channel: grpc.Channel, store: SqlStore
+) -> None:
+    admin = points_pb2_grpc.PointsServiceStub(keyed(channel, new_key(store).text))
+    admin.CreateSystem(points_pb2.CreateSystemRequest(system=points_pb2.PointsSystem(key="xp")))
+    reader = new_key(store, Scope.READ)
+    call = follow(points_pb2_grpc.PointsServiceStub(keyed(channel, reader.text)))
+    first = award(admin, "alice")
+    assert [e.sequence for e in next(call).entries] == [first]
+
+    assert access.revoke_key(store, reader.key.id, app.utc_now())
+    revoked = time.monotonic()
+    ended: list[grpc.RpcError] = []
+
+    def read_on() -> None:
+        try:
+            for _message in call:
+                pass
+        except grpc.RpcError as error:
+            ended.append(error)
+
+    reading = threading.Thread(target=read_on, daemon=True)
+    reading.start()
+    reading.join(timeout=KEY_CACHE_SECONDS + 3)
+    took = time.monotonic() - revoked
+    call.cancel()
+    assert ended, f"the revoked key's follower was still open after {took:.1f} s"
+    code, reason, metadata, _ = error_of(ended[0])
+    assert (code, reason, metadata["key_id"]) == (
+        grpc.StatusCode.UNAUTHENTICATED,
+        "API_KEY_REVOKED",
+        reader.key.id,
+    )
+    assert took < KEY_CACHE_SECONDS + 2.5

@@ -64,6 +64,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     _database_flag(serve)
     # Numbers are read as text and checked by Settings.load, as the environment's are.
     serve.add_argument("--threads", help="threads per process (env TALLY_THREADS)")
+    serve.add_argument(
+        "--max-streams-per-key",
+        help="server streams one caller may hold open (env TALLY_MAX_STREAMS_PER_KEY)",
+    )
+    serve.add_argument(
+        "--max-open-streams",
+        help="health and reflection streams open at once (env TALLY_MAX_OPEN_STREAMS)",
+    )
     serve.add_argument("--workers", help="server processes sharing the port (env TALLY_WORKERS)")
     serve.add_argument("--grace-seconds", help="time for calls in flight at shutdown")
     serve.add_argument(
@@ -137,6 +145,8 @@ SETTINGS_FLAGS = (
     "listen",
     "database_url",
     "threads",
+    "max_streams_per_key",
+    "max_open_streams",
     "workers",
     "grace_seconds",
     "insecure_no_auth",

@@ -169,8 +169,11 @@ def build(settings: Settings, store: Store, clock: Callable[[], datetime] = utc_
         )
     else:
         interceptors.append(Guard(tally.keys, clock))
-    interceptors.append(StreamBudget(settings.max_streams))
-    threads = settings.threads + settings.max_streams  # streams have threads of their own
+    interceptors.append(
+        StreamBudget(settings.max_streams, settings.max_streams_per_key, settings.max_open_streams)
+    )
+    # Streams, Tally's and the keyless ones, have threads of their own.
+    threads = settings.threads + settings.max_streams + settings.max_open_streams
     executor = CallExecutor(max_workers=threads, thread_name_prefix="tally")
     server = grpc.server(
         executor,

@@ -75,6 +75,8 @@ def _plain(number: float) -> str:
 NUMBERS: dict[str, Accepts] = {
     "threads": Accepts(whole=True, low=1, high=1024),
     "max_streams": Accepts(whole=True, low=1, high=4096),
+    "max_streams_per_key": Accepts(whole=True, low=1, high=4096),
+    "max_open_streams": Accepts(whole=True, low=1, high=4096),
     "workers": Accepts(whole=True, low=1, high=256),
     "grace_seconds": Accepts(whole=False, low=0, high=3600),
     "sweep_seconds": Accepts(whole=False, low=0, high=86400, note="0 = off"),
@@ -165,6 +167,12 @@ class Settings:
     # as long as it follows), each on a thread of its own beyond `threads`; one more is
     # refused RESOURCE_EXHAUSTED (server/api/streams.py).
     max_streams: int = 64
+    # Of those, the most one caller may hold (an API key; a user token with its user),
+    # so that one caller's followers cannot refuse everyone else's streams.
+    max_streams_per_key: int = 16
+    # Streams of the services that need no key (health Watch, server reflection) open at
+    # once per process: a budget and threads of their own, beyond the two above.
+    max_open_streams: int = 16
     # Server processes sharing the port (SO_REUSEPORT): one per core uses every core.
     workers: int = 1
     # Seconds that calls in flight get to finish after SIGTERM/SIGINT.
@@ -236,6 +244,12 @@ class Settings:
 
     def check(self) -> None:
         """What holds between settings."""
+        if self.max_streams_per_key > self.max_streams:
+            raise SettingError(
+                f"{flag_name('max_streams_per_key')} ({env_name('max_streams_per_key')}) must "
+                f"be at most the stream budget {env_name('max_streams')}, {self.max_streams}; "
+                f"got {self.max_streams_per_key}"
+            )
         if self.workers > 1 and parse_listen(self.listen)[1] == 0:
             raise SettingError(
                 f"{self.workers} workers ({flag_name('workers')}, {env_name('workers')}) need "

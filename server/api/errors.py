@@ -176,11 +176,16 @@ class Undecodable:
         self.error = error
 
 
-def _check_decoded(request: Any) -> None:
+def _check_decoded(request: Any) -> Any:
+    """The request, refused when it could not be decoded; a client stream's messages are
+    each checked as the servicer takes it."""
     if isinstance(request, Undecodable):
         raise ValidationFailed(
             [FieldViolation("request", f"is not a valid message: {str(request.error)[:100]}")]
         )
+    if isinstance(request, Iterator):  # a client stream, not a message
+        return (_check_decoded(message) for message in request)
+    return request
 
 
 class ErrorInterceptor(WrappingInterceptor):
@@ -202,8 +207,7 @@ class ErrorInterceptor(WrappingInterceptor):
     def wrap_unary(self, behaviour: Unary, method: str) -> Unary:
         def unary(request: Any, context: grpc.ServicerContext) -> Any:
             try:
-                _check_decoded(request)
-                return behaviour(request, context)
+                return behaviour(_check_decoded(request), context)
             except Exception as error:
                 if _is_abort(error, context):
                     raise
@@ -214,8 +218,7 @@ class ErrorInterceptor(WrappingInterceptor):
     def wrap_stream(self, behaviour: Streaming, method: str) -> Streaming:
         def stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             try:
-                _check_decoded(request)
-                yield from behaviour(request, context)
+                yield from behaviour(_check_decoded(request), context)
             except Exception as error:
                 if _is_abort(error, context):
                     raise

@@ -6,10 +6,16 @@ The key is checked against the process's key ring (no store read), the RPC again
 scope table (api/scopes.py), a token's RPC against what tokens may call and its request's
 user against the token's. The call then runs with its `Caller` established
 (services/callers.py), for the use cases' checks that depend on the request.
+
+A stream also gets a check of its caller's key against the key ring (at most once per
+RECHECK_SECONDS), which live feeds run as they go: a revoked key's followers end
+UNAUTHENTICATED `API_KEY_REVOKED` (a user token's, `TOKEN_INVALID`, as its next call
+would be answered) within the key ring's bound plus RECHECK_SECONDS.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
@@ -28,6 +34,8 @@ API_KEY_HEADER = "x-api-key"
 AUTHORIZATION_HEADER = "authorization"
 # Services that answer anyone: load balancers and `buf curl --list-methods` hold no key.
 OPEN_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+# How often, at most, an open stream re-checks its caller's key.
+RECHECK_SECONDS = 1.0
 
 Metadata = Sequence[tuple[str, str | bytes]]
 
@@ -54,7 +62,7 @@ class Guard(WrappingInterceptor):
     def wrap_stream(self, behaviour: Streaming, method: str) -> Streaming:
         def stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             caller = self.caller_of(method, context.invocation_metadata() or (), request)
-            call_context = callers.context_of(caller)
+            call_context = callers.context_of(caller, _Recheck(self.keys, caller))
             yield from iterate_in(call_context, call_context.run(behaviour, request, context))
 
         return stream
@@ -88,6 +96,23 @@ class Guard(WrappingInterceptor):
                 raise TokenInvalid("authorization must be 'Bearer TOKEN'")
             return self.keys.authenticate_token(token.strip(), self.clock())
         raise ApiKeyMissing()
+
+
+class _Recheck:
+    """A stream's check that its caller's key still holds, run at most once per
+    RECHECK_SECONDS (a stream's items are taken by one thread at a time)."""
+
+    def __init__(self, keys: KeyRing, caller: Caller) -> None:
+        self.keys = keys
+        self.caller = caller
+        self._due = time.monotonic() + RECHECK_SECONDS
+
+    def __call__(self) -> None:
+        now = time.monotonic()
+        if now < self._due:
+            return
+        self._due = now + RECHECK_SECONDS
+        self.keys.check_live(self.caller)
 
 
 def _value(metadata: Metadata, name: str) -> str | None:

@@ -2,7 +2,16 @@
 
 A gRPC server interceptor sees a method handler, not a call; to act on each call it must
 rebuild the handler around the servicer's behaviour (and, for streams, around iterating
-it). Subclasses say how to wrap a unary behaviour and a streaming one.
+it). Subclasses say how to wrap a unary behaviour and a streaming one; every kind of
+handler is wrapped: a client-streaming one (its request an iterator of messages) as a
+unary one, a bidirectional one as a stream, so that no RPC passes unchecked (server
+reflection's ServerReflectionInfo is bidirectional).
+
+A wrapped behaviour is a plain (blocking) one: gRPC's experimental non-blocking form
+(`experimental_non_blocking`, a `send_response_callback` argument), which the health
+servicer's Watch offers, is not carried over, and the servicer falls back to its
+blocking form, which holds a thread for as long as the watch lasts. That is why keyless
+streams have a budget and threads of their own (api/streams.py).
 """
 
 from __future__ import annotations
@@ -20,8 +29,12 @@ Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 
 
 class WrappingInterceptor(grpc.ServerInterceptor):
-    """Rebuilds unary-unary and unary-stream handlers around wrapped behaviours, once per
-    method: gRPC asks on every call, and the wrapped handler is kept for the next."""
+    """Rebuilds every method handler around wrapped behaviours, once per method: gRPC
+    asks on every call, and the wrapped handler is kept for the next.
+
+    `wrap_unary` wraps unary-unary and stream-unary behaviours, `wrap_stream` unary-stream
+    and stream-stream ones; for a streaming request the `request` they see is the
+    iterator of request messages."""
 
     def __init__(self) -> None:
         # method -> (the handler gRPC gave, the one built around it)
@@ -66,6 +79,18 @@ class WrappingInterceptor(grpc.ServerInterceptor):
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
                 self.wrap_stream(handler.unary_stream, method),
+                request_deserializer=deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(
+                self.wrap_unary(handler.stream_unary, method),
+                request_deserializer=deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_stream:
+            return grpc.stream_stream_rpc_method_handler(
+                self.wrap_stream(handler.stream_stream, method),
                 request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )

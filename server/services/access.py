@@ -227,3 +227,17 @@ class KeyRing:
         held = _Held(loaded, {k.key_hash: k for k in keys}, {k.id: k for k in keys})
         self._held = held
         return held
+
+    # -- callers that last (open streams) --------------------------------------------------
+
+    def check_live(self, caller: Caller) -> None:
+        """Whether the key behind `caller` still holds, as the keys held now say (reloaded
+        when older than `max_age`): API_KEY_REVOKED when it was revoked (or is gone); for a
+        user token, TOKEN_INVALID, as a new call with it is answered. An open stream asks
+        this as it goes, so that it ends within the bound a new call is refused in."""
+        key = self._held_now().by_id.get(caller.key_id)
+        if key is not None and not key.revoked:
+            return
+        if caller.is_user_token:
+            raise TokenInvalid("the key that issued it was revoked")
+        raise ApiKeyRevoked(caller.key_id)

@@ -9,25 +9,44 @@ is caught by the tests that call every RPC with a key limited to another system.
 
 Code that runs in the process itself (the expiry sweep, the use cases' tests, a server
 started with --insecure-no-auth) has no call to come from: it is TRUSTED.
+
+A call that lasts (a follower of a live feed) asks `check_still_allowed()` as it goes:
+the interceptor that established the caller says how to check that their credentials
+still hold (a revoked key's streams end: UNAUTHENTICATED). Without one, it passes.
 """
 
 from __future__ import annotations
 
 import contextvars
+from collections.abc import Callable
 
 from server.domain.access import TRUSTED, Caller
 
 _CALLER: contextvars.ContextVar[Caller] = contextvars.ContextVar("tally_caller", default=TRUSTED)
+_STILL_ALLOWED: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar(
+    "tally_caller_still_allowed", default=None
+)
 
 
 def current() -> Caller:
     return _CALLER.get()
 
 
-def context_of(caller: Caller) -> contextvars.Context:
-    """A context in which `current()` is `caller`: run a call's work in it (ctx.run), and
-    the caller neither leaks into the thread's next call nor is lost between the chunks
-    of a stream."""
+def check_still_allowed() -> None:
+    """Raises (an Unauthenticated error) when the current caller's credentials no longer
+    hold, e.g. their key was revoked; cheap enough to ask between a stream's items."""
+    check = _STILL_ALLOWED.get()
+    if check is not None:
+        check()
+
+
+def context_of(
+    caller: Caller, still_allowed: Callable[[], None] | None = None
+) -> contextvars.Context:
+    """A context in which `current()` is `caller` (and `check_still_allowed()` runs
+    `still_allowed`): run a call's work in it (ctx.run), and the caller neither leaks into
+    the thread's next call nor is lost between the chunks of a stream."""
     context = contextvars.copy_context()
     context.run(_CALLER.set, caller)
+    context.run(_STILL_ALLOWED.set, still_allowed)
     return context

@@ -225,21 +225,28 @@ class Feeds:
         *,
         follow: bool,
         alive: Callable[[], bool] = lambda: True,
+        still_allowed: Callable[[], None] = lambda: None,
     ) -> Iterator[list[T]]:
         """Chunks of the feed's items numbered above `after`, in order. Without `follow`,
         up to the last item committed when the call began; with it, then on as items
         commit, until the process stops (STORE_UNAVAILABLE) or `alive` says the caller
-        has gone (checked at every wake-up). Each chunk is read once the one before it
-        has been taken, so a slow consumer holds back reads and memory stays flat."""
+        has gone (checked at every wake-up). `still_allowed` runs at every wake-up and
+        before every read, and ends the watch with what it raises (a revoked key). Each
+        chunk is read once the one before it has been taken, so a slow consumer holds
+        back reads and memory stays flat."""
         if not follow:
-            yield from self._watch(feed, after, follow=False, alive=alive, lag=None)
+            yield from self._watch(
+                feed, after, follow=False, alive=alive, still_allowed=still_allowed, lag=None
+            )
             return
         recorded = metrics.instruments()
         followers = recorded.followers.labels(feed.name)
         lag = _Lag(recorded.feed_lag.labels(feed.name))
         followers.inc()
         try:
-            yield from self._watch(feed, after, follow=True, alive=alive, lag=lag)
+            yield from self._watch(
+                feed, after, follow=True, alive=alive, still_allowed=still_allowed, lag=lag
+            )
         finally:
             followers.dec()
             lag.report(0)
@@ -251,6 +258,7 @@ class Feeds:
         *,
         follow: bool,
         alive: Callable[[], bool],
+        still_allowed: Callable[[], None],
         lag: _Lag | None,
     ) -> Iterator[list[T]]:
         watermark = self.watermark(feed.name)
@@ -267,6 +275,7 @@ class Feeds:
                 lag.report(issued - cursor)
             while cursor < final:
                 self._check_open()
+                still_allowed()
                 through = final
                 items = self._read(feed, cursor, through)
                 if items:
@@ -296,6 +305,7 @@ class Feeds:
                 fresher_than = self._wait(fresher_than, feed.system_key, poll)
             if not alive():
                 return
+            still_allowed()
             final, issued = watermark.bound(fresher_than)
 
     def _read(self, feed: Feed[T], after: int, through: int) -> list[T]:

@@ -5,7 +5,8 @@ posting transaction, after the batch's users are locked, as entries are, so the 
 watermark holds for both.
 
 A key limited to some systems watches only theirs: naming another system is
-SCOPE_INSUFFICIENT, and a watch of every system leaves the others' items out.
+SCOPE_INSUFFICIENT, and a watch of every system leaves the others' items out. A follower
+whose key is revoked ends (callers.check_still_allowed, asked as the feed goes).
 """
 
 from __future__ import annotations
@@ -72,7 +73,13 @@ def _watch(
         )
         if system is None:
             raise SystemNotFound(cmd.system_key)
-    chunks = tally.feeds.watch(feed, cmd.after_sequence, follow=cmd.follow, alive=alive)
+    chunks = tally.feeds.watch(
+        feed,
+        cmd.after_sequence,
+        follow=cmd.follow,
+        alive=alive,
+        still_allowed=callers.check_still_allowed,
+    )
     if cmd.system_key or not caller.systems:  # one system, or a caller limited to none
         return chunks
     return _visible(chunks, caller.allows_system)

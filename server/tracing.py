@@ -3,9 +3,10 @@
 Off unless the standard OTEL_* variables ask for traces (OTEL_TRACES_EXPORTER other than
 "none", or OTEL_EXPORTER_OTLP_ENDPOINT / OTEL_EXPORTER_OTLP_TRACES_ENDPOINT set; never
 with OTEL_SDK_DISABLED=true), and only with the `tracing` extra installed
-(`pip install -e '.[tracing]' in Tally's checkout`); asked for without it, the server logs one warning and
-serves untraced. Exporters: "otlp" (gRPC, or HTTP with OTEL_EXPORTER_OTLP_PROTOCOL=
-http/protobuf; the exporter reads its own OTEL_EXPORTER_OTLP_* settings) and "console".
+(`pip install -e '.[tracing]'` in Tally's checkout); asked for without it, the server
+logs one warning and serves untraced. Exporters: "otlp" (gRPC, or HTTP with
+OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf; the exporter reads its own
+OTEL_EXPORTER_OTLP_* settings) and "console".
 Sampling (OTEL_TRACES_SAMPLER), batching (OTEL_BSP_*) and the resource
 (OTEL_SERVICE_NAME, default "tally-server"; OTEL_RESOURCE_ATTRIBUTES) follow the SDK.
 
@@ -62,7 +63,8 @@ def setup(env: Mapping[str, str] | None = None) -> bool:
     except ImportError as error:
         log.warning(
             "OTEL_* variables ask for traces but OpenTelemetry is not installed (%s); "
-            "serving without traces. Install it with: pip install -e '.[tracing]' in Tally's checkout",
+            "serving without traces. Install it with: pip install -e '.[tracing]' in "
+            "Tally's checkout",
             error.name or error,
         )
         return False

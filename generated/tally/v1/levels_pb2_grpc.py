@@ -159,7 +159,9 @@ class LevelsServiceServicer:
         commit and never ends by itself. Resuming with the last `sequence` seen
         yields every later change exactly once, none skipped, even when
         concurrent transactions commit out of order. Errors: NOT_FOUND
-        `SYSTEM_NOT_FOUND`. Read only.
+        `SYSTEM_NOT_FOUND`; beyond the stream budgets, RESOURCE_EXHAUSTED
+        `RATE_LIMITED`, as for WatchLedger; when the key is revoked, the stream
+        ends with UNAUTHENTICATED `API_KEY_REVOKED`. Read only.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

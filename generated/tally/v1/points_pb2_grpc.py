@@ -360,10 +360,12 @@ class PointsServiceServicer:
         with the last `sequence` seen yields every later entry exactly once, none
         skipped. Entries come in messages of up to 500 (and about 1 MB). Errors
         (before the first message): NOT_FOUND `SYSTEM_NOT_FOUND`; beyond the
-        server's budget of open streams, RESOURCE_EXHAUSTED `RATE_LIMITED` (with
-        `google.rpc.RetryInfo`); when the server stops, the stream ends with
-        UNAVAILABLE `STORE_UNAVAILABLE`: resume from the last `sequence` seen.
-        Read only.
+        server's budget of open streams, or the caller's share of it (per key),
+        RESOURCE_EXHAUSTED `RATE_LIMITED` (with `google.rpc.RetryInfo`). When the
+        key is revoked, the stream ends with UNAUTHENTICATED `API_KEY_REVOKED`
+        within the server's key cache bound (5 s by default) plus a second; when
+        the server stops, it ends with UNAVAILABLE `STORE_UNAVAILABLE`: resume
+        from the last `sequence` seen. Read only.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -11,9 +11,8 @@ from datetime import UTC, datetime
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
-from server.api import call_tracing
+from server.api import call_tracing, reflection
 from server.api.access_log import AccessLog
 from server.api.auth import AuthServicer
 from server.api.boosts import BoostsServicer
@@ -187,9 +186,7 @@ def build(settings: Settings, store: Store, clock: Callable[[], datetime] = utc_
     boosts_pb2_grpc.add_BoostsServiceServicer_to_server(BoostsServicer(tally, clock), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-    )
+    reflection.enable((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     try:
         port = server.add_insecure_port(settings.listen)
     except RuntimeError:  # gRPC's "Failed to bind" (older versions return port 0)

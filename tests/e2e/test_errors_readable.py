@@ -36,6 +36,23 @@ def test_reflection_resolves_the_google_rpc_types(server: App) -> None:
             assert files.FindFileContainingSymbol(symbol).name == file, symbol
 
 
+def test_reflection_resolves_a_methods_symbol(server: App) -> None:
+    """grpcurl's `describe tally.v1.PointsService.Deduct` asks for the file containing the
+    method: it is its service's; a name that is no method is still NOT_FOUND."""
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        for symbol, file in (
+            ("tally.v1.PointsService.Deduct", "tally/v1/points.proto"),
+            ("tally.v1.LevelsService.GetUserLevel", "tally/v1/levels.proto"),
+            ("grpc.health.v1.Health.Check", "grpc_health/v1/health.proto"),
+        ):
+            # A new client each time: one that holds a file answers from it.
+            files = ProtoReflectionDescriptorDatabase(channel)
+            assert files.FindFileContainingSymbol(symbol).name == file, symbol
+        for missing in ("tally.v1.PointsService.NoSuchMethod", "tally.v1.Nothing.Deduct"):
+            with pytest.raises(KeyError):
+                ProtoReflectionDescriptorDatabase(channel).FindFileContainingSymbol(missing)
+
+
 def buf_curl(server: App, key: str, method: str, body: dict[str, object]) -> str:
     """What `buf curl` prints for one call (responses on stdout, the error on stderr)."""
     buf = find_buf()

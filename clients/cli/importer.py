@@ -133,6 +133,7 @@ def read_rows(path: Path, args: argparse.Namespace, prefix: str, counts: Counts)
     default_reason = (
         args.reason if args.reason is not None else ("opening balance" if balances else "")
     )
+    first_line: dict[str, int] = {}  # balances: each user's one line
     with path.open(newline="", encoding="utf-8-sig") as text:
         reader = csv.DictReader(text)
         for values in reader:
@@ -149,6 +150,15 @@ def read_rows(path: Path, args: argparse.Namespace, prefix: str, counts: Counts)
             if not user_id:
                 reject("user_id", "empty")
                 continue
+            if balances:  # an opening balance is one figure: a second row is a mistake
+                earlier = first_line.setdefault(user_id, line)
+                if earlier != line:
+                    reject(
+                        "user_id",
+                        f"listed again: a balances file gives each user one row "
+                        f"(first on line {earlier})",
+                    )
+                    continue
             try:
                 amount = int((values[amount_column] or "").strip())
             except ValueError:

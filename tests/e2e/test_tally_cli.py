@@ -339,3 +339,19 @@ def test_tables_never_cut_an_id(
     entry_id = json.loads(capsys.readouterr().out)["id"]
     assert main(tally(server, admin_key, "history", "xp", "alice")) == 0
     assert entry_id in capsys.readouterr().out
+
+
+def test_a_user_listed_twice_in_a_balances_file_is_rejected_not_added_up(
+    server: App, admin_key: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    main(tally(server, admin_key, "systems", "create", "xp"))
+    capsys.readouterr()
+    source = tmp_path / "balances.csv"
+    write_awards(source, [("u1", "100"), ("u2", "7"), ("u1", "5")], header="user_id,balance")
+    argv = tally(server, admin_key, "--json", "import", str(source), "--system", "xp")
+    assert main([*argv, "--mode", "balances"]) == 1
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    summary = next(line for line in lines if "imported" in line)
+    assert (summary["imported"], summary["rejected"]) == (2, 1)
+    with TallyClient(f"127.0.0.1:{server.port}", api_key=admin_key) as client:
+        assert client.get_balance("xp", "u1").balance.balance == 100

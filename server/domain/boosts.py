@@ -25,6 +25,11 @@ EXACT = Context(prec=100_000)
 # stacked boosts and far past a double's, and at most about 45 characters as text.
 MULTIPLIER_DIGITS = 34
 RECORDED = Context(prec=MULTIPLIER_DIGITS, rounding=ROUND_HALF_EVEN)
+# Live boosts (neither archived nor ended; scheduled ones count) one user may have in one
+# system, and global ones a system may have: every award scans a user's and the system's
+# live boosts, and every process holds them all in memory. CreateBoosts refuses items
+# beyond it.
+MAX_LIVE_BOOSTS = 100
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from server.domain.errors import SystemNotFound, UserNotFound
 from server.domain.model import PointsSystem, Trigger
 from server.services import callers
 from server.services.ports import EarningsTotals, UnitOfWork
+from server.services.reads import seen_by_caller
 from server.services.tally import Tally
 from server.services.transactions import in_transaction
 
@@ -93,7 +94,7 @@ def user_points_summary(tally: Tally, cmd: reports.GetUserPointsSummary) -> list
 
     def work(uow: UnitOfWork) -> list[PeriodPoints]:
         _system(tally, uow, cmd.system_key)
-        if uow.users.get(cmd.user_id) is None:
+        if uow.users.get(cmd.user_id) is None or not seen_by_caller(uow, cmd.user_id):
             raise UserNotFound(cmd.user_id, cmd.system_key)
         total, changes = uow.analytics.user_changes(cmd.system_key, cmd.user_id, spans)
         points = []

@@ -22,10 +22,12 @@ from server.domain.errors import (
     SystemNotFound,
     TallyError,
     ValidationFailed,
+    quote,
 )
 from server.domain.model import Boost, BoostStatus, Page, Rounding, User
 from server.services import callers, page_tokens
 from server.services.ports import UnitOfWork
+from server.services.reads import seen_by_caller
 from server.services.tally import Tally
 from server.services.transactions import in_transaction
 
@@ -51,6 +53,7 @@ def create_boosts(
     if any(isinstance(item, commands.BoostFields) and not item.user_id for item in items):
         caller.require(Scope.ADMIN, "a global boost")
     made: list[Boost] = []
+    indexes: dict[str, int] = {}  # by boost id: its item's index
     issues: list[Issue] = []
     for index, item in enumerate(items):
         if isinstance(item, TallyError):
@@ -63,18 +66,55 @@ def create_boosts(
             continue
         boost = _new(system_key, item, now)
         made.append(boost)
+        indexes[boost.id] = index
         if boost.end_time is not None and boost.end_time <= now:
             issues.append(
                 Issue(index, item.user_id, "end_time has passed: it never applies", False)
             )
 
-    def work(uow: UnitOfWork, _version: int) -> None:
+    def work(uow: UnitOfWork, _version: int) -> tuple[list[Boost], list[Issue]]:
+        # The configuration's version was raised first (Tally.reconfigure): that row stays
+        # locked to the commit (one writer at a time on SQLite), so two CreateBoosts run
+        # one after the other and each counts what the one before committed.
         if uow.systems.get(system_key) is None:
             raise SystemNotFound(system_key)
-        uow.boosts.add(made)
+        kept, refused = _within_bound(uow, system_key, made, indexes, now)
+        uow.boosts.add(kept)
+        return kept, refused
 
-    tally.reconfigure(work)
-    return made, issues
+    created, refused = tally.reconfigure(work)
+    return created, sorted([*issues, *refused], key=lambda issue: issue.index)
+
+
+def _within_bound(
+    uow: UnitOfWork, system_key: str, made: list[Boost], indexes: dict[str, int], now: datetime
+) -> tuple[list[Boost], list[Issue]]:
+    """Of the boosts made, those within MAX_LIVE_BOOSTS per user (the system's global ones
+    as one more user), counting those live in the store and those earlier in the request;
+    one issue for each beyond it. A boost that has already ended is not live: kept."""
+    live = uow.boosts.live_counts(system_key, sorted({b.user_id for b in made}), now)
+    kept: list[Boost] = []
+    refused: list[Issue] = []
+    for boost in made:
+        if boost.end_time is not None and boost.end_time <= now:  # as live_counts counts
+            kept.append(boost)
+            continue
+        count = live.get(boost.user_id, 0)
+        if count >= boosting.MAX_LIVE_BOOSTS:
+            refused.append(Issue(indexes[boost.id], boost.user_id, _over_bound(boost)))
+            continue
+        live[boost.user_id] = count + 1
+        kept.append(boost)
+    return kept, refused
+
+
+def _over_bound(boost: Boost) -> str:
+    owner = f"user {quote(boost.user_id)}" if boost.user_id else "the system's global boosts"
+    return (
+        f"{owner} already has {boosting.MAX_LIVE_BOOSTS} live boosts (not archived nor "
+        f"ended) in points system {quote(boost.system_key)}, the most allowed: archive one "
+        "or let one end first"
+    )
 
 
 def list_boosts(
@@ -138,14 +178,17 @@ def get_multiplier(
     tally: Tally, system_key: str, user_id: str, when: datetime
 ) -> tuple[Decimal, list[Boost]]:
     """What a positive award to the user at `when` would be multiplied by, and by which
-    boosts (a user never seen matches no cohort filter)."""
+    boosts (a user never seen matches no cohort filter; so does one that a key limited to
+    some systems may not see, reads.seen_by_caller, whose profile would reveal them)."""
     validation.account_key(system_key, user_id)
     callers.current().check_system(system_key)
 
     def work(uow: UnitOfWork) -> tuple[Decimal, list[Boost]]:
         if tally.config.read_system(uow, system_key) is None:
             raise SystemNotFound(system_key)
-        user = uow.users.get(user_id) or User(user_id, "", "", {}, when)
+        user = uow.users.get(user_id)
+        if user is None or not seen_by_caller(uow, user_id):
+            user = User(user_id, "", "", {}, when)  # never seen (by this caller)
         rules = tally.config.snapshot.rules
         applied = boosting.applying(rules.boosts_for(system_key, user_id), user, when)
         return boosting.product(applied), applied

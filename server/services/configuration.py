@@ -7,7 +7,9 @@ before it decides anything, so a change is used by every process from its next w
 with no extra round trip. A read of a user's standing carries the version the same way.
 Other reads (GetSystem) check the version when what they hold is older than
 READ_MAX_AGE seconds (one small statement), so they see a change made by another process
-within that bound, and one made by their own process at once.
+within that bound, and one made by their own process at once. A system not held is
+looked for with one point read, and only when the store has it is everything loaded
+again: a name that exists nowhere never costs a reload.
 """
 
 from __future__ import annotations
@@ -75,23 +77,34 @@ class Configuration:
         (systems are never deleted); one not held is looked for again in the store."""
         system = self._snapshot.systems.get(key)
         if system is None:
-            system = in_transaction(self.store, self._load, write=False).systems.get(key)
+            loaded = in_transaction(self.store, lambda uow: self._unheld(uow, key), write=False)
+            system = loaded.systems.get(key) if loaded else None
         return system
 
     def read_system(self, uow: UnitOfWork, key: str) -> PointsSystem | None:
         """The system for a read in `uow`, within READ_MAX_AGE of the stored one."""
-        system = self.for_read(uow).systems.get(key)
-        if system is None:
-            system = self._load(uow).systems.get(key)
-        return system
+        return self.holding(uow, key).systems.get(key)
+
+    def holding(self, uow: UnitOfWork, key: str) -> Snapshot:
+        """The configuration for a read of system `key` in `uow` (as for_read), loaded
+        again when it does not hold the system and the store has it."""
+        snapshot = self.for_read(uow)
+        if key not in snapshot.systems:
+            snapshot = self._unheld(uow, key) or snapshot
+        return snapshot
+
+    def _unheld(self, uow: UnitOfWork, key: str) -> Snapshot | None:
+        """For a system the process does not hold (made by another process since the last
+        load, or none): one point read of it decides, and the whole configuration is loaded
+        only when the store has it. A name that exists nowhere, from any caller (a user
+        token too) and however often, costs that one read, never a reload."""
+        if uow.systems.get(key) is None:
+            return None
+        return self._load(uow)
 
     def changed(self) -> None:
         """This process changed the configuration: check the version on the next use."""
         self._checked = float("-inf")
-
-    def reload(self, uow: UnitOfWork) -> Snapshot:
-        """The stored configuration, loaded now (for a key not found in what is held)."""
-        return self._load(uow)
 
     def _load(self, uow: UnitOfWork) -> Snapshot:
         checked = time.monotonic()

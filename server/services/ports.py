@@ -158,6 +158,10 @@ class AccountRepository(Protocol):
         """Upsert the accounts and write back their changed credit lots."""
         ...
 
+    def systems_of(self, user_id: str) -> frozenset[str]:
+        """The systems in which the user has an account."""
+        ...
+
 
 class LedgerRepository(Protocol):
     def add(self, entries: Sequence[LedgerEntry]) -> list[LedgerEntry]:
@@ -384,6 +388,14 @@ class LevelRepository(Protocol):
 class BoostRepository(Protocol):
     def live(self, now: datetime) -> list[Boost]:
         """Boosts neither archived nor ended by `now` (what the configuration holds)."""
+        ...
+
+    def live_counts(
+        self, system_key: str, user_ids: Sequence[str], now: datetime
+    ) -> dict[str, int]:
+        """How many boosts of each of these users (\"\" for the system's global ones) are
+        live in the system at `now` (neither archived nor ended); users with none are
+        absent."""
         ...
 
     def get(self, boost_id: str) -> Boost | None: ...

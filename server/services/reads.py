@@ -111,13 +111,16 @@ def settled_view(
     firings), so that a read always includes what is due.
 
     Raises ScopeInsufficient (a system the caller may not use), SystemNotFound or
-    UserNotFound. The check for what is due is part of the read itself; only when
-    something is does it post a change (and then read again).
+    UserNotFound (also for a user the caller may not see: seen_by_caller). The check for
+    what is due is part of the read itself; only when something is does it post a change
+    (and then read again).
     """
     callers.current().check_system(system_key)
 
     def work(uow: UnitOfWork) -> tuple[PointsSystem, UserView]:
         view = uow.users.view(user_id, system_key, types, before, limit)
+        if view is not None and view.account is None and not seen_by_caller(uow, user_id):
+            view = None
         if view is None:
             system = tally.config.read_system(uow, system_key)
         else:  # the view says which configuration is current
@@ -133,3 +136,14 @@ def settled_view(
         writes.settle(tally, system_key, user_id, now)
         system, view = in_transaction(tally.store, work, write=False)
     return system, view
+
+
+def seen_by_caller(uow: UnitOfWork, user_id: str) -> bool:
+    """Whether a stored user counts as seen for the current caller. Users are shared by
+    every system, but a key limited to some systems (and its user tokens) sees a user only
+    through an account in one of them: its answers never reveal that a user exists
+    elsewhere (API.md, Auth). A key of every system sees every stored user."""
+    caller = callers.current()
+    if not caller.systems:
+        return True
+    return bool(caller.visible(uow.accounts.systems_of(user_id)))

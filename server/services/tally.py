@@ -60,18 +60,18 @@ class Tally:
         return system
 
     def rules_for(self, system_key: str) -> Rules:
-        """The configuration for a read of one system (as Configuration.for_read), loaded
-        again when it does not hold the system; SYSTEM_NOT_FOUND when there is none. The
-        caller must be allowed the system (SCOPE_INSUFFICIENT)."""
+        """The configuration for a read of one system (Configuration.holding: loaded again
+        only when the store has a system not held); SYSTEM_NOT_FOUND when there is none.
+        The caller must be allowed the system (SCOPE_INSUFFICIENT)."""
         if not SYSTEM_KEY.fullmatch(system_key):
             raise SystemNotFound(system_key)  # a key that cannot name one names none
         callers.current().check_system(system_key)
-        rules = in_transaction(self.store, self.config.for_read, write=False).rules
-        if system_key not in rules.systems:
-            rules = in_transaction(self.store, self.config.reload, write=False).rules
-            if system_key not in rules.systems:
-                raise SystemNotFound(system_key)
-        return rules
+        held = in_transaction(
+            self.store, lambda uow: self.config.holding(uow, system_key), write=False
+        )
+        if system_key not in held.systems:
+            raise SystemNotFound(system_key)
+        return held.rules
 
     def systems_naming(self, event_type: str, reach: Reach) -> list[str]:
         """The systems of `reach` that have a trigger of some status naming `event_type`,

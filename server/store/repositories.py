@@ -375,6 +375,10 @@ class SqlAccountRepository(_Repository):
         if live:
             self.db.run(self.sql.lot_save, live)
 
+    def systems_of(self, user_id: str) -> frozenset[str]:
+        rows = self.db.rows(self.sql.account_systems, {"user_id": user_id})
+        return frozenset(r["system_key"] for r in rows)
+
 
 class SqlLedgerRepository(_Repository):
     def add(self, entries: Sequence[LedgerEntry]) -> list[LedgerEntry]:
@@ -809,6 +813,15 @@ def level_change(r: Row) -> LevelChange:
 class SqlBoostRepository(_Repository):
     def live(self, now: datetime) -> list[Boost]:
         return [_boost(r) for r in self.db.rows(self.sql.boosts_live, {"now": now})]
+
+    def live_counts(
+        self, system_key: str, user_ids: Sequence[str], now: datetime
+    ) -> dict[str, int]:
+        if not user_ids:
+            return {}
+        params = {"system_key": system_key, "user_ids": list(user_ids), "now": now}
+        rows = self.db.rows(self.sql.boosts_live_counts, params)
+        return {r["user_id"]: int(r["live"]) for r in rows}
 
     def get(self, boost_id: str) -> Boost | None:
         row = self.db.first(self.sql.boost_get, {"id": boost_id})

@@ -273,6 +273,10 @@ class Statements:
             index_elements=["user_id", "system_key"],
             set_={name: account_insert.excluded[name] for name in ACCOUNT_TOTALS},
         )
+        # The systems a user has an account in (what a key limited to some may learn).
+        self.account_systems = select(accounts.c.system_key).where(
+            accounts.c.user_id == bindparam("user_id")
+        )
         self.accounts_due = (
             select(accounts.c.system_key, accounts.c.user_id)
             .where(accounts.c.next_expire_time <= bindparam("now"))
@@ -514,6 +518,17 @@ class Statements:
                 boosts.c.end_time.is_(None) | (boosts.c.end_time > bindparam("now")),
             )
             .order_by(boosts.c.create_time, boosts.c.id)
+        )
+        # How many live boosts some users have in a system (CreateBoosts' bound).
+        self.boosts_live_counts = (
+            select(boosts.c.user_id, func.count().label("live"))
+            .where(
+                boosts.c.system_key == bindparam("system_key"),
+                one_of(boosts.c.user_id, "user_ids"),
+                boosts.c.archive_time.is_(None),
+                boosts.c.end_time.is_(None) | (boosts.c.end_time > bindparam("now")),
+            )
+            .group_by(boosts.c.user_id)
         )
         self.boost_get = select(boosts).where(boosts.c.id == bindparam("id"))
         self.boost_lock = self.boost_get.with_for_update()

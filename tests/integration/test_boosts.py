@@ -4,6 +4,7 @@ arithmetic against a reference decimal computation."""
 from __future__ import annotations
 
 import math
+import threading
 from datetime import datetime, timedelta
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal, localcontext
 from typing import Any
@@ -25,7 +26,9 @@ from server.domain.model import (
     UserProfile,
 )
 from server.services import boosts, events, triggers, writes
+from server.services.ports import UnitOfWork
 from server.services.tally import Tally
+from server.services.transactions import in_transaction
 from server.store.database import SqlStore
 from tests.conftest import T0
 from tests.integration.helpers import award, balance, deduct, system
@@ -247,3 +250,65 @@ def test_many_stacked_boosts_award_exactly_and_record_a_bounded_multiplier(
     assert len(str(entry.multiplier)) <= 45
     assert entry.multiplier == Decimal("1.000000000000008000000000000031200")
     assert balance(tally, "ann") == entry.amount
+
+
+class TestLiveBound:
+    """M7 of issue 21: at most MAX_LIVE_BOOSTS live boosts per user per system (the
+    system's global ones as one more user); items beyond it are issues naming their index."""
+
+    def items(self, user: str, n: int, **times: datetime) -> list[commands.BoostFields]:
+        start, end = times.get("start", T0), times.get("end")
+        return [
+            commands.BoostFields(user, f"{user}-{i}", Decimal(2), None, start, end)
+            for i in range(n)
+        ]
+
+    def test_items_beyond_the_bound_are_issues_and_the_rest_are_created(self, tally: Tally) -> None:
+        system(tally)
+        bound = boosting.MAX_LIVE_BOOSTS
+        assert bound == 100
+        first, issues = boosts.create_boosts(tally, "xp", self.items("ann", bound + 1), T0)
+        assert len(first) == bound
+        assert [(i.index, i.user_id, i.error) for i in issues] == [(bound, "ann", True)]
+        assert "already has 100 live boosts" in issues[0].message
+        mixed = [
+            *self.items("ann", 1),
+            *self.items("bob", 1),
+            *self.items("ann", 1, start=T0 + DAY),  # scheduled: live too
+            *self.items("ann", 1, start=T0 - 2 * DAY, end=T0 - DAY),  # ended: not live
+        ]
+        created, issues = boosts.create_boosts(tally, "xp", mixed, T0)
+        assert [b.user_id for b in created] == ["bob", "ann"]
+        assert [(i.index, i.user_id, i.error) for i in issues] == [
+            (0, "ann", True),
+            (2, "ann", True),
+            (3, "ann", False),  # the warning that it never applies
+        ]
+        boosts.archive_boost(tally, first[0].id, T0)
+        created, issues = boosts.create_boosts(tally, "xp", self.items("ann", 2), T0)
+        assert ([b.user_id for b in created], [i.index for i in issues]) == (["ann"], [1])
+        factor, applied = boosts.get_multiplier(tally, "xp", "ann", T0)
+        assert (len(applied), factor) == (bound, Decimal(2**bound))
+
+    def test_two_requests_racing_stay_within_the_bound(self, store: SqlStore) -> None:
+        tally = Tally(store, clock=lambda: T0)
+        system(tally)
+        start = threading.Barrier(2)
+        results: list[tuple[list[Boost], list[boosts.Issue]]] = []
+
+        def create() -> None:
+            start.wait()
+            results.append(boosts.create_boosts(tally, "xp", self.items("cy", 60), T0))
+
+        threads = [threading.Thread(target=create) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sorted(len(made) for made, _ in results) == [40, 60]
+        assert sorted(len(issues) for _, issues in results) == [0, 20]
+
+        def live(uow: UnitOfWork) -> dict[str, int]:
+            return uow.boosts.live_counts("xp", ["cy"], T0)
+
+        assert in_transaction(store, live, write=False) == {"cy": 100}

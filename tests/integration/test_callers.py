@@ -4,15 +4,17 @@ per-user write limit. Both stores."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from decimal import Decimal
+from functools import partial
 from typing import TypeVar
 
 import pytest
 
-from server.domain import commands
+from server.domain import commands, reports
 from server.domain.access import Caller, Scope
-from server.domain.errors import EntryNotFound, RateLimited, ScopeInsufficient
+from server.domain.errors import EntryNotFound, RateLimited, ScopeInsufficient, UserNotFound
 from server.domain.model import UserProfile
-from server.services import callers, reads, systems, writes
+from server.services import analytics, boosts, callers, levels, reads, systems, writes
 from server.services.limits import RateLimiter
 from server.services.tally import Tally
 from server.store.database import SqlStore
@@ -176,3 +178,74 @@ class TestWriteLimits:
             "WriteResult",
         ]
         assert balance(limited, "alice") == 2
+
+
+class TestUsersOfOtherSystems:
+    """L5 of issue 21: a key limited to some systems does not learn whether a user exists
+    elsewhere. A user with an account only in coins is, to a key limited to xp, exactly a
+    user never seen: USER_NOT_FOUND from every read that names a user (zeros before), and
+    the multiplier of a user never seen. Keys of every system keep today's answers."""
+
+    @pytest.fixture
+    def elsewhere(self, tally: Tally) -> Tally:
+        for key in ("coins", "xp"):
+            system(tally, key)
+        gold = commands.BoostFields("", "gold", Decimal(3), None, None, None, (("tier", "gold"),))
+        boosts.create_boosts(tally, "xp", [gold], T0)
+        profile = UserProfile("bea", attributes={"tier": "gold"})
+        writes.award(tally, commands.Award(system_key="coins", user=profile, amount=5), T0)
+        return tally
+
+    def reads(self, tally: Tally, user: str) -> list[Callable[[], object]]:
+        window = reports.Window("2026-01-01", "2026-01-02")
+        return [
+            lambda: reads.get_balance(tally, commands.GetBalance("xp", user), T0),
+            lambda: reads.list_transactions(tally, commands.ListTransactions("xp", user), T0),
+            lambda: list(reads.stream_history(tally, commands.StreamHistory("xp", user), T0)),
+            lambda: levels.get_user_level(tally, "xp", user, T0),
+            lambda: analytics.user_points_summary(
+                tally, reports.GetUserPointsSummary("xp", user, window)
+            ),
+        ]
+
+    @pytest.mark.parametrize("scope", [Scope.READ, Scope.ADMIN])
+    def test_a_limited_key_cannot_tell_a_user_of_another_system_from_none(
+        self, elsewhere: Tally, scope: Scope
+    ) -> None:
+        xp_only = Caller("xpkey", scope, frozenset({"xp"}))
+        token = Caller("xpkey", Scope.READ, frozenset({"xp"}), user_id="bea")
+        for caller in (xp_only, token):
+            for user in ("bea", "nobody"):
+                if caller.is_user_token and user != "bea":
+                    continue
+                for read in self.reads(elsewhere, user):
+                    with pytest.raises(UserNotFound) as caught:
+                        as_caller(caller, read)
+                    assert (caught.value.reason, caught.value.metadata["user_id"]) == (
+                        "USER_NOT_FOUND",
+                        user,
+                    )
+                factor, applied = as_caller(
+                    caller, partial(boosts.get_multiplier, elsewhere, "xp", user, T0)
+                )
+                assert (factor, applied) == (Decimal(1), [])
+
+    def test_keys_of_every_system_or_of_the_users_system_see_them(self, elsewhere: Tally) -> None:
+        both = Caller("bothkey", Scope.READ, frozenset({"xp", "coins"}))
+        every = Caller("allkey", Scope.READ)
+        for caller in (both, every):
+            seen = as_caller(
+                caller, lambda: reads.get_balance(elsewhere, commands.GetBalance("xp", "bea"), T0)
+            )
+            assert (seen.balance.balance, seen.recent) == (0, [])
+            assert (
+                as_caller(caller, lambda: levels.get_user_level(elsewhere, "xp", "bea", T0)).points
+                == 0
+            )
+            factor, _ = as_caller(caller, lambda: boosts.get_multiplier(elsewhere, "xp", "bea", T0))
+            assert factor == Decimal(3)
+            with pytest.raises(UserNotFound):
+                as_caller(
+                    caller,
+                    lambda: reads.get_balance(elsewhere, commands.GetBalance("xp", "nobody"), T0),
+                )

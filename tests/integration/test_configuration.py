@@ -3,10 +3,14 @@ made in one is used by every other from its next write, and by reads within the 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from server.domain import commands
-from server.services import configuration, reads, systems
+from server.domain.errors import SystemNotFound
+from server.services import boosts, configuration, levels, reads, systems
+from server.services.ports import UnitOfWork
 from server.services.tally import Tally
 from server.store.database import SqlStore
 from tests.integration.helpers import award, later, system
@@ -62,3 +66,40 @@ def test_a_system_created_by_another_process_is_found_at_once(store: SqlStore) -
     award(here, "alice", 1)
     system(there, "coins")
     assert award(here, "alice", 4, system_key="coins").balance.balance == 4
+
+
+def test_a_name_that_names_no_system_costs_a_point_read_never_a_reload(
+    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """M7 of issue 21: each call naming an unknown system loaded the whole configuration
+    (every live boost included). Now one point read of the name decides; a system made by
+    another process since is still found at once, by one load."""
+    here, there = Tally(store), Tally(store)
+    system(here)
+    award(here, "alice", 1)
+    loads: list[int] = []
+    load = here.config._load
+
+    def counted(uow: UnitOfWork) -> configuration.Snapshot:
+        loads.append(1)
+        return load(uow)
+
+    monkeypatch.setattr(here.config, "_load", counted)
+    unknown: list[Callable[[], object]] = [
+        lambda: systems.get_system(here, "nosuch"),
+        lambda: award(here, "alice", 1, system_key="nosuch"),
+        lambda: levels.list_levels(here, "nosuch"),
+        lambda: reads.get_balance(here, commands.GetBalance("nosuch", "alice", 0), later(1)),
+        lambda: boosts.get_multiplier(here, "nosuch", "alice", later(1)),
+    ]
+    for _ in range(3):
+        for call in unknown:
+            with pytest.raises(SystemNotFound) as caught:
+                call()
+            assert caught.value.reason == "SYSTEM_NOT_FOUND"
+    assert loads == []
+    system(there, "coins")
+    assert systems.get_system(here, "coins").key == "coins"
+    assert levels.list_levels(here, "coins") == []
+    assert award(here, "alice", 4, system_key="coins").balance.balance == 4
+    assert loads == [1]

@@ -79,7 +79,11 @@ class BoostsServiceServicer:
 
     def CreateBoosts(self, request, context):
         """Creates up to 1000 boosts in a system. Valid items are created even when
-        others are rejected; each rejected item is reported in `issues`. Errors:
+        others are rejected; each rejected item is reported in `issues`. A user
+        may have at most 100 live boosts (neither archived nor ended; scheduled
+        ones count) in a system, and a system at most 100 live global boosts:
+        items beyond that, counting those live and those earlier in the request,
+        are rejected (an ERROR issue naming the item's index). Errors:
         NOT_FOUND `SYSTEM_NOT_FOUND`; INVALID_ARGUMENT `VALIDATION_FAILED` when
         the request as a whole is invalid (no boosts, or more than 1000). The
         valid items are created together in one transaction. Not idempotent: a
@@ -109,7 +113,10 @@ class BoostsServiceServicer:
     def GetMultiplier(self, request, context):
         """Returns the multiplier a positive award to the user would get at a time,
         and the boosts that make it. Errors: NOT_FOUND `SYSTEM_NOT_FOUND`. A user
-        never seen gets the global boosts that have no cohort filter. Read only.
+        never seen gets the global boosts that have no cohort filter; so does, for
+        a key limited to some systems or its user tokens, a user with no account
+        in any of the key's systems (their shared profile would reveal that they
+        exist elsewhere). Read only.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -138,7 +138,10 @@ class LevelsServiceServicer:
 
     def GetUserLevel(self, request, context):
         """Returns a user's level, the next level and the progress between them.
-        Errors: NOT_FOUND `SYSTEM_NOT_FOUND`, `USER_NOT_FOUND`. Read only.
+        Errors: NOT_FOUND `SYSTEM_NOT_FOUND`, `USER_NOT_FOUND` for a user never
+        seen (for a key limited to some systems, or its user tokens, also a user
+        with no account in any of the key's systems: its answers never reveal
+        whether a user exists elsewhere). Read only.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

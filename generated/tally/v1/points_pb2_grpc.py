@@ -321,7 +321,10 @@ class PointsServiceServicer:
         """Returns a user's balance in a system (including TIME_INTERVAL accruals
         that are due), the next level, the most recent entries and the triggers
         behind them. Errors: NOT_FOUND `SYSTEM_NOT_FOUND`, `USER_NOT_FOUND` for a
-        user never seen. Read only (due accruals may be written).
+        user never seen (for a key limited to some systems, or its user tokens,
+        also a user with no account in any of the key's systems: its answers never
+        reveal whether a user exists elsewhere). Read only (due accruals may be
+        written).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -330,7 +333,8 @@ class PointsServiceServicer:
     def ListTransactions(self, request, context):
         """Lists a user's ledger entries in a system, newest first, with keyset
         pages (a page deep in a long history costs what the first page costs).
-        Errors: NOT_FOUND `SYSTEM_NOT_FOUND`, `USER_NOT_FOUND`; INVALID_ARGUMENT
+        Errors: NOT_FOUND `SYSTEM_NOT_FOUND`, `USER_NOT_FOUND` (as GetBalance's,
+        for a key limited to some systems too); INVALID_ARGUMENT
         `VALIDATION_FAILED` for a bad `page_token`. Read only.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -343,7 +347,8 @@ class PointsServiceServicer:
         Entries come in messages of up to 500 (and about 1 MB), so a long history
         streams at the database's pace rather than one message per entry.
         Errors (before the first message): NOT_FOUND `SYSTEM_NOT_FOUND`,
-        `USER_NOT_FOUND`. Read only.
+        `USER_NOT_FOUND` (as GetBalance's, for a key limited to some systems too).
+        Read only.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -384,7 +389,8 @@ class PointsServiceServicer:
     def GetUserPointsSummary(self, request, context):
         """Returns a user's points per day, week or month between two dates,
         including periods with no entries. Errors: NOT_FOUND `SYSTEM_NOT_FOUND`,
-        `USER_NOT_FOUND`. Read only.
+        `USER_NOT_FOUND` (as GetBalance's, for a key limited to some systems too).
+        Read only.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -20,7 +20,7 @@ from server.domain.errors import (
     ValidationFailed,
 )
 from server.services import access
-from server.services.access import MISS_RELOAD_SECONDS, KeyRing
+from server.services.access import LOOK_UPS_PER_SECOND, MISS_REMEMBER_SECONDS, KeyRing
 from server.store.database import SqlStore
 from tests.conftest import T0
 
@@ -121,26 +121,84 @@ class TestKeyRing:
             ring.authenticate_key(made.text)
         assert refused.value.metadata == {"key_id": made.key.id}
 
-    def test_a_new_key_works_at_once_and_garbage_reloads_at_most_once_a_second(
-        self, store: SqlStore, ring: KeyRing, clock: Clock
+    def test_a_new_key_works_at_once_without_reloading_every_key(
+        self, store: SqlStore, ring: KeyRing
     ) -> None:
-        make(store)
-        for _ in range(50):
-            with pytest.raises(ApiKeyInvalid):
-                ring.authenticate_key("tally_" + "x" * 43)
-        assert ring.loads == 2  # the first load, and one more for the unknown key
+        ring.authenticate_key(make(store).text)
         fresh = make(store)  # made by `keys create` in another process, a moment later
         assert ring.authenticate_key(fresh.text).key_id == fresh.key.id
         second = make(store)  # and another one right after it
         assert ring.authenticate_key(second.text).key_id == second.key.id
-        assert ring.loads == 4
+        assert (ring.loads, ring.look_ups) == (1, 2)  # each read by itself, once
+        for _ in range(10):
+            ring.authenticate_key(second.text)
+        assert (ring.loads, ring.look_ups) == (1, 2)  # held from then on
+
+    def test_a_repeated_unknown_key_is_answered_from_memory(
+        self, store: SqlStore, ring: KeyRing, clock: Clock
+    ) -> None:
+        ring.authenticate_key(make(store).text)
+        for _ in range(50):
+            with pytest.raises(ApiKeyInvalid):
+                ring.authenticate_key("tally_" + "x" * 43)
+        assert (ring.loads, ring.look_ups) == (1, 1)
+        clock.now += MISS_REMEMBER_SECONDS + 0.01  # forgotten: looked for once more
         with pytest.raises(ApiKeyInvalid):
             ring.authenticate_key("tally_" + "x" * 43)
-        assert ring.loads == 4  # still remembered as unknown
-        clock.now += MISS_RELOAD_SECONDS + 0.01
+        assert ring.look_ups == 2
+
+    def test_unknown_keys_share_a_budget_of_store_reads_and_never_wait(
+        self, store: SqlStore, ring: KeyRing, clock: Clock
+    ) -> None:
+        ring.authenticate_key(make(store).text)
+        for i in range(3 * int(LOOK_UPS_PER_SECOND)):
+            with pytest.raises(ApiKeyInvalid):
+                ring.authenticate_key(f"tally_made-up-{i}")
+        assert (ring.loads, ring.look_ups) == (1, LOOK_UPS_PER_SECOND)
+        fresh = make(store)
+        with pytest.raises(ApiKeyInvalid):  # over the budget: refused from memory
+            ring.authenticate_key(fresh.text)
+        assert ring.look_ups == LOOK_UPS_PER_SECOND
+        clock.now += 1.5 / LOOK_UPS_PER_SECOND  # the bucket has a read again
+        assert ring.authenticate_key(fresh.text).key_id == fresh.key.id
+        later = make(store)
+        for i in range(int(LOOK_UPS_PER_SECOND)):
+            with pytest.raises(ApiKeyInvalid):
+                ring.authenticate_key(f"tally_more-made-up-{i}")
+        clock.now += 5.01  # however spent the budget, the next reload finds every key
+        assert ring.authenticate_key(later.text).key_id == later.key.id
+        assert ring.loads == 2
+
+    def test_the_unknown_keys_remembered_are_bounded(
+        self, store: SqlStore, ring: KeyRing, clock: Clock, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(access, "MAX_REMEMBERED_MISSES", 3)
+        ring.authenticate_key(make(store).text)
+        for i in range(5):
+            with pytest.raises(ApiKeyInvalid):
+                ring.authenticate_key(f"tally_made-up-{i}")
+        assert len(ring._misses) == 3
         with pytest.raises(ApiKeyInvalid):
-            ring.authenticate_key("tally_" + "x" * 43)
-        assert ring.loads == 5
+            ring.authenticate_key("tally_made-up-4")  # among the newest: remembered
+        assert ring.look_ups == 5
+        with pytest.raises(ApiKeyInvalid):
+            ring.authenticate_key("tally_made-up-0")  # the oldest: forgotten, read again
+        assert ring.look_ups == 6
+
+    def test_an_unknown_token_key_id_is_looked_for_by_itself(
+        self, store: SqlStore, ring: KeyRing
+    ) -> None:
+        ring.authenticate_key(make(store).text)  # loaded before the issuer was made
+        issuing = KeyRing(store)  # another process
+        made = make(store)
+        token, _ = issuing.issue_token(issuing.authenticate_key(made.text), "alice", None, T0)
+        assert ring.authenticate_token(token, T0).user_id == "alice"
+        assert (ring.loads, ring.look_ups) == (1, 1)
+        forged = tokens.sign(tokens.TokenClaims("nosuchkey", "alice", T0), b"k" * 32)
+        for _ in range(20):
+            with pytest.raises(TokenInvalid):
+                ring.authenticate_token(forged, T0)
+        assert (ring.loads, ring.look_ups) == (1, 2)
 
     @settings(max_examples=50, suppress_health_check=[HealthCheck.function_scoped_fixture])
     @given(sent=st.text(max_size=600))

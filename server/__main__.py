@@ -2,6 +2,7 @@
 
 tally-server serve [--listen HOST:PORT] [--database-url URL] [--insecure-no-auth]
                    [--metrics-listen HOST:PORT] [--log-format text|json]
+                   [--token-secret-file PATH]
 tally-server migrate [--database-url URL]
 tally-server keys create --scope admin|write|read --name NAME [--systems KEY,...]
 tally-server keys list [--json]
@@ -73,6 +74,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="serve without checking API keys (local experiments only)",
     )
     serve.add_argument(
+        "--token-secret-file",
+        help="file holding the server secret user tokens are signed under, at least 32 "
+        "characters (env TALLY_TOKEN_SECRET_FILE, or the secret itself in TALLY_TOKEN_SECRET)",
+    )
+    serve.add_argument(
         "--metrics-listen",
         help="HOST:PORT to serve Prometheus metrics at /metrics (env TALLY_METRICS_LISTEN)",
     )
@@ -142,6 +148,7 @@ SETTINGS_FLAGS = (
     "insecure_no_auth",
     "metrics_listen",
     "log_format",
+    "token_secret_file",
 )
 
 
@@ -325,6 +332,11 @@ def run_serve(settings: Settings) -> int:
             first = access.create_first_key(store, app.utc_now())
             if first is not None:
                 print_first_key(first)
+            if not settings.token_secret:
+                log.warning(
+                    "no TALLY_TOKEN_SECRET: user tokens are signed with secrets kept in the "
+                    "store, so whoever reads the store can make them (README, User tokens)"
+                )
     finally:
         store.dispose()
     if settings.workers <= 1:

@@ -163,7 +163,10 @@ class LookUpBudget:
 
 class KeyRing:
     """Every key, held in memory by a process and reloaded at most `max_age` seconds
-    after the last load: the staleness bound of a revocation."""
+    after the last load: the staleness bound of a revocation.
+
+    `token_secret` is the server secret user tokens are signed under (tokens.signing_secret;
+    None or empty: each key's stored secret, as before there was one)."""
 
     def __init__(
         self,
@@ -171,11 +174,13 @@ class KeyRing:
         *,
         max_age: float = DEFAULT_MAX_AGE,
         clock: Callable[[], float] = time.monotonic,
+        token_secret: bytes | None = None,
         look_ups_per_second: float = LOOK_UPS_PER_SECOND,
     ) -> None:
         self.store = store
         self.max_age = max_age
         self.clock = clock
+        self.token_secret = token_secret or None
         self.loads = 0
         self.look_ups = 0  # keys looked for one by one (this process, since it started)
         self._held = _Held(float("-inf"))
@@ -202,13 +207,16 @@ class KeyRing:
 
     def authenticate_token(self, token: str, now: datetime) -> Caller:
         """The caller a user token names: checked by its signature under the issuing
-        key's secret; TOKEN_INVALID or TOKEN_EXPIRED."""
+        key's secret; TOKEN_INVALID or TOKEN_EXPIRED. A token whose key id names no key
+        is told what one with a bad signature is (tokens.NOT_VERIFIED)."""
         claims, payload, mac = tokens.read_claims(token)
         key = self._held_now().by_id.get(claims.key_id) or self._look_up("id", claims.key_id)
-        if key is None:
-            raise TokenInvalid("no key issued it")
-        tokens.verify(payload, mac, key.token_secret)
-        if key.revoked:
+        # No key: checked against a secret no token has, so that it is refused as, and
+        # in about the time of, a token with a bad signature.
+        tokens.verify(payload, mac, self._signing_secret(key) if key else _NO_SECRET)
+        if key is None:  # nothing is signed under _NO_SECRET: not reached
+            raise TokenInvalid(tokens.NOT_VERIFIED)
+        if key.revoked:  # said only to a holder of a token the key really signed
             raise TokenInvalid("the key that issued it was revoked")
         if claims.expire_time <= now:
             raise TokenExpired(claims.expire_time.isoformat().replace("+00:00", "Z"))
@@ -223,8 +231,11 @@ class KeyRing:
         if key is None or caller.is_user_token:
             raise ScopeInsufficient("user tokens are issued by API keys", key_id=caller.key_id)
         expire_time = now + lifetime
-        token = tokens.sign(tokens.TokenClaims(key.id, user_id, expire_time), key.token_secret)
-        return token, expire_time
+        claims = tokens.TokenClaims(key.id, user_id, expire_time)
+        return tokens.sign(claims, self._signing_secret(key)), expire_time
+
+    def _signing_secret(self, key: ApiKey) -> bytes:
+        return tokens.signing_secret(key.token_secret, self.token_secret)
 
     # -- holding the keys ------------------------------------------------------------------
 
@@ -285,3 +296,7 @@ class KeyRing:
         with self._swap:
             self._held = held
         return held
+
+
+# The secret a token naming no known key is checked against: nothing is signed with it.
+_NO_SECRET = secrets.token_bytes(32)

@@ -243,6 +243,55 @@ class TestUserTokens:
             with pytest.raises(TokenInvalid):
                 ring.authenticate_token(bad, T0)
 
+    def test_a_token_of_no_key_and_one_with_a_bad_signature_are_told_the_same(
+        self, store: SqlStore, ring: KeyRing
+    ) -> None:
+        """Nothing in the answer says whether a token's key id names a key."""
+        made = make(store)
+        token, _ = ring.issue_token(ring.authenticate_key(made.text), "alice", None, T0)
+        claims, _, _ = tokens.read_claims(token)
+        forged = [
+            tokens.sign(claims, b"k" * 32),  # a real key id, a guessed secret
+            tokens.sign(tokens.TokenClaims("0123456789ab", "alice", claims.expire_time), b"k"),
+        ]
+        told = []
+        for bad in forged:
+            with pytest.raises(TokenInvalid) as refused:
+                ring.authenticate_token(bad, T0)
+            told.append((refused.value.message, refused.value.metadata))
+        assert told[0] == told[1]
+        assert made.key.id not in told[0][0]
+
+    def test_under_a_server_secret_the_stored_secrets_cannot_sign_tokens(
+        self, store: SqlStore, clock: Clock
+    ) -> None:
+        server_secret = b"s" * 32
+        ring = KeyRing(store, clock=clock, token_secret=server_secret)
+        made = make(store)  # a key made before or after the secret was set: the same
+        issuer = ring.authenticate_key(made.text)
+        token, _ = ring.issue_token(issuer, "alice", None, T0)
+        assert ring.authenticate_token(token, T0).user_id == "alice"
+        with store.engine.connect() as connection:  # what a copy of the store holds
+            stored = bytes.fromhex(
+                connection.execute(
+                    text("SELECT token_secret FROM api_keys WHERE id = :id"), {"id": made.key.id}
+                ).scalar_one()
+            )
+        claims = tokens.TokenClaims(made.key.id, "bob", T0 + timedelta(hours=1))
+        from_dump = tokens.sign(claims, stored)
+        with pytest.raises(TokenInvalid):
+            ring.authenticate_token(from_dump, T0)
+        unset = KeyRing(store, clock=clock)  # no server secret: as before, and so
+        assert unset.authenticate_token(from_dump, T0).user_id == "bob"  # the dump signs
+        before, _ = unset.issue_token(issuer, "alice", None, T0)
+        with pytest.raises(TokenInvalid):  # tokens made before the secret was set
+            ring.authenticate_token(before, T0)
+        other_worker = KeyRing(store, clock=clock, token_secret=server_secret)
+        assert other_worker.authenticate_token(token, T0).user_id == "alice"
+        other_server = KeyRing(store, clock=clock, token_secret=b"t" * 32)
+        with pytest.raises(TokenInvalid):
+            other_server.authenticate_token(token, T0)
+
     def test_a_revoked_keys_tokens_stop_working(
         self, store: SqlStore, ring: KeyRing, clock: Clock
     ) -> None:

@@ -104,6 +104,15 @@ def create_key(
     return CreatedKey(key, text)
 
 
+def missing_systems(store: Store, system_keys: Iterable[str]) -> list[str]:
+    """Of these points systems, those the store has none by (sorted): a key may name a
+    system before it is made, but a misspelt one is worth a warning."""
+    wanted = sorted(set(system_keys))
+    return in_transaction(
+        store, lambda uow: [k for k in wanted if uow.systems.get(k) is None], write=False
+    )
+
+
 def list_keys(store: Store) -> list[ApiKey]:
     return in_transaction(store, lambda uow: uow.api_keys.all(), write=False)
 

@@ -199,6 +199,10 @@ class TestKeyRing:
             with pytest.raises(TokenInvalid):
                 ring.authenticate_token(forged, T0)
         assert (ring.loads, ring.look_ups) == (1, 2)
+        too_long = tokens.sign(tokens.TokenClaims("k" * 33, "alice", T0), b"k" * 32)
+        with pytest.raises(TokenInvalid):  # no key has such an id: not looked for
+            ring.authenticate_token(too_long, T0)
+        assert ring.look_ups == 2
 
     @settings(max_examples=50, suppress_health_check=[HealthCheck.function_scoped_fixture])
     @given(sent=st.text(max_size=600))

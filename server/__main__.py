@@ -2,6 +2,7 @@
 
 tally-server serve [--listen HOST:PORT] [--database-url URL] [--insecure-no-auth]
                    [--metrics-listen HOST:PORT] [--log-format text|json]
+                   [--token-secret-file PATH]
 tally-server migrate [--database-url URL]
 tally-server keys create --scope admin|write|read --name NAME [--systems KEY,...]
 tally-server keys list [--json]
@@ -35,7 +36,7 @@ from server.domain.access import ApiKey, Scope
 from server.domain.audit import Difference
 from server.domain.errors import SystemNotFound, TransientStoreError, ValidationFailed
 from server.services import access, verify
-from server.settings import SettingError, Settings
+from server.settings import SettingError, Settings, quoted
 from server.startup import StartupError, check_can_listen, database_fault, open_store
 from server.store import migrate
 from server.store.database import SqlStore
@@ -81,6 +82,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="serve without checking API keys (local experiments only)",
     )
     serve.add_argument(
+        "--token-secret-file",
+        help="file holding the server secret user tokens are signed under, at least 32 "
+        "characters (env TALLY_TOKEN_SECRET_FILE, or the secret itself in TALLY_TOKEN_SECRET)",
+    )
+    serve.add_argument(
         "--metrics-listen",
         help="HOST:PORT to serve Prometheus metrics at /metrics (env TALLY_METRICS_LISTEN)",
     )
@@ -95,7 +101,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     create = key_commands.add_parser("create", help="make a key and print it (shown only now)")
     create.add_argument("--scope", required=True, choices=[s.value for s in Scope])
     create.add_argument("--name", required=True, help="what the key is for")
-    create.add_argument("--systems", default="", help="KEY,...: only these points systems")
+    create.add_argument(
+        "--systems",
+        help="KEY,...: only these points systems (left out: every system; an empty name is "
+        "refused, a system not made yet is warned about)",
+    )
     _database_flag(create)
     listing = key_commands.add_parser("list", help="every key (never the key itself)")
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -152,6 +162,7 @@ SETTINGS_FLAGS = (
     "insecure_no_auth",
     "metrics_listen",
     "log_format",
+    "token_secret_file",
 )
 
 
@@ -173,18 +184,36 @@ def run_migrate(settings: Settings) -> int:
 
 
 def run_keys(settings: Settings, args: argparse.Namespace) -> int:
-    """`keys create|list|revoke`, on a schema brought to the newest version first."""
+    """`keys create|list|revoke`, on a schema brought to the newest version first (bad
+    input is refused before the store is opened)."""
+    systems = _system_names(getattr(args, "systems", None))
+    if systems is None:
+        return fail(
+            "--systems must name points systems separated by commas, none of them empty "
+            f"(leave --systems out for a key of every system), got {quoted(args.systems)}",
+            status=2,
+        )
     store = open_store(settings.database_url)
     try:
         migrate.upgrade(store.engine)
         now = app.utc_now()
         if args.keys_command == "create":
-            systems = [s.strip() for s in args.systems.split(",") if s.strip()]
             try:
                 created = access.create_key(store, args.name, Scope(args.scope), systems, now)
             except ValidationFailed as error:
                 print(f"tally-server: {error.message}", file=sys.stderr)
                 return 2
+            missing = access.missing_systems(store, created.key.systems)
+            if missing:
+                named = ", ".join(map(repr, missing))
+                print(
+                    f"tally-server: warning: no points system {named} exists yet; the key "
+                    "is made and may use it once it does"
+                    if len(missing) == 1
+                    else f"tally-server: warning: no points systems {named} exist yet; the "
+                    "key is made and may use them once they do",
+                    file=sys.stderr,
+                )
             print(f"created key {created.key.id}: {_describe(created.key)}")
             print("the key is shown only now; keep it (callers send it as x-api-key):")
             print(created.text)
@@ -202,6 +231,16 @@ def run_keys(settings: Settings, args: argparse.Namespace) -> int:
         return 1
     finally:
         store.dispose()
+
+
+def _system_names(given: str | None) -> list[str] | None:
+    """The names `--systems` gives ([] when left out: every system); None when one is
+    empty, as `--systems ","` or an empty "$VAR," would make it: such a key once meant
+    every system, the opposite of what was asked."""
+    if given is None:
+        return []
+    names = [name.strip() for name in given.split(",")]
+    return None if "" in names else names
 
 
 def run_verify(settings: Settings, system_key: str, *, as_json: bool) -> int:
@@ -335,6 +374,11 @@ def run_serve(settings: Settings) -> int:
             first = access.create_first_key(store, app.utc_now())
             if first is not None:
                 print_first_key(first)
+            if not settings.token_secret:
+                log.warning(
+                    "no TALLY_TOKEN_SECRET: user tokens are signed with secrets kept in the "
+                    "store, so whoever reads the store can make them (README, User tokens)"
+                )
     finally:
         store.dispose()
     if settings.workers <= 1:

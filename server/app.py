@@ -152,6 +152,7 @@ def build(settings: Settings, store: Store, clock: Callable[[], datetime] = utc_
         clock=clock,
         limits=RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst),
         key_max_age=settings.key_cache_seconds,
+        token_secret=settings.token_secret.encode(),
     )
     interceptors: list[grpc.ServerInterceptor] = [
         *call_tracing.interceptors(),  # none unless tracing is on

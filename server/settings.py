@@ -10,7 +10,7 @@ import math
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy.engine import URL, make_url
@@ -24,6 +24,10 @@ LOG_FORMATS = ("text", "json")  # server/logs.py
 DATABASE_DRIVERS = ("postgresql+psycopg", "postgresql", "sqlite", "sqlite+pysqlite")
 DATABASE_EXAMPLE = "postgresql+psycopg://USER@HOST:5432/DATABASE or sqlite:///PATH"
 QUOTED_CHARS = 100  # of a bad value, in a message
+# The server secret user tokens are signed under (server/domain/tokens.py): at least this
+# many characters, e.g. the 44 of `openssl rand -base64 32`.
+MIN_TOKEN_SECRET_CHARS = 32
+TOKEN_SECRET_EXAMPLE = "openssl rand -base64 32"
 
 
 class SettingError(ValueError):
@@ -151,6 +155,28 @@ def check_log_format(text: str, name: str) -> str:
     return log_format
 
 
+def check_token_secret(secret: str, name: str) -> str:
+    """`secret` (surrounding whitespace removed, as a file's last newline) when it is long
+    enough. The message never quotes it."""
+    secret = secret.strip()
+    if len(secret) < MIN_TOKEN_SECRET_CHARS:
+        raise SettingError(
+            f"{name} must be at least {MIN_TOKEN_SECRET_CHARS} characters "
+            f"(e.g. `{TOKEN_SECRET_EXAMPLE}`), got {len(secret)}"
+        )
+    return secret
+
+
+def read_token_secret_file(path: str, name: str) -> str:
+    """The token secret in the file at `path`."""
+    try:
+        text = Path(path.strip()).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) else "not UTF-8 text"
+        raise SettingError(f"{name}: cannot read {quoted(path)}: {reason}") from None
+    return check_token_secret(text, f"the file {name} names")
+
+
 def default_database_url() -> str:
     """An SQLite file in the working folder: the server runs with nothing else installed."""
     return f"sqlite:///{Path.cwd() / DEFAULT_DATABASE_FILE}"
@@ -195,6 +221,12 @@ class Settings:
     # Log lines on standard error: "text" for people, "json" (one object a line) for
     # log collectors (server/logs.py).
     log_format: str = "text"
+    # The server secret that user tokens are signed under, with each key's stored secret
+    # as its salt (server/domain/tokens.py): a copy of the store alone cannot sign tokens.
+    # "" = none: tokens are signed with the stored secrets, as before. From
+    # TALLY_TOKEN_SECRET or the file --token-secret-file / TALLY_TOKEN_SECRET_FILE names
+    # (never a flag of its own: a command line is visible to every user of the machine).
+    token_secret: str = field(default="", repr=False)
 
     @property
     def pool_size(self) -> int:
@@ -237,6 +269,16 @@ class Settings:
             values["metrics_listen"] = str(metrics_listen).strip()
         if (found := raw("log_format")) is not None:
             values["log_format"] = check_log_format(str(found[1]), found[0])
+        secret_file = raw("token_secret_file")
+        secret_text = env.get(env_name("token_secret"), "")
+        if secret_file is not None and secret_text.strip():
+            raise SettingError(
+                f"{env_name('token_secret')} and {secret_file[0]} are both set; set one"
+            )
+        if secret_file is not None:
+            values["token_secret"] = read_token_secret_file(str(secret_file[1]), secret_file[0])
+        elif secret_text.strip():
+            values["token_secret"] = check_token_secret(secret_text, env_name("token_secret"))
         values.update(given)
         settings = cls(**values)  # type: ignore[arg-type]
         settings.check()

@@ -3,9 +3,13 @@ needs no store read.
 
 A token is `t1.<payload>.<signature>`: the payload is base64url JSON naming the issuing
 key's id, the user and the expiry (Unix milliseconds); the signature is HMAC-SHA256 of
-the payload under the issuing key's own random token secret, which every process holds
-with the keys. So a token dies with its key (a revoked key's secret is no longer
-accepted), and one key's tokens cannot be made from another key's.
+the payload under a secret of the issuing key's own, which every process holds with the
+keys. So a token dies with its key (a revoked key's secret is no longer accepted), and one
+key's tokens cannot be made from another key's.
+
+That secret is `signing_secret` of the key's stored random secret: with a server secret
+(the operator's, never in the store), HMAC-SHA256 of the stored one under it, so that a
+copy of the store alone cannot sign tokens; without one, the stored secret itself.
 """
 
 from __future__ import annotations
@@ -27,6 +31,11 @@ MAX_TTL = timedelta(hours=24)
 DEFAULT_TTL = timedelta(hours=1)
 # Longer than any token this server makes (a 255-character user id, base64 twice over).
 MAX_TOKEN_CHARS = 2048
+# What a token that no live key's secret verifies is told, whether its key id names no
+# key or a key whose secret signed something else: the answer reveals no key ids.
+NOT_VERIFIED = "its signature does not verify"
+# Derivation label, so that the derived secret is used for nothing but user tokens.
+_DERIVATION = b"tally user token v1\x00"
 
 
 @dataclass(frozen=True)
@@ -76,9 +85,17 @@ def read_claims(token: str) -> tuple[TokenClaims, str, bytes]:
     return claims, payload, mac
 
 
+def signing_secret(stored: bytes, server_secret: bytes | None) -> bytes:
+    """The secret a key's tokens are signed with: HMAC-SHA256 of the key's stored secret
+    (a per-key salt) under the server secret, or the stored secret when there is none."""
+    if not server_secret:
+        return stored
+    return hmac.new(server_secret, _DERIVATION + stored, hashlib.sha256).digest()
+
+
 def verify(payload: str, mac: bytes, secret: bytes) -> None:
     if not hmac.compare_digest(mac, _mac(payload, secret)):
-        raise TokenInvalid("bad signature")
+        raise TokenInvalid(NOT_VERIFIED)
 
 
 def _mac(payload: str, secret: bytes) -> bytes:

@@ -455,6 +455,11 @@ class ApiKeyRepository(Protocol):
         """Every key, revoked ones too (there are few), oldest first."""
         ...
 
+    def find(self, *, key_hash: str | None = None, key_id: str | None = None) -> ApiKey | None:
+        """The key (revoked or not) with this hash or this id: one indexed read, for a key
+        a process does not hold yet."""
+        ...
+
     def add(self, key: ApiKey) -> None: ...
     def revoke(self, key_id: str, now: datetime) -> bool:
         """Revoke a live key; False when there is none by that id."""

@@ -38,6 +38,7 @@ class Tally:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         limits: RateLimiter | None = None,
         key_max_age: float = DEFAULT_MAX_AGE,
+        token_secret: bytes | None = None,
     ) -> None:
         self.store = store
         self.config = Configuration(store, clock)
@@ -45,7 +46,7 @@ class Tally:
         self.writer = Writer(
             store, self.config, max_batch=max_batch, on_commit=self.feeds.committed
         )
-        self.keys = KeyRing(store, max_age=key_max_age)
+        self.keys = KeyRing(store, max_age=key_max_age, token_secret=token_secret)
         # By system: the TIME_INTERVAL epoch whose stale accounts this process's sweep has
         # settled (see writes.accrue_due).
         self.accrued_epochs: dict[str, int] = {}

@@ -896,6 +896,15 @@ class SqlApiKeyRepository(_Repository):
     def all(self) -> list[ApiKey]:
         return [_api_key(r) for r in self.db.rows(self.sql.api_keys_all)]
 
+    def find(self, *, key_hash: str | None = None, key_id: str | None = None) -> ApiKey | None:
+        if (key_hash is None) == (key_id is None):
+            raise ValueError("find one key by key_hash or by key_id")
+        if key_hash is not None:
+            row = self.db.first(self.sql.api_key_by_hash, {"key_hash": key_hash})
+        else:
+            row = self.db.first(self.sql.api_key_by_id, {"id": key_id})
+        return None if row is None else _api_key(row)
+
     def add(self, key: ApiKey) -> None:
         self.db.run(
             self.sql.api_key_add,

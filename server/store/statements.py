@@ -175,8 +175,11 @@ class Statements:
             .limit(bindparam("limit"))
         )
 
-        # API keys (read whole into each process's key ring; never on the hot path)
+        # API keys (read whole into each process's key ring; never on the hot path), and
+        # one key by its hash (unique) or id (primary key), for a key the ring lacks
         self.api_keys_all = select(api_keys).order_by(api_keys.c.create_time, api_keys.c.id)
+        self.api_key_by_hash = select(api_keys).where(api_keys.c.key_hash == bindparam("key_hash"))
+        self.api_key_by_id = select(api_keys).where(api_keys.c.id == bindparam("id"))
         self.api_key_add = insert(api_keys)
         self.api_key_revoke = (
             update(api_keys)

@@ -4,6 +4,9 @@ limit and the access log, against the real server over each store."""
 from __future__ import annotations
 
 import logging
+import secrets
+import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
@@ -20,6 +23,7 @@ from grpc_status import rpc_status
 
 from server import app
 from server.api.scopes import REQUIRED_SCOPE, USER_TOKEN_RPCS
+from server.domain import tokens
 from server.domain.access import Scope
 from server.services import access
 from server.settings import Settings
@@ -219,6 +223,59 @@ def test_a_key_limited_to_one_system(
         points_pb2.AwardRequest(system_key="xp", user=common_pb2.User(id="a"), amount=2)
     )
     assert awarded.balance.balance == 2
+
+
+def test_made_up_keys_and_forged_tokens_do_not_stall_a_real_key(store: SqlStore) -> None:
+    """250 calls with random keys and 200 tokens of made-up key ids in flight: a real
+    key's call answers within a second or two, and a key made in the store after the
+    server started works on its first call (issue 21, H2)."""
+    real = new_key(store, Scope.READ)
+    built = app.build(Settings(listen="127.0.0.1:0"), store)  # the default threads
+    built.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{built.port}") as channel:
+            stub = points_pb2_grpc.PointsServiceStub(channel)
+            listing = points_pb2.ListSystemsRequest()
+
+            def as_key(key: str) -> tuple[tuple[str, str]]:
+                return (("x-api-key", key),)
+
+            stub.ListSystems(listing, metadata=as_key(real), timeout=10)  # keys loaded
+            later = new_key(store, Scope.READ)  # as `keys create` would, while serving
+            stub.ListSystems(listing, metadata=as_key(later), timeout=10)
+            expiry = app.utc_now() + timedelta(hours=1)
+            forged = [
+                tokens.sign(
+                    tokens.TokenClaims(secrets.token_hex(6), "alice", expiry),
+                    secrets.token_bytes(32),
+                )
+                for _ in range(200)
+            ]
+            abuse = [
+                stub.ListSystems.future(
+                    listing, metadata=as_key("tally_" + secrets.token_urlsafe(32)), timeout=30
+                )
+                for _ in range(250)
+            ] + [
+                stub.GetBalance.future(
+                    balance_request(),
+                    metadata=(("authorization", f"Bearer {token}"),),
+                    timeout=30,
+                )
+                for token in forged
+            ]
+            time.sleep(0.5)
+            started = time.monotonic()
+            stub.ListSystems(listing, metadata=as_key(real), timeout=10)
+            took = time.monotonic() - started
+            reasons = Counter(error_of(f.exception())[1] for f in abuse)
+            assert reasons == {"API_KEY_INVALID": 250, "TOKEN_INVALID": 200}
+            assert took < 1.5, f"a real key's call took {took:.2f} s under made-up keys"
+            time.sleep(0.2)  # the look-up budget has some reads again
+            fresh = new_key(store, Scope.READ)
+            stub.ListSystems(listing, metadata=as_key(fresh), timeout=10)
+    finally:
+        built.stop(grace_seconds=1)
 
 
 # -- user tokens -------------------------------------------------------------------------------

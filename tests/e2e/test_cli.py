@@ -28,6 +28,11 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from server import app
+from server.domain import commands
+from server.services import access, systems
+from server.services.tally import Tally
+from server.store.database import SqlStore
 from server.store.models import Base
 from tally.v1 import common_pb2, points_pb2, points_pb2_grpc
 from tests.e2e.conftest import keyed
@@ -470,6 +475,56 @@ def test_keys_create_list_and_revoke(tmp_path: Path) -> None:
     again = tally("keys", "revoke", row["id"], cwd=tmp_path, env=env)
     assert again.returncode == 1
     assert "no live key" in again.stderr
+
+
+@pytest.mark.parametrize("given", [",", " ", "", "xp,", ",xp", "xp,,coins", "xp, "])
+def test_keys_create_refuses_an_empty_system_name(
+    tmp_path: Path, store: SqlStore, given: str
+) -> None:
+    """`--systems ","` (an empty "$VAR," in a script) once made a key of every system."""
+    env = clean_env(TALLY_DATABASE_URL=store.engine.url.render_as_string(hide_password=False))
+    made = tally(
+        "keys", "create", "--scope", "write", "--name", "n", "--systems", given,
+        cwd=tmp_path, env=env,
+    )  # fmt: skip
+    assert made.returncode == 2, made.stdout
+    assert made.stderr.splitlines() == [
+        "tally-server: --systems must name points systems separated by commas, none of them "
+        "empty (leave --systems out for a key of every system), got " + repr(given)
+    ]
+    assert not KEY.search(made.stdout)
+    assert access.list_keys(store) == []
+
+
+def test_keys_create_warns_of_systems_not_made_yet(tmp_path: Path, store: SqlStore) -> None:
+    systems.create_system(Tally(store), commands.CreateSystem(key="xp"), app.utc_now())
+    env = clean_env(TALLY_DATABASE_URL=store.engine.url.render_as_string(hide_password=False))
+
+    def create(*flags: str) -> list[str]:
+        """The key's creation, checked; what it said on stderr (not the migration's log)."""
+        made = tally(
+            "keys", "create", "--scope", "read", "--name", "n", *flags, cwd=tmp_path, env=env
+        )
+        assert made.returncode == 0, made.stderr
+        assert KEY.fullmatch(made.stdout.splitlines()[-1]), made.stdout
+        return [line for line in made.stderr.splitlines() if line.startswith("tally-server")]
+
+    assert create("--systems", "xp") == []
+    assert create() == []  # every system
+    assert create("--systems", "xp,cions") == [
+        "tally-server: warning: no points system 'cions' exists yet; the key is made and may "
+        "use it once it does"
+    ]
+    assert create("--systems", " b , xp,a") == [
+        "tally-server: warning: no points systems 'a', 'b' exist yet; the key is made and may "
+        "use them once they do"
+    ]
+    assert [sorted(k.systems) for k in access.list_keys(store)] == [
+        ["xp"],
+        [],
+        ["cions", "xp"],
+        ["a", "b", "xp"],
+    ]
 
 
 def test_insecure_no_auth_serves_without_keys_and_says_so(tmp_path: Path) -> None:

@@ -9,11 +9,13 @@ from __future__ import annotations
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import grpc
@@ -21,9 +23,12 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy.engine import make_url
 
-from tally.v1 import common_pb2, points_pb2, points_pb2_grpc
+from server.domain import tokens
+from tally.v1 import auth_pb2, auth_pb2_grpc, common_pb2, points_pb2, points_pb2_grpc
 from tests.conftest import PG_ADMIN_URL
 from tests.e2e.conftest import keyed
+from tests.e2e.test_api import error_of
+from tests.e2e.test_auth import balance_request, bearer
 from tests.e2e.test_cli import Served, clean_env, free_port, sqlite_url, tally, wait_serving
 
 POLL_SECONDS = 30.0  # how long a poll waits for what it expects before it fails
@@ -134,6 +139,24 @@ BAD_SETTINGS = [
         "--database-url must be a PostgreSQL or SQLite URL "
         "(postgresql+psycopg://USER@HOST:5432/DATABASE or sqlite:///PATH), "
         "got 'mysql://tally@db/tally'",
+    ),
+    (
+        "serve",
+        [],
+        {"TALLY_TOKEN_SECRET": "hunter2"},  # never quoted: its length only
+        "TALLY_TOKEN_SECRET must be at least 32 characters (e.g. `openssl rand -base64 32`), got 7",
+    ),
+    (
+        "serve",
+        ["--token-secret-file", "/no/such/secret"],
+        {},
+        "--token-secret-file: cannot read '/no/such/secret': No such file or directory",
+    ),
+    (
+        "keys list",
+        [],
+        {"TALLY_TOKEN_SECRET": "s" * 32, "TALLY_TOKEN_SECRET_FILE": "/etc/hostname"},
+        "TALLY_TOKEN_SECRET and TALLY_TOKEN_SECRET_FILE are both set; set one",
     ),
 ]
 
@@ -327,3 +350,50 @@ def test_a_killed_worker_is_restarted_and_the_pool_serves_on(tmp_path: Path) -> 
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
     assert len(re.findall(r"INFO tally: stopped \(pid \d+\)$", served.output(), re.M)) == 2
+
+
+def test_workers_share_the_token_secret_and_the_store_alone_signs_no_token(
+    tmp_path: Path,
+) -> None:
+    """`--workers 2` with TALLY_TOKEN_SECRET_FILE: tokens made through new connections (the
+    kernel spreads them over both workers) are accepted through others, so every worker
+    signs under the same secret; a token signed with the secret a copy of the store holds
+    is TOKEN_INVALID. Without the setting, `serve` says once that the store signs tokens."""
+    db = tmp_path / "tally.db"
+    secret = tmp_path / "token.secret"
+    secret.write_text("x" * 43 + "=\n")
+    env = clean_env(TALLY_DATABASE_URL=sqlite_url(db), TALLY_TOKEN_SECRET_FILE=str(secret))
+    with serving_pool(tmp_path, env, "--workers", "2", "--grace-seconds", "5") as served:
+        assert "TALLY_TOKEN_SECRET" not in served.output()
+        key = re.findall(r"^tally_\S+$", served.output(), re.M)[0]
+        made = []
+        for n in range(8):  # new connections: all on one worker 1 time in 128
+            with grpc.insecure_channel(f"127.0.0.1:{served.port}") as channel:
+                auth = auth_pb2_grpc.AuthServiceStub(keyed(channel, key))
+                request = auth_pb2.CreateUserTokenRequest(user_id=f"u{n}")
+                made.append(auth.CreateUserToken(request, timeout=10).token)
+        for n, token in enumerate(made):
+            for _ in range(2):
+                with grpc.insecure_channel(f"127.0.0.1:{served.port}") as channel:
+                    stub = points_pb2_grpc.PointsServiceStub(bearer(channel, token))
+                    with pytest.raises(grpc.RpcError) as past_the_guard:
+                        stub.GetBalance(balance_request(f"u{n}"), timeout=10)
+                    assert error_of(past_the_guard.value)[1] == "SYSTEM_NOT_FOUND"
+        with closing(sqlite3.connect(db)) as connection:
+            key_id, stored = connection.execute("SELECT id, token_secret FROM api_keys").fetchone()
+        expiry = datetime.now(UTC) + timedelta(hours=1)
+        forged = tokens.sign(tokens.TokenClaims(key_id, "u0", expiry), bytes.fromhex(stored))
+        with grpc.insecure_channel(f"127.0.0.1:{served.port}") as channel:
+            stub = points_pb2_grpc.PointsServiceStub(bearer(channel, forged))
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.GetBalance(balance_request("u0"), timeout=10)
+            assert error_of(refused.value)[1] == "TOKEN_INVALID"
+        served.process.send_signal(signal.SIGTERM)
+        assert served.process.wait(timeout=30) == 0, served.output()
+    del env["TALLY_TOKEN_SECRET_FILE"]
+    with serving_pool(tmp_path, env) as served:
+        warned = poll_log(served, r"^.*WARNING tally: no TALLY_TOKEN_SECRET.*$")
+        assert "whoever reads the store can make them" in warned[0]
+        served.process.send_signal(signal.SIGTERM)
+        assert served.process.wait(timeout=30) == 0, served.output()
+    assert served.output().count("no TALLY_TOKEN_SECRET") == 1

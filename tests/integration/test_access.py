@@ -20,7 +20,7 @@ from server.domain.errors import (
     ValidationFailed,
 )
 from server.services import access
-from server.services.access import MISS_RELOAD_SECONDS, KeyRing
+from server.services.access import LOOK_UPS_PER_SECOND, MISS_REMEMBER_SECONDS, KeyRing
 from server.store.database import SqlStore
 from tests.conftest import T0
 
@@ -121,26 +121,88 @@ class TestKeyRing:
             ring.authenticate_key(made.text)
         assert refused.value.metadata == {"key_id": made.key.id}
 
-    def test_a_new_key_works_at_once_and_garbage_reloads_at_most_once_a_second(
-        self, store: SqlStore, ring: KeyRing, clock: Clock
+    def test_a_new_key_works_at_once_without_reloading_every_key(
+        self, store: SqlStore, ring: KeyRing
     ) -> None:
-        make(store)
-        for _ in range(50):
-            with pytest.raises(ApiKeyInvalid):
-                ring.authenticate_key("tally_" + "x" * 43)
-        assert ring.loads == 2  # the first load, and one more for the unknown key
+        ring.authenticate_key(make(store).text)
         fresh = make(store)  # made by `keys create` in another process, a moment later
         assert ring.authenticate_key(fresh.text).key_id == fresh.key.id
         second = make(store)  # and another one right after it
         assert ring.authenticate_key(second.text).key_id == second.key.id
-        assert ring.loads == 4
+        assert (ring.loads, ring.look_ups) == (1, 2)  # each read by itself, once
+        for _ in range(10):
+            ring.authenticate_key(second.text)
+        assert (ring.loads, ring.look_ups) == (1, 2)  # held from then on
+
+    def test_a_repeated_unknown_key_is_answered_from_memory(
+        self, store: SqlStore, ring: KeyRing, clock: Clock
+    ) -> None:
+        ring.authenticate_key(make(store).text)
+        for _ in range(50):
+            with pytest.raises(ApiKeyInvalid):
+                ring.authenticate_key("tally_" + "x" * 43)
+        assert (ring.loads, ring.look_ups) == (1, 1)
+        clock.now += MISS_REMEMBER_SECONDS + 0.01  # forgotten: looked for once more
         with pytest.raises(ApiKeyInvalid):
             ring.authenticate_key("tally_" + "x" * 43)
-        assert ring.loads == 4  # still remembered as unknown
-        clock.now += MISS_RELOAD_SECONDS + 0.01
+        assert ring.look_ups == 2
+
+    def test_unknown_keys_share_a_budget_of_store_reads_and_never_wait(
+        self, store: SqlStore, ring: KeyRing, clock: Clock
+    ) -> None:
+        ring.authenticate_key(make(store).text)
+        for i in range(3 * int(LOOK_UPS_PER_SECOND)):
+            with pytest.raises(ApiKeyInvalid):
+                ring.authenticate_key(f"tally_made-up-{i}")
+        assert (ring.loads, ring.look_ups) == (1, LOOK_UPS_PER_SECOND)
+        fresh = make(store)
+        with pytest.raises(ApiKeyInvalid):  # over the budget: refused from memory
+            ring.authenticate_key(fresh.text)
+        assert ring.look_ups == LOOK_UPS_PER_SECOND
+        clock.now += 1.5 / LOOK_UPS_PER_SECOND  # the bucket has a read again
+        assert ring.authenticate_key(fresh.text).key_id == fresh.key.id
+        later = make(store)
+        for i in range(int(LOOK_UPS_PER_SECOND)):
+            with pytest.raises(ApiKeyInvalid):
+                ring.authenticate_key(f"tally_more-made-up-{i}")
+        clock.now += 5.01  # however spent the budget, the next reload finds every key
+        assert ring.authenticate_key(later.text).key_id == later.key.id
+        assert ring.loads == 2
+
+    def test_the_unknown_keys_remembered_are_bounded(
+        self, store: SqlStore, ring: KeyRing, clock: Clock, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(access, "MAX_REMEMBERED_MISSES", 3)
+        ring.authenticate_key(make(store).text)
+        for i in range(5):
+            with pytest.raises(ApiKeyInvalid):
+                ring.authenticate_key(f"tally_made-up-{i}")
+        assert len(ring._misses) == 3
         with pytest.raises(ApiKeyInvalid):
-            ring.authenticate_key("tally_" + "x" * 43)
-        assert ring.loads == 5
+            ring.authenticate_key("tally_made-up-4")  # among the newest: remembered
+        assert ring.look_ups == 5
+        with pytest.raises(ApiKeyInvalid):
+            ring.authenticate_key("tally_made-up-0")  # the oldest: forgotten, read again
+        assert ring.look_ups == 6
+
+    def test_an_unknown_token_key_id_is_looked_for_by_itself(
+        self, store: SqlStore, ring: KeyRing
+    ) -> None:
+        ring.authenticate_key(make(store).text)  # loaded before the issuer was made
+        issuing = KeyRing(store)  # another process
+        made = make(store)
+        token, _ = issuing.issue_token(issuing.authenticate_key(made.text), "alice", None, T0)
+        assert ring.authenticate_token(token, T0).user_id == "alice"
+        assert (ring.loads, ring.look_ups) == (1, 1)
+        forged = tokens.sign(tokens.TokenClaims("nosuchkey", "alice", T0), b"k" * 32)
+        for _ in range(20):
+            with pytest.raises(TokenInvalid):
+                ring.authenticate_token(forged, T0)
+        assert (ring.loads, ring.look_ups) == (1, 2)
+        too_long = tokens.sign(tokens.TokenClaims("k" * 33, "alice", T0), b"k" * 32)
+        with pytest.raises(TokenInvalid):  # no key has such an id: not looked for
+            ring.authenticate_token(too_long, T0)
+        assert ring.look_ups == 2
 
     @settings(max_examples=50, suppress_health_check=[HealthCheck.function_scoped_fixture])
     @given(sent=st.text(max_size=600))
@@ -184,6 +246,55 @@ class TestUserTokens:
         for bad in altered:
             with pytest.raises(TokenInvalid):
                 ring.authenticate_token(bad, T0)
+
+    def test_a_token_of_no_key_and_one_with_a_bad_signature_are_told_the_same(
+        self, store: SqlStore, ring: KeyRing
+    ) -> None:
+        """Nothing in the answer says whether a token's key id names a key."""
+        made = make(store)
+        token, _ = ring.issue_token(ring.authenticate_key(made.text), "alice", None, T0)
+        claims, _, _ = tokens.read_claims(token)
+        forged = [
+            tokens.sign(claims, b"k" * 32),  # a real key id, a guessed secret
+            tokens.sign(tokens.TokenClaims("0123456789ab", "alice", claims.expire_time), b"k"),
+        ]
+        told = []
+        for bad in forged:
+            with pytest.raises(TokenInvalid) as refused:
+                ring.authenticate_token(bad, T0)
+            told.append((refused.value.message, refused.value.metadata))
+        assert told[0] == told[1]
+        assert made.key.id not in told[0][0]
+
+    def test_under_a_server_secret_the_stored_secrets_cannot_sign_tokens(
+        self, store: SqlStore, clock: Clock
+    ) -> None:
+        server_secret = b"s" * 32
+        ring = KeyRing(store, clock=clock, token_secret=server_secret)
+        made = make(store)  # a key made before or after the secret was set: the same
+        issuer = ring.authenticate_key(made.text)
+        token, _ = ring.issue_token(issuer, "alice", None, T0)
+        assert ring.authenticate_token(token, T0).user_id == "alice"
+        with store.engine.connect() as connection:  # what a copy of the store holds
+            stored = bytes.fromhex(
+                connection.execute(
+                    text("SELECT token_secret FROM api_keys WHERE id = :id"), {"id": made.key.id}
+                ).scalar_one()
+            )
+        claims = tokens.TokenClaims(made.key.id, "bob", T0 + timedelta(hours=1))
+        from_dump = tokens.sign(claims, stored)
+        with pytest.raises(TokenInvalid):
+            ring.authenticate_token(from_dump, T0)
+        unset = KeyRing(store, clock=clock)  # no server secret: as before, and so
+        assert unset.authenticate_token(from_dump, T0).user_id == "bob"  # the dump signs
+        before, _ = unset.issue_token(issuer, "alice", None, T0)
+        with pytest.raises(TokenInvalid):  # tokens made before the secret was set
+            ring.authenticate_token(before, T0)
+        other_worker = KeyRing(store, clock=clock, token_secret=server_secret)
+        assert other_worker.authenticate_token(token, T0).user_id == "alice"
+        other_server = KeyRing(store, clock=clock, token_secret=b"t" * 32)
+        with pytest.raises(TokenInvalid):
+            other_server.authenticate_token(token, T0)
 
     def test_a_revoked_keys_tokens_stop_working(
         self, store: SqlStore, ring: KeyRing, clock: Clock

@@ -195,7 +195,7 @@ def run_keys(settings: Settings, args: argparse.Namespace) -> int:
         )
     store = open_store(settings.database_url)
     try:
-        migrate.upgrade(store.engine)
+        migrate.ensure_newest(store.engine)
         now = app.utc_now()
         if args.keys_command == "create":
             try:

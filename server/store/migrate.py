@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from alembic import command
@@ -26,6 +27,20 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     else and idempotent when already there."""
     command.upgrade(alembic_config(engine), revision)
     citus.distribute(engine)
+
+
+def ensure_newest(engine: Engine) -> None:
+    """`upgrade`, unless the schema is at the newest revision already: one small read, and
+    quiet (Alembic's INFO banner is no news to a command that only needs the schema)."""
+    quiet = logging.getLogger("alembic")
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)
+    try:
+        behind = current(engine) != head()
+    finally:
+        quiet.setLevel(level)
+    if behind:
+        upgrade(engine)
 
 
 def current(engine: Engine) -> str | None:

@@ -436,6 +436,7 @@ def test_keys_create_list_and_revoke(tmp_path: Path) -> None:
     for flags in ((), ("--json",)):
         listed = tally("keys", "list", *flags, cwd=tmp_path, env=env)
         assert listed.returncode == 0, listed.stderr
+        assert "alembic" not in listed.stderr  # the schema is new already: nothing to say
         assert "dashboards" in listed.stdout
         assert key not in listed.stdout
         assert key.removeprefix("tally_")[:12] not in listed.stdout

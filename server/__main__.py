@@ -36,7 +36,7 @@ from server.domain.access import ApiKey, Scope
 from server.domain.audit import Difference
 from server.domain.errors import SystemNotFound, TransientStoreError, ValidationFailed
 from server.services import access, verify
-from server.settings import SettingError, Settings, quoted
+from server.settings import SettingError, Settings, quoted, unknown_variables
 from server.startup import StartupError, check_can_listen, database_fault, open_store
 from server.store import migrate
 from server.store.database import SqlStore
@@ -367,6 +367,8 @@ def run_serve(settings: Settings) -> int:
     On a store with no API key at all, first make an admin key and print it, once.
     The address and the database are checked before anything is written."""
     check_can_listen(*settings.listen_address)
+    for line in unknown_variables(os.environ):
+        log.warning("%s", line)
     store = open_store(settings.database_url)
     try:
         migrate.upgrade(store.engine)

@@ -6,6 +6,8 @@ message names the flag or variable, says what it accepts, and quotes what it got
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import math
 import os
 import re
@@ -89,6 +91,29 @@ NUMBERS: dict[str, Accepts] = {
     "rate_limit_per_second": Accepts(whole=False, low=0, high=1e9, note="0 = no limit"),
     "rate_limit_burst": Accepts(whole=True, low=1, high=1_000_000_000),
 }
+
+
+# TALLY_* variables that others read: the `tally` command, compose, the test suites.
+OTHERS_VARIABLES = frozenset({"TALLY_TARGET", "TALLY_API_KEY", "TALLY_USER_TOKEN", "TALLY_PORT"})
+OTHERS_PREFIXES = ("TALLY_TEST_", "TALLY_FAULTS_", "TALLY_CONTAINER_", "TALLY_HOSTILE_")
+
+
+def unknown_variables(env: Mapping[str, str]) -> list[str]:
+    """A line for each TALLY_* variable that names no setting (a typo, e.g. TALLY_WORKER,
+    would otherwise be ignored without a word), with the setting it may have meant."""
+    known = {env_name(f.name) for f in dataclasses.fields(Settings)} | {
+        env_name("token_secret_file")
+    }
+    lines = []
+    for name in sorted(env):
+        if not name.startswith("TALLY_") or name in known or name in OTHERS_VARIABLES:
+            continue
+        if name.startswith(OTHERS_PREFIXES) or name in ("TALLY_BUF", "TALLY_KEY"):
+            continue
+        close = difflib.get_close_matches(name, sorted(known), n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        lines.append(f"{name} is not a setting, so it is ignored{hint}")
+    return lines
 
 
 def flag_name(setting: str) -> str:

@@ -30,4 +30,3 @@ def test_one_callers_share_may_not_exceed_the_whole_budget() -> None:
     )
     with pytest.raises(SettingError, match="TALLY_MAX_OPEN_STREAMS must be a whole number"):
         Settings.load({"TALLY_MAX_OPEN_STREAMS": "0"})
-

@@ -19,9 +19,10 @@ from server import app
 from server.api import access_log
 from server.api.guard import Guard
 from server.domain.access import Scope
-from server.services import access, callers
-from server.services.access import KeyRing
-from server.services.limits import RateLimiter
+from server.services.held import callers
+from server.services.held.key_ring import KeyRing
+from server.services.held.limits import RateLimiter
+from server.services.operations import api_keys
 from server.store import migrate
 from server.store.database import SqlStore
 from tally.v1 import common_pb2, points_pb2
@@ -44,7 +45,7 @@ def main() -> int:
         store = SqlStore.from_url(f"sqlite:///{Path(folder) / 'tally.db'}")
         migrate.upgrade(store.engine)
         now = app.utc_now()
-        made = access.create_key(store, "bench", Scope.WRITE, ("xp",), now)
+        made = api_keys.create_key(store, "bench", Scope.WRITE, ("xp",), now)
         ring = KeyRing(store)
         guard = Guard(ring, app.utc_now)
         token, _ = ring.issue_token(ring.authenticate_key(made.text), "alice", None, now)

@@ -19,8 +19,8 @@ from sqlalchemy import create_engine, text
 
 from server.domain import commands
 from server.domain.model import TriggerType
-from server.services import events, systems, triggers
 from server.services.tally import Tally
+from server.services.use_cases import events, systems, triggers
 from server.store import migrate
 from server.store.database import SqlStore
 

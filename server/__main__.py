@@ -35,7 +35,7 @@ from server import app, logs, metrics, tracing
 from server.domain.access import ApiKey, Scope
 from server.domain.audit import Difference
 from server.domain.errors import SystemNotFound, TransientStoreError, ValidationFailed
-from server.services import access, verify
+from server.services.operations import api_keys, verify
 from server.settings import SettingError, Settings, quoted, unknown_variables
 from server.startup import StartupError, check_can_listen, database_fault, open_store
 from server.store import migrate
@@ -199,11 +199,11 @@ def run_keys(settings: Settings, args: argparse.Namespace) -> int:
         now = app.utc_now()
         if args.keys_command == "create":
             try:
-                created = access.create_key(store, args.name, Scope(args.scope), systems, now)
+                created = api_keys.create_key(store, args.name, Scope(args.scope), systems, now)
             except ValidationFailed as error:
                 print(f"tally-server: {error.message}", file=sys.stderr)
                 return 2
-            missing = access.missing_systems(store, created.key.systems)
+            missing = api_keys.missing_systems(store, created.key.systems)
             if missing:
                 named = ", ".join(map(repr, missing))
                 print(
@@ -219,10 +219,10 @@ def run_keys(settings: Settings, args: argparse.Namespace) -> int:
             print(created.text)
             return 0
         if args.keys_command == "list":
-            for key in access.list_keys(store):
+            for key in api_keys.list_keys(store):
                 print(json.dumps(_key_fields(key)) if args.json else _describe(key, full=True))
             return 0
-        if access.revoke_key(store, args.id, now):
+        if api_keys.revoke_key(store, args.id, now):
             print(
                 f"revoked key {args.id}; servers refuse it within {settings.key_cache_seconds:g} s"
             )
@@ -373,7 +373,7 @@ def run_serve(settings: Settings) -> int:
     try:
         migrate.upgrade(store.engine)
         if not settings.insecure_no_auth:
-            first = access.create_first_key(store, app.utc_now())
+            first = api_keys.create_first_key(store, app.utc_now())
             if first is not None:
                 print_first_key(first)
             if not settings.token_secret:
@@ -388,7 +388,7 @@ def run_serve(settings: Settings) -> int:
     return supervise_workers(settings)
 
 
-def print_first_key(first: access.CreatedKey) -> None:
+def print_first_key(first: api_keys.CreatedKey) -> None:
     """The first-run admin key, on standard output, alone on its last line."""
     rule = "=" * 72
     print(rule)

@@ -23,11 +23,11 @@ from server.api.levels import LevelsServicer
 from server.api.points import PointsServicer
 from server.api.shutdown import CallExecutor, ShutdownGate
 from server.api.streams import StreamBudget
-from server.services import writes
-from server.services.feed import Feeds
-from server.services.limits import RateLimiter
+from server.services.held.feed import Feeds
+from server.services.held.limits import RateLimiter
 from server.services.ports import Store
 from server.services.tally import Tally
+from server.services.use_cases import sweeps
 from server.settings import Settings
 from tally.v1 import (
     auth_pb2,
@@ -86,12 +86,12 @@ class Sweeper:
         returns how many were settled."""
         settled = 0
         while not self._stop.is_set():
-            done = writes.expire_due(self.tally, self.clock())
+            done = sweeps.expire_due(self.tally, self.clock())
             settled += done
-            if done < writes.SWEEP_BATCH:  # that was the last batch
+            if done < sweeps.SWEEP_BATCH:  # that was the last batch
                 break
         if not self._stop.is_set():
-            settled += writes.accrue_due(self.tally, self.clock())
+            settled += sweeps.accrue_due(self.tally, self.clock())
         return settled
 
     def _run(self) -> None:

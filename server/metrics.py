@@ -41,7 +41,7 @@ SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 CHANGES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
-# The live feeds (services/watch.py), shown at 0 before anyone follows.
+# The live feeds (services/use_cases/watch.py), shown at 0 before anyone follows.
 FEEDS = ("ledger", "level_changes")
 
 # No `_created` series beside every counter and histogram: they double what is scraped

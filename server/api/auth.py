@@ -8,7 +8,7 @@ from datetime import datetime
 import grpc
 
 from server.api import convert
-from server.services import callers
+from server.services.held import callers
 from server.services.tally import Tally
 from tally.v1 import auth_pb2, auth_pb2_grpc
 

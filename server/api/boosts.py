@@ -12,8 +12,8 @@ from server.api import convert
 from server.domain import commands
 from server.domain.errors import ValidationFailed
 from server.domain.model import BoostStatus
-from server.services import boosts
 from server.services.tally import Tally
+from server.services.use_cases import boosts
 from tally.v1 import boosts_pb2, boosts_pb2_grpc
 
 

@@ -5,7 +5,7 @@ Every Tally service's call must carry an API key (`x-api-key` metadata) or a use
 The key is checked against the process's key ring (no store read), the RPC against the
 scope table (api/scopes.py), a token's RPC against what tokens may call and its request's
 user against the token's. The call then runs with its `Caller` established
-(services/callers.py), for the use cases' checks that depend on the request.
+(services/held/callers.py), for the use cases' checks that depend on the request.
 
 A stream also gets a check of its caller's key against the key ring (at most once per
 RECHECK_SECONDS), which live feeds run as they go: a revoked key's followers end
@@ -27,8 +27,8 @@ from server.api.scopes import REQUIRED_SCOPE, USER_TOKEN_RPCS
 from server.api.wrapping import Streaming, Unary, WrappingInterceptor, iterate_in
 from server.domain.access import Caller, Scope
 from server.domain.errors import ApiKeyMissing, ScopeInsufficient, TokenInvalid, quote
-from server.services import callers
-from server.services.access import KeyRing
+from server.services.held import callers
+from server.services.held.key_ring import KeyRing
 
 API_KEY_HEADER = "x-api-key"
 AUTHORIZATION_HEADER = "authorization"

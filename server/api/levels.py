@@ -10,8 +10,8 @@ import grpc
 
 from server.api import convert
 from server.domain import commands, reports
-from server.services import levels, watch
 from server.services.tally import Tally
+from server.services.use_cases import levels, watch
 from tally.v1 import common_pb2, levels_pb2, levels_pb2_grpc
 
 

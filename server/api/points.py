@@ -16,9 +16,17 @@ from server.domain import commands, reports
 from server.domain.errors import FieldViolation, TallyError, ValidationFailed
 from server.domain.model import EntryType
 from server.domain.validation import MAX_KEY_CHARS, resolve_idempotency_key
-from server.services import analytics, events, reads, systems, triggers, watch, writes
-from server.services.results import WriteResult
+from server.services.pipeline.results import WriteResult
 from server.services.tally import Tally
+from server.services.use_cases import (
+    analytics,
+    events,
+    points_changes,
+    reads,
+    systems,
+    triggers,
+    watch,
+)
 from tally.v1 import common_pb2, points_pb2, points_pb2_grpc
 
 IDEMPOTENCY_HEADER = "idempotency-key"
@@ -163,7 +171,7 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
             skip_boosts=request.skip_boosts,
             validate_only=request.validate_only,
         )
-        result = writes.award(self.tally, cmd, self.clock())
+        result = points_changes.award(self.tally, cmd, self.clock())
         return points_pb2.AwardResponse(**_write_fields(result))
 
     def Deduct(
@@ -180,7 +188,7 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
             ),
             validate_only=request.validate_only,
         )
-        result = writes.deduct(self.tally, cmd, self.clock())
+        result = points_changes.deduct(self.tally, cmd, self.clock())
         return points_pb2.DeductResponse(**_write_fields(result))
 
     def AwardBatch(
@@ -198,7 +206,7 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
                 ]
             )
         items = [_batch_item(index, item, header) for index, item in enumerate(request.items)]
-        outcomes = writes.award_batch(self.tally, items, self.clock())
+        outcomes = points_changes.award_batch(self.tally, items, self.clock())
         results = []
         for item, outcome in zip(request.items, outcomes, strict=True):
             if isinstance(outcome, TallyError):
@@ -236,7 +244,7 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
                 request.idempotency_key, idempotency_header(context)
             ),
         )
-        result = writes.reverse(self.tally, cmd, self.clock())
+        result = points_changes.reverse(self.tally, cmd, self.clock())
         return points_pb2.ReverseResponse(**_write_fields(result))
 
     # -- reads ---------------------------------------------------------------------------

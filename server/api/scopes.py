@@ -3,7 +3,7 @@
 Keyed by full method name and covering every RPC of every Tally service, implemented or
 not (tests/api/test_guard.py fails when an RPC of the protos has no entry). Checks that
 depend on the request beyond this (which system, a global boost) are the use cases'
-(services/callers.py).
+(services/held/callers.py).
 """
 
 from __future__ import annotations

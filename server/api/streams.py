@@ -30,7 +30,7 @@ from server.api.guard import OPEN_SERVICES
 from server.api.wrapping import Streaming, Unary, WrappingInterceptor
 from server.domain.access import TRUSTED
 from server.domain.errors import RateLimited
-from server.services import callers
+from server.services.held import callers
 
 RETRY_SECONDS = 1.0
 # A caller's streams are counted under (key id, user id of a token or "").

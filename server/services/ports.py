@@ -207,7 +207,7 @@ class LedgerRepository(Protocol):
 
 
 class FeedRepository(Protocol):
-    """What the feeds' watermarks are made of (services/feed.py)."""
+    """What the feeds' watermarks are made of (services/held/feed.py)."""
 
     def last_issued(self, feed: str) -> int:
         """The highest number the feed has handed out (committed or not)."""

@@ -13,14 +13,14 @@ from server.domain.errors import NoMatchingTrigger, SystemNotFound
 from server.domain.model import PointsSystem
 from server.domain.rules import Rules
 from server.domain.validation import SYSTEM_KEY
-from server.services import callers
-from server.services.access import DEFAULT_MAX_AGE, KeyRing
-from server.services.configuration import Configuration
-from server.services.feed import Feeds
-from server.services.limits import RateLimiter
+from server.services.held import callers
+from server.services.held.configuration import Configuration
+from server.services.held.feed import Feeds
+from server.services.held.key_ring import DEFAULT_MAX_AGE, KeyRing
+from server.services.held.limits import RateLimiter
+from server.services.pipeline.writer import MAX_BATCH_CHANGES, Writer
 from server.services.ports import Store, UnitOfWork
 from server.services.transactions import in_transaction
-from server.services.writer import MAX_BATCH_CHANGES, Writer
 
 T = TypeVar("T")
 
@@ -48,7 +48,7 @@ class Tally:
         )
         self.keys = KeyRing(store, max_age=key_max_age, token_secret=token_secret)
         # By system: the TIME_INTERVAL epoch whose stale accounts this process's sweep has
-        # settled (see writes.accrue_due).
+        # settled (see use_cases/sweeps.py).
         self.accrued_epochs: dict[str, int] = {}
         self.limits = limits if limits is not None else RateLimiter.unlimited()
 

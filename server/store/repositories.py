@@ -460,7 +460,7 @@ class SqlLedgerRepository(_Repository):
 
 
 class SqlFeedRepository(_Repository):
-    """What the feeds' watermarks are made of (services/feed.py explains them)."""
+    """What the feeds' watermarks are made of (services/held/feed.py explains them)."""
 
     def last_issued(self, feed: str) -> int:
         return int(self.db.scalar(self.sql.feed_last[feed]))

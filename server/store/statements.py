@@ -544,9 +544,9 @@ class Statements:
             .where(boosts.c.id == bindparam("match_id"))
             .values(archive_time=bindparam("archive_time"))
         )
-        # The live feeds (services/feed.py): each feed's items, in sequence order, after a
+        # The live feeds (services/held/feed.py): each feed's items, in sequence order, after a
         # cursor and up to a bound below which nothing can still commit; and what a
-        # watermark is made of, per feed, by the name services/feed.py gives it.
+        # watermark is made of, per feed, by the name services/held/feed.py gives it.
         after_cursor = (
             ledger.c.sequence > bindparam("after"),
             ledger.c.sequence <= bindparam("through"),

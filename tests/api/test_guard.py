@@ -16,8 +16,8 @@ from server.api.guard import Guard
 from server.api.scopes import REQUIRED_SCOPE, USER_TOKEN_RPCS
 from server.domain.access import Scope
 from server.domain.errors import ScopeInsufficient, Unauthenticated
-from server.services import access
-from server.services.access import KeyRing
+from server.services.held.key_ring import KeyRing
+from server.services.operations import api_keys
 from server.store.database import SqlStore
 from tally.v1 import points_pb2
 
@@ -92,8 +92,8 @@ def test_any_metadata_is_unauthenticated_never_another_error(
 
 
 def test_a_method_missing_from_the_table_needs_admin(guard: Guard, store: SqlStore) -> None:
-    write = access.create_key(store, "w", Scope.WRITE, (), app.utc_now()).text
-    admin = access.create_key(store, "a", Scope.ADMIN, (), app.utc_now()).text
+    write = api_keys.create_key(store, "w", Scope.WRITE, (), app.utc_now()).text
+    admin = api_keys.create_key(store, "a", Scope.ADMIN, (), app.utc_now()).text
     with pytest.raises(ScopeInsufficient):
         guard.caller_of("/tally.v1.PointsService/SomethingNew", [("x-api-key", write)], None)
     guard.caller_of("/tally.v1.PointsService/SomethingNew", [("x-api-key", admin)], None)

@@ -11,7 +11,7 @@ import pytest
 
 from server import app
 from server.domain.access import Scope
-from server.services import access
+from server.services.operations import api_keys
 from server.settings import Settings
 from server.store.database import SqlStore
 from tally.v1 import points_pb2_grpc
@@ -46,7 +46,7 @@ def keyed(channel: grpc.Channel, key: str) -> grpc.Channel:
 
 
 def new_key(store: SqlStore, scope: Scope = Scope.ADMIN, systems: tuple[str, ...] = ()) -> str:
-    return access.create_key(store, f"test {scope.value}", scope, systems, app.utc_now()).text
+    return api_keys.create_key(store, f"test {scope.value}", scope, systems, app.utc_now()).text
 
 
 @pytest.fixture

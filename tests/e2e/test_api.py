@@ -18,7 +18,7 @@ from grpc_status import rpc_status
 
 from server.domain.errors import StoreUnavailable
 from server.domain.ledger import Posting
-from server.services import writes
+from server.services.use_cases import points_changes
 from server.store.database import SqlStore
 from tally.v1 import common_pb2, points_pb2
 from tally.v1.points_pb2_grpc import PointsServiceStub
@@ -370,7 +370,7 @@ def test_store_unavailable_names_the_operation(
     def down(*args: Any) -> Any:
         raise StoreUnavailable()
 
-    monkeypatch.setattr(writes, "award", down)
+    monkeypatch.setattr(points_changes, "award", down)
     with pytest.raises(grpc.RpcError) as caught:
         award(points, "alice", 1)
     code, reason, metadata, _ = error_of(caught.value)

@@ -25,7 +25,7 @@ from server import app
 from server.api.scopes import REQUIRED_SCOPE, USER_TOKEN_RPCS
 from server.domain import tokens
 from server.domain.access import Scope
-from server.services import access
+from server.services.operations import api_keys
 from server.settings import Settings
 from server.store.database import SqlStore
 from tally.v1 import auth_pb2, auth_pb2_grpc, common_pb2, points_pb2, points_pb2_grpc
@@ -151,10 +151,10 @@ def test_no_key_an_unknown_key_and_a_revoked_key(
         "API_KEY_MISSING",
         {"metadata_key": "x-api-key"},
     )
-    made = access.create_key(store, "soon revoked", Scope.READ, (), app.utc_now())
+    made = api_keys.create_key(store, "soon revoked", Scope.READ, (), app.utc_now())
     keyed_stub = points_pb2_grpc.PointsServiceStub(keyed(bare, made.text))
     keyed_stub.ListSystems(points_pb2.ListSystemsRequest())
-    access.revoke_key(store, made.key.id, app.utc_now())
+    api_keys.revoke_key(store, made.key.id, app.utc_now())
     code, reason, metadata, _ = failure(
         lambda: keyed_stub.ListSystems(points_pb2.ListSystemsRequest())
     )
@@ -335,7 +335,7 @@ def test_create_user_token_needs_a_write_key_and_checks_ttl(
 def test_expired_forged_and_orphaned_tokens(
     bare: grpc.Channel, store: SqlStore, admin: points_pb2_grpc.PointsServiceStub, clock: Clock
 ) -> None:
-    made = access.create_key(store, "front end", Scope.WRITE, (), app.utc_now())
+    made = api_keys.create_key(store, "front end", Scope.WRITE, (), app.utc_now())
     short = token_for(bare, made.text, "alice", timedelta(seconds=1)).token
     lasting = token_for(bare, made.text, "alice").token
     stub = points_pb2_grpc.PointsServiceStub(bearer(bare, short))
@@ -356,7 +356,7 @@ def test_expired_forged_and_orphaned_tokens(
         lambda: points_pb2_grpc.PointsServiceStub(basic).GetBalance(balance_request())
     )
     assert (code, reason) == (grpc.StatusCode.UNAUTHENTICATED, "TOKEN_INVALID")
-    access.revoke_key(store, made.key.id, app.utc_now())
+    api_keys.revoke_key(store, made.key.id, app.utc_now())
     alive = points_pb2_grpc.PointsServiceStub(bearer(bare, lasting))
     code, reason, _, _ = failure(lambda: alive.GetBalance(balance_request()))
     assert (code, reason) == (grpc.StatusCode.UNAUTHENTICATED, "TOKEN_INVALID")
@@ -410,7 +410,7 @@ def test_health_and_reflection_need_no_key(bare: grpc.Channel) -> None:
 def test_one_log_line_per_call_with_the_key_id_and_never_the_key(
     bare: grpc.Channel, store: SqlStore, caplog: pytest.LogCaptureFixture
 ) -> None:
-    made = access.create_key(store, "logged", Scope.WRITE, (), app.utc_now())
+    made = api_keys.create_key(store, "logged", Scope.WRITE, (), app.utc_now())
     stub = points_pb2_grpc.PointsServiceStub(keyed(bare, made.text))
     with caplog.at_level(logging.INFO, logger="tally.access"):
         stub.ListSystems(points_pb2.ListSystemsRequest())

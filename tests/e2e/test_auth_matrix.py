@@ -28,7 +28,7 @@ from google.protobuf.message import Message
 from server import app
 from server.api.scopes import REQUIRED_SCOPE, USER_TOKEN_RPCS
 from server.domain.access import Scope
-from server.services import access
+from server.services.operations import api_keys
 from server.settings import Settings
 from server.store.database import SqlStore
 from tally.v1 import common_pb2, points_pb2, points_pb2_grpc
@@ -176,11 +176,11 @@ def channels(bare: grpc.Channel, store: SqlStore, clock: Clock) -> dict[str, grp
     now = app.utc_now()
 
     def key(scope: Scope, systems: tuple[str, ...] = ()) -> str:
-        return access.create_key(store, "matrix", scope, systems, now).text
+        return api_keys.create_key(store, "matrix", scope, systems, now).text
 
     made: dict[str, grpc.Channel] = {"no key": bare, "bad key": keyed(bare, "tally_" + "A" * 43)}
-    revoked = access.create_key(store, "matrix revoked", Scope.ADMIN, (), now)
-    access.revoke_key(store, revoked.key.id, now)
+    revoked = api_keys.create_key(store, "matrix revoked", Scope.ADMIN, (), now)
+    api_keys.revoke_key(store, revoked.key.id, now)
     made["revoked key"] = keyed(bare, revoked.text)
     write_key, write_key_of_a = key(Scope.WRITE), key(Scope.WRITE, (OWN,))
     for credential in CREDENTIALS:
@@ -271,4 +271,4 @@ def test_every_rpc_every_credential_every_system(
 
 
 def access_key(store: SqlStore) -> str:
-    return access.create_key(store, "matrix admin", Scope.ADMIN, (), app.utc_now()).text
+    return api_keys.create_key(store, "matrix admin", Scope.ADMIN, (), app.utc_now()).text

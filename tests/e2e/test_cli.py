@@ -30,8 +30,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from server import app
 from server.domain import commands
-from server.services import access, systems
+from server.services.operations import api_keys
 from server.services.tally import Tally
+from server.services.use_cases import systems
 from server.store.database import SqlStore
 from server.store.models import Base
 from tally.v1 import common_pb2, points_pb2, points_pb2_grpc
@@ -494,7 +495,7 @@ def test_keys_create_refuses_an_empty_system_name(
         "empty (leave --systems out for a key of every system), got " + repr(given)
     ]
     assert not KEY.search(made.stdout)
-    assert access.list_keys(store) == []
+    assert api_keys.list_keys(store) == []
 
 
 def test_keys_create_warns_of_systems_not_made_yet(tmp_path: Path, store: SqlStore) -> None:
@@ -520,7 +521,7 @@ def test_keys_create_warns_of_systems_not_made_yet(tmp_path: Path, store: SqlSto
         "tally-server: warning: no points systems 'a', 'b' exist yet; the key is made and may "
         "use them once they do"
     ]
-    assert [sorted(k.systems) for k in access.list_keys(store)] == [
+    assert [sorted(k.systems) for k in api_keys.list_keys(store)] == [
         ["xp"],
         [],
         ["cions", "xp"],

@@ -24,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from server import metrics
 from server.domain.errors import StoreUnavailable
-from server.services import writes
+from server.services.use_cases import points_changes
 from server.store.database import SqlStore
 from tally.v1 import common_pb2, points_pb2, points_pb2_grpc
 from tests.e2e.test_api import award, create_system
@@ -119,7 +119,7 @@ def test_store_unavailable_is_counted_by_method(
     def down(*args: Any) -> Any:
         raise StoreUnavailable()
 
-    monkeypatch.setattr(writes, "award", down)
+    monkeypatch.setattr(points_changes, "award", down)
     before = scrape()
     with pytest.raises(grpc.RpcError) as refused:
         award(points, "alice", 1)

@@ -18,7 +18,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from server import app
 from server.domain.access import Scope
-from server.services import access
+from server.services.operations import api_keys
 from server.settings import Settings
 from server.store.database import SqlStore
 from tally.v1 import auth_pb2, auth_pb2_grpc, common_pb2, points_pb2, points_pb2_grpc
@@ -53,8 +53,8 @@ def channel(store: SqlStore) -> Iterator[grpc.Channel]:
         server.stop(grace_seconds=1)
 
 
-def new_key(store: SqlStore, scope: Scope = Scope.ADMIN) -> access.CreatedKey:
-    return access.create_key(store, f"test {scope.value}", scope, (), app.utc_now())
+def new_key(store: SqlStore, scope: Scope = Scope.ADMIN) -> api_keys.CreatedKey:
+    return api_keys.create_key(store, f"test {scope.value}", scope, (), app.utc_now())
 
 
 class Requests:
@@ -180,7 +180,7 @@ def test_a_revoked_keys_follower_ends_unauthenticated(
     first = award(admin, "alice")
     assert [e.sequence for e in next(call).entries] == [first]
 
-    assert access.revoke_key(store, reader.key.id, app.utc_now())
+    assert api_keys.revoke_key(store, reader.key.id, app.utc_now())
     revoked = time.monotonic()
     ended: list[grpc.RpcError] = []
 

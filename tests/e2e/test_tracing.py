@@ -20,10 +20,10 @@ from server.domain import commands
 from server.domain.book import Book
 from server.domain.errors import StoreUnavailable
 from server.domain.model import UserProfile
-from server.services import writes
-from server.services.posting import Change, Circumstances
-from server.services.results import WriteResult
+from server.services.pipeline.posting import Change, Circumstances
+from server.services.pipeline.results import WriteResult
 from server.services.tally import Tally
+from server.services.use_cases import points_changes
 from server.settings import Settings
 from server.store.database import SqlStore
 from tally.v1 import common_pb2, points_pb2, points_pb2_grpc
@@ -139,7 +139,7 @@ def test_a_failed_call_carries_its_status(
     def down(*args: Any) -> Any:
         raise StoreUnavailable()
 
-    monkeypatch.setattr(writes, "award", down)
+    monkeypatch.setattr(points_changes, "award", down)
     with pytest.raises(grpc.RpcError):
         award(traced, "alice", 1)
     invalid, unavailable = calls(exported, AWARD)

@@ -28,7 +28,7 @@ from sqlalchemy.engine import make_url
 
 from server.app import utc_now
 from server.domain.access import Scope
-from server.services import access
+from server.services.operations import api_keys
 from server.store import migrate
 from server.store.database import SqlStore
 from tests.conftest import PG_ADMIN_URL
@@ -60,7 +60,7 @@ def prepare(url: str) -> str:
     store = SqlStore.from_url(url)
     try:
         migrate.upgrade(store.engine)
-        return access.create_key(store, "fault suite", Scope.ADMIN, (), utc_now()).text
+        return api_keys.create_key(store, "fault suite", Scope.ADMIN, (), utc_now()).text
     finally:
         store.dispose()
 

@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 
 from server import app
 from server.domain.access import Scope
-from server.services import access
+from server.services.operations import api_keys
 from server.settings import Settings
 from server.store.database import SqlStore
 from tally.v1 import (
@@ -82,7 +82,7 @@ def channel(target: str) -> Iterator[grpc.Channel]:
 
 
 def key(store: SqlStore, scope: Scope, systems: tuple[str, ...] = ()) -> str:
-    return access.create_key(store, f"hostile {scope.value}", scope, systems, app.utc_now()).text
+    return api_keys.create_key(store, f"hostile {scope.value}", scope, systems, app.utc_now()).text
 
 
 @pytest.fixture
@@ -90,8 +90,8 @@ def seeded(store: SqlStore, channel: grpc.Channel) -> Seeded:
     """Two systems with a trigger of each kind, levels, a boost, entries of each user, and
     the ids and page tokens they gave; keys of each scope, a revoked one, a user token."""
     admin = key(store, Scope.ADMIN)
-    revoked = access.create_key(store, "revoked", Scope.ADMIN, (), app.utc_now())
-    access.revoke_key(store, revoked.key.id, app.utc_now())
+    revoked = api_keys.create_key(store, "revoked", Scope.ADMIN, (), app.utc_now())
+    api_keys.revoke_key(store, revoked.key.id, app.utc_now())
     md = (("x-api-key", admin),)
     points = points_pb2_grpc.PointsServiceStub(channel)
     levels = levels_pb2_grpc.LevelsServiceStub(channel)

@@ -7,9 +7,9 @@ from typing import Any
 
 from server.domain import commands
 from server.domain.model import UserProfile
-from server.services import reads, systems, writes
-from server.services.results import WriteResult
+from server.services.pipeline.results import WriteResult
 from server.services.tally import Tally
+from server.services.use_cases import points_changes, reads, systems
 from tests.conftest import T0
 
 
@@ -27,7 +27,7 @@ def award(
     **fields: Any,
 ) -> WriteResult:
     cmd = commands.Award(system_key=system_key, user=UserProfile(user), amount=amount, **fields)
-    return writes.award(tally, cmd, at)
+    return points_changes.award(tally, cmd, at)
 
 
 def deduct(
@@ -40,7 +40,7 @@ def deduct(
     **fields: Any,
 ) -> WriteResult:
     cmd = commands.Deduct(system_key=system_key, user_id=user, amount=amount, **fields)
-    return writes.deduct(tally, cmd, at)
+    return points_changes.deduct(tally, cmd, at)
 
 
 def balance(tally: Tally, user: str, *, at: datetime = T0, system_key: str = "xp") -> int:

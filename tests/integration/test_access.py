@@ -19,8 +19,14 @@ from server.domain.errors import (
     TokenInvalid,
     ValidationFailed,
 )
-from server.services import access
-from server.services.access import LOOK_UPS_PER_SECOND, MISS_REMEMBER_SECONDS, KeyRing
+from server.services.held import key_ring
+from server.services.held.key_ring import (
+    LOOK_UPS_PER_SECOND,
+    MISS_REMEMBER_SECONDS,
+    KeyRing,
+    hash_key,
+)
+from server.services.operations import api_keys
 from server.store.database import SqlStore
 from tests.conftest import T0
 
@@ -43,8 +49,8 @@ def ring(store: SqlStore, clock: Clock) -> KeyRing:
     return KeyRing(store, max_age=5.0, clock=clock)
 
 
-def make(store: SqlStore, scope: Scope = Scope.WRITE, *systems: str) -> access.CreatedKey:
-    return access.create_key(store, f"{scope.value} key", scope, systems, T0)
+def make(store: SqlStore, scope: Scope = Scope.WRITE, *systems: str) -> api_keys.CreatedKey:
+    return api_keys.create_key(store, f"{scope.value} key", scope, systems, T0)
 
 
 class TestKeys:
@@ -60,35 +66,35 @@ class TestKeys:
             )
         assert one.text not in stored
         assert one.text.removeprefix("tally_") not in stored
-        assert access.hash_key(one.text) in stored
-        listed = access.list_keys(store)
+        assert hash_key(one.text) in stored
+        listed = api_keys.list_keys(store)
         assert {k.id for k in listed} == {one.key.id, two.key.id}
         assert {k.key_hash for k in listed} == {
-            access.hash_key(one.text),
-            access.hash_key(two.text),
+            hash_key(one.text),
+            hash_key(two.text),
         }
 
     def test_systems_and_name_are_checked(self, store: SqlStore) -> None:
         with pytest.raises(ValidationFailed) as bad:
-            access.create_key(store, "", Scope.READ, ["xp", "Not A Key"], T0)
+            api_keys.create_key(store, "", Scope.READ, ["xp", "Not A Key"], T0)
         assert [v.field for v in bad.value.violations] == ["name", "systems"]
-        assert access.list_keys(store) == []
+        assert api_keys.list_keys(store) == []
 
     def test_revoke_once(self, store: SqlStore) -> None:
         key = make(store).key
-        assert access.revoke_key(store, key.id, T0)
-        assert not access.revoke_key(store, key.id, T0)
-        assert not access.revoke_key(store, "nosuchkey", T0)
-        (listed,) = access.list_keys(store)
+        assert api_keys.revoke_key(store, key.id, T0)
+        assert not api_keys.revoke_key(store, key.id, T0)
+        assert not api_keys.revoke_key(store, "nosuchkey", T0)
+        (listed,) = api_keys.list_keys(store)
         assert listed.revoke_time == T0
 
     def test_the_first_key_is_made_once_on_an_empty_store(self, store: SqlStore) -> None:
-        first = access.create_first_key(store, T0)
+        first = api_keys.create_first_key(store, T0)
         assert first is not None
         assert first.key.scope is Scope.ADMIN
-        assert access.create_first_key(store, T0) is None
-        access.revoke_key(store, first.key.id, T0)
-        assert access.create_first_key(store, T0) is None  # revoked on purpose: no new one
+        assert api_keys.create_first_key(store, T0) is None
+        api_keys.revoke_key(store, first.key.id, T0)
+        assert api_keys.create_first_key(store, T0) is None  # revoked on purpose: no new one
 
 
 class TestKeyRing:
@@ -114,7 +120,7 @@ class TestKeyRing:
     ) -> None:
         made = make(store)
         ring.authenticate_key(made.text)
-        access.revoke_key(store, made.key.id, T0)
+        api_keys.revoke_key(store, made.key.id, T0)
         ring.authenticate_key(made.text)  # still trusted: the bound is 5 s
         clock.now += 5.01
         with pytest.raises(ApiKeyRevoked) as refused:
@@ -172,7 +178,7 @@ class TestKeyRing:
     def test_the_unknown_keys_remembered_are_bounded(
         self, store: SqlStore, ring: KeyRing, clock: Clock, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        monkeypatch.setattr(access, "MAX_REMEMBERED_MISSES", 3)
+        monkeypatch.setattr(key_ring, "MAX_REMEMBERED_MISSES", 3)
         ring.authenticate_key(make(store).text)
         for i in range(5):
             with pytest.raises(ApiKeyInvalid):
@@ -301,7 +307,7 @@ class TestUserTokens:
     ) -> None:
         made = make(store)
         token, _ = ring.issue_token(ring.authenticate_key(made.text), "alice", None, T0)
-        access.revoke_key(store, made.key.id, T0)
+        api_keys.revoke_key(store, made.key.id, T0)
         clock.now += 5.01
         with pytest.raises(TokenInvalid, match="revoked"):
             ring.authenticate_token(token, T0)

@@ -14,14 +14,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from server.domain import commands, reports
+from server.domain.balances import balance_in
 from server.domain.book import Book
 from server.domain.errors import SystemNotFound, TallyError, UserNotFound, ValidationFailed
 from server.domain.ledger import Posting
 from server.domain.model import EntryType, LedgerEntry, UserProfile
-from server.services import analytics, watch, writes
-from server.services.posting import Change, Circumstances
-from server.services.results import WriteResult
+from server.services.pipeline.posting import Change, Circumstances
+from server.services.pipeline.results import WriteResult
 from server.services.tally import Tally
+from server.services.use_cases import analytics, points_changes, watch
 from server.store.database import SqlStore
 from tests.conftest import _empty
 from tests.integration.helpers import award, deduct, system
@@ -63,7 +64,7 @@ def post_award(tally: Tally, user: str, amount: int, at: datetime, trigger_id: s
         system = given.system("xp")
         account = book.account(system, given.rules, at)
         entry = book.post(account.award(amount, Posting(trigger_id=trigger_id), now=at))
-        return WriteResult(entry, writes.balance_in(book, system, given.rules))
+        return WriteResult(entry, balance_in(book, system, given.rules))
 
     (outcome,) = tally.writer.post([Change("xp", user, decide, at, profile=UserProfile(user))])
     assert isinstance(outcome, WriteResult)
@@ -85,7 +86,7 @@ def play(tally: Tally, store: SqlStore, steps: Sequence[Op]) -> list[LedgerEntry
                 deduct(tally, user, step.amount, at=at)
             elif awarded:
                 entry_id = awarded[step.amount % len(awarded)]
-                writes.reverse(tally, commands.Reverse(entry_id), at)
+                points_changes.reverse(tally, commands.Reverse(entry_id), at)
         except TallyError:  # refused by the rules (insufficient points...): not written
             continue
     return ledger_of(tally)
@@ -299,7 +300,7 @@ def test_the_cohort_filter_counts_users_with_every_attribute(tally: Tally) -> No
         ("c", 30, {"plan": "free", "country": "fr"}),
     ]:
         cmd = commands.Award("xp", UserProfile(user, attributes=attributes), amount)
-        writes.award(tally, cmd, BASE)
+        points_changes.award(tally, cmd, BASE)
     pro = analytics.points_summary(tally, reports.GetPointsSummary("xp", 2, (("plan", "pro"),)))
     assert [(b.low, b.high, b.users) for b in pro.buckets] == [(0, 0, 0), (1, 10, 1), (11, 20, 1)]
     both = (("plan", "pro"), ("country", "fr"))

@@ -25,10 +25,10 @@ from server.domain.model import (
     TriggerType,
     UserProfile,
 )
-from server.services import boosts, events, triggers, writes
 from server.services.ports import UnitOfWork
 from server.services.tally import Tally
 from server.services.transactions import in_transaction
+from server.services.use_cases import boosts, events, points_changes, triggers
 from server.store.database import SqlStore
 from tests.conftest import T0
 from tests.integration.helpers import award, balance, deduct, system
@@ -97,7 +97,7 @@ class TestApplication:
         system(tally)
         boost(tally, "2", cohort=(("plan", "pro"),))
         pro = commands.Award("xp", UserProfile("ann", attributes={"plan": "pro"}), 10)
-        assert writes.award(tally, pro, T0).entry.amount == 20
+        assert points_changes.award(tally, pro, T0).entry.amount == 20
         assert award(tally, "bob", 10).entry.amount == 10
 
     def test_skip_boosts_deductions_and_max_points(self, tally: Tally) -> None:

@@ -14,9 +14,10 @@ from server.domain import commands, reports
 from server.domain.access import Caller, Scope
 from server.domain.errors import EntryNotFound, RateLimited, ScopeInsufficient, UserNotFound
 from server.domain.model import UserProfile
-from server.services import analytics, boosts, callers, levels, reads, systems, writes
-from server.services.limits import RateLimiter
+from server.services.held import callers
+from server.services.held.limits import RateLimiter
 from server.services.tally import Tally
+from server.services.use_cases import analytics, boosts, levels, points_changes, reads, systems
 from server.store.database import SqlStore
 from tests.conftest import T0
 from tests.integration.helpers import award, balance, deduct, system
@@ -106,7 +107,7 @@ class TestSystemsLimitedKey:
         entry = award(tally, "alice", 3, system_key="coins").entry
         cmd = commands.Reverse(entry_id=entry.id, reason="oops")
         with pytest.raises(EntryNotFound):
-            as_caller(XP_ONLY, lambda: writes.reverse(tally, cmd, T0))
+            as_caller(XP_ONLY, lambda: points_changes.reverse(tally, cmd, T0))
         assert balance(tally, "alice", system_key="coins") == 13
 
     def test_a_batch_refuses_the_items_of_other_systems_alone(self, two_systems: Tally) -> None:
@@ -116,7 +117,7 @@ class TestSystemsLimitedKey:
         ]
         results = as_caller(
             XP_ONLY,
-            lambda: writes.award_batch(two_systems, items, T0),  # type: ignore[arg-type]
+            lambda: points_changes.award_batch(two_systems, items, T0),  # type: ignore[arg-type]
         )
         assert not isinstance(results[0], Exception)
         assert isinstance(results[1], ScopeInsufficient)
@@ -164,13 +165,13 @@ class TestWriteLimits:
         entry = award(limited, "alice", 5).entry
         award(limited, "alice", 1)
         with pytest.raises(RateLimited):
-            writes.reverse(limited, commands.Reverse(entry_id=entry.id, reason="x"), T0)
+            points_changes.reverse(limited, commands.Reverse(entry_id=entry.id, reason="x"), T0)
         assert balance(limited, "alice") == 6
 
     def test_a_batch_item_over_the_limit_fails_alone(self, limited: Tally) -> None:
         items = [commands.Award("xp", UserProfile("alice"), 1) for _ in range(3)]
         items.append(commands.Award("xp", UserProfile("bob"), 1))
-        results = writes.award_batch(limited, items, T0)
+        results = points_changes.award_batch(limited, items, T0)
         assert [type(r).__name__ for r in results] == [
             "WriteResult",
             "WriteResult",
@@ -193,7 +194,7 @@ class TestUsersOfOtherSystems:
         gold = commands.BoostFields("", "gold", Decimal(3), None, None, None, (("tier", "gold"),))
         boosts.create_boosts(tally, "xp", [gold], T0)
         profile = UserProfile("bea", attributes={"tier": "gold"})
-        writes.award(tally, commands.Award(system_key="coins", user=profile, amount=5), T0)
+        points_changes.award(tally, commands.Award(system_key="coins", user=profile, amount=5), T0)
         return tally
 
     def reads(self, tally: Tally, user: str) -> list[Callable[[], object]]:

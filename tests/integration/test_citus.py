@@ -20,8 +20,8 @@ from sqlalchemy import Engine, event, text
 
 from server.domain import commands
 from server.domain.model import EntryType
-from server.services import writes
 from server.services.tally import Tally
+from server.services.use_cases import points_changes
 from server.store import citus, migrate
 from server.store.database import SqlStore
 from server.store.models import Base
@@ -149,7 +149,7 @@ def test_a_plain_postgresql_database_moves_onto_citus_with_its_rows(
         assert set(_placements(store.engine)) == set(Base.metadata.tables)
         tally = Tally(store, clock=lambda: T0)
         assert award(tally, "alice", 5).balance.balance == 15
-        reversal = writes.reverse(tally, commands.Reverse(first.id), T0)
+        reversal = points_changes.reverse(tally, commands.Reverse(first.id), T0)
         assert reversal.balance.balance == 5
         with store.engine.connect() as connection:
             local = connection.execute(text("SELECT pg_relation_size('ledger_entries')"))
@@ -229,7 +229,9 @@ def test_reverse_finds_the_entry_on_one_shard(watched: tuple[Tally, RemoteComman
     assert len(sent.shards("ledger_entry_owners")) == 1
     assert len(sent.shards("ledger_entries")) == 1
     sent.issued.clear()
-    reversal = writes.reverse(tally, commands.Reverse(original.id, idempotency_key="r1"), T0)
+    reversal = points_changes.reverse(
+        tally, commands.Reverse(original.id, idempotency_key="r1"), T0
+    )
     assert reversal.entry.type is EntryType.REVERSAL
     assert reversal.entry.amount == -10
     assert len(sent.shards("ledger_entries")) == 1

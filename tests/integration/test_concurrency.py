@@ -18,8 +18,8 @@ from server.domain import commands
 from server.domain.errors import InsufficientPoints
 from server.domain.ledger import Posting
 from server.domain.model import LedgerEntry
-from server.services import reads, writes
 from server.services.tally import Tally
+from server.services.use_cases import points_changes, reads
 from server.store.database import SqlStore
 from server.store.models import AccountRow, LedgerEntryRow
 from tests.conftest import T0
@@ -125,7 +125,7 @@ def test_racing_reversals_reverse_once(tally: Tally) -> None:
     system(tally)
     first = award(tally, "alice", 40)
     award(tally, "alice", 100)
-    results = race(8, lambda i: writes.reverse(tally, commands.Reverse(first.entry.id), T0))
+    results = race(8, lambda i: points_changes.reverse(tally, commands.Reverse(first.entry.id), T0))
     done = [r for r in results if not isinstance(r, Exception)]
     assert len(done) == 1
     assert all(type(r).__name__ == "AlreadyReversed" for r in results if r not in done)

@@ -9,9 +9,10 @@ import pytest
 
 from server.domain import commands
 from server.domain.errors import SystemNotFound
-from server.services import boosts, configuration, levels, reads, systems
+from server.services.held import configuration
 from server.services.ports import UnitOfWork
 from server.services.tally import Tally
+from server.services.use_cases import boosts, levels, reads, systems
 from server.store.database import SqlStore
 from tests.integration.helpers import award, later, system
 

@@ -1,5 +1,5 @@
 """The live ledger feed: every entry exactly once, in sequence order, none skipped, also
-when transactions commit out of the order of their sequence numbers (services/feed.py).
+when transactions commit out of the order of their sequence numbers (services/held/feed.py).
 
 The out-of-order commit is forced on PostgreSQL, where it can happen; SQLite runs one
 writer at a time, and the same API is shown to hold there under concurrent writers.
@@ -16,10 +16,12 @@ from sqlalchemy import create_engine, select, text
 from server.domain import reports
 from server.domain.errors import StoreUnavailable, SystemNotFound, ValidationFailed
 from server.domain.model import LedgerEntry
-from server.services import feed, posting, watch
+from server.services.held import feed
+from server.services.pipeline import posting
+from server.services.pipeline.results import WriteResult
 from server.services.ports import UnitOfWork
-from server.services.results import WriteResult
 from server.services.tally import Tally
+from server.services.use_cases import watch
 from server.store.database import SqlStore
 from server.store.models import LedgerEntryRow
 from tests.conftest import PG_ADMIN_URL

@@ -17,10 +17,11 @@ from server.domain import commands, validation
 from server.domain.access import Caller, Scope
 from server.domain.errors import NoMatchingTrigger, RateLimited, ValidationFailed
 from server.domain.model import TriggerStatus, TriggerType, UserProfile
-from server.services import callers, events, reads
-from server.services.limits import RateLimiter
-from server.services.results import EventResult
+from server.services.held import callers
+from server.services.held.limits import RateLimiter
+from server.services.pipeline.results import EventResult
 from server.services.tally import Tally
+from server.services.use_cases import events, reads
 from server.store.database import SqlStore
 from tests.conftest import T0
 from tests.integration.helpers import award, system

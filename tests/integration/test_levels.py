@@ -13,8 +13,17 @@ import pytest
 from server.domain import commands, reports
 from server.domain.errors import LevelExists, LevelNotFound, StoreUnavailable, ValidationFailed
 from server.domain.model import EntryType, LevelBasis, TriggerStatus, TriggerType, UserProfile
-from server.services import events, feed, levels, reads, systems, triggers, watch, writes
+from server.services.held import feed
 from server.services.tally import Tally
+from server.services.use_cases import (
+    events,
+    levels,
+    points_changes,
+    reads,
+    systems,
+    triggers,
+    watch,
+)
 from server.store.database import SqlStore
 from tests.conftest import T0
 from tests.integration.helpers import award, deduct, system
@@ -96,7 +105,7 @@ class TestMoves:
         assert view.balance.level is None
         assert view.next_level is not None
         award(tally, "ann", 15, at=later)  # 55: silver
-        reversal = writes.reverse(tally, commands.Reverse(lasting.entry.id), later)
+        reversal = points_changes.reverse(tally, commands.Reverse(lasting.entry.id), later)
         assert keys(reversal.level_change) == ("silver", None)
 
     def test_a_dry_run_reports_the_move_without_an_entry(self, tally: Tally) -> None:
@@ -172,7 +181,7 @@ class TestThresholds:
             if amount > 0
         ]
         for start in range(0, len(items), 100):
-            writes.award_batch(tally, items[start : start + 100], T0)
+            points_changes.award_batch(tally, items[start : start + 100], T0)
         summary = levels.get_level_summary(tally, "xp")
         ordered = sorted(thresholds.items(), key=lambda kv: kv[1])
 

@@ -7,8 +7,9 @@ import pytest
 
 from server.domain.access import Caller, Scope
 from server.domain.errors import ApiKeyRevoked, TokenInvalid
-from server.services import access, callers
-from server.services.access import KeyRing
+from server.services.held import callers
+from server.services.held.key_ring import KeyRing
+from server.services.operations import api_keys
 from server.store.database import SqlStore
 from tests.conftest import T0
 
@@ -26,13 +27,13 @@ def test_a_revoked_keys_callers_fail_the_check_once_the_bound_has_passed(
 ) -> None:
     clock = Clock()
     ring = KeyRing(store, max_age=5.0, clock=clock)
-    made = access.create_key(store, "reader", Scope.READ, (), T0)
+    made = api_keys.create_key(store, "reader", Scope.READ, (), T0)
     caller = ring.authenticate_key(made.text)
     token = Caller(made.key.id, Scope.READ, user_id="alice")
     ring.check_live(caller)
     ring.check_live(token)
 
-    assert access.revoke_key(store, made.key.id, T0)
+    assert api_keys.revoke_key(store, made.key.id, T0)
     clock.now += 4.9  # within the bound the ring trusts what it holds
     ring.check_live(caller)
     clock.now += 0.2

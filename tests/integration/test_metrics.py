@@ -10,9 +10,10 @@ import pytest
 
 from server import metrics
 from server.domain import commands, reports
-from server.services import feed, watch, writes
+from server.services.held import feed
 from server.services.tally import Tally
 from server.services.transactions import in_transaction
+from server.services.use_cases import points_changes, watch
 from tests.integration.helpers import award, deduct, later, system
 from tests.integration.test_uow import FlakyStore, committing, fast_retries
 
@@ -45,7 +46,7 @@ def test_entries_are_counted_by_type_once_committed(tally: Tally) -> None:
     award(tally, "alice", 10, idempotency_key="k1")  # replayed: nothing written
     award(tally, "alice", 7, validate_only=True)  # a dry run
     taken = deduct(tally, "alice", 5, at=later(120))  # the 50 lapsed at 60: EXPIRE first
-    writes.reverse(tally, commands.Reverse(taken.entry.id), later(130))
+    points_changes.reverse(tally, commands.Reverse(taken.entry.id), later(130))
     assert moved(before, entries_by_type()) == {
         "AWARD": 2,
         "DEDUCT": 1,

@@ -21,8 +21,8 @@ from server.domain.errors import (
     ValidationFailed,
 )
 from server.domain.model import EntryType, LedgerEntry, LevelBasis, UserProfile
-from server.services import reads, systems, writes
 from server.services.tally import Tally
+from server.services.use_cases import points_changes, reads, sweeps, systems
 from server.store.database import SqlStore
 from tests.conftest import T0
 from tests.integration.helpers import award, balance, deduct, later, system
@@ -123,7 +123,7 @@ class TestAward:
     def test_bad_input_names_every_field(self, tally: Tally) -> None:
         system(tally)
         with pytest.raises(ValidationFailed) as caught:
-            writes.award(
+            points_changes.award(
                 tally,
                 commands.Award(
                     system_key="XP",
@@ -148,9 +148,9 @@ class TestAward:
     def test_profile_fields_update_the_user(self, tally: Tally) -> None:
         system(tally)
         cmd = commands.Award("xp", UserProfile("alice", display_name="Al"), 1)
-        writes.award(tally, cmd, T0)
+        points_changes.award(tally, cmd, T0)
         cmd = commands.Award("xp", UserProfile("alice", email="a@example.com"), 1)
-        writes.award(tally, cmd, T0)
+        points_changes.award(tally, cmd, T0)
         with tally.store.unit_of_work(write=False) as uow:
             user = uow.users.get("alice")
         assert user is not None
@@ -264,7 +264,9 @@ class TestReverse:
         system(tally)
         first = award(tally, "alice", 40)
         award(tally, "alice", 5)
-        result = writes.reverse(tally, commands.Reverse(first.entry.id, "mistake"), later(1))
+        result = points_changes.reverse(
+            tally, commands.Reverse(first.entry.id, "mistake"), later(1)
+        )
         assert (result.entry.type, result.entry.amount) == (EntryType.REVERSAL, -40)
         assert result.entry.reverses_entry_id == first.entry.id
         assert (result.balance.balance, result.balance.total_earned) == (5, 5)
@@ -273,23 +275,27 @@ class TestReverse:
         system(tally)
         award(tally, "alice", 40)
         spent = deduct(tally, "alice", 15)
-        result = writes.reverse(tally, commands.Reverse(spent.entry.id), later(1))
+        result = points_changes.reverse(tally, commands.Reverse(spent.entry.id), later(1))
         assert result.entry.amount == 15
         assert (result.balance.balance, result.balance.total_spent) == (40, 0)
 
     def test_an_entry_reverses_once(self, tally: Tally) -> None:
         system(tally)
         first = award(tally, "alice", 40)
-        writes.reverse(tally, commands.Reverse(first.entry.id), T0)
+        points_changes.reverse(tally, commands.Reverse(first.entry.id), T0)
         with pytest.raises(AlreadyReversed):
-            writes.reverse(tally, commands.Reverse(first.entry.id), T0)
+            points_changes.reverse(tally, commands.Reverse(first.entry.id), T0)
         assert balance(tally, "alice") == 0
 
     def test_reversal_replay(self, tally: Tally) -> None:
         system(tally)
         first = award(tally, "alice", 40)
-        once = writes.reverse(tally, commands.Reverse(first.entry.id, idempotency_key="r"), T0)
-        twice = writes.reverse(tally, commands.Reverse(first.entry.id, idempotency_key="r"), T0)
+        once = points_changes.reverse(
+            tally, commands.Reverse(first.entry.id, idempotency_key="r"), T0
+        )
+        twice = points_changes.reverse(
+            tally, commands.Reverse(first.entry.id, idempotency_key="r"), T0
+        )
         assert twice.replayed
         assert twice.entry == once.entry
 
@@ -298,20 +304,22 @@ class TestReverse:
         first = award(tally, "alice", 40)
         deduct(tally, "alice", 30)
         with pytest.raises(InsufficientPoints):
-            writes.reverse(tally, commands.Reverse(first.entry.id), T0)
+            points_changes.reverse(tally, commands.Reverse(first.entry.id), T0)
 
     def test_reversals_and_expiries_are_not_reversible(self, tally: Tally) -> None:
         system(tally)
         first = award(tally, "alice", 40)
-        reversal = writes.reverse(tally, commands.Reverse(first.entry.id), T0)
+        reversal = points_changes.reverse(tally, commands.Reverse(first.entry.id), T0)
         with pytest.raises(NotReversible):
-            writes.reverse(tally, commands.Reverse(reversal.entry.id), T0)
+            points_changes.reverse(tally, commands.Reverse(reversal.entry.id), T0)
 
     def test_unknown_entry(self, tally: Tally) -> None:
         with pytest.raises(EntryNotFound):
-            writes.reverse(tally, commands.Reverse("6f1c2a7e-0000-4000-8000-000000000000"), T0)
+            points_changes.reverse(
+                tally, commands.Reverse("6f1c2a7e-0000-4000-8000-000000000000"), T0
+            )
         with pytest.raises(ValidationFailed):
-            writes.reverse(tally, commands.Reverse("not-a-uuid"), T0)
+            points_changes.reverse(tally, commands.Reverse("not-a-uuid"), T0)
 
 
 class TestBatch:
@@ -323,7 +331,7 @@ class TestBatch:
             commands.Award("xp", UserProfile("carol"), 0),
             commands.Award("xp", UserProfile("dave"), 7),
         ]
-        results = writes.award_batch(tally, items, T0)
+        results = points_changes.award_batch(tally, items, T0)
         assert [type(r).__name__ for r in results] == [
             "WriteResult",
             "SystemNotFound",
@@ -338,7 +346,7 @@ class TestBatch:
     def test_batch_size_limits(self, tally: Tally, count: int) -> None:
         items = [commands.Award("xp", UserProfile(f"u{i}"), 1) for i in range(count)]
         with pytest.raises(ValidationFailed):
-            writes.award_batch(tally, items, T0)
+            points_changes.award_batch(tally, items, T0)
 
 
 class TestReads:
@@ -400,8 +408,8 @@ class TestExpirySweep:
         award(tally, "alice", 10, expire_time=later(60))
         award(tally, "bob", 7, expire_time=later(30))
         award(tally, "carol", 5, expire_time=later(600))
-        assert writes.expire_due(tally, later(100)) == 2
-        assert writes.expire_due(tally, later(100)) == 0  # nothing left to do
+        assert sweeps.expire_due(tally, later(100)) == 2
+        assert sweeps.expire_due(tally, later(100)) == 0  # nothing left to do
         with tally.store.unit_of_work(write=False) as uow:
             alice = uow.accounts.standing(["alice"], []).accounts.get(("alice", "xp"))
             carol = uow.accounts.standing(["carol"], []).accounts.get(("carol", "xp"))
@@ -475,8 +483,8 @@ class TestContract:
     ) -> None:
         system(tally)
         first = UserProfile("alice", attributes={"plan": "pro", "a": "1"})
-        writes.award(tally, commands.Award("xp", first, 1), T0)
-        writes.award(
+        points_changes.award(tally, commands.Award("xp", first, 1), T0)
+        points_changes.award(
             tally,
             commands.Award("xp", UserProfile("alice", attributes={"a": "2", "b": "3"}), 1),
             later(1),

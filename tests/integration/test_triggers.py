@@ -30,9 +30,9 @@ from server.domain.model import (
     TriggerType,
     UserProfile,
 )
-from server.services import events, reads, triggers, writes
-from server.services.results import EventResult
+from server.services.pipeline.results import EventResult
 from server.services.tally import Tally
+from server.services.use_cases import events, points_changes, reads, sweeps, triggers
 from server.store.database import SqlStore
 from tests.conftest import T0
 from tests.integration.helpers import award, balance, deduct, system
@@ -296,7 +296,7 @@ class TestUserIdentified:
         system(tally)
         trigger(tally, TriggerType.USER_IDENTIFIED, 100, user_attributes=(("ref", "friend"),))
         award(tally, "plain", 1)
-        writes.award(
+        points_changes.award(
             tally,
             commands.Award("xp", UserProfile("referred", attributes={"ref": "friend"}), 1),
             T0,
@@ -357,12 +357,12 @@ class TestTimeInterval:
             interval_unit=IntervalUnit.MINUTES,
             interval_count=30,
         )
-        assert writes.accrue_due(tally, T0 + 2 * HOUR) == 1
-        assert writes.accrue_due(tally, T0 + 2 * HOUR) == 0  # nothing more is due
+        assert sweeps.accrue_due(tally, T0 + 2 * HOUR) == 1
+        assert sweeps.accrue_due(tally, T0 + 2 * HOUR) == 0  # nothing more is due
         entries = ledger_of(tally, "idle", at=T0 + 2 * HOUR)
         assert [e.amount for e in entries] == [1, 2, 2, 2, 2]
         assert [e.create_time - T0 for e in entries[1:]] == [HOUR / 2 * i for i in range(1, 5)]
-        assert writes.accrue_due(tally, T0 + 2 * HOUR + 30 * timedelta(minutes=1)) == 1
+        assert sweeps.accrue_due(tally, T0 + 2 * HOUR + 30 * timedelta(minutes=1)) == 1
 
 
 def activate(tally: Tally, t: Trigger, at: datetime) -> Trigger:

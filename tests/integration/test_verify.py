@@ -22,8 +22,9 @@ from server.domain.model import (
     TriggerType,
     UserProfile,
 )
-from server.services import boosts, events, levels, systems, triggers, verify, writes
+from server.services.operations import verify
 from server.services.tally import Tally
+from server.services.use_cases import boosts, events, levels, points_changes, systems, triggers
 from server.store.database import SqlStore
 from tests.conftest import T0
 from tests.integration.helpers import award, deduct, later, system
@@ -74,18 +75,18 @@ def busy(tally: Tally) -> Tally:
     deduct(tally, "ann", 20, at=later(10), idempotency_key="d-1")  # from the lot due first
     award(tally, "ann", 1, at=later(200))  # settles: both lots lapse, silver -> bronze
     spent = deduct(tally, "ann", 5, at=later(201))
-    writes.reverse(tally, commands.Reverse(spent.entry.id, "refund"), later(202))
+    points_changes.reverse(tally, commands.Reverse(spent.entry.id, "refund"), later(202))
     mistake = award(tally, "ann", 160, at=later(203))  # gold
-    writes.reverse(tally, commands.Reverse(mistake.entry.id, "mistake", "r-1"), later(204))
+    points_changes.reverse(tally, commands.Reverse(mistake.entry.id, "mistake", "r-1"), later(204))
 
     award(tally, "bob", 10)  # boosted to 20
     lot = award(tally, "bob", 30, expire_time=later(100))  # boosted to 60: silver
-    writes.reverse(tally, commands.Reverse(lot.entry.id), later(6))  # its lot goes back
+    points_changes.reverse(tally, commands.Reverse(lot.entry.id), later(6))  # its lot goes back
     items = [
         commands.Award("xp", UserProfile(u), 7, idempotency_key=f"batch-{u}")
         for u in ("bob", "cy", "dee")
     ]
-    writes.award_batch(tally, items, later(7))
+    points_changes.award_batch(tally, items, later(7))
 
     award(tally, "ann", 150, system_key="coins")  # rich
     deduct(tally, "ann", 100, system_key="coins")  # still rich (lifetime)

@@ -1,6 +1,6 @@
 """The write pipeline on both stores: many changes to one transaction, each failing alone.
 
-These drive services/writer.py and services/posting.py with real stores: batches in which
+These drive services/pipeline/writer.py and services/pipeline/posting.py with real stores: batches in which
 one change fails, repeats of a key inside a batch, database errors in the middle of a
 batch, batches of separate writers (as of separate processes) racing on shared users.
 """
@@ -19,6 +19,7 @@ import pytest
 from sqlalchemy import func, select, text
 
 from server.domain import changes, commands
+from server.domain.balances import balance_in
 from server.domain.book import Book
 from server.domain.errors import (
     IdempotencyKeyReused,
@@ -28,12 +29,14 @@ from server.domain.errors import (
     TransientStoreError,
 )
 from server.domain.model import UserProfile
-from server.services import codec, transactions, writes
-from server.services import writer as writer_module
+from server.services import transactions
+from server.services.pipeline import codec
+from server.services.pipeline import writer as writer_module
+from server.services.pipeline.posting import Change, Circumstances
+from server.services.pipeline.results import WriteResult
 from server.services.ports import Store, UnitOfWork
-from server.services.posting import Change, Circumstances
-from server.services.results import WriteResult
 from server.services.tally import Tally
+from server.services.use_cases import points_changes
 from server.store.database import SqlStore
 from server.store.models import AccountRow, LedgerEntryRow
 from tests.conftest import T0
@@ -76,16 +79,16 @@ def deduct_change(user: str, amount: int) -> Change:
     def decide(book: Book, given: Circumstances) -> WriteResult:
         system = given.system("xp")
         entry = changes.deduct(book, given.rules, system, cmd, T0)
-        return WriteResult(entry, writes.balance_in(book, system, given.rules))
+        return WriteResult(entry, balance_in(book, system, given.rules))
 
     return Change("xp", user, decide, T0)
 
 
 def awarded(book: Book, given: Circumstances, cmd: commands.Award) -> WriteResult:
-    """How writes.award decides, for changes the tests build themselves."""
+    """How points_changes.award decides, for changes the tests build themselves."""
     system = given.system(cmd.system_key)
     entry = changes.award(book, given.rules, system, cmd, T0)
-    return WriteResult(entry, writes.balance_in(book, system, given.rules))
+    return WriteResult(entry, balance_in(book, system, given.rules))
 
 
 def ledger(store: SqlStore) -> tuple[int, int]:
@@ -136,7 +139,7 @@ def test_a_batch_posts_in_one_transaction_and_a_failing_change_fails_alone(
 
 def test_repeats_of_a_key_within_a_batch_apply_once(tally: Tally, store: SqlStore) -> None:
     system(tally)
-    outcomes = writes.award_batch(
+    outcomes = points_changes.award_batch(
         tally,
         [
             commands.Award("xp", UserProfile("alice"), 10, idempotency_key="k"),

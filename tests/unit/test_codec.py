@@ -25,8 +25,8 @@ from server.domain.model import (
     LevelChange,
     UserProfile,
 )
-from server.services import codec
-from server.services.results import WriteResult
+from server.services.pipeline import codec
+from server.services.pipeline.results import WriteResult
 from tests.conftest import T0
 
 GOLD = Level("lvl-1", "xp", "gold", "Gold", "shiny", "https://x/gold.png", 100)

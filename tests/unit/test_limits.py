@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from server.domain.errors import RateLimited
-from server.services.limits import RateLimiter
+from server.services.held.limits import RateLimiter
 
 
 class Clock:

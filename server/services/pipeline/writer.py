@@ -26,9 +26,10 @@ from collections.abc import Callable, Collection, Sequence
 from server import metrics, tracing
 from server.domain.errors import StoreUnavailable, TallyError
 from server.domain.model import EntryType, LedgerEntry
-from server.services.configuration import Configuration
+from server.services.held.configuration import Configuration
+from server.services.pipeline.posting import Change, Outcome, post
+from server.services.pipeline.results import Result
 from server.services.ports import Store, UnitOfWork
-from server.services.posting import Change, Outcome, post
 from server.services.transactions import in_transaction
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ class Writer:
         self.store = store
         self.config = config
         # Called after each commit with the systems it changed (the live feeds wake their
-        # followers: services/feed.py).
+        # followers: services/held/feed.py).
         self.on_commit = on_commit
         # A batch takes queued calls while it has room (a call's own changes, such as an
         # AwardBatch's, are never split: a call larger than this is a batch of its own).
@@ -185,3 +186,13 @@ class Writer:
             return post(uow, [change], self.config, dry_run=True)[0]
 
         return in_transaction(self.store, work, write=False)
+
+
+def post_one(writer: Writer, change: Change, *, dry_run: bool) -> Result:
+    """Post one change (a dry run: decide it, writing nothing) and return its result;
+    its error is raised."""
+    outcome = writer.dry_run(change) if dry_run else writer.post([change])[0]
+    if isinstance(outcome, TallyError):
+        raise outcome
+    assert outcome is not None, "a change of one call answers"
+    return outcome

@@ -35,10 +35,10 @@ from server.domain.model import (
     UserProfile,
 )
 from server.domain.rules import Rules
-from server.services import idempotency
-from server.services.configuration import Configuration
+from server.services.held.configuration import Configuration
+from server.services.pipeline import idempotency
+from server.services.pipeline.results import Result, Written
 from server.services.ports import KeyScope, Standing, StoredResponse, UnitOfWork
-from server.services.results import Result, Written
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,12 @@
-"""API keys and user tokens: creating, listing and revoking keys, each process's key
-ring, and the user tokens keys issue.
+"""Each process's key ring: every API key held in memory, and the user tokens keys issue.
 
 A key is `tally_` and 256 random bits (base64url); the store keeps its SHA-256 only, so
-a key is shown once, when it is made. Each process holds every key in a `KeyRing` and
-checks calls against it without a store read; the ring reloads when it is older than
-`max_age` seconds, so a revoked key is refused by every process within that bound (plus
-one reload). A key the ring does not hold is looked for by itself (its hash, or a
-token's key id: one indexed read, no lock held, no waiting for other calls), so a key made
-a moment ago by `tally-server keys create` works at once; one the store does not have
+a key is shown once, when it is made (operations/keys.py). Each process holds every key in
+a `KeyRing` and checks calls against it without a store read; the ring reloads when it is
+older than `max_age` seconds, so a revoked key is refused by every process within that
+bound (plus one reload). A key the ring does not hold is looked for by itself (its hash, or
+a token's key id: one indexed read, no lock held, no waiting for other calls), so a key
+made a moment ago by `tally-server keys create` works at once; one the store does not have
 either is remembered for MISS_REMEMBER_SECONDS (at most MAX_REMEMBERED_MISSES of them), so
 a caller repeating garbage is answered from memory. Those reads share one budget per
 process (LOOK_UPS_PER_SECOND, never waited for): beyond it an unknown key is refused at
@@ -23,7 +22,7 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -32,14 +31,10 @@ from server.domain.access import ApiKey, Caller, Scope
 from server.domain.errors import (
     ApiKeyInvalid,
     ApiKeyRevoked,
-    FieldViolation,
     ScopeInsufficient,
     TokenExpired,
     TokenInvalid,
-    ValidationFailed,
-    quote,
 )
-from server.domain.validation import MAX_NAME_CHARS, SYSTEM_KEY
 from server.services.ports import Store, UnitOfWork
 from server.services.transactions import in_transaction
 
@@ -64,78 +59,6 @@ def hash_key(text: str) -> str:
     """What the store keeps of a key: a key has 256 random bits, so a plain SHA-256
     (no salt, no stretching) is as good as any and costs a microsecond per call."""
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-@dataclass(frozen=True)
-class CreatedKey:
-    """A new key and, this once, its text."""
-
-    key: ApiKey
-    text: str
-
-
-def create_key(
-    store: Store, name: str, scope: Scope, systems: Iterable[str], now: datetime
-) -> CreatedKey:
-    limited = frozenset(systems)
-    problems = [
-        FieldViolation("systems", f"{quote(s)} is not a points system key")
-        for s in sorted(limited)
-        if not SYSTEM_KEY.fullmatch(s)
-    ]
-    if not name.strip() or len(name) > MAX_NAME_CHARS:
-        problems.insert(0, FieldViolation("name", f"must be 1-{MAX_NAME_CHARS} characters"))
-    if problems:
-        raise ValidationFailed(problems)
-    text = KEY_PREFIX + secrets.token_urlsafe(KEY_BYTES)
-    key = ApiKey(
-        id=secrets.token_hex(6),
-        name=name,
-        scope=scope,
-        systems=limited,
-        key_hash=hash_key(text),
-        token_secret=secrets.token_bytes(32),
-        create_time=now,
-    )
-
-    def work(uow: UnitOfWork) -> None:
-        uow.api_keys.add(key)
-        uow.commit()
-
-    in_transaction(store, work, write=True)
-    return CreatedKey(key, text)
-
-
-def missing_systems(store: Store, system_keys: Iterable[str]) -> list[str]:
-    """Of these points systems, those the store has none by (sorted): a key may name a
-    system before it is made, but a misspelt one is worth a warning."""
-    wanted = sorted(set(system_keys))
-    return in_transaction(
-        store, lambda uow: [k for k in wanted if uow.systems.get(k) is None], write=False
-    )
-
-
-def list_keys(store: Store) -> list[ApiKey]:
-    return in_transaction(store, lambda uow: uow.api_keys.all(), write=False)
-
-
-def revoke_key(store: Store, key_id: str, now: datetime) -> bool:
-    """Revoke a live key; False when there is none by that id (or it was revoked)."""
-
-    def work(uow: UnitOfWork) -> bool:
-        done = uow.api_keys.revoke(key_id, now)
-        uow.commit()
-        return done
-
-    return in_transaction(store, work, write=True)
-
-
-def create_first_key(store: Store, now: datetime) -> CreatedKey | None:
-    """An admin key when the store has none at all (not even revoked ones): the first
-    run of `serve` on a new store, so that its first call can be made."""
-    if list_keys(store):
-        return None
-    return create_key(store, FIRST_KEY_NAME, Scope.ADMIN, (), now)
 
 
 @dataclass(frozen=True)
@@ -303,7 +226,7 @@ class KeyRing:
     def _load(self) -> _Held:
         """Read every key (the caller holds the mutex)."""
         loaded = self.clock()
-        keys = list_keys(self.store)
+        keys = in_transaction(self.store, lambda uow: uow.api_keys.all(), write=False)
         self.loads += 1
         held = _Held(loaded, {k.key_hash: k for k in keys}, {k.id: k for k in keys})
         with self._swap:

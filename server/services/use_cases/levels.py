@@ -24,9 +24,9 @@ from server.domain.errors import (
 )
 from server.domain.levels import Ladder
 from server.domain.model import Level
-from server.services import callers
+from server.services.held import callers
 from server.services.ports import UnitOfWork
-from server.services.reads import settled_view
+from server.services.standing import settled_view
 from server.services.tally import Tally
 from server.services.transactions import in_transaction
 

@@ -20,9 +20,9 @@ from server.domain.audit import Difference
 from server.domain.errors import SystemNotFound
 from server.domain.levels import Ladder
 from server.domain.model import Level, PointsSystem, Trigger
-from server.services import codec
+from server.services.pipeline import codec
+from server.services.pipeline.results import EventResult
 from server.services.ports import AccountKey, AuditRepository, SnapshotStore, UserRange
-from server.services.results import EventResult
 
 CHUNK_ACCOUNTS = 500  # accounts read and checked at a time (with all their users' rows)
 PRESENCE_BATCH = 1000  # entry ids looked up at a time

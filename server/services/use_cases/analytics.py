@@ -11,9 +11,8 @@ from datetime import date
 from server.domain import reports
 from server.domain.errors import SystemNotFound, UserNotFound
 from server.domain.model import PointsSystem, Trigger
-from server.services import callers
+from server.services.held import callers
 from server.services.ports import EarningsTotals, UnitOfWork
-from server.services.reads import seen_by_caller
 from server.services.tally import Tally
 from server.services.transactions import in_transaction
 
@@ -94,7 +93,7 @@ def user_points_summary(tally: Tally, cmd: reports.GetUserPointsSummary) -> list
 
     def work(uow: UnitOfWork) -> list[PeriodPoints]:
         _system(tally, uow, cmd.system_key)
-        if uow.users.get(cmd.user_id) is None or not seen_by_caller(uow, cmd.user_id):
+        if uow.users.get(cmd.user_id) is None or not callers.sees_user(uow, cmd.user_id):
             raise UserNotFound(cmd.user_id, cmd.system_key)
         total, changes = uow.analytics.user_changes(cmd.system_key, cmd.user_id, spans)
         points = []

@@ -1,7 +1,7 @@
 """Trigger use cases: create, update (activate, deactivate, archive, edit), list.
 
 Triggers are configuration: each change raises the configuration's version, and every
-process decides by the triggers it holds in memory (services/configuration.py)."""
+process decides by the triggers it holds in memory (services/held/configuration.py)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from server.domain.errors import (
     quote,
 )
 from server.domain.model import Trigger, TriggerStatus
-from server.services import callers
+from server.services.held import callers
 from server.services.ports import UnitOfWork
 from server.services.tally import Tally
 

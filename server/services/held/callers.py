@@ -21,6 +21,7 @@ import contextvars
 from collections.abc import Callable
 
 from server.domain.access import TRUSTED, Caller
+from server.services.ports import UnitOfWork
 
 _CALLER: contextvars.ContextVar[Caller] = contextvars.ContextVar("tally_caller", default=TRUSTED)
 _STILL_ALLOWED: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar(
@@ -50,3 +51,14 @@ def context_of(
     context.run(_CALLER.set, caller)
     context.run(_STILL_ALLOWED.set, still_allowed)
     return context
+
+
+def sees_user(uow: UnitOfWork, user_id: str) -> bool:
+    """Whether a stored user counts as seen for the current caller. Users are shared by
+    every system, but a key limited to some systems (and its user tokens) sees a user only
+    through an account in one of them: its answers never reveal that a user exists
+    elsewhere (API.md, Auth). A key of every system sees every stored user."""
+    caller = current()
+    if not caller.systems:
+        return True
+    return bool(caller.visible(uow.accounts.systems_of(user_id)))

@@ -9,6 +9,7 @@ from datetime import datetime
 
 from server.domain import changes, commands, preview, triggers, validation
 from server.domain.access import Reach
+from server.domain.balances import balance_in
 from server.domain.book import Book
 from server.domain.errors import (
     FieldViolation,
@@ -16,13 +17,14 @@ from server.domain.errors import (
     ValidationFailed,
 )
 from server.domain.model import Event, Trigger, TriggerStatus
-from server.services import callers, idempotency
+from server.services.held import callers
+from server.services.pipeline import idempotency
+from server.services.pipeline.posting import Change, Circumstances
+from server.services.pipeline.results import EventResult, SystemEventResult
+from server.services.pipeline.writer import post_one
 from server.services.ports import UnitOfWork
-from server.services.posting import Change, Circumstances
-from server.services.results import EventResult, SystemEventResult
 from server.services.tally import Tally
 from server.services.transactions import in_transaction
-from server.services.writes import balance_in, post_one
 
 PREVIEW_CHUNK = 5000
 DEFAULT_BUCKETS = 10
@@ -70,7 +72,7 @@ def record_event(tally: Tally, cmd: commands.RecordEvent, now: datetime) -> Even
         reads_metrics=(cmd.event_type,),
         reach=reach,
     )
-    outcome = post_one(tally, change, dry_run=cmd.validate_only)
+    outcome = post_one(tally.writer, change, dry_run=cmd.validate_only)
     assert isinstance(outcome, EventResult), "an event always answers"
     return dataclasses.replace(outcome, event_id="") if cmd.validate_only else outcome
 

@@ -14,7 +14,8 @@ from server.domain.errors import (
     quote,
 )
 from server.domain.model import LevelBasis, Page, PointsSystem
-from server.services import callers, page_tokens
+from server.services import page_tokens
+from server.services.held import callers
 from server.services.ports import UnitOfWork
 from server.services.tally import Tally
 from server.services.transactions import in_transaction

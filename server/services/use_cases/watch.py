@@ -1,5 +1,5 @@
 """WatchLedger and WatchLevelChanges: the ledger and the level changes as live feeds
-(services/feed.py says why they never skip). Each is a `Feed` over its own numbered rows,
+(services/held/feed.py says why they never skip). Each is a `Feed` over its own numbered rows,
 followed by `Feeds.watch`: level changes are numbered by their own sequence inside the
 posting transaction, after the batch's users are locked, as entries are, so the same
 watermark holds for both.
@@ -17,8 +17,8 @@ from typing import TypeVar
 from server.domain import reports
 from server.domain.errors import SystemNotFound
 from server.domain.model import LedgerEntry, LevelChange
-from server.services import callers
-from server.services.feed import Feed
+from server.services.held import callers
+from server.services.held.feed import Feed
 from server.services.ports import UnitOfWork
 from server.services.tally import Tally
 from server.services.transactions import in_transaction

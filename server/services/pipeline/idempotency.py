@@ -1,7 +1,7 @@
 """Idempotency keys: a repeat of a call returns the first call's response, once.
 
 A key is remembered with a fingerprint of the request it came with and the response it
-got (services/codec.py), in the same transaction as the entries that response describes.
+got (services/pipeline/codec.py), in the same transaction as the entries that response describes.
 Keys live in the user's rows (scope = system key, or '' for user-wide keys), so all of it
 stays on one shard.
 """
@@ -13,9 +13,9 @@ from collections.abc import Mapping
 
 from server.domain.errors import IdempotencyKeyReused
 from server.domain.model import Trigger
-from server.services import codec
+from server.services.pipeline import codec
+from server.services.pipeline.results import EventResult, WriteResult
 from server.services.ports import StoredResponse
-from server.services.results import EventResult, WriteResult
 
 fingerprint = codec.fingerprint
 

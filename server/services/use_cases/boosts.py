@@ -25,9 +25,9 @@ from server.domain.errors import (
     quote,
 )
 from server.domain.model import Boost, BoostStatus, Page, Rounding, User
-from server.services import callers, page_tokens
+from server.services import page_tokens
+from server.services.held import callers
 from server.services.ports import UnitOfWork
-from server.services.reads import seen_by_caller
 from server.services.tally import Tally
 from server.services.transactions import in_transaction
 
@@ -179,7 +179,7 @@ def get_multiplier(
 ) -> tuple[Decimal, list[Boost]]:
     """What a positive award to the user at `when` would be multiplied by, and by which
     boosts (a user never seen matches no cohort filter; so does one that a key limited to
-    some systems may not see, reads.seen_by_caller, whose profile would reveal them)."""
+    some systems may not see, callers.sees_user, whose profile would reveal them)."""
     validation.account_key(system_key, user_id)
     callers.current().check_system(system_key)
 
@@ -187,7 +187,7 @@ def get_multiplier(
         if tally.config.read_system(uow, system_key) is None:
             raise SystemNotFound(system_key)
         user = uow.users.get(user_id)
-        if user is None or not seen_by_caller(uow, user_id):
+        if user is None or not callers.sees_user(uow, user_id):
             user = User(user_id, "", "", {}, when)  # never seen (by this caller)
         rules = tally.config.snapshot.rules
         applied = boosting.applying(rules.boosts_for(system_key, user_id), user, when)

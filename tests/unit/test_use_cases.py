@@ -22,6 +22,7 @@ from server.domain.model import (
     Boost,
     BoostStatus,
     EntryType,
+    IntervalUnit,
     LedgerEntry,
     Trigger,
     TriggerStatus,
@@ -33,7 +34,15 @@ from server.services.held.key_ring import KeyRing
 from server.services.operations import api_keys
 from server.services.pipeline.results import EventResult, WriteResult
 from server.services.tally import Tally
-from server.services.use_cases import boosts, events, levels, points_changes, reads, systems
+from server.services.use_cases import (
+    boosts,
+    events,
+    levels,
+    points_changes,
+    reads,
+    sweeps,
+    systems,
+)
 from server.services.use_cases import triggers as trigger_cases
 from tests.conftest import T0
 from tests.fakes import FakeStore
@@ -468,6 +477,65 @@ class TestEvents:
         )
         assert balance(tally, "ann") == 1
         assert not event(tally, "ann", idempotency_key="k").replayed
+
+
+class TestTriggerChanges:
+    def test_an_update_is_used_by_the_next_event(self, tally: Tally) -> None:
+        system(tally)
+        made = trigger(tally, TriggerType.EVENT, 10, event_type="lesson", status=None)
+        assert event(tally, "ann").results == {}
+        edit = commands.UpdateTrigger(
+            made.id,
+            frozenset({"status", "points"}),
+            commands.TriggerFields(status=ACTIVE, points=25),
+        )
+        updated = trigger_cases.update_trigger(tally, edit, later(1))
+        assert (updated.status, updated.points, updated.activate_time) == (ACTIVE, 25, later(1))
+        assert event(tally, "ann").results["xp"].added == 25
+        ghost = "6f1c2a7e-0000-4000-8000-000000000000"
+        ghost_edit = commands.UpdateTrigger(ghost, frozenset({"points"}), edit.trigger)
+        assert refusal(lambda: trigger_cases.update_trigger(tally, ghost_edit, T0)) == (
+            grpc.StatusCode.NOT_FOUND,
+            "TRIGGER_NOT_FOUND",
+            {"trigger_id": ghost},
+        )
+
+
+class TestSweeps:
+    def test_the_expiry_sweep_writes_off_idle_accounts_once(
+        self, tally: Tally, store: FakeStore
+    ) -> None:
+        system(tally)
+        award(tally, "ann", 10, expire_time=later(60))
+        award(tally, "bob", 7, expire_time=later(30))
+        award(tally, "cy", 5, expire_time=later(600))
+        assert sweeps.expire_due(tally, later(100)) == 2
+        assert sweeps.expire_due(tally, later(100)) == 0  # nothing left to do
+        expired = [(e.amount, e.create_time) for e in stored_entries(store, "bob")[1:]]
+        assert expired == [(-7, later(30))]
+        with store.unit_of_work(write=False) as uow:
+            accounts = uow.accounts.standing(["ann", "cy"], []).accounts
+        assert (accounts[("ann", "xp")].balance, accounts[("cy", "xp")].balance) == (0, 5)
+
+    def test_the_accrual_sweep_fires_due_intervals_of_idle_users(
+        self, tally: Tally, store: FakeStore
+    ) -> None:
+        system(tally)
+        award(tally, "idle", 1)
+        trigger(
+            tally,
+            TriggerType.TIME_INTERVAL,
+            2,
+            interval_unit=IntervalUnit.MINUTES,
+            interval_count=30,
+        )
+        two_hours = T0 + timedelta(hours=2)
+        assert sweeps.accrue_due(tally, two_hours) == 1  # worked out before the trigger
+        assert sweeps.accrue_due(tally, two_hours) == 0  # nothing more is due
+        entries = stored_entries(store, "idle")
+        assert [e.amount for e in entries] == [1, 2, 2, 2, 2]
+        assert [e.create_time for e in entries[1:]] == [later(1800 * i) for i in range(1, 5)]
+        assert sweeps.accrue_due(tally, two_hours + timedelta(minutes=30)) == 1
 
 
 # -- levels ---------------------------------------------------------------------------------

@@ -97,7 +97,23 @@ def _postgres_engine(url: str, pool_size: int, lock_timeout: float) -> Engine:
             # (they may be on several shards): there a batch locks one user at a time.
             cursor.execute("SELECT 1 FROM pg_extension WHERE extname = 'citus'")
             record.info[CITUS] = cursor.fetchone() is not None
+            if record.info[CITUS]:
+                # The lock is waited for on the worker that holds the row, and a session's
+                # lock_timeout stays on the coordinator; a transaction's own (SET LOCAL)
+                # goes with it to every worker it touches when Citus is told to pass it on.
+                cursor.execute("SET citus.propagate_set_commands = 'local'")
         dbapi_connection.commit()
+
+    set_lock_timeout = f"SET LOCAL lock_timeout = {int(lock_timeout * 1000)}"
+
+    @event.listens_for(engine, "begin")
+    def on_begin(connection: Connection) -> None:
+        # Only writes wait for row locks (reads see their snapshot), so only they pay the
+        # statement, and only on Citus, where the session's timeout does not reach.
+        if connection.get_execution_options().get(WRITE_OPTION, False) and (
+            connection.connection.info.get(CITUS)
+        ):
+            connection.exec_driver_sql(set_lock_timeout)
 
     return engine
 

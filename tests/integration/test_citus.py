@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -19,7 +20,9 @@ import pytest
 from sqlalchemy import Engine, event, text
 
 from server.domain import commands
+from server.domain.errors import StoreUnavailable
 from server.domain.model import EntryType
+from server.services import transactions
 from server.services.tally import Tally
 from server.services.use_cases import points_changes
 from server.store import citus, migrate
@@ -264,3 +267,29 @@ def test_on_postgresql_without_citus_distribute_does_nothing(pg_store: SqlStore)
         if citus.has_citus(connection):
             pytest.skip("this PostgreSQL has Citus: the other tests here cover it")
     assert citus.distribute(pg_store.engine) == []
+
+
+def test_a_write_waiting_on_a_held_user_gives_up_on_the_workers_too(
+    citus_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The row lock is waited for on a worker, where a session's lock_timeout set on the
+    coordinator does not reach: each write transaction sets its own, which Citus passes
+    on, so a user held elsewhere fails the batch (STORE_UNAVAILABLE) within the bound
+    instead of stalling every write of the process."""
+    monkeypatch.setattr(transactions, "MAX_ATTEMPTS", 1)
+    store = SqlStore.from_url(citus_url, lock_timeout=0.2)
+    migrate.upgrade(store.engine)
+    tally = Tally(store)
+    try:
+        system(tally)
+        award(tally, "held", 1)
+        with store.engine.connect() as operator:
+            operator.execute(text("SELECT * FROM users WHERE id = 'held' FOR UPDATE"))
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailable):
+                award(tally, "held", 1)
+            assert time.monotonic() - started < 5
+            operator.rollback()
+        assert award(tally, "held", 1).balance.balance == 2
+    finally:
+        store.dispose()

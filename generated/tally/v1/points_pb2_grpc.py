@@ -210,8 +210,10 @@ class PointsServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListTriggers(self, request, context):
-        """Lists the triggers of a system (all statuses), oldest first. Errors:
-        NOT_FOUND `SYSTEM_NOT_FOUND`. Read only.
+        """Lists the triggers of a system (all statuses), oldest first, paged; the
+        default page (1,000) holds every trigger of any realistic system. Errors:
+        NOT_FOUND `SYSTEM_NOT_FOUND`; INVALID_ARGUMENT `VALIDATION_FAILED` naming
+        `page_size` or `page_token`. Read only.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

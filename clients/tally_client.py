@@ -341,10 +341,20 @@ class TallyClient:
         """Activate, deactivate or archive a trigger."""
         return self.update_trigger(points_pb2.Trigger(id=trigger_id, status=status), ["status"])
 
-    def list_triggers(self, system_key: str) -> list[points_pb2.Trigger]:
-        request = points_pb2.ListTriggersRequest(system_key=system_key)
-        response = self.call(self.points.ListTriggers, request, points_pb2.ListTriggersResponse)
-        return list(response.triggers)
+    def list_triggers(self, system_key: str, *, page_size: int = 0) -> list[points_pb2.Trigger]:
+        """Every trigger of the system, oldest first, read page by page (0 = the server's
+        default page, which holds every trigger of a realistic system)."""
+        found: list[points_pb2.Trigger] = []
+        token = ""
+        while True:
+            request = points_pb2.ListTriggersRequest(
+                system_key=system_key, page_size=page_size, page_token=token
+            )
+            page = self.call(self.points.ListTriggers, request, points_pb2.ListTriggersResponse)
+            found += page.triggers
+            token = page.next_page_token
+            if not token:
+                return found
 
     def preview_triggers(
         self,
@@ -636,10 +646,20 @@ class TallyClient:
         request = levels_pb2.DeleteLevelRequest(system_key=system_key, key=key)
         self.call(self.levels.DeleteLevel, request, levels_pb2.DeleteLevelResponse)
 
-    def list_levels(self, system_key: str) -> list[common_pb2.Level]:
-        request = levels_pb2.ListLevelsRequest(system_key=system_key)
-        response = self.call(self.levels.ListLevels, request, levels_pb2.ListLevelsResponse)
-        return list(response.levels)
+    def list_levels(self, system_key: str, *, page_size: int = 0) -> list[common_pb2.Level]:
+        """Every level of the system by threshold ascending, read page by page (0 = the
+        server's default page, which holds every level of a realistic ladder)."""
+        found: list[common_pb2.Level] = []
+        token = ""
+        while True:
+            request = levels_pb2.ListLevelsRequest(
+                system_key=system_key, page_size=page_size, page_token=token
+            )
+            page = self.call(self.levels.ListLevels, request, levels_pb2.ListLevelsResponse)
+            found += page.levels
+            token = page.next_page_token
+            if not token:
+                return found
 
     def get_user_level(self, system_key: str, user_id: str) -> levels_pb2.GetUserLevelResponse:
         request = levels_pb2.GetUserLevelRequest(system_key=system_key, user_id=user_id)

@@ -59,8 +59,13 @@ class LevelsServicer(levels_pb2_grpc.LevelsServiceServicer):
     def ListLevels(
         self, request: levels_pb2.ListLevelsRequest, context: grpc.ServicerContext
     ) -> levels_pb2.ListLevelsResponse:
-        found = levels.list_levels(self.tally, request.system_key)
-        return levels_pb2.ListLevelsResponse(levels=[convert.level_resource(x) for x in found])
+        page = levels.list_levels_page(
+            self.tally, request.system_key, request.page_size, request.page_token
+        )
+        return levels_pb2.ListLevelsResponse(
+            levels=[convert.level_resource(x) for x in page.items],
+            next_page_token=page.next_page_token,
+        )
 
     def GetUserLevel(
         self, request: levels_pb2.GetUserLevelRequest, context: grpc.ServicerContext

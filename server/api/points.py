@@ -104,8 +104,13 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
     def ListTriggers(
         self, request: points_pb2.ListTriggersRequest, context: grpc.ServicerContext
     ) -> points_pb2.ListTriggersResponse:
-        found = triggers.list_triggers(self.tally, request.system_key)
-        return points_pb2.ListTriggersResponse(triggers=[convert.trigger_out(t) for t in found])
+        page = triggers.list_triggers_page(
+            self.tally, request.system_key, request.page_size, request.page_token
+        )
+        return points_pb2.ListTriggersResponse(
+            triggers=[convert.trigger_out(t) for t in page.items],
+            next_page_token=page.next_page_token,
+        )
 
     def PreviewTriggers(
         self, request: points_pb2.PreviewTriggersRequest, context: grpc.ServicerContext

@@ -1,5 +1,6 @@
-"""Trophy's balancing preview: what triggers would have given, replayed over recorded
-events. Pure: the events come in, in the order they were recorded; figures come out.
+"""Trigger preview: what draft or saved triggers would have given, replayed over recorded
+events, so that points can be balanced before the triggers go live. Pure: the events come
+in, in the order they were recorded; figures come out.
 
 Each user starts the window at zero preview points and with their running totals as they
 stood when the window opened (the total before their first event of each type in it, in

@@ -43,6 +43,9 @@ MAX_ATTRIBUTE_VALUE_CHARS = 256
 MAX_POINTS_CAP = 10**15
 MAX_PAGE_SIZE = 100
 DEFAULT_PAGE_SIZE = 50
+# ListTriggers and ListLevels returned everything before they were paged: their default
+# page is also their largest, and holds every trigger or level of any realistic system.
+CONFIGURATION_PAGE_SIZE = 1000
 MAX_RECENT_ENTRIES = 100
 
 SYSTEM_KEY = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
@@ -142,9 +145,11 @@ class Violations:
         if value is not None and value <= now:
             self.add(field, f"must be in the future, got {value.isoformat()}")
 
-    def page_size(self, field: str, value: int) -> None:
-        if not 0 <= value <= MAX_PAGE_SIZE:
-            self.add(field, f"must be between 1 and {MAX_PAGE_SIZE} (0 = {DEFAULT_PAGE_SIZE})")
+    def page_size(
+        self, field: str, value: int, largest: int = MAX_PAGE_SIZE, default: int = DEFAULT_PAGE_SIZE
+    ) -> None:
+        if not 0 <= value <= largest:
+            self.add(field, f"must be between 1 and {largest} (0 = {default})")
 
     def entry_id(self, field: str, value: str) -> None:
         try:
@@ -287,9 +292,11 @@ def stream_history(cmd: commands.StreamHistory) -> None:
     v.raise_if_any()
 
 
-def page_size(field: str, value: int) -> None:
+def page_size(
+    field: str, value: int, largest: int = MAX_PAGE_SIZE, default: int = DEFAULT_PAGE_SIZE
+) -> None:
     v = Violations()
-    v.page_size(field, value)
+    v.page_size(field, value, largest, default)
     v.raise_if_any()
 
 

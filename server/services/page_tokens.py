@@ -11,6 +11,7 @@ import base64
 import binascii
 import hashlib
 import json
+from datetime import datetime
 from typing import TypeVar
 
 from server.domain.errors import FieldViolation, ValidationFailed
@@ -52,6 +53,30 @@ def decode(token: str, query: str, kind: type[P]) -> P | None:
             return position
     except (ValueError, KeyError, TypeError, binascii.Error):
         pass
-    raise ValidationFailed(
+    raise _refused()
+
+
+def at(time: datetime, row_id: str) -> str:
+    """The position of a row in a list ordered by (time, id): for `encode`."""
+    return f"{time.isoformat()}|{row_id}"
+
+
+def time_and_id(position: str | None) -> tuple[datetime, str] | None:
+    """The (time, id) a position made by `at` holds (None for none); VALIDATION_FAILED
+    naming `page_token` for anything else, as a forged token may hold."""
+    if position is None:
+        return None
+    when, bar, row_id = position.partition("|")
+    try:
+        time = datetime.fromisoformat(when)
+    except ValueError:
+        raise _refused() from None
+    if not bar or time.tzinfo is None:
+        raise _refused()
+    return time, row_id
+
+
+def _refused() -> ValidationFailed:
+    return ValidationFailed(
         [FieldViolation("page_token", "is not a token this list gave for the same request")]
     )

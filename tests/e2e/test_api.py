@@ -20,7 +20,8 @@ from server.domain.errors import StoreUnavailable
 from server.domain.ledger import Posting
 from server.services.use_cases import points_changes
 from server.store.database import SqlStore
-from tally.v1 import common_pb2, points_pb2
+from tally.v1 import common_pb2, levels_pb2, points_pb2
+from tally.v1.levels_pb2_grpc import LevelsServiceStub
 from tally.v1.points_pb2_grpc import PointsServiceStub
 
 
@@ -346,6 +347,67 @@ def test_a_system_key_that_cannot_exist_is_not_found(points: PointsServiceStub) 
     with pytest.raises(grpc.RpcError) as caught:
         points.GetSystem(points_pb2.GetSystemRequest(key="a\x00b"))
     assert error_of(caught.value)[:2] == (grpc.StatusCode.NOT_FOUND, "SYSTEM_NOT_FOUND")
+
+
+def test_list_triggers_and_list_levels_page(
+    points: PointsServiceStub, channel: grpc.Channel
+) -> None:
+    levels = LevelsServiceStub(channel)
+    create_system(points)
+    made = [
+        points.CreateTrigger(
+            points_pb2.CreateTriggerRequest(
+                system_key="xp",
+                trigger=points_pb2.Trigger(
+                    type=points_pb2.TRIGGER_TYPE_EVENT, points=i + 1, event_type="lesson"
+                ),
+            )
+        ).trigger.id
+        for i in range(5)
+    ]
+    for key, threshold in (("gold", 300), ("bronze", 10), ("silver", 100), ("top", 900)):
+        level = common_pb2.Level(key=key, points=threshold)
+        levels.CreateLevel(levels_pb2.CreateLevelRequest(system_key="xp", level=level))
+
+    def every(call: Any, request: type, field: str) -> list[Any]:
+        seen, token = [], ""
+        while True:
+            page = call(request(system_key="xp", page_size=2, page_token=token))
+            seen += getattr(page, field)
+            token = page.next_page_token
+            if not token:
+                return seen
+
+    listed = every(points.ListTriggers, points_pb2.ListTriggersRequest, "triggers")
+    assert [t.id for t in listed] == made
+    ladder = every(levels.ListLevels, levels_pb2.ListLevelsRequest, "levels")
+    assert [lv.key for lv in ladder] == ["bronze", "silver", "gold", "top"]
+    # Without page_size: everything in one page, as before the fields existed.
+    whole = points.ListTriggers(points_pb2.ListTriggersRequest(system_key="xp"))
+    assert ([t.id for t in whole.triggers], whole.next_page_token) == (made, "")
+    whole_ladder = levels.ListLevels(levels_pb2.ListLevelsRequest(system_key="xp"))
+    assert (len(whole_ladder.levels), whole_ladder.next_page_token) == (4, "")
+
+    level_token = levels.ListLevels(
+        levels_pb2.ListLevelsRequest(system_key="xp", page_size=1)
+    ).next_page_token
+    refused: list[tuple[Any, Any, str]] = [
+        (points.ListTriggers, points_pb2.ListTriggersRequest(page_size=1001), "page_size"),
+        (points.ListTriggers, points_pb2.ListTriggersRequest(page_token="x"), "page_token"),
+        (points.ListTriggers, points_pb2.ListTriggersRequest(page_token=level_token), "page_token"),
+        (levels.ListLevels, levels_pb2.ListLevelsRequest(page_size=-1), "page_size"),
+        (levels.ListLevels, levels_pb2.ListLevelsRequest(page_token="x"), "page_token"),
+    ]
+    for call, request, field in refused:
+        request.system_key = "xp"
+        with pytest.raises(grpc.RpcError) as caught:
+            call(request)
+        code, reason, _, fields = error_of(caught.value)
+        assert (code, reason, fields) == (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "VALIDATION_FAILED",
+            [field],
+        ), request
 
 
 def test_a_systems_page_token_holding_a_nul_is_invalid(points: PointsServiceStub) -> None:

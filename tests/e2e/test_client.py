@@ -19,7 +19,8 @@ from clients.tally_client import (
     Unavailable,
 )
 from server.app import App
-from tally.v1 import common_pb2
+from server.domain import validation
+from tally.v1 import common_pb2, points_pb2
 
 
 @pytest.fixture
@@ -74,6 +75,27 @@ def test_pages_and_history(tally: TallyClient) -> None:
     assert [e.id for e in tally.history("xp", "alice")][:-1] == ids
     with pytest.raises(NotFound):
         list(tally.history("xp", "ghost"))
+
+
+def test_triggers_and_levels_are_read_through_every_page(
+    tally: TallyClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tally.create_system("xp")
+    made = [
+        tally.create_trigger(
+            "xp",
+            points_pb2.Trigger(type=points_pb2.TRIGGER_TYPE_EVENT, points=1, event_type="e"),
+        ).id
+        for _ in range(5)
+    ]
+    for key, threshold in (("gold", 300), ("bronze", 10), ("silver", 100)):
+        tally.create_level("xp", key, threshold)
+    assert [t.id for t in tally.list_triggers("xp", page_size=2)] == made
+    assert [lv.key for lv in tally.list_levels("xp", page_size=2)] == ["bronze", "silver", "gold"]
+    # A server whose default page is smaller than the list: the client still reads it all.
+    monkeypatch.setattr(validation, "CONFIGURATION_PAGE_SIZE", 2)
+    assert [t.id for t in tally.list_triggers("xp")] == made
+    assert [lv.key for lv in tally.list_levels("xp")] == ["bronze", "silver", "gold"]
 
 
 def test_unreachable_server_is_unavailable() -> None:

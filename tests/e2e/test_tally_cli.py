@@ -21,6 +21,7 @@ from sqlalchemy import text
 from clients.cli.main import build_parser, main
 from clients.tally_client import TallyClient
 from server.app import App
+from server.domain import validation
 from server.store.database import SqlStore
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -116,6 +117,25 @@ def test_verbs_change_and_show_points(
     assert [e["amount"] for e in history] == ["50", "-20"]
     assert main(tally(server, admin_key, "reverse", history[1]["id"])) == 0
     assert "balance 50" in capsys.readouterr().out
+
+
+def test_lists_show_every_page(
+    server: App, admin_key: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(validation, "CONFIGURATION_PAGE_SIZE", 2)  # five items: three pages
+    assert main(tally(server, admin_key, "systems", "create", "xp")) == 0
+    for points in (40, 10, 30, 50, 20):
+        argv = tally(server, admin_key, "levels", "create", "xp", f"l{points}", "--points")
+        assert main([*argv, str(points)]) == 0
+        argv = tally(server, admin_key, "triggers", "create", "xp", "--type", "event")
+        assert main([*argv, "--points", str(points), "--event-type", "e"]) == 0
+    capsys.readouterr()
+    assert main(tally(server, admin_key, "--json", "levels", "list", "xp")) == 0
+    listed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [level["key"] for level in listed] == ["l10", "l20", "l30", "l40", "l50"]
+    assert main(tally(server, admin_key, "--json", "triggers", "list", "xp")) == 0
+    listed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [t["points"] for t in listed] == ["40", "10", "30", "50", "20"]  # int64: strings
 
 
 def test_errors_are_in_words(

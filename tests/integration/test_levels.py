@@ -195,6 +195,71 @@ class TestThresholds:
         assert summary.users_without_level == sum(1 for v in opened if brute(v) is None)
 
 
+class TestListLevelsPages:
+    """ListLevels in pages: by threshold ascending, each level once."""
+
+    def pages(self, tally: Tally, size: int) -> list[list[str]]:
+        found: list[list[str]] = []
+        token = ""
+        while True:
+            page = levels.list_levels_page(tally, "xp", size, token)
+            found.append([lv.key for lv in page.items])
+            token = page.next_page_token
+            if not token:
+                return found
+
+    def test_paging_lists_each_level_once_by_threshold(self, tally: Tally) -> None:
+        system(tally)
+        system(tally, "coins")
+        thresholds = random.Random(3).sample(range(0, 10_000), 17)
+        ladder(tally, **{f"l{points}": points for points in thresholds})
+        ladder(tally, "coins", other=5)
+        expected = [f"l{points}" for points in sorted(thresholds)]
+        for size in (1, 3, 4, 16, 17):
+            pages = self.pages(tally, size)
+            assert [key for page in pages for key in page] == expected, size
+            assert [len(page) for page in pages[:-1]] == [size] * (len(pages) - 1)
+        everything = levels.list_levels_page(tally, "xp", 0, "")
+        assert ([lv.key for lv in everything.items], everything.next_page_token) == (expected, "")
+
+    def test_a_page_continues_above_the_last_threshold_listed(self, tally: Tally) -> None:
+        system(tally)
+        ladder(tally, a=10, b=20, c=30, d=40, e=50)
+        first = levels.list_levels_page(tally, "xp", 2, "")
+        assert [lv.key for lv in first.items] == ["a", "b"]
+        levels.delete_level(tally, "xp", "b")  # the token's level is gone: no matter
+        levels.delete_level(tally, "xp", "d")
+        ladder(tally, low=5, mid=25)
+        rest = levels.list_levels_page(tally, "xp", 2, first.next_page_token)
+        assert [lv.key for lv in rest.items] == ["mid", "c"]  # "low" is behind the token
+        last = levels.list_levels_page(tally, "xp", 2, rest.next_page_token)
+        assert ([lv.key for lv in last.items], last.next_page_token) == (["e"], "")
+
+    @pytest.mark.parametrize("size", [-1, 1001])
+    def test_a_bad_page_size_names_the_field(self, tally: Tally, size: int) -> None:
+        system(tally)
+        with pytest.raises(ValidationFailed) as caught:
+            levels.list_levels_page(tally, "xp", size, "")
+        assert caught.value.reason == "VALIDATION_FAILED"
+        assert [v.field for v in caught.value.violations] == ["page_size"]
+
+    def test_a_token_of_another_list_or_forged_names_the_field(self, tally: Tally) -> None:
+        from server.services import page_tokens
+
+        system(tally)
+        system(tally, "coins")
+        ladder(tally, a=10, b=20)
+        ladder(tally, "coins", a=10, b=20)
+        other = levels.list_levels_page(tally, "coins", 1, "").next_page_token
+        query = page_tokens.query_id("ListLevels", "xp")
+        forged = [page_tokens.encode(p, query) for p in (-1, 2**63, "10")]
+        for token in [other, "garbage", *forged]:
+            with pytest.raises(ValidationFailed) as caught:
+                levels.list_levels_page(tally, "xp", 1, token)
+            assert caught.value.reason == "VALIDATION_FAILED", token
+            assert [v.field for v in caught.value.violations] == ["page_token"], token
+
+
 class TestWatchLevelChanges:
     def test_a_resumed_watch_misses_nothing_and_repeats_nothing(
         self, tally: Tally, monkeypatch: pytest.MonkeyPatch

@@ -455,6 +455,92 @@ class TestTriggerConfiguration:
         assert added(event(tally, "ann")) == 10
 
 
+class TestListTriggersPages:
+    """ListTriggers in pages: oldest first (create_time, then id), each trigger once."""
+
+    def pages(self, tally: Tally, size: int, system_key: str = "xp") -> list[list[Trigger]]:
+        found: list[list[Trigger]] = []
+        token = ""
+        while True:
+            page = triggers.list_triggers_page(tally, system_key, size, token)
+            found.append(page.items)
+            token = page.next_page_token
+            if not token:
+                return found
+
+    def test_paging_lists_each_trigger_once_oldest_first(self, tally: Tally) -> None:
+        system(tally)
+        system(tally, "coins")
+        # Made out of time order, several at one instant (ordered by id among themselves).
+        offsets = [5, 0, 3, 3, 3, 1, 7, 0, 2, 5, 6, 4, 3]
+        made = [
+            trigger(tally, TriggerType.EVENT, 1, event_type="lesson", at=T0 + timedelta(hours=h))
+            for h in offsets
+        ]
+        trigger(tally, TriggerType.EVENT, 1, system_key="coins", event_type="lesson")
+        expected = [t.id for t in sorted(made, key=lambda t: (t.create_time, t.id))]
+        assert [t.id for t in triggers.list_triggers(tally, "xp")] == expected
+        for size in (1, 2, 4, 5, 13):
+            pages = self.pages(tally, size)
+            assert [t.id for page in pages for t in page] == expected, size
+            assert [len(page) for page in pages[:-1]] == [size] * (len(pages) - 1)
+        everything = triggers.list_triggers_page(tally, "xp", 0, "")
+        assert ([t.id for t in everything.items], everything.next_page_token) == (expected, "")
+
+    def test_changes_between_pages_neither_repeat_nor_skip(self, tally: Tally) -> None:
+        system(tally)
+        made = [
+            trigger(tally, TriggerType.EVENT, 1, event_type="lesson", at=T0 + timedelta(minutes=m))
+            for m in range(6)
+        ]
+        first = triggers.list_triggers_page(tally, "xp", 3, "")
+        set_status(tally, made[1], TriggerStatus.ARCHIVED, T0 + timedelta(hours=1))
+        set_status(tally, made[4], TriggerStatus.ARCHIVED, T0 + timedelta(hours=1))
+        later = trigger(
+            tally, TriggerType.EVENT, 1, event_type="lesson", at=T0 + timedelta(hours=1)
+        )
+        rest = triggers.list_triggers_page(tally, "xp", 3, first.next_page_token)
+        listed = [t.id for t in first.items + rest.items]
+        assert listed == [t.id for t in made]
+        last = triggers.list_triggers_page(tally, "xp", 3, rest.next_page_token)
+        assert ([t.id for t in last.items], last.next_page_token) == ([later.id], "")
+
+    @pytest.mark.parametrize("size", [-1, 1001, 2**31 - 1])
+    def test_a_bad_page_size_names_the_field(self, tally: Tally, size: int) -> None:
+        system(tally)
+        with pytest.raises(ValidationFailed) as caught:
+            triggers.list_triggers_page(tally, "xp", size, "")
+        assert caught.value.reason == "VALIDATION_FAILED"
+        assert [v.field for v in caught.value.violations] == ["page_size"]
+
+    def test_a_token_of_another_list_or_forged_names_the_field(self, tally: Tally) -> None:
+        from server.services import page_tokens
+
+        system(tally)
+        system(tally, "coins")
+        for minute in range(3):
+            for key in ("xp", "coins"):
+                trigger(
+                    tally,
+                    TriggerType.EVENT,
+                    1,
+                    system_key=key,
+                    event_type="lesson",
+                    at=T0 + timedelta(minutes=minute),
+                )
+        coins = triggers.list_triggers_page(tally, "coins", 1, "").next_page_token
+        query = page_tokens.query_id("ListTriggers", "xp")
+        forged = [
+            page_tokens.encode(position, query)
+            for position in ("", "no bar", "2026-01-01T00:00:00|x", "yesterday|x")
+        ]
+        for token in [coins, "garbage", "e30", *forged]:
+            with pytest.raises(ValidationFailed) as caught:
+                triggers.list_triggers_page(tally, "xp", 1, token)
+            assert caught.value.reason == "VALIDATION_FAILED", token
+            assert [v.field for v in caught.value.violations] == ["page_token"], token
+
+
 # -- preview ------------------------------------------------------------------------------
 
 EVENT_TYPES = ("km", "lesson")

@@ -26,7 +26,8 @@ if _version_not_supported:
 
 
 class AuthServiceStub:
-    """User tokens (a participant session, as Bricqs calls it).
+    """Issues user tokens: credentials that act for one participant, as a
+    session of that user in a front end.
 
     Callers of every Tally service send an API key in the `x-api-key` metadata,
     or a user token as `authorization: Bearer TOKEN`. A token acts for one user
@@ -54,7 +55,8 @@ class AuthServiceStub:
 
 
 class AuthServiceServicer:
-    """User tokens (a participant session, as Bricqs calls it).
+    """Issues user tokens: credentials that act for one participant, as a
+    session of that user in a front end.
 
     Callers of every Tally service send an API key in the `x-api-key` metadata,
     or a user token as `authorization: Bearer TOKEN`. A token acts for one user
@@ -93,7 +95,8 @@ def add_AuthServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class AuthService:
-    """User tokens (a participant session, as Bricqs calls it).
+    """Issues user tokens: credentials that act for one participant, as a
+    session of that user in a front end.
 
     Callers of every Tally service send an API key in the `x-api-key` metadata,
     or a user token as `authorization: Bearer TOKEN`. A token acts for one user

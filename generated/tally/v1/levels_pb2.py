@@ -26,7 +26,7 @@ from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mas
 from tally.v1 import common_pb2 as tally_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15tally/v1/levels.proto\x12\x08tally.v1\x1a google/protobuf/field_mask.proto\x1a\x15tally/v1/common.proto\"H\n\x12\x43reateLevelRequest\x12\x12\n\nsystem_key\x18\x01 \x01(\t\x12\x1e\n\x05level\x18\x02 \x01(\x0b\x32\x0f.tally.v1.Level\"5\n\x13\x43reateLevelResponse\x12\x1e\n\x05level\x18\x01 \x01(\x0b\x32\x0f.tally.v1.Level\"e\n\x12UpdateLevelRequest\x12\x1e\n\x05level\x18\x01 \x01(\x0b\x32\x0f.tally.v1.Level\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"5\n\x13UpdateLevelResponse\x12\x1e\n\x05level\x18\x01 \x01(\x0b\x32\x0f.tally.v1.Level\"5\n\x12\x44\x65leteLevelRequest\x12\x12\n\nsystem_key\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\"\x15\n\x13\x44\x65leteLevelResponse\"\'\n\x11ListLevelsRequest\x12\x12\n\nsystem_key\x18\x01 \x01(\t\"5\n\x12ListLevelsResponse\x12\x1f\n\x06levels\x18\x01 \x03(\x0b\x32\x0f.tally.v1.Level\":\n\x13GetUserLevelRequest\x12\x12\n\nsystem_key\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"\x95\x01\n\x14GetUserLevelResponse\x12\x1e\n\x05level\x18\x01 \x01(\x0b\x32\x0f.tally.v1.Level\x12#\n\nnext_level\x18\x02 \x01(\x0b\x32\x0f.tally.v1.Level\x12\x0e\n\x06points\x18\x03 \x01(\x03\x12\x16\n\x0epoints_to_next\x18\x04 \x01(\x03\x12\x10\n\x08progress\x18\x05 \x01(\x01\",\n\x16GetLevelSummaryRequest\x12\x12\n\nsystem_key\x18\x01 \x01(\t\"`\n\x17GetLevelSummaryResponse\x12(\n\x06levels\x18\x01 \x03(\x0b\x32\x18.tally.v1.LevelUserCount\x12\x1b\n\x13users_without_level\x18\x02 \x01(\x03\"?\n\x0eLevelUserCount\x12\x1e\n\x05level\x18\x01 \x01(\x0b\x32\x0f.tally.v1.Level\x12\r\n\x05users\x18\x02 \x01(\x03\"V\n\x18WatchLevelChangesRequest\x12\x12\n\nsystem_key\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\x12\x0e\n\x06\x66ollow\x18\x03 \x01(\x08\"H\n\x19WatchLevelChangesResponse\x12+\n\x0clevel_change\x18\x01 \x01(\x0b\x32\x15.tally.v1.LevelChange2\xc3\x04\n\rLevelsService\x12J\n\x0b\x43reateLevel\x12\x1c.tally.v1.CreateLevelRequest\x1a\x1d.tally.v1.CreateLevelResponse\x12J\n\x0bUpdateLevel\x12\x1c.tally.v1.UpdateLevelRequest\x1a\x1d.tally.v1.UpdateLevelResponse\x12J\n\x0b\x44\x65leteLevel\x12\x1c.tally.v1.DeleteLevelRequest\x1a\x1d.tally.v1.DeleteLevelResponse\x12G\n\nListLevels\x12\x1b.tally.v1.ListLevelsRequest\x1a\x1c.tally.v1.ListLevelsResponse\x12M\n\x0cGetUserLevel\x12\x1d.tally.v1.GetUserLevelRequest\x1a\x1e.tally.v1.GetUserLevelResponse\x12V\n\x0fGetLevelSummary\x12 .tally.v1.GetLevelSummaryRequest\x1a!.tally.v1.GetLevelSummaryResponse\x12^\n\x11WatchLevelChanges\x12\".tally.v1.WatchLevelChangesRequest\x1a#.tally.v1.WatchLevelChangesResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15tally/v1/levels.proto\x12\x08tally.v1\x1a google/protobuf/field_mask.proto\x1a\x15tally/v1/common.proto\"H\n\x12\x43reateLevelRequest\x12\x12\n\nsystem_key\x18\x01 \x01(\t\x12\x1e\n\x05level\x18\x02 \x01(\x0b\x32\x0f.tally.v1.Level\"5\n\x13\x43reateLevelResponse\x12\x1e\n\x05level\x18\x01 \x01(\x0b\x32\x0f.tally.v1.Level\"e\n\x12UpdateLevelRequest\x12\x1e\n\x05level\x18\x01 \x01(\x0b\x32\x0f.tally.v1.Level\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"5\n\x13UpdateLevelResponse\x12\x1e\n\x05level\x18\x01 \x01(\x0b\x32\x0f.tally.v1.Level\"5\n\x12\x44\x65leteLevelRequest\x12\x12\n\nsystem_key\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\"\x15\n\x13\x44\x65leteLevelResponse\"N\n\x11ListLevelsRequest\x12\x12\n\nsystem_key\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"N\n\x12ListLevelsResponse\x12\x1f\n\x06levels\x18\x01 \x03(\x0b\x32\x0f.tally.v1.Level\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\":\n\x13GetUserLevelRequest\x12\x12\n\nsystem_key\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"\x95\x01\n\x14GetUserLevelResponse\x12\x1e\n\x05level\x18\x01 \x01(\x0b\x32\x0f.tally.v1.Level\x12#\n\nnext_level\x18\x02 \x01(\x0b\x32\x0f.tally.v1.Level\x12\x0e\n\x06points\x18\x03 \x01(\x03\x12\x16\n\x0epoints_to_next\x18\x04 \x01(\x03\x12\x10\n\x08progress\x18\x05 \x01(\x01\",\n\x16GetLevelSummaryRequest\x12\x12\n\nsystem_key\x18\x01 \x01(\t\"`\n\x17GetLevelSummaryResponse\x12(\n\x06levels\x18\x01 \x03(\x0b\x32\x18.tally.v1.LevelUserCount\x12\x1b\n\x13users_without_level\x18\x02 \x01(\x03\"?\n\x0eLevelUserCount\x12\x1e\n\x05level\x18\x01 \x01(\x0b\x32\x0f.tally.v1.Level\x12\r\n\x05users\x18\x02 \x01(\x03\"V\n\x18WatchLevelChangesRequest\x12\x12\n\nsystem_key\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\x12\x0e\n\x06\x66ollow\x18\x03 \x01(\x08\"H\n\x19WatchLevelChangesResponse\x12+\n\x0clevel_change\x18\x01 \x01(\x0b\x32\x15.tally.v1.LevelChange2\xc3\x04\n\rLevelsService\x12J\n\x0b\x43reateLevel\x12\x1c.tally.v1.CreateLevelRequest\x1a\x1d.tally.v1.CreateLevelResponse\x12J\n\x0bUpdateLevel\x12\x1c.tally.v1.UpdateLevelRequest\x1a\x1d.tally.v1.UpdateLevelResponse\x12J\n\x0b\x44\x65leteLevel\x12\x1c.tally.v1.DeleteLevelRequest\x1a\x1d.tally.v1.DeleteLevelResponse\x12G\n\nListLevels\x12\x1b.tally.v1.ListLevelsRequest\x1a\x1c.tally.v1.ListLevelsResponse\x12M\n\x0cGetUserLevel\x12\x1d.tally.v1.GetUserLevelRequest\x1a\x1e.tally.v1.GetUserLevelResponse\x12V\n\x0fGetLevelSummary\x12 .tally.v1.GetLevelSummaryRequest\x1a!.tally.v1.GetLevelSummaryResponse\x12^\n\x11WatchLevelChanges\x12\".tally.v1.WatchLevelChangesRequest\x1a#.tally.v1.WatchLevelChangesResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -46,23 +46,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DELETELEVELRESPONSE']._serialized_start=434
   _globals['_DELETELEVELRESPONSE']._serialized_end=455
   _globals['_LISTLEVELSREQUEST']._serialized_start=457
-  _globals['_LISTLEVELSREQUEST']._serialized_end=496
-  _globals['_LISTLEVELSRESPONSE']._serialized_start=498
-  _globals['_LISTLEVELSRESPONSE']._serialized_end=551
-  _globals['_GETUSERLEVELREQUEST']._serialized_start=553
-  _globals['_GETUSERLEVELREQUEST']._serialized_end=611
-  _globals['_GETUSERLEVELRESPONSE']._serialized_start=614
-  _globals['_GETUSERLEVELRESPONSE']._serialized_end=763
-  _globals['_GETLEVELSUMMARYREQUEST']._serialized_start=765
-  _globals['_GETLEVELSUMMARYREQUEST']._serialized_end=809
-  _globals['_GETLEVELSUMMARYRESPONSE']._serialized_start=811
-  _globals['_GETLEVELSUMMARYRESPONSE']._serialized_end=907
-  _globals['_LEVELUSERCOUNT']._serialized_start=909
-  _globals['_LEVELUSERCOUNT']._serialized_end=972
-  _globals['_WATCHLEVELCHANGESREQUEST']._serialized_start=974
-  _globals['_WATCHLEVELCHANGESREQUEST']._serialized_end=1060
-  _globals['_WATCHLEVELCHANGESRESPONSE']._serialized_start=1062
-  _globals['_WATCHLEVELCHANGESRESPONSE']._serialized_end=1134
-  _globals['_LEVELSSERVICE']._serialized_start=1137
-  _globals['_LEVELSSERVICE']._serialized_end=1716
+  _globals['_LISTLEVELSREQUEST']._serialized_end=535
+  _globals['_LISTLEVELSRESPONSE']._serialized_start=537
+  _globals['_LISTLEVELSRESPONSE']._serialized_end=615
+  _globals['_GETUSERLEVELREQUEST']._serialized_start=617
+  _globals['_GETUSERLEVELREQUEST']._serialized_end=675
+  _globals['_GETUSERLEVELRESPONSE']._serialized_start=678
+  _globals['_GETUSERLEVELRESPONSE']._serialized_end=827
+  _globals['_GETLEVELSUMMARYREQUEST']._serialized_start=829
+  _globals['_GETLEVELSUMMARYREQUEST']._serialized_end=873
+  _globals['_GETLEVELSUMMARYRESPONSE']._serialized_start=875
+  _globals['_GETLEVELSUMMARYRESPONSE']._serialized_end=971
+  _globals['_LEVELUSERCOUNT']._serialized_start=973
+  _globals['_LEVELUSERCOUNT']._serialized_end=1036
+  _globals['_WATCHLEVELCHANGESREQUEST']._serialized_start=1038
+  _globals['_WATCHLEVELCHANGESREQUEST']._serialized_end=1124
+  _globals['_WATCHLEVELCHANGESRESPONSE']._serialized_start=1126
+  _globals['_WATCHLEVELCHANGESRESPONSE']._serialized_end=1198
+  _globals['_LEVELSSERVICE']._serialized_start=1201
+  _globals['_LEVELSSERVICE']._serialized_end=1780
 # @@protoc_insertion_point(module_scope)

@@ -49,16 +49,22 @@ class DeleteLevelResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class ListLevelsRequest(_message.Message):
-    __slots__ = ("system_key",)
+    __slots__ = ("system_key", "page_size", "page_token")
     SYSTEM_KEY_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     system_key: str
-    def __init__(self, system_key: _Optional[str] = ...) -> None: ...
+    page_size: int
+    page_token: str
+    def __init__(self, system_key: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListLevelsResponse(_message.Message):
-    __slots__ = ("levels",)
+    __slots__ = ("levels", "next_page_token")
     LEVELS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     levels: _containers.RepeatedCompositeFieldContainer[_common_pb2.Level]
-    def __init__(self, levels: _Optional[_Iterable[_Union[_common_pb2.Level, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, levels: _Optional[_Iterable[_Union[_common_pb2.Level, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class GetUserLevelRequest(_message.Message):
     __slots__ = ("system_key", "user_id")

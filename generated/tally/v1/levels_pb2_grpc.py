@@ -129,8 +129,10 @@ class LevelsServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListLevels(self, request, context):
-        """Lists the levels of a system by threshold ascending. Errors: NOT_FOUND
-        `SYSTEM_NOT_FOUND`. Read only.
+        """Lists the levels of a system by threshold ascending, paged; the default
+        page (1,000) holds every level of any realistic ladder. Errors: NOT_FOUND
+        `SYSTEM_NOT_FOUND`; INVALID_ARGUMENT `VALIDATION_FAILED` naming
+        `page_size` or `page_token`. Read only.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

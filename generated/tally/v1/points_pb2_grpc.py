@@ -210,19 +210,22 @@ class PointsServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListTriggers(self, request, context):
-        """Lists the triggers of a system (all statuses), oldest first. Errors:
-        NOT_FOUND `SYSTEM_NOT_FOUND`. Read only.
+        """Lists the triggers of a system (all statuses), oldest first, paged; the
+        default page (1,000) holds every trigger of any realistic system. Errors:
+        NOT_FOUND `SYSTEM_NOT_FOUND`; INVALID_ARGUMENT `VALIDATION_FAILED` naming
+        `page_size` or `page_token`. Read only.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def PreviewTriggers(self, request, context):
-        """Trophy's balancing preview: replays the events recorded in a window, in
-        their order, through draft triggers and/or saved ones (of any status), as
-        if they alone had been ACTIVE then (metric totals as they stood at the
-        window's start, max_points applied, boosts ignored), and returns what they
-        would have given. EVENT and METRIC triggers only (the others do not follow
+        """Shows what triggers would have given, to balance them before activating
+        them: replays the events recorded in a window, in their order, through
+        draft triggers and/or saved ones (of any status), as if they alone had
+        been ACTIVE then (metric totals as they stood at the window's start,
+        max_points applied, boosts ignored), and returns what they would have
+        given. EVENT and METRIC triggers only (the others do not follow
         events). Replays only the events that reached the system (recorded by
         callers that could use it) of event types named by a trigger of the
         caller's systems; the window spans at most 366 days and 100,000 such

@@ -106,7 +106,8 @@ def user_points_summary(tally: Tally, cmd: reports.GetUserPointsSummary) -> list
 
 
 def points_analytics(tally: Tally, cmd: reports.GetPointsAnalytics) -> PointsAnalytics:
-    """Trophy's points analytics over every user of the system, for the window."""
+    """Points earned in the window over every user of the system: per period, the top
+    earners, new users and their first 14 days, and per trigger."""
     periods = reports.points_analytics(cmd)
     spans = [(p.start, p.end) for p in periods.items]
     top = cmd.top or reports.DEFAULT_TOP

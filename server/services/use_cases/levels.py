@@ -8,6 +8,7 @@ derived from their basis value and the thresholds as they are (domain/levels.py)
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import uuid
 from dataclasses import dataclass
@@ -23,7 +24,8 @@ from server.domain.errors import (
     quote,
 )
 from server.domain.levels import Ladder
-from server.domain.model import Level
+from server.domain.model import Level, Page
+from server.services import page_tokens
 from server.services.held import callers
 from server.services.ports import UnitOfWork
 from server.services.standing import settled_view
@@ -107,6 +109,22 @@ def delete_level(tally: Tally, system_key: str, key: str) -> None:
 def list_levels(tally: Tally, system_key: str) -> list[Level]:
     """The system's levels by threshold ascending."""
     return list(tally.rules_for(system_key).levels.get(system_key, Ladder()).levels)
+
+
+def list_levels_page(tally: Tally, system_key: str, page_size: int, page_token: str) -> Page:
+    """The system's levels by threshold ascending, in pages of up to `page_size` (0 =
+    validation.CONFIGURATION_PAGE_SIZE). Thresholds are unique in a system, so a token
+    holds the page's last threshold and the next page starts above it."""
+    size = validation.CONFIGURATION_PAGE_SIZE
+    validation.page_size("page_size", page_size, size, size)
+    query = page_tokens.query_id("ListLevels", system_key)
+    after = page_tokens.decode(page_token, query, int)
+    ladder = tally.rules_for(system_key).levels.get(system_key, Ladder())
+    start = 0 if after is None else bisect.bisect_right(ladder.points, after)
+    limit = page_size or size
+    page = list(ladder.levels[start : start + limit])
+    more = len(ladder.levels) > start + limit
+    return Page(page, page_tokens.encode(page[-1].points, query) if more else "")
 
 
 def get_user_level(tally: Tally, system_key: str, user_id: str, now: datetime) -> UserLevel:

@@ -5,6 +5,7 @@ process decides by the triggers it holds in memory (services/held/configuration.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import uuid
 from datetime import datetime
@@ -17,7 +18,8 @@ from server.domain.errors import (
     ValidationFailed,
     quote,
 )
-from server.domain.model import Trigger, TriggerStatus
+from server.domain.model import Page, Trigger, TriggerStatus
+from server.services import page_tokens
 from server.services.held import callers
 from server.services.ports import UnitOfWork
 from server.services.tally import Tally
@@ -84,6 +86,30 @@ def update_trigger(tally: Tally, cmd: commands.UpdateTrigger, now: datetime) -> 
 def list_triggers(tally: Tally, system_key: str) -> list[Trigger]:
     """The system's triggers of every status, oldest first."""
     return tally.rules_for(system_key).triggers_of(system_key)
+
+
+def list_triggers_page(tally: Tally, system_key: str, page_size: int, page_token: str) -> Page:
+    """The system's triggers of every status, oldest first, in pages of up to `page_size`
+    (0 = validation.CONFIGURATION_PAGE_SIZE). A token holds the (create_time, id) of the
+    page's last trigger, which never change, so each trigger is listed exactly once even
+    when triggers are made or edited between pages."""
+    size = validation.CONFIGURATION_PAGE_SIZE
+    validation.page_size("page_size", page_size, size, size)
+    query = page_tokens.query_id("ListTriggers", system_key)
+    after = page_tokens.time_and_id(page_tokens.decode(page_token, query, str))
+    listed = list_triggers(tally, system_key)
+    if after is not None:
+        listed = listed[bisect.bisect_right(listed, after, key=_position) :]
+    limit = page_size or size
+    page = listed[:limit]
+    more = len(listed) > limit
+    token = page_tokens.encode(page_tokens.at(*_position(page[-1])), query) if more else ""
+    return Page(page, token)
+
+
+def _position(trigger: Trigger) -> tuple[datetime, str]:
+    """Where a trigger stands in its system's list (domain/rules.py orders it so)."""
+    return trigger.create_time, trigger.id
 
 
 def _fields_of(trigger: Trigger) -> commands.TriggerFields:

@@ -24,7 +24,7 @@ import signal
 import sys
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import metadata
 from types import FrameType
 
@@ -426,11 +426,14 @@ def serve_here(settings: Settings, *, own_metrics: bool = True) -> int:
     return 0
 
 
-def serve_metrics(settings: Settings) -> metrics.Exposition | None:
-    """Serve /metrics at --metrics-listen, when it is set."""
+def serve_metrics(
+    settings: Settings, processes: Callable[[], list[tuple[str, int]]] | None = None
+) -> metrics.Exposition | None:
+    """Serve /metrics at --metrics-listen, when it is set (a supervisor's: with the
+    process metrics of what `processes` names)."""
     if not settings.metrics_listen:
         return None
-    exposition = metrics.serve(settings.metrics_listen)
+    exposition = metrics.serve(settings.metrics_listen, processes=processes)
     log.info("metrics at http://%s/metrics", settings.metrics_listen)
     return exposition
 
@@ -469,7 +472,7 @@ def supervise_workers(settings: Settings) -> int:
     pool.start()
     failed: str | None = None
     try:
-        exposition = serve_metrics(settings)
+        exposition = serve_metrics(settings, processes=lambda: pool_processes(pool))
     except OSError as error:  # the workers are running: stop them, then say why
         exposition = None
         failed = f"cannot serve metrics at {settings.metrics_listen}: {error}"
@@ -484,6 +487,12 @@ def supervise_workers(settings: Settings) -> int:
     if shared is not None:
         shared.cleanup()
     return 1 if failed is not None else status
+
+
+def pool_processes(pool: WorkerPool) -> list[tuple[str, int]]:
+    """The supervisor and its live workers, as the `process` label of /metrics names them."""
+    workers = [(f"worker-{index}", pid) for index, pid in pool.running()]
+    return [("supervisor", os.getpid()), *workers]
 
 
 def _stop_on_signals() -> threading.Event:

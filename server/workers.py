@@ -104,6 +104,14 @@ class WorkerPool:
                 self._start(slot)
         return None
 
+    def running(self) -> list[tuple[int, int]]:
+        """(slot index, pid) of each worker started and not yet seen to end."""
+        return [
+            (slot.index, process.pid)
+            for slot in self.slots
+            if (process := slot.process) is not None and process.pid is not None
+        ]
+
     def stop(self, grace_seconds: float) -> int:
         """SIGTERM to every worker, which finishes its calls in flight; SIGKILL to one
         still running well after the grace period. 0 when every worker stopped cleanly."""

@@ -24,7 +24,7 @@ import signal
 import sys
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import metadata
 from types import FrameType
 
@@ -40,7 +40,7 @@ from server.settings import SettingError, Settings, quoted, unknown_variables
 from server.startup import StartupError, check_can_listen, database_fault, open_store
 from server.store import migrate
 from server.store.database import SqlStore
-from server.workers import WorkerPool
+from server.workers import WorkerPool, accept_stop_signals
 
 log = logging.getLogger("tally")
 
@@ -399,15 +399,21 @@ def print_first_key(first: api_keys.CreatedKey) -> None:
     print(rule, flush=True)
 
 
-def serve_here(settings: Settings, *, own_metrics: bool = True) -> int:
+def serve_here(settings: Settings, *, worker: bool = False) -> int:
     """One server process: serves until SIGTERM/SIGINT, then finishes calls in flight.
-    A worker of `--workers N` leaves /metrics to its supervisor (`own_metrics` False)."""
-    stopping = _stop_on_signals()
+    A `worker` of `--workers N` leaves /metrics to its supervisor, and the news of its
+    stop too: the supervisor says once that it stops the pool and once that it stopped,
+    with each worker's exit, so a worker's own lines are DEBUG."""
+    say = log.debug if worker else log.info
+    whose = f" (pid {os.getpid()})" if worker else ""
+    stopping = _stop_on_signals(
+        lambda name: say("%s received%s; finishing calls in flight", name, whose)
+    )
     tracing.setup()
     store = SqlStore.from_url(settings.database_url, pool_size=settings.pool_size)
     try:
         server = app.build(settings, store)
-        exposition = serve_metrics(settings) if own_metrics else None
+        exposition = None if worker else serve_metrics(settings)
     except OSError as error:  # the address was taken since it was checked
         store.dispose()
         raise StartupError(str(error)) from None
@@ -422,15 +428,18 @@ def serve_here(settings: Settings, *, own_metrics: bool = True) -> int:
     if exposition is not None:
         exposition.stop()
     tracing.shutdown()
-    log.info("stopped (pid %d)", os.getpid())
+    say("stopped (pid %d)", os.getpid())
     return 0
 
 
-def serve_metrics(settings: Settings) -> metrics.Exposition | None:
-    """Serve /metrics at --metrics-listen, when it is set."""
+def serve_metrics(
+    settings: Settings, processes: Callable[[], list[tuple[str, int]]] | None = None
+) -> metrics.Exposition | None:
+    """Serve /metrics at --metrics-listen, when it is set (a supervisor's: with the
+    process metrics of what `processes` names)."""
     if not settings.metrics_listen:
         return None
-    exposition = metrics.serve(settings.metrics_listen)
+    exposition = metrics.serve(settings.metrics_listen, processes=processes)
     log.info("metrics at http://%s/metrics", settings.metrics_listen)
     return exposition
 
@@ -439,7 +448,7 @@ def serve_worker(settings: Settings) -> None:
     """A `--workers` process: serve_here, its start-up fault logged in one line. It leaves
     /metrics to its supervisor."""
     try:
-        serve_here(settings, own_metrics=False)
+        serve_here(settings, worker=True)
     except StartupError as error:
         log.error("worker pid %d cannot serve: %s", os.getpid(), error)
         sys.exit(1)
@@ -453,7 +462,13 @@ def supervise_workers(settings: Settings) -> int:
     The port is checked again just before the workers start: it may have been taken while
     the schema migrated, and the workers' own sockets would share it with another pool."""
     check_can_listen(*settings.listen_address)
-    stopping = _stop_on_signals()
+    stopping = _stop_on_signals(
+        lambda name: log.info(
+            "%s received; stopping the pool: each worker finishes its calls in flight within %g s",
+            name,
+            settings.grace_seconds,
+        )
+    )
     # Metrics: each worker writes its values to files in a folder made here, and this
     # process serves them summed (server/metrics.py), on one port whatever the count.
     shared = (
@@ -469,7 +484,7 @@ def supervise_workers(settings: Settings) -> int:
     pool.start()
     failed: str | None = None
     try:
-        exposition = serve_metrics(settings)
+        exposition = serve_metrics(settings, processes=lambda: pool_processes(pool))
     except OSError as error:  # the workers are running: stop them, then say why
         exposition = None
         failed = f"cannot serve metrics at {settings.metrics_listen}: {error}"
@@ -478,23 +493,37 @@ def supervise_workers(settings: Settings) -> int:
         failed = pool.tend()
     if failed is not None:
         log.error("%s", failed)
-    status = pool.stop(settings.grace_seconds)
+    stopped = pool.stop(settings.grace_seconds)
     if exposition is not None:
         exposition.stop()
     if shared is not None:
         shared.cleanup()
-    return 1 if failed is not None else status
+    ended = ", ".join(str(worker) for worker in stopped) or "no worker was running"
+    log.info("stopped the pool (pid %d): %s", os.getpid(), ended)
+    clean = failed is None and all(worker.exitcode == 0 for worker in stopped)
+    return 0 if clean else 1
 
 
-def _stop_on_signals() -> threading.Event:
+def pool_processes(pool: WorkerPool) -> list[tuple[str, int]]:
+    """The supervisor and its live workers, as the `process` label of /metrics names them."""
+    workers = [(f"worker-{index}", pid) for index, pid in pool.running()]
+    return [("supervisor", os.getpid()), *workers]
+
+
+def _stop_on_signals(say: Callable[[str], None]) -> threading.Event:
+    """An event the first SIGTERM or SIGINT sets, `say`ing so with the signal's name;
+    another one says nothing more (Ctrl-C reaches a pool's workers, then its
+    supervisor's SIGTERM does)."""
     stopping = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("%s received; finishing calls in flight", signal.Signals(signum).name)
-        stopping.set()
+        if not stopping.is_set():
+            stopping.set()
+            say(signal.Signals(signum).name)
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    accept_stop_signals()  # a worker is forked with them blocked (server/workers.py)
     return stopping
 
 

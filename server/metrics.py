@@ -10,15 +10,21 @@ One process (`serve`): the instruments hold their values in memory and the proce
 serves /metrics itself. Several (`serve --workers N`): the supervisor makes a temporary
 folder before it forks, each worker writes its values to files there (prometheus_client's
 multiprocess mode), and the supervisor alone serves /metrics, summing the workers' files,
-so that Prometheus scrapes one target per server whatever its worker count. In that mode
-process metrics (CPU, memory) are not exported; gauges are summed over live workers, or
-for the configuration version the highest any live worker holds.
+so that Prometheus scrapes one target per server whatever its worker count. Gauges are
+summed over live workers, or for the configuration version the highest any live worker
+holds. The scrape declares the families a single process declares, from the start:
+those no worker has written yet (calls, before the first) come from an in-memory copy of
+the instruments, and the process metrics (`process_*`, which prometheus_client's
+multiprocess mode cannot gather from files) are read by the supervisor from /proc for
+itself and each live worker, one series each, labelled `process` ("supervisor",
+"worker-0", ...): a counter restarts with its worker, which Prometheus reads as a reset.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from wsgiref.simple_server import WSGIServer
 
@@ -27,6 +33,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    Metric,
     PlatformCollector,
     ProcessCollector,
     disable_created_metrics,
@@ -34,6 +41,7 @@ from prometheus_client import (
     start_http_server,
     values,
 )
+from prometheus_client.registry import Collector
 
 # Seconds: from well under a millisecond (a cached read) to a slow commit or long stream.
 SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -52,9 +60,9 @@ disable_created_metrics()  # type: ignore[no-untyped-call]
 class Instruments:
     """The process's instruments, on a registry of their own."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, process_metrics: bool = True) -> None:
         self.registry = registry = CollectorRegistry()
-        if not shared_between_processes():
+        if process_metrics and not shared_between_processes():
             ProcessCollector(registry=registry)
             PlatformCollector(registry=registry)
         self.calls = Counter(
@@ -130,6 +138,9 @@ class Instruments:
 
 _instruments: Instruments | None = None
 _made = threading.Lock()
+# Multiprocess mode: the instruments as a process that recorded nothing holds them, in
+# memory, for the families no worker has written yet (share_between_processes).
+_declared: CollectorRegistry | None = None
 
 
 def instruments() -> Instruments:
@@ -154,7 +165,8 @@ def share_between_processes(directory: str) -> None:
     environment; the server has imported it long before it reads its flags, so the
     choice is made again here, the same way. Instruments this process made before
     (a store retry while it migrated) are dropped: each worker makes its own."""
-    global _instruments
+    global _instruments, _declared
+    _declared = Instruments(process_metrics=False).registry  # made before the switch
     os.environ[MULTIPROCESS_DIR] = directory
     values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
     _instruments = None
@@ -182,14 +194,64 @@ class Exposition:
         self.thread.join(timeout=5)
 
 
-def serve(listen: str, registry: CollectorRegistry | None = None) -> Exposition:
+class WorkersCollector(Collector):
+    """Multiprocess mode: every worker's values summed from the shared folder, then each
+    family the instruments declare that no worker has written yet, as a process that
+    recorded nothing shows it (declared, with its unlabelled series at 0)."""
+
+    def __init__(self, declared: CollectorRegistry | None) -> None:
+        self.declared = declared
+
+    def collect(self) -> Iterable[Metric]:
+        files = multiprocess.MultiProcessCollector(None)  # type: ignore[no-untyped-call]
+        written = list(files.collect())  # type: ignore[no-untyped-call]
+        names = {family.name for family in written}
+        unwritten = self.declared.collect() if self.declared is not None else ()
+        return [*written, *(family for family in unwritten if family.name not in names)]
+
+
+class PoolProcessCollector(Collector):
+    """The `process_*` metrics of each process `processes()` names (a label, a pid), as
+    prometheus_client's ProcessCollector reads them from /proc, labelled `process`."""
+
+    def __init__(self, processes: Callable[[], Iterable[tuple[str, int]]]) -> None:
+        self.processes = processes
+
+    def collect(self) -> Iterable[Metric]:
+        families: dict[str, Metric] = {}
+        for label, pid in self.processes():
+            # A worker that ended since it was named reads as nothing (or part): skipped.
+            for family in _process_metrics(pid):
+                merged = families.setdefault(
+                    family.name, Metric(family.name, family.documentation, family.type)
+                )
+                for sample in family.samples:
+                    merged.add_sample(
+                        sample.name, {**sample.labels, "process": label}, sample.value
+                    )
+        return list(families.values())
+
+
+def _process_metrics(pid: int) -> Iterable[Metric]:
+    return ProcessCollector(pid=lambda: pid, registry=None).collect()
+
+
+def serve(
+    listen: str,
+    registry: CollectorRegistry | None = None,
+    processes: Callable[[], Iterable[tuple[str, int]]] | None = None,
+) -> Exposition:
     """Serve the metrics over HTTP at `listen` (HOST:PORT): this process's instruments,
-    or in multiprocess mode every worker's values from the shared folder."""
+    or in multiprocess mode every worker's values from the shared folder, with the
+    process metrics of what `processes()` names (the supervisor and its live workers)."""
     host, _, port = listen.rpartition(":")
     if registry is None:
         if shared_between_processes():
             registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            registry.register(WorkersCollector(_declared))
+            if processes is not None:
+                registry.register(PoolProcessCollector(processes))
+            PlatformCollector(registry=registry)
         else:
             registry = instruments().registry
     server, thread = start_http_server(

@@ -5,6 +5,10 @@ and the others serve meanwhile. A worker that keeps dying (RESTART_LIMIT deaths 
 RESTART_WINDOW seconds: it cannot start, or falls over at once) is given up, with the pool:
 restarting it forever would hide the fault. No gRPC object exists here: the workers are
 forked from a process that has none.
+
+A worker is forked with SIGTERM and SIGINT blocked: until it has handlers of its own it
+would run the supervisor's, which it inherits. It installs its own, then calls
+`accept_stop_signals()`, and one sent meanwhile is handled then.
 """
 
 from __future__ import annotations
@@ -27,6 +31,13 @@ RESTART_LIMIT = 5
 RESTART_WINDOW = 30.0
 # After the grace period, how long stopping workers get before SIGKILL.
 KILL_AFTER_GRACE = 5.0
+STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
+
+
+def accept_stop_signals() -> None:
+    """Lets SIGTERM and SIGINT through to this process's handlers (a worker is forked
+    with them blocked); one that came while they were blocked is handled now."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
 
 def describe_exit(exitcode: int | None) -> str:
@@ -39,6 +50,18 @@ def describe_exit(exitcode: int | None) -> str:
         except ValueError:
             return f"killed by signal {-exitcode}"
     return f"exit code {exitcode}"
+
+
+@dataclass(frozen=True)
+class Stopped:
+    """How a worker ended when the pool stopped."""
+
+    index: int
+    pid: int | None
+    exitcode: int | None
+
+    def __str__(self) -> str:
+        return f"worker {self.index} (pid {self.pid}) {describe_exit(self.exitcode)}"
 
 
 @dataclass
@@ -104,15 +127,23 @@ class WorkerPool:
                 self._start(slot)
         return None
 
-    def stop(self, grace_seconds: float) -> int:
+    def running(self) -> list[tuple[int, int]]:
+        """(slot index, pid) of each worker started and not yet seen to end."""
+        return [
+            (slot.index, process.pid)
+            for slot in self.slots
+            if (process := slot.process) is not None and process.pid is not None
+        ]
+
+    def stop(self, grace_seconds: float) -> list[Stopped]:
         """SIGTERM to every worker, which finishes its calls in flight; SIGKILL to one
-        still running well after the grace period. 0 when every worker stopped cleanly."""
-        running = [s.process for s in self.slots if s.process is not None]
-        for process in running:
+        still running well after the grace period. How each running worker ended."""
+        running = [(s.index, s.process) for s in self.slots if s.process is not None]
+        for _, process in running:
             if process.is_alive() and process.pid is not None:
                 os.kill(process.pid, signal.SIGTERM)
         deadline = self.clock() + grace_seconds + KILL_AFTER_GRACE
-        for process in running:
+        for _, process in running:
             process.join(max(0.0, deadline - self.clock()))
             if process.is_alive():
                 log.error(
@@ -121,7 +152,7 @@ class WorkerPool:
                 process.kill()
                 process.join()
             self._exited(process)
-        return max((0 if p.exitcode == 0 else 1 for p in running), default=0)
+        return [Stopped(index, process.pid, process.exitcode) for index, process in running]
 
     def _exited(self, process: BaseProcess) -> None:
         if self.on_exit is not None and process.pid is not None:
@@ -130,7 +161,11 @@ class WorkerPool:
     def _start(self, slot: Slot) -> None:
         again = slot.restart_at is not None
         process = self.context.Process(target=self.target, name=f"tally-worker-{slot.index}")
-        process.start()
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
         slot.process, slot.restart_at = process, None
         log.info(
             "worker %d %s (pid %s)",

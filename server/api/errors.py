@@ -21,6 +21,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from server import metrics
+from server.api.scopes import REQUIRED_SCOPE
 from server.api.wrapping import Deserializer, Streaming, Unary, WrappingInterceptor
 from server.domain.errors import (
     MAX_VIOLATIONS,
@@ -190,6 +191,14 @@ def _check_decoded(request: Any) -> Any:
 
 class ErrorInterceptor(WrappingInterceptor):
     """Maps exceptions raised by servicers (and by stream iteration) to statuses."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        # Every RPC's STORE_UNAVAILABLE count is shown at 0 from the start (in every
+        # worker of a pool too), so that the first one is an increase Prometheus sees.
+        counted = metrics.instruments().store_unavailable
+        for method in REQUIRED_SCOPE:
+            counted.labels(method.rsplit("/", 1)[-1])
 
     def wrap_deserializer(self, deserializer: Deserializer | None) -> Deserializer | None:
         if deserializer is None:

@@ -199,9 +199,16 @@ def test_promtool_finds_nothing_wrong_with_a_scrape(
     assert checked.stdout + checked.stderr == ""  # no lint warnings either
 
 
+def families(text: str) -> dict[str, str]:
+    """Each family a scrape declares (its HELP and TYPE lines, samples or not): its type."""
+    return {family.name: family.type for family in text_string_to_metric_families(text)}
+
+
 def test_workers_are_summed_by_the_supervisor(tmp_path: Path) -> None:
     """`serve --workers 2`: one /metrics for the server, whichever worker served a call
-    (each award on a connection of its own, so that both workers take some)."""
+    (each award on a connection of its own, so that both workers take some). Before any
+    call it declares every family a single process declares, the per-method
+    STORE_UNAVAILABLE counts at 0, and the process metrics of each of its processes."""
     metrics_port = free_port()
     env = clean_env(
         TALLY_DATABASE_URL=sqlite_url(tmp_path / "tally.db"),
@@ -210,6 +217,7 @@ def test_workers_are_summed_by_the_supervisor(tmp_path: Path) -> None:
     )
     url = f"http://127.0.0.1:{metrics_port}/metrics"
     with serving(tmp_path, env) as served:
+        first = get(url)
         key = served.first_key()
         target = f"127.0.0.1:{served.port}"
         metadata = (("x-api-key", key),)
@@ -232,6 +240,24 @@ def test_workers_are_summed_by_the_supervisor(tmp_path: Path) -> None:
         samples = parse(get(url))
         served.process.terminate()
         served.process.wait(timeout=30)
+    single = metrics.Instruments().registry  # a single process's, in memory
+    assert families(first) == {family.name: family.type for family in single.collect()}
+    declared = parse(first)
+    assert value(declared, "tally_store_unavailable_total", method="Award") == 0
+    assert ("tally_store_unavailable_total", frozenset({("method", "Award")})) in declared
+    rss = {
+        dict(labels)["process"]
+        for name, labels in declared
+        if name == "process_resident_memory_bytes"
+    }
+    assert rss == {"supervisor", "worker-0", "worker-1"}
+    cpu = {
+        dict(labels)["process"]: seconds
+        for (name, labels), seconds in samples.items()
+        if name == "process_cpu_seconds_total"
+    }
+    assert set(cpu) == {"supervisor", "worker-0", "worker-1"}
+    assert all(seconds > 0 for seconds in cpu.values())
     award_ok = {"service": POINTS, "method": "Award", "code": "OK"}
     assert value(samples, "tally_calls_total", **award_ok) == 6
     assert value(samples, "tally_ledger_entries_total", type="AWARD") == 6

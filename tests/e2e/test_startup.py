@@ -349,7 +349,50 @@ def test_a_killed_worker_is_restarted_and_the_pool_serves_on(tmp_path: Path) -> 
     for pid in (again, started[1]):  # every worker stopped, none left behind
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
-    assert len(re.findall(r"INFO tally: stopped \(pid \d+\)$", served.output(), re.M)) == 2
+    ended = f"worker 0 (pid {again}) exit code 0, worker 1 (pid {started[1]}) exit code 0"
+    assert f"INFO tally: stopped the pool (pid {served.process.pid}): {ended}\n" in served.output()
+
+
+def wait_workers_serving(served: Served, count: int) -> list[int]:
+    """The pids of the pool's workers, once each has said it serves."""
+    deadline = time.monotonic() + POLL_SECONDS
+    pattern = rf"serving on .* \(port {served.port}, pid (\d+)\)$"
+    while len(serving := re.findall(pattern, served.output(), re.M)) < count:
+        if time.monotonic() > deadline or served.process.poll() is not None:
+            pytest.fail(f"not {count} workers serving:\n{served.output()}")
+        time.sleep(0.05)
+    return [int(pid) for pid in serving]
+
+
+@pytest.mark.parametrize(
+    "how", ["SIGTERM to the supervisor", "SIGINT to the process group (Ctrl-C)"]
+)
+def test_a_stopped_pool_says_so_once_and_names_its_workers_exits(tmp_path: Path, how: str) -> None:
+    """Two lines from the supervisor, none from the workers: that it stops the pool, and
+    that it stopped, with each worker's exit. Ctrl-C reaches the workers too, then the
+    supervisor's SIGTERM: neither makes a worker speak."""
+    env = clean_env(TALLY_DATABASE_URL=sqlite_url(tmp_path / "tally.db"))
+    with serving_pool(tmp_path, env, "--workers", "2", "--grace-seconds", "5") as served:
+        wait_workers_serving(served, 2)
+        pids = {
+            int(i): int(p)
+            for i, p in re.findall(r"worker (\d) started \(pid (\d+)\)", served.output())
+        }
+        before = len(served.output())
+        if how.startswith("SIGTERM"):
+            served.process.send_signal(signal.SIGTERM)
+            name = "SIGTERM"
+        else:
+            os.killpg(served.process.pid, signal.SIGINT)
+            name = "SIGINT"
+        assert served.process.wait(timeout=30) == 0, served.output()
+    said = [line.split(" ", 2)[2] for line in served.output()[before:].splitlines()]
+    assert said == [
+        f"INFO tally: {name} received; stopping the pool: each worker finishes its calls in "
+        "flight within 5 s",
+        f"INFO tally: stopped the pool (pid {served.process.pid}): worker 0 (pid {pids[0]}) "
+        f"exit code 0, worker 1 (pid {pids[1]}) exit code 0",
+    ]
 
 
 def test_workers_share_the_token_secret_and_the_store_alone_signs_no_token(

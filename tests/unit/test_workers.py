@@ -4,11 +4,19 @@ a dead worker starts again after its back-off, one that keeps dying is given up.
 from __future__ import annotations
 
 import os
+import signal
 import time
 
 import pytest
 
-from server.workers import RESTART_DELAYS, RESTART_LIMIT, RESTART_WINDOW, WorkerPool, describe_exit
+from server.workers import (
+    RESTART_DELAYS,
+    RESTART_LIMIT,
+    RESTART_WINDOW,
+    WorkerPool,
+    accept_stop_signals,
+    describe_exit,
+)
 
 
 class Clock:
@@ -57,7 +65,9 @@ def test_a_dead_worker_starts_again_after_its_back_off() -> None:
     clock.now += RESTART_DELAYS[1] - RESTART_DELAYS[0]
     pool.tend()
     assert pids(pool)[0] is not None
-    assert pool.stop(grace_seconds=1) == 1  # it died with exit code 3
+    (stopped,) = pool.stop(grace_seconds=1)
+    assert (stopped.index, stopped.exitcode) == (0, 3)  # it died with exit code 3
+    assert str(stopped) == f"worker 0 (pid {stopped.pid}) exit code 3"
 
 
 def test_a_worker_that_keeps_dying_stops_the_pool() -> None:
@@ -89,6 +99,28 @@ def test_deaths_far_apart_are_restarted_every_time() -> None:
         assert pids(pool)[0] is not None
     wait_dead(pool)
     pool.tend()
+
+
+def handles_sigterm_once_ready() -> None:
+    time.sleep(0.5)  # starting: a SIGTERM now waits, blocked
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(7))
+    accept_stop_signals()
+    time.sleep(30)
+    os._exit(1)
+
+
+def test_a_sigterm_to_a_starting_worker_waits_for_its_own_handler() -> None:
+    """Not the handler it inherits (here the default, which would kill it): the one it
+    installs, which the pool's workers do first thing."""
+    pool = WorkerPool(1, handles_sigterm_once_ready)
+    pool.start()
+    (pid,) = pids(pool)
+    assert pid is not None
+    os.kill(pid, signal.SIGTERM)
+    wait_dead(pool)
+    process = pool.slots[0].process
+    assert process is not None
+    assert process.exitcode == 7
 
 
 @pytest.mark.parametrize(

@@ -304,7 +304,8 @@ class BatchInput:
 
     commands: Sequence[Command]
     # The batch's users as locked (or, for a dry run, read), and which of them (or of the
-    # users its commands name with a profile) the batch creates.
+    # users its commands name with a profile) the batch creates: every user a command
+    # names with a profile is in one or the other.
     users: Mapping[str, User]
     new: frozenset[str]
     rules: Rules

@@ -64,7 +64,8 @@ class Account:
     accrual_version: int = 0
     # Loaded only when the account has expiring credit (see `needs_lots`).
     lots: list[CreditLot] = field(default_factory=list)
-    # Lots created or changed by this unit of work, for the store to write back.
+    # Lots created or changed since the account was read (a decision reports them, and
+    # the store writes back what it reports).
     changed_lots: dict[str, CreditLot] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -59,105 +59,93 @@ Outcome = Result | TallyError | None
 # -- the commands -------------------------------------------------------------------------
 
 
-class _Command:
-    """What every command of a batch says besides its own rule: whose it is, where its
-    idempotency key lives, and what the batch must read for it."""
-
-    system_key: str  # the system it changes; '' for a change of the user's (an event)
-    user_id: str
-    now: datetime
-    # Given: create the user when new, and apply these profile fields. None: the user must
-    # exist (USER_NOT_FOUND otherwise).
-    profile: UserProfile | None
-    idempotency_key: str
-    request_hash: str
-    # The systems its caller may use: what it may affect beyond its own system (a new
-    # user's welcome, an event's triggers and running totals).
-    reach: Reach
-    reverses: str = ""  # the entry a reversal undoes
-    reads_metrics: tuple[str, ...] = ()  # event types whose running totals it uses
-
-    @property
-    def key_scope(self) -> KeyScope:
-        """Where its idempotency key lives: the user and system; a user-wide key (an
-        event's) lives in its caller's reach, so that keys limited to other systems can
-        neither replay nor block it."""
-        return (self.user_id, self.system_key or self.reach.tag, self.idempotency_key)
+# Every command says, besides its own rule: `system_key`, the system it changes ('' for a
+# change of the user's, an event); `user_id`; `now`; `profile` (given: create the user
+# when new and apply these profile fields; None: the user must exist, USER_NOT_FOUND
+# otherwise); `idempotency_key` and `request_hash`; `reach`, the systems its caller may
+# use (what it may affect beyond its own system: a new user's welcome, an event's
+# triggers and running totals); and what the batch must read for it: `reverses`, the
+# entry a reversal undoes, and `reads_metrics`, the event types whose totals it uses.
 
 
 @dataclass(frozen=True)
-class AwardPoints(_Command):
+class AwardPoints:
     award: commands.Award
     now: datetime
     request_hash: str = ""
     reach: Reach = EVERY_SYSTEM  # a new user is welcomed in the caller's systems alone
+    reverses: str = field(default="", init=False)
+    reads_metrics: tuple[str, ...] = field(default=(), init=False)
 
     @property
-    def system_key(self) -> str:  # type: ignore[override]
+    def system_key(self) -> str:
         return self.award.system_key
 
     @property
-    def user_id(self) -> str:  # type: ignore[override]
+    def user_id(self) -> str:
         return self.award.user.id
 
     @property
-    def profile(self) -> UserProfile | None:  # type: ignore[override]
+    def profile(self) -> UserProfile | None:
         return self.award.user
 
     @property
-    def idempotency_key(self) -> str:  # type: ignore[override]
+    def idempotency_key(self) -> str:
         return self.award.idempotency_key
 
 
 @dataclass(frozen=True)
-class DeductPoints(_Command):
+class DeductPoints:
     deduct: commands.Deduct
     now: datetime
     request_hash: str = ""
     reach: Reach = EVERY_SYSTEM
     profile: UserProfile | None = field(default=None, init=False)
+    reverses: str = field(default="", init=False)
+    reads_metrics: tuple[str, ...] = field(default=(), init=False)
 
     @property
-    def system_key(self) -> str:  # type: ignore[override]
+    def system_key(self) -> str:
         return self.deduct.system_key
 
     @property
-    def user_id(self) -> str:  # type: ignore[override]
+    def user_id(self) -> str:
         return self.deduct.user_id
 
     @property
-    def idempotency_key(self) -> str:  # type: ignore[override]
+    def idempotency_key(self) -> str:
         return self.deduct.idempotency_key
 
 
 @dataclass(frozen=True)
-class ReverseEntry(_Command):
+class ReverseEntry:
     reverse: commands.Reverse
     original: LedgerEntry  # the entry it undoes, as read before the batch
     now: datetime
     request_hash: str = ""
     reach: Reach = EVERY_SYSTEM
     profile: UserProfile | None = field(default=None, init=False)
+    reads_metrics: tuple[str, ...] = field(default=(), init=False)
 
     @property
-    def system_key(self) -> str:  # type: ignore[override]
+    def system_key(self) -> str:
         return self.original.system_key
 
     @property
-    def user_id(self) -> str:  # type: ignore[override]
+    def user_id(self) -> str:
         return self.original.user_id
 
     @property
-    def idempotency_key(self) -> str:  # type: ignore[override]
+    def idempotency_key(self) -> str:
         return self.reverse.idempotency_key
 
     @property
-    def reverses(self) -> str:  # type: ignore[override]
+    def reverses(self) -> str:
         return self.original.id
 
 
 @dataclass(frozen=True)
-class CountEvent(_Command):
+class CountEvent:
     """RecordEvent: the user's, not one system's (its key lives in the caller's reach)."""
 
     record: commands.RecordEvent
@@ -165,26 +153,27 @@ class CountEvent(_Command):
     request_hash: str = ""
     reach: Reach = EVERY_SYSTEM
     system_key: str = field(default="", init=False)
+    reverses: str = field(default="", init=False)
 
     @property
-    def user_id(self) -> str:  # type: ignore[override]
+    def user_id(self) -> str:
         return self.record.user.id
 
     @property
-    def profile(self) -> UserProfile | None:  # type: ignore[override]
+    def profile(self) -> UserProfile | None:
         return self.record.user
 
     @property
-    def idempotency_key(self) -> str:  # type: ignore[override]
+    def idempotency_key(self) -> str:
         return self.record.idempotency_key
 
     @property
-    def reads_metrics(self) -> tuple[str, ...]:  # type: ignore[override]
+    def reads_metrics(self) -> tuple[str, ...]:
         return (self.record.event_type,)
 
 
 @dataclass(frozen=True)
-class SettleAccount(_Command):
+class SettleAccount:
     """Write what fell due in an account by `now` (nothing when nothing did)."""
 
     system_key: str
@@ -194,6 +183,8 @@ class SettleAccount(_Command):
     idempotency_key: str = field(default="", init=False)
     request_hash: str = field(default="", init=False)
     reach: Reach = field(default=EVERY_SYSTEM, init=False)
+    reverses: str = field(default="", init=False)
+    reads_metrics: tuple[str, ...] = field(default=(), init=False)
 
 
 @dataclass(frozen=True)
@@ -217,7 +208,7 @@ Rule = Callable[[Book, Circumstances], Result | None]
 
 
 @dataclass(frozen=True)
-class CustomChange(_Command):
+class CustomChange:
     """A change decided by a rule given as a function: for tests that must stall or break
     a decision, and for changes no command above states. Deterministic when its rule is;
     no use case posts one."""
@@ -230,9 +221,18 @@ class CustomChange(_Command):
     idempotency_key: str = ""
     request_hash: str = ""
     reach: Reach = EVERY_SYSTEM
+    reverses: str = field(default="", init=False)
+    reads_metrics: tuple[str, ...] = field(default=(), init=False)
 
 
 Command = AwardPoints | DeductPoints | ReverseEntry | CountEvent | SettleAccount | CustomChange
+
+
+def key_scope(command: Command) -> KeyScope:
+    """Where a command's idempotency key lives: the user and system; a user-wide key (an
+    event's) lives in its caller's reach, so that keys limited to other systems can
+    neither replay nor block it."""
+    return (command.user_id, command.system_key or command.reach.tag, command.idempotency_key)
 
 
 def _ruled(command: Command, book: Book, given: Circumstances) -> Result | None:
@@ -441,7 +441,7 @@ class _Batch:
                 forks.append(answer)
                 answers.append(Decided(answer.result))
                 if command.idempotency_key and answer.result is not None:
-                    remember[command.key_scope] = (index, command.request_hash)
+                    remember[key_scope(command)] = (index, command.request_hash)
             else:
                 answers.append(answer)
         return self._decision(answers, forks, remember)
@@ -453,7 +453,7 @@ class _Batch:
             if command.profile is None:
                 raise UserNotFound(command.user_id, command.system_key)
             self.present.add(command.user_id)  # created (a dry run: would be) by this one
-        scope = command.key_scope
+        scope = key_scope(command)
         if command.idempotency_key:
             earlier = self.firsts.get(scope)
             if earlier is not None:

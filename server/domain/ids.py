@@ -3,7 +3,9 @@
 The domain never draws a random id itself: a decision is handed a seed (the pipeline draws
 one per batch) and derives every id from it in the order it needs them, so the same input
 always gives the same ids. A derived id is a version-4 UUID in form, like the ids callers
-have always seen, and two seeds share none."""
+have always seen: the seed's hash, plus n for the n-th (a batch's ids are a run of 128-bit
+numbers starting at a point as random as its seed; two runs meet with the odds of two
+random UUIDs meeting)."""
 
 from __future__ import annotations
 
@@ -16,15 +18,17 @@ IdSource = Callable[[], str]  # the next id, each call a new one
 
 
 def seeded(seed: str) -> IdSource:
-    """The ids derived from `seed`, one per call: the n-th is a hash of the seed and n."""
-    counter = itertools.count()
-    stem = seed.encode()
+    """The ids derived from `seed`, one per call."""
+    start = int.from_bytes(hashlib.sha256(seed.encode()).digest()[:16], "big")
+    numbers = itertools.count(start)
 
     def next_id() -> str:
-        digest = hashlib.sha256(stem + next(counter).to_bytes(8, "big")).digest()
-        return str(uuid.UUID(bytes=digest[:16], version=4))
+        return str(uuid.UUID(int=next(numbers) & _BITS, version=4))
 
     return next_id
+
+
+_BITS = (1 << 128) - 1
 
 
 # For accounts changed outside a decision (the ledger's own tests): a decision always

@@ -37,7 +37,7 @@ from server.domain.model import (
     User,
     UserProfile,
 )
-from server.services.pipeline.results import EventResult
+from server.domain.results import EventResult
 from tally.v1 import boosts_pb2, common_pb2, points_pb2
 
 E = TypeVar("E", bound=Enum)

@@ -15,8 +15,8 @@ from server.api.errors import status_code, with_operation
 from server.domain import commands, reports
 from server.domain.errors import FieldViolation, TallyError, ValidationFailed
 from server.domain.model import EntryType
+from server.domain.results import WriteResult
 from server.domain.validation import MAX_KEY_CHARS, resolve_idempotency_key
-from server.services.pipeline.results import WriteResult
 from server.services.tally import Tally
 from server.services.use_cases import (
     analytics,

@@ -20,6 +20,7 @@ from decimal import Decimal
 from server.domain import boosts as boosting
 from server.domain import triggers
 from server.domain.access import Reach
+from server.domain.ids import UNSEEDED, IdSource
 from server.domain.ledger import Account, Posting
 from server.domain.model import Boost, Event, LedgerEntry, PointsSystem, Trigger, User
 from server.domain.rules import Rules
@@ -41,6 +42,9 @@ class Book:
     changed: set[str] = field(default_factory=set)  # systems whose account changed
     changed_metrics: set[tuple[str, str]] = field(default_factory=set)
     events: list[Event] = field(default_factory=list)
+    # Where the ids of what the decision makes come from (the batch's source, shared by
+    # every book of the batch, so that ids follow the order of the decisions).
+    ids: IdSource = field(default=UNSEEDED, compare=False, repr=False)
 
     def fork(self, user: User) -> Book:
         """A copy to decide one change on (with the user as that change names it)."""
@@ -49,6 +53,7 @@ class Book:
             {key: account.copy() for key, account in self.accounts.items()},
             dict(self.metrics),
             self.identified,
+            ids=self.ids,
         )
 
     def account(self, system: PointsSystem, rules: Rules, now: datetime) -> Account:
@@ -57,6 +62,7 @@ class Book:
         if account is None:
             account = Account(system.key, self.user.id, create_time=now)
             self.accounts[system.key] = account
+        account.ids = self.ids
         self._settle(account, system, rules, now)
         return account
 

@@ -9,7 +9,6 @@ balance as it stands at its own time.
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -133,7 +132,7 @@ def record_event(
     before_in = {t.system_key: book.total(cmd.event_type, t.system_key) for t in listening}
     own = book.metrics.get((cmd.event_type, reach.name), Decimal(0))
     event = Event(
-        id=str(uuid.uuid4()),
+        id=book.ids(),
         user_id=book.user.id,
         event_type=cmd.event_type,
         value=cmd.value,

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import ClassVar
 
+from server.domain.model import EntryType
+
 # Errors quote at most this many characters of what the caller sent, so that an error
 # always fits in the response trailers.
 QUOTE_LIMIT = 100
@@ -223,6 +225,12 @@ class NotReversible(PreconditionFailed):
             f"ledger entry {quote(entry_id)} cannot be reversed: {why}",
             metadata={"entry_id": entry_id, "entry_type": entry_type},
         )
+
+    @classmethod
+    def of(cls, entry_id: str, entry_type: EntryType, why: str) -> NotReversible:
+        """The error for an entry of this type: its metadata names the type as callers know
+        it (the API's EntryType enum), as every error's metadata is in the caller's terms."""
+        return cls(entry_id, f"ENTRY_TYPE_{entry_type.value}", why)
 
 
 class RateLimited(TallyError):

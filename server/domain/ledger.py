@@ -11,19 +11,15 @@ with an EXPIRE entry dated at its expiry.
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
 
 from server.domain.errors import InsufficientPoints, NotReversible
+from server.domain.ids import UNSEEDED, IdSource
 from server.domain.model import Balance, EntryType, JsonObject, LedgerEntry, Level
 
 ONE = Decimal(1)
-
-
-def new_entry_id() -> str:
-    return str(uuid.uuid4())
 
 
 @dataclass
@@ -68,15 +64,21 @@ class Account:
     accrual_version: int = 0
     # Loaded only when the account has expiring credit (see `needs_lots`).
     lots: list[CreditLot] = field(default_factory=list)
-    # Lots created or changed by this unit of work, for the store to write back.
+    # Lots created or changed since the account was read (a decision reports them, and
+    # the store writes back what it reports).
     changed_lots: dict[str, CreditLot] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # Where the ids of its new entries come from: the book a decision opens the account
+        # in hands it the batch's source (no field: it is no part of the account's state).
+        self.ids: IdSource = UNSEEDED
 
     def copy(self) -> Account:
         """An independent copy: a decision changes the copy, never the account it was given.
         (Built field by field: every change copies the accounts it decides on.)"""
         lots = [CreditLot(lot.entry_id, lot.expire_time, lot.remaining) for lot in self.lots]
         by_id = {lot.entry_id: lot for lot in lots}
-        return Account(
+        copied = Account(
             system_key=self.system_key,
             user_id=self.user_id,
             balance=self.balance,
@@ -96,6 +98,8 @@ class Account:
                 for entry_id, lot in self.changed_lots.items()
             },
         )
+        copied.ids = self.ids
+        return copied
 
     # -- reading -------------------------------------------------------------------------
 
@@ -214,9 +218,9 @@ class Account:
         if original.type is EntryType.AWARD:
             amount = original.amount
             if amount == 0:
-                raise NotReversible(original.id, _api_name(original), "it credited no points")
+                raise NotReversible.of(original.id, original.type, "it credited no points")
             if original.expire_time is not None and original.expire_time <= now:
-                raise NotReversible(original.id, _api_name(original), "its credit has expired")
+                raise NotReversible.of(original.id, original.type, "its credit has expired")
             if amount > self.balance:
                 raise InsufficientPoints(available=self.balance, requested=amount)
             self._take_back(original.id, amount, lasting=original.expire_time is None)
@@ -227,9 +231,9 @@ class Account:
             self.balance += delta
             self.total_spent -= delta
         else:
-            raise NotReversible(
+            raise NotReversible.of(
                 original.id,
-                _api_name(original),
+                original.type,
                 f"{original.type.value} entries cannot be reversed",
             )
         self._refresh_next_expiry()
@@ -338,7 +342,7 @@ class Account:
     ) -> LedgerEntry:
         self.entry_counts[type_] = self.entry_counts.get(type_, 0) + 1
         return LedgerEntry(
-            id=new_entry_id(),
+            id=self.ids(),
             system_key=self.system_key,
             user_id=self.user_id,
             type=type_,
@@ -357,11 +361,6 @@ class Account:
             expire_time=expire_time,
             reverses_entry_id=reverses_entry_id,
         )
-
-
-def _api_name(entry: LedgerEntry) -> str:
-    """The entry's type as callers know it (the EntryType enum of the API)."""
-    return f"ENTRY_TYPE_{entry.type.value}"
 
 
 def _lot_order(lot: CreditLot) -> tuple[datetime, str]:

@@ -15,6 +15,8 @@ from typing import Protocol, Self
 
 from server.domain.access import ApiKey
 from server.domain.audit import AccountFigures, Difference, Posted, RecordedMove
+from server.domain.batch import AccountKey as AccountKey
+from server.domain.batch import KeyScope as KeyScope
 from server.domain.ledger import Account, CreditLot
 from server.domain.model import (
     Boost,
@@ -38,10 +40,6 @@ class StoredResponse:
 
     request_hash: str
     response: str
-
-
-AccountKey = tuple[str, str]  # (user_id, system_key)
-KeyScope = tuple[str, str, str]  # (user_id, scope, key): where an idempotency key lives
 
 
 @dataclass(frozen=True)
@@ -154,8 +152,15 @@ class AccountRepository(Protocol):
         out before configuration version `epoch`: a TIME_INTERVAL trigger changed since."""
         ...
 
-    def save(self, accounts: Sequence[Account], now: datetime) -> None:
-        """Upsert the accounts and write back their changed credit lots."""
+    def save(
+        self,
+        accounts: Sequence[Account],
+        now: datetime,
+        lots: Mapping[AccountKey, Sequence[CreditLot]] | None = None,
+    ) -> None:
+        """Upsert the accounts and write back the credit lots created or changed: `lots`
+        by account, as a decision reports them (None: each account's `changed_lots`).
+        Nothing given is changed."""
         ...
 
     def systems_of(self, user_id: str) -> frozenset[str]:

@@ -327,9 +327,14 @@ class SqlAccountRepository(_Repository):
         params = {"system_key": system_key, "epoch": epoch, "after": after_user, "limit": limit}
         return [r["user_id"] for r in self.db.rows(self.sql.accounts_accrual_stale, params)]
 
-    def save(self, accounts: Sequence[Account], now: datetime) -> None:
+    def save(
+        self,
+        accounts: Sequence[Account],
+        now: datetime,
+        lots: Mapping[AccountKey, Sequence[CreditLot]] | None = None,
+    ) -> None:
         """One upsert for the accounts; lots with something left are upserted, emptied
-        ones deleted."""
+        ones deleted (`lots` by account, else each account's changed_lots)."""
         if not accounts:
             return
         self._write_rows(
@@ -357,7 +362,12 @@ class SqlAccountRepository(_Repository):
         live, emptied = [], []
         for account in accounts:
             key = {"user_id": account.user_id, "system_key": account.system_key}
-            for lot in account.changed_lots.values():
+            changed = (
+                account.changed_lots.values()
+                if lots is None
+                else lots.get((account.user_id, account.system_key), ())
+            )
+            for lot in changed:
                 if lot.remaining > 0:
                     live.append(
                         {
@@ -369,7 +379,6 @@ class SqlAccountRepository(_Repository):
                     )
                 else:
                     emptied.append({**key, "entry_id": lot.entry_id})
-            account.changed_lots.clear()
         if emptied:
             self.db.run(self.sql.lot_delete, emptied)
         if live:

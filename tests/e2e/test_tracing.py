@@ -17,10 +17,11 @@ import pytest
 
 from server import app, tracing
 from server.domain import commands
+from server.domain.batch import Circumstances, CustomChange
 from server.domain.book import Book
 from server.domain.errors import StoreUnavailable
 from server.domain.model import UserProfile
-from server.services.pipeline.posting import Change, Circumstances
+from server.services.pipeline.posting import Change
 from server.services.pipeline.results import WriteResult
 from server.services.tally import Tally
 from server.services.use_cases import points_changes
@@ -207,7 +208,9 @@ def test_a_group_commit_links_the_calls_it_carries(
             tally.writer.post([change])
 
     with ThreadPoolExecutor(3) as pool:
-        first = pool.submit(call, "call-0", Change("xp", "u0", slow, T0, profile=UserProfile("u0")))
+        first = pool.submit(
+            call, "call-0", CustomChange("xp", "u0", slow, T0, profile=UserProfile("u0"))
+        )
         assert inside.wait(10)
         rest = [pool.submit(call, f"call-{i}", award_change(f"u{i}", 1)) for i in (1, 2)]
         deadline = time.monotonic() + 10

@@ -15,11 +15,11 @@ from hypothesis import strategies as st
 
 from server.domain import commands, reports
 from server.domain.balances import balance_in
+from server.domain.batch import Circumstances, CustomChange
 from server.domain.book import Book
 from server.domain.errors import SystemNotFound, TallyError, UserNotFound, ValidationFailed
 from server.domain.ledger import Posting
 from server.domain.model import EntryType, LedgerEntry, UserProfile
-from server.services.pipeline.posting import Change, Circumstances
 from server.services.pipeline.results import WriteResult
 from server.services.tally import Tally
 from server.services.use_cases import analytics, points_changes, watch
@@ -66,7 +66,9 @@ def post_award(tally: Tally, user: str, amount: int, at: datetime, trigger_id: s
         entry = book.post(account.award(amount, Posting(trigger_id=trigger_id), now=at))
         return WriteResult(entry, balance_in(book, system, given.rules))
 
-    (outcome,) = tally.writer.post([Change("xp", user, decide, at, profile=UserProfile(user))])
+    (outcome,) = tally.writer.post(
+        [CustomChange("xp", user, decide, at, profile=UserProfile(user))]
+    )
     assert isinstance(outcome, WriteResult)
     return outcome.entry.id
 

@@ -1,9 +1,9 @@
 """The write pipeline on both stores: many changes to one transaction, each failing alone.
 
-These drive services/pipeline/writer.py and services/pipeline/posting.py with real
-stores: batches in which one change fails, repeats of a key inside a batch, database
-errors in the middle of a batch, batches of separate writers (as of separate processes)
-racing on shared users.
+These drive services/pipeline/writer.py and services/pipeline/posting.py (and through
+it the decision, domain/batch.py) with real stores: batches in which one change fails,
+repeats of a key inside a batch, database errors in the middle of a batch, batches of
+separate writers (as of separate processes) racing on shared users.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from sqlalchemy import func, select, text
 
 from server.domain import changes, commands
 from server.domain.balances import balance_in
+from server.domain.batch import AwardPoints, Circumstances, CustomChange, DeductPoints
 from server.domain.book import Book
 from server.domain.errors import (
     IdempotencyKeyReused,
@@ -30,11 +31,11 @@ from server.domain.errors import (
     TransientStoreError,
 )
 from server.domain.model import UserProfile
+from server.domain.results import WriteResult
 from server.services import transactions
 from server.services.pipeline import codec
 from server.services.pipeline import writer as writer_module
-from server.services.pipeline.posting import Change, Circumstances
-from server.services.pipeline.results import WriteResult
+from server.services.pipeline.posting import Change
 from server.services.ports import Store, UnitOfWork
 from server.services.tally import Tally
 from server.services.use_cases import points_changes
@@ -59,30 +60,11 @@ class CountingStore:
 
 def award_change(user: str, amount: int, *, key: str = "", **fields: Any) -> Change:
     cmd = commands.Award("xp", UserProfile(user), amount, idempotency_key=key, **fields)
-
-    def decide(book: Book, given: Circumstances) -> WriteResult:
-        return awarded(book, given, cmd)
-
-    return Change(
-        "xp",
-        user,
-        decide,
-        T0,
-        profile=cmd.user,
-        idempotency_key=key,
-        request_hash=f"award {user} {amount}" if key else "",
-    )
+    return AwardPoints(cmd, T0, request_hash=f"award {user} {amount}" if key else "")
 
 
 def deduct_change(user: str, amount: int) -> Change:
-    cmd = commands.Deduct("xp", user, amount)
-
-    def decide(book: Book, given: Circumstances) -> WriteResult:
-        system = given.system("xp")
-        entry = changes.deduct(book, given.rules, system, cmd, T0)
-        return WriteResult(entry, balance_in(book, system, given.rules))
-
-    return Change("xp", user, decide, T0)
+    return DeductPoints(commands.Deduct("xp", user, amount), T0)
 
 
 def awarded(book: Book, given: Circumstances, cmd: commands.Award) -> WriteResult:
@@ -194,7 +176,7 @@ def test_a_database_error_in_a_batch_posts_each_change_alone(tally: Tally, store
         book.entries[-1] = replace(result.entry, id=taken)
         return replace(result, entry=book.entries[-1])
 
-    bad = Change("xp", "bob", clashing, T0, profile=UserProfile("bob"))
+    bad = CustomChange("xp", "bob", clashing, T0, profile=UserProfile("bob"))
     outcomes = tally.writer.post([award_change("alice", 10), bad, award_change("carol", 5)])
     assert isinstance(outcomes[0], WriteResult)
     assert isinstance(outcomes[2], WriteResult)
@@ -243,7 +225,7 @@ def test_calls_queued_behind_a_commit_share_the_next_transaction(
 
     with ThreadPoolExecutor(6) as pool:
         first = pool.submit(
-            tally.writer.post, [Change("xp", "u0", slow, T0, profile=UserProfile("u0"))]
+            tally.writer.post, [CustomChange("xp", "u0", slow, T0, profile=UserProfile("u0"))]
         )
         assert inside.wait(10)
         rest = [pool.submit(tally.writer.post, [award_change(f"u{i}", 1)]) for i in range(1, 6)]
@@ -289,7 +271,7 @@ def test_a_crash_in_a_lone_change_reaches_its_caller(tally: Tally) -> None:
         raise ZeroDivisionError("a bug in a rule")
 
     with pytest.raises(ZeroDivisionError):
-        tally.writer.post([Change("xp", "alice", broken, T0, profile=UserProfile("alice"))])
+        tally.writer.post([CustomChange("xp", "alice", broken, T0, profile=UserProfile("alice"))])
     # the writer is not wedged: the next call leads and posts
     assert isinstance(tally.writer.post([award_change("alice", 2)])[0], WriteResult)
 
@@ -304,19 +286,7 @@ def test_profile_fields_of_a_batch_are_each_kept_and_replays_change_none(
 
     def named(key: str, **profile: Any) -> Change:
         cmd = commands.Award("xp", UserProfile("u", **profile), 1, idempotency_key=key)
-
-        def decide(book: Book, given: Circumstances) -> WriteResult:
-            return awarded(book, given, cmd)
-
-        return Change(
-            "xp",
-            "u",
-            decide,
-            T0,
-            profile=cmd.user,
-            idempotency_key=key,
-            request_hash=codec.fingerprint("Award", cmd),
-        )
+        return AwardPoints(cmd, T0, request_hash=codec.fingerprint("Award", cmd))
 
     tally.writer.post([named("k1", display_name="Ann"), named("k2", email="ann@example.com")])
     tally.writer.post([named("k3", display_name="Bea")])
@@ -378,9 +348,9 @@ def test_calls_of_a_batch_whose_leader_dies_are_answered(tally: Tally) -> None:
             return error
 
     with ThreadPoolExecutor(3) as pool:
-        first = pool.submit(call, Change("xp", "a", slow, T0, profile=UserProfile("a")))
+        first = pool.submit(call, CustomChange("xp", "a", slow, T0, profile=UserProfile("a")))
         assert inside.wait(10)
-        dying = pool.submit(call, Change("xp", "b", dies, T0, profile=UserProfile("b")))
+        dying = pool.submit(call, CustomChange("xp", "b", dies, T0, profile=UserProfile("b")))
         deadline = time.monotonic() + 10
         while len(tally.writer._queue) < 1 and time.monotonic() < deadline:
             time.sleep(0.01)

@@ -20,8 +20,8 @@ from server.domain.audit import Difference
 from server.domain.errors import SystemNotFound
 from server.domain.levels import Ladder
 from server.domain.model import Level, PointsSystem, Trigger
+from server.domain.results import EventResult
 from server.services.pipeline import codec
-from server.services.pipeline.results import EventResult
 from server.services.ports import AccountKey, AuditRepository, SnapshotStore, UserRange
 
 CHUNK_ACCOUNTS = 500  # accounts read and checked at a time (with all their users' rows)

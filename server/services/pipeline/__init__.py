@@ -1,3 +1,3 @@
-"""The write pipeline: points changes queued by the use cases, decided by the domain and
-posted by the store in group commits (writer -> posting), with idempotent responses kept
-and replayed (idempotency, codec) and what each change comes to (results)."""
+"""The write pipeline: points changes queued by the use cases, decided by the domain as
+one batch (domain/batch.py) and posted by the store in group commits (writer -> posting),
+with idempotent responses kept in their stored form (idempotency, codec)."""

@@ -28,7 +28,7 @@ from server.domain.model import (
     LevelChange,
     Trigger,
 )
-from server.services.pipeline.results import EventResult, SystemEventResult, WriteResult
+from server.domain.results import EventResult, SystemEventResult, WriteResult
 
 FORMAT = 1
 ENTRY_TYPES = {t.value: t for t in EntryType}

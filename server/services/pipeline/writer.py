@@ -26,9 +26,9 @@ from collections.abc import Callable, Collection, Sequence
 from server import metrics, tracing
 from server.domain.errors import StoreUnavailable, TallyError
 from server.domain.model import EntryType, LedgerEntry
+from server.domain.results import Result
 from server.services.held.configuration import Configuration
 from server.services.pipeline.posting import Change, Outcome, post
-from server.services.pipeline.results import Result
 from server.services.ports import Store, UnitOfWork
 from server.services.transactions import in_transaction
 

@@ -7,20 +7,18 @@ import dataclasses
 from collections.abc import Iterator, Mapping
 from datetime import datetime
 
-from server.domain import changes, commands, preview, triggers, validation
+from server.domain import commands, preview, triggers, validation
 from server.domain.access import Reach
-from server.domain.balances import balance_in
-from server.domain.book import Book
+from server.domain.batch import CountEvent
 from server.domain.errors import (
     FieldViolation,
     TriggerNotFound,
     ValidationFailed,
 )
 from server.domain.model import Event, Trigger, TriggerStatus
+from server.domain.results import EventResult
 from server.services.held import callers
 from server.services.pipeline import idempotency
-from server.services.pipeline.posting import Change, Circumstances
-from server.services.pipeline.results import EventResult, SystemEventResult
 from server.services.pipeline.writer import post_one
 from server.services.ports import UnitOfWork
 from server.services.tally import Tally
@@ -42,35 +40,11 @@ def record_event(tally: Tally, cmd: commands.RecordEvent, now: datetime) -> Even
     # system just made is never skipped.)
     tally.limits.take_all([(key, cmd.user.id) for key in naming])
 
-    def decide(book: Book, given: Circumstances) -> EventResult:
-        recorded = changes.record_event(book, given.rules, cmd, now, reach=reach)
-        fired: dict[str, list[changes.TriggerAward]] = {}
-        for entry, trigger in given.welcome:  # a new user's USER_IDENTIFIED awards
-            fired.setdefault(trigger.system_key, []).append((entry, trigger))
-        for key, awards in recorded.awards.items():
-            fired.setdefault(key, []).extend(awards)
-        results = {}
-        for key, awards in fired.items():
-            system = given.system(key)
-            if key not in book.accounts:  # matched, fired nothing, and no account yet
-                book.account(system, given.rules, now)
-            results[key] = SystemEventResult(
-                added=sum(entry.amount for entry, _ in awards),
-                balance=balance_in(book, system, given.rules),
-                awards=tuple(awards),
-            )
-        return EventResult(recorded.event.id, recorded.metric_total, results)
-
-    change = Change(
-        "",  # an event is the user's: its key is scoped to the user and the caller's reach
-        cmd.user.id,
-        decide,
+    change = CountEvent(
+        cmd,
         now,
-        profile=cmd.user,
-        idempotency_key=cmd.idempotency_key,
         request_hash=idempotency.fingerprint("RecordEvent", cmd),
-        reads_metrics=(cmd.event_type,),
-        reach=reach,
+        reach=reach,  # its key, its running total and its triggers are the caller's reach's
     )
     outcome = post_one(tally.writer, change, dry_run=cmd.validate_only)
     assert isinstance(outcome, EventResult), "an event always answers"

@@ -1,21 +1,19 @@
 """Points-change use cases: award, deduct, award in batches, reverse. Each validates its
-command, states the change for the domain to decide, and hands it to the process's
-writer, which posts it with whatever else is queued. Events (use_cases/events.py) post
-the same way."""
+command, states the change as a value for the domain to decide (domain/batch.py), and
+hands it to the process's writer, which posts it with whatever else is queued. Events
+(use_cases/events.py) post the same way."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
 
-from server.domain import changes, commands, validation
-from server.domain.balances import balance_in
-from server.domain.book import Book
+from server.domain import commands, validation
+from server.domain.batch import AwardPoints, Command, DeductPoints, Outcome, ReverseEntry
 from server.domain.errors import EntryNotFound, FieldViolation, TallyError, ValidationFailed
+from server.domain.results import WriteResult
 from server.services.held import callers
 from server.services.pipeline import idempotency
-from server.services.pipeline.posting import Change, Circumstances, Outcome
-from server.services.pipeline.results import WriteResult
 from server.services.pipeline.writer import post_one
 from server.services.tally import Tally
 from server.services.transactions import in_transaction
@@ -28,26 +26,16 @@ def award(tally: Tally, cmd: commands.Award, now: datetime) -> WriteResult:
     return _one(tally, _award_change(tally, cmd, now), dry_run=cmd.validate_only)
 
 
-def _award_change(tally: Tally, cmd: commands.Award, now: datetime) -> Change:
+def _award_change(tally: Tally, cmd: commands.Award, now: datetime) -> AwardPoints:
     """The change an Award states, once `cmd` is known valid: for a caller who may use
     the system, when it exists, within the user's write limit."""
     caller = callers.current()
     caller.check_system(cmd.system_key)
     tally.system(cmd.system_key)
     tally.limits.take(cmd.system_key, cmd.user.id)
-
-    def decide(book: Book, given: Circumstances) -> WriteResult:
-        system = given.system(cmd.system_key)
-        entry = changes.award(book, given.rules, system, cmd, now)
-        return WriteResult(entry, balance_in(book, system, given.rules))
-
-    return Change(
-        cmd.system_key,
-        cmd.user.id,
-        decide,
+    return AwardPoints(
+        cmd,
         now,
-        profile=cmd.user,
-        idempotency_key=cmd.idempotency_key,
         request_hash=idempotency.fingerprint("Award", cmd),
         reach=caller.reach,  # a new user is welcomed in the caller's systems alone
     )
@@ -58,20 +46,7 @@ def deduct(tally: Tally, cmd: commands.Deduct, now: datetime) -> WriteResult:
     callers.current().check_system(cmd.system_key)
     tally.system(cmd.system_key)
     tally.limits.take(cmd.system_key, cmd.user_id)
-
-    def decide(book: Book, given: Circumstances) -> WriteResult:
-        system = given.system(cmd.system_key)
-        entry = changes.deduct(book, given.rules, system, cmd, now)
-        return WriteResult(entry, balance_in(book, system, given.rules))
-
-    change = Change(
-        cmd.system_key,
-        cmd.user_id,
-        decide,
-        now,
-        idempotency_key=cmd.idempotency_key,
-        request_hash=idempotency.fingerprint("Deduct", cmd),
-    )
+    change = DeductPoints(cmd, now, request_hash=idempotency.fingerprint("Deduct", cmd))
     return _one(tally, change, dry_run=cmd.validate_only)
 
 
@@ -86,7 +61,7 @@ def award_batch(
         raise ValidationFailed(
             [FieldViolation("items", f"must hold 1 to {MAX_BATCH_ITEMS} items, got {len(items)}")]
         )
-    results: list[WriteResult | TallyError | Change] = []
+    results: list[WriteResult | TallyError | AwardPoints] = []
     for index, item in enumerate(items):
         if isinstance(item, TallyError):
             results.append(item)
@@ -96,9 +71,9 @@ def award_batch(
             results.append(_award_change(tally, item, now))
         except TallyError as error:
             results.append(error)
-    queued = [r for r in results if isinstance(r, Change)]
+    queued = [r for r in results if isinstance(r, AwardPoints)]
     posted = iter(tally.writer.post(queued) if queued else [])
-    return [_item(next(posted)) if isinstance(r, Change) else r for r in results]
+    return [_item(next(posted)) if isinstance(r, AwardPoints) else r for r in results]
 
 
 def reverse(tally: Tally, cmd: commands.Reverse, now: datetime) -> WriteResult:
@@ -108,28 +83,11 @@ def reverse(tally: Tally, cmd: commands.Reverse, now: datetime) -> WriteResult:
     if original is None or not callers.current().allows_system(original.system_key):
         raise EntryNotFound(cmd.entry_id)
     tally.limits.take(original.system_key, original.user_id)
-
-    def decide(book: Book, given: Circumstances) -> WriteResult:
-        system = given.system(original.system_key)
-        earlier = given.reversals.get(original.id)
-        entry = changes.reverse(
-            book, given.rules, system, original, cmd, now, earlier_reversal_id=earlier
-        )
-        return WriteResult(entry, balance_in(book, system, given.rules))
-
-    change = Change(
-        original.system_key,
-        original.user_id,
-        decide,
-        now,
-        idempotency_key=cmd.idempotency_key,
-        request_hash=idempotency.fingerprint("Reverse", cmd),
-        reverses=original.id,
-    )
+    change = ReverseEntry(cmd, original, now, request_hash=idempotency.fingerprint("Reverse", cmd))
     return _one(tally, change, dry_run=False)
 
 
-def _one(tally: Tally, change: Change, *, dry_run: bool) -> WriteResult:
+def _one(tally: Tally, change: Command, *, dry_run: bool) -> WriteResult:
     return _written(post_one(tally.writer, change, dry_run=dry_run))
 
 

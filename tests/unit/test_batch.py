@@ -1,0 +1,391 @@
+"""The decision of a batch (domain/batch.py) on plain values: no store, no writer.
+
+What the pipeline would read is given as values; what it would write is read off the
+decision. The property tests show the decision is a function of its input: deciding the
+same input twice gives equal decisions, ids included."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from server.domain import commands
+from server.domain.access import Reach
+from server.domain.batch import (
+    AwardPoints,
+    BatchDecision,
+    BatchInput,
+    Command,
+    CountEvent,
+    Decided,
+    DeductPoints,
+    Remembered,
+    Repeat,
+    ReverseEntry,
+    SettleAccount,
+    decide,
+)
+from server.domain.errors import (
+    IdempotencyKeyReused,
+    InsufficientPoints,
+    SystemNotFound,
+    TallyError,
+    UserNotFound,
+)
+from server.domain.ledger import Account
+from server.domain.model import (
+    Level,
+    LevelBasis,
+    PointsSystem,
+    Trigger,
+    TriggerStatus,
+    TriggerType,
+    User,
+    UserProfile,
+)
+from server.domain.results import EventResult, WriteResult, Written
+from server.domain.rules import Rules
+from tests.conftest import T0
+
+
+def points_system(key: str) -> PointsSystem:
+    return PointsSystem(key, key, "", "", 0, LevelBasis.BALANCE, T0, T0)
+
+
+def welcome(trigger_id: str, system_key: str, points: int) -> Trigger:
+    return Trigger(
+        trigger_id,
+        system_key,
+        TriggerType.USER_IDENTIFIED,
+        points,
+        TriggerStatus.ACTIVE,
+        T0,
+        T0,
+        activate_time=T0,
+    )
+
+
+def level(key: str, points: int) -> Level:
+    return Level(f"level-{key}", "xp", key, key.title(), "", "", points)
+
+
+RULES = Rules.of(
+    [points_system("xp"), points_system("gems")],
+    [
+        welcome("w-xp", "xp", 5),
+        welcome("w-gems", "gems", 7),
+        Trigger(
+            "t-lesson",
+            "xp",
+            TriggerType.EVENT,
+            2,
+            TriggerStatus.ACTIVE,
+            T0,
+            T0,
+            event_type="lesson",
+        ),
+    ],
+    levels=[level("silver", 10), level("gold", 100)],
+)
+
+
+def user(user_id: str) -> User:
+    return User(user_id, "", "", {}, T0)
+
+
+def award(user_id: str, amount: int, *, key: str = "", system: str = "xp", **fields: Any) -> Any:
+    cmd = commands.Award(system, UserProfile(user_id), amount, idempotency_key=key)
+    return AwardPoints(cmd, T0, request_hash=f"{user_id} {amount}" if key else "", **fields)
+
+
+def deduct(user_id: str, amount: int, *, key: str = "") -> DeductPoints:
+    cmd = commands.Deduct("xp", user_id, amount, idempotency_key=key)
+    return DeductPoints(cmd, T0, request_hash=f"{user_id} -{amount}" if key else "")
+
+
+def batch(
+    cmds: list[Command],
+    *,
+    existing: dict[str, dict[str, int]] | None = None,
+    new: frozenset[str] = frozenset(),
+    seed: str = "seed",
+    **fields: Any,
+) -> BatchInput:
+    """The input the pipeline would prepare: `existing` users with their balances by
+    system; `new`, the users the lock created."""
+    existing = existing or {}
+    users = {u: user(u) for u in [*existing, *new]}
+    accounts = {
+        (u, key): Account(key, u, balance=amount, total_earned=amount, create_time=T0)
+        for u, balances in existing.items()
+        for key, amount in balances.items()
+    }
+    return BatchInput(cmds, users, new, RULES, accounts, id_seed=seed, **fields)
+
+
+def outcomes(decision: BatchDecision) -> list[Any]:
+    written = Written(
+        {e.id: e for e in decision.entries}, {m.entry_id: m for m in decision.level_changes}
+    )
+    return decision.outcomes(written)
+
+
+# -- presence ------------------------------------------------------------------------------
+
+
+def test_a_user_that_does_not_exist_is_not_found_unless_the_command_creates_it() -> None:
+    decision = decide(batch([deduct("ann", 1), award("ann", 3)], new=frozenset({"ann"})))
+    missing, awarded = decision.answers
+    assert isinstance(missing, UserNotFound)
+    assert isinstance(awarded, Decided)
+    assert isinstance(awarded.result, WriteResult)
+    assert awarded.result.balance.balance == 3 + 5  # with the welcome in xp
+    # the welcomes (in trigger order: created together, so by id: gems, xp), then the award
+    assert [e.amount for e in decision.entries] == [7, 5, 3]
+    assert [(a.user_id, a.system_key) for a in decision.accounts] == [
+        ("ann", "gems"),
+        ("ann", "xp"),
+    ]
+
+
+def test_a_change_of_an_unknown_system_fails_alone() -> None:
+    decision = decide(
+        batch([award("bob", 1, system="nope"), award("bob", 2)], existing={"bob": {}})
+    )
+    assert isinstance(decision.answers[0], SystemNotFound)
+    assert isinstance(decision.answers[1], Decided)
+    assert [e.amount for e in decision.entries] == [2]
+
+
+def test_a_failed_change_leaves_nothing_behind() -> None:
+    decision = decide(batch([deduct("bob", 50), deduct("bob", 4)], existing={"bob": {"xp": 10}}))
+    assert isinstance(decision.answers[0], InsufficientPoints)
+    assert [e.amount for e in decision.entries] == [-4]
+    assert [a.balance for a in decision.accounts] == [6]
+
+
+# -- repeated keys -------------------------------------------------------------------------
+
+
+def test_a_repeated_key_replays_its_first_change_and_a_different_request_is_refused() -> None:
+    decision = decide(
+        batch(
+            [award("bob", 10, key="k"), award("bob", 10, key="k"), award("bob", 11, key="k")],
+            existing={"bob": {}},
+        )
+    )
+    first, repeat, reused = decision.answers
+    assert isinstance(first, Decided)
+    assert repeat == Repeat(0)
+    assert isinstance(reused, IdempotencyKeyReused)
+    assert len(decision.entries) == 1
+    assert decision.remember == {("bob", "xp", "k"): (0, "bob 10")}
+    results = outcomes(decision)
+    assert (results[0].replayed, results[1].replayed) == (False, True)
+    assert results[1].entry == results[0].entry
+
+
+def test_a_key_remembered_by_an_earlier_batch_replays_without_writing() -> None:
+    stored = WriteResult(award_entry := _one_entry(), balance=_balance())
+    remembered = {("bob", "xp", "k"): Remembered("bob 10", lambda: stored)}
+    decision = decide(
+        batch(
+            [award("bob", 10, key="k"), award("bob", 12, key="k")],
+            existing={"bob": {"xp": 10}},
+            remembered=remembered,
+        )
+    )
+    replayed, reused = decision.answers
+    assert isinstance(replayed, WriteResult)
+    assert replayed.replayed
+    assert replayed.entry == award_entry
+    assert isinstance(reused, IdempotencyKeyReused)
+    assert decision.entries == ()
+    assert decision.remember == {}
+
+
+def test_the_same_key_in_another_scope_is_another_key() -> None:
+    decision = decide(
+        batch(
+            [award("bob", 1, key="k"), award("bob", 2, key="k", system="gems")],
+            existing={"bob": {}},
+        )
+    )
+    assert all(isinstance(a, Decided) for a in decision.answers)
+    assert len(decision.remember) == 2
+
+
+# -- welcome -------------------------------------------------------------------------------
+
+
+def test_a_new_user_is_welcomed_once_in_the_callers_systems_alone() -> None:
+    decision = decide(
+        batch(
+            [award("ann", 1, reach=Reach(frozenset({"xp"}))), award("ann", 1)],
+            new=frozenset({"ann"}),
+        )
+    )
+    welcomes = [e for e in decision.entries if e.trigger_id]
+    assert [(e.trigger_id, e.amount) for e in welcomes] == [("w-xp", 5)]  # not in gems
+    assert sum(e.amount for e in decision.entries) == 5 + 1 + 1
+
+
+def test_a_user_that_existed_is_not_welcomed() -> None:
+    decision = decide(batch([award("bob", 1)], existing={"bob": {}}))
+    assert [e.trigger_id for e in decision.entries] == [""]
+
+
+def test_an_event_of_a_new_user_answers_its_welcome_and_its_triggers() -> None:
+    record = commands.RecordEvent(UserProfile("ann"), "lesson", Decimal(1))
+    decision = decide(batch([CountEvent(record, T0)], new=frozenset({"ann"})))
+    (answer,) = decision.answers
+    assert isinstance(answer, Decided)
+    assert isinstance(answer.result, EventResult)
+    assert {k: r.added for k, r in answer.result.results.items()} == {"xp": 5 + 2, "gems": 7}
+    assert [e.id for e in decision.events] == [answer.result.event_id]
+    assert decision.totals == {("ann", "lesson", ""): Decimal(1)}
+
+
+# -- level moves ---------------------------------------------------------------------------
+
+
+def test_crossing_thresholds_moves_the_level_once_to_the_last_one_reached() -> None:
+    decision = decide(batch([award("bob", 95), deduct("bob", 50)], existing={"bob": {"xp": 9}}))
+    up, down = decision.level_changes
+    assert (up.previous_level, up.new_level) == (None, level("gold", 100))
+    assert (down.previous_level, down.new_level) == (level("gold", 100), level("silver", 10))
+    assert [m.entry_id for m in decision.level_changes] == [e.id for e in decision.entries]
+    first, second = outcomes(decision)
+    assert first.level_change == up
+    assert second.level_change == down
+
+
+def test_a_change_within_a_level_moves_nothing() -> None:
+    decision = decide(batch([award("bob", 5)], existing={"bob": {"xp": 10}}))
+    assert decision.level_changes == ()
+
+
+# -- what it reads and reports -------------------------------------------------------------
+
+
+def test_a_reversal_already_made_in_the_batch_is_refused_the_second_time() -> None:
+    first = decide(batch([award("bob", 10)], existing={"bob": {}}))
+    (original,) = first.entries
+    undo = commands.Reverse(original.id)
+    decision = decide(
+        batch(
+            [ReverseEntry(undo, original, T0), ReverseEntry(undo, original, T0)],
+            existing={"bob": {"xp": 10}},
+        )
+    )
+    assert isinstance(decision.answers[0], Decided)
+    assert decision.answers[1].reason == "ALREADY_REVERSED"  # type: ignore[union-attr]
+
+
+def test_changed_lots_are_reported_and_what_was_read_is_left_unchanged() -> None:
+    expiring = commands.Award("xp", UserProfile("bob"), 10, expire_time=T0 + timedelta(days=1))
+    given_ = batch([AwardPoints(expiring, T0)], existing={"bob": {"xp": 0}})
+    before = {k: a.copy() for k, a in given_.accounts.items()}
+    decision = decide(given_)
+    (entry,) = decision.entries
+    assert [lot.entry_id for lot in decision.lots[("bob", "xp")]] == [entry.id]
+    assert dict(given_.accounts) == before
+
+
+def test_settling_an_account_with_nothing_due_writes_nothing() -> None:
+    decision = decide(batch([SettleAccount("xp", "bob", T0)], existing={"bob": {"xp": 3}}))
+    assert decision.answers == (Decided(None),)
+    assert decision.entries == ()
+    assert decision.accounts == ()
+
+
+# -- determinism ---------------------------------------------------------------------------
+
+
+def comparable(decision: BatchDecision) -> Any:
+    """The decision as a value (errors compare by what they say, not by identity)."""
+
+    def answer(a: Any) -> Any:
+        if isinstance(a, TallyError):
+            return (type(a).__name__, a.reason, a.metadata)
+        return a
+
+    return (
+        tuple(answer(a) for a in decision.answers),
+        decision.entries,
+        decision.level_changes,
+        decision.accounts,
+        decision.lots,
+        decision.totals,
+        decision.events,
+        decision.users,
+        decision.remember,
+        [answer(o) for o in outcomes(decision)],
+    )
+
+
+USERS = st.sampled_from(["ann", "bob", "cat"])
+COMMANDS = st.one_of(
+    st.builds(
+        lambda u, n, k, s: award(u, n, key=k, system=s),
+        USERS,
+        st.integers(0, 120),
+        st.sampled_from(["", "k1", "k2"]),
+        st.sampled_from(["xp", "gems", "nope"]),
+    ),
+    st.builds(
+        lambda u, n, k: deduct(u, n, key=k), USERS, st.integers(1, 60), st.sampled_from(["", "k1"])
+    ),
+    st.builds(
+        lambda u, v: CountEvent(commands.RecordEvent(UserProfile(u), "lesson", Decimal(v)), T0),
+        USERS,
+        st.integers(1, 3),
+    ),
+    st.builds(lambda u: SettleAccount("xp", u, T0), USERS),
+)
+INPUTS = st.builds(
+    lambda cmds, new, seed: batch(
+        cmds, existing={"bob": {"xp": 40}, "cat": {}}, new=new, seed=seed
+    ),
+    st.lists(COMMANDS, min_size=1, max_size=8),
+    st.just(frozenset({"ann"})),  # ann is new: the lock made her (or a dry run would)
+    st.text(max_size=8),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(INPUTS)
+def test_deciding_the_same_input_twice_gives_equal_decisions(given_: BatchInput) -> None:
+    assert comparable(decide(given_)) == comparable(decide(given_))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(COMMANDS, min_size=1, max_size=8))
+def test_the_same_commands_under_one_seed_get_the_same_ids_and_another_seed_others(
+    cmds: list[Command],
+) -> None:
+    existing = {"bob": {"xp": 40}, "cat": {}}
+    one = decide(batch(cmds, existing=existing, new=frozenset({"ann"}), seed="a"))
+    again = decide(batch(list(cmds), existing=existing, new=frozenset({"ann"}), seed="a"))
+    other = decide(batch(cmds, existing=existing, new=frozenset({"ann"}), seed="b"))
+    assert [e.id for e in one.entries] == [e.id for e in again.entries]
+    assert not {e.id for e in one.entries} & {e.id for e in other.entries}
+    assert [dataclasses.replace(e, id="") for e in one.entries] == [
+        dataclasses.replace(e, id="") for e in other.entries
+    ]
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def _one_entry() -> Any:
+    return decide(batch([award("bob", 10)], existing={"bob": {}})).entries[0]
+
+
+def _balance() -> Any:
+    return Account("xp", "bob", balance=10, total_earned=10).to_balance(0)

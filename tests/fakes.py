@@ -388,11 +388,16 @@ class FakeAccountRepository(_Repository):
             if a.system_key == system_key and a.user_id > after_user and a.accrual_version < epoch
         )[:limit]
 
-    def save(self, accounts: Sequence[Account], now: datetime) -> None:
+    def save(
+        self,
+        accounts: Sequence[Account],
+        now: datetime,
+        lots: Mapping[AccountKey, Sequence[CreditLot]] | None = None,
+    ) -> None:
         """Upsert the accounts (an existing row keeps its create_time) and write back
-        their changed lots: those with something left upserted, emptied ones deleted.
-        The accounts given are left as they are (the SQL store clears their
-        changed_lots; nothing here relies on it)."""
+        their changed lots (`lots` by account, as a decision reports them, else each
+        account's changed_lots): those with something left upserted, emptied ones
+        deleted. The accounts given are left as they are."""
         tables = self._write("save")
         for account in accounts:
             key = (account.user_id, account.system_key)
@@ -401,7 +406,12 @@ class FakeAccountRepository(_Repository):
             create_time = existing.create_time if existing is not None else None
             kept.create_time = create_time or account.create_time or now
             tables.accounts[key] = kept
-            for lot in account.changed_lots.values():
+            changed = (
+                account.changed_lots.values()
+                if lots is None
+                else lots.get((account.user_id, account.system_key), ())
+            )
+            for lot in changed:
                 lot_key = (account.user_id, account.system_key, lot.entry_id)
                 if lot.remaining > 0:
                     tables.lots[lot_key] = replace(lot)

@@ -1,8 +1,9 @@
 """The write pipeline on both stores: many changes to one transaction, each failing alone.
 
-These drive services/pipeline/writer.py and services/pipeline/posting.py with real stores: batches in which
-one change fails, repeats of a key inside a batch, database errors in the middle of a
-batch, batches of separate writers (as of separate processes) racing on shared users.
+These drive services/pipeline/writer.py and services/pipeline/posting.py with real stores:
+batches in which one change fails, repeats of a key inside a batch, database errors in the
+middle of a batch, batches of separate writers (as of separate processes) racing on shared
+users.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy.sql import Executable
 
+from server.domain import stored_json
 from server.domain.access import ApiKey, Scope
 from server.domain.ledger import ONE, Account, CreditLot
 from server.domain.model import (
@@ -496,27 +497,9 @@ def _account(r: Row, prefix: str = "", user_id: str | None = None) -> Account:
 
 
 def _entry_values(entry: LedgerEntry) -> dict[str, Any]:
-    return {
-        "user_id": entry.user_id,
-        "id": entry.id,
-        "sequence": entry.sequence,
-        "system_key": entry.system_key,
-        "type": entry.type.value,
-        "amount": entry.amount,
-        "base_amount": entry.base_amount,
-        "multiplier": str(entry.multiplier),
-        "boost_ids": list(entry.boost_ids),
-        "capped": entry.capped,
-        "balance_after": entry.balance_after,
-        "reason": entry.reason,
-        "metadata": entry.metadata,
-        "idempotency_key": entry.idempotency_key,
-        "trigger_id": entry.trigger_id,
-        "event_type": entry.event_type,
-        "expire_time": entry.expire_time,
-        "reverses_entry_id": entry.reverses_entry_id or None,
-        "create_time": entry.create_time,
-    }
+    values = stored_json.entry_fields(entry)
+    values["reverses_entry_id"] = entry.reverses_entry_id or None
+    return values
 
 
 def _entry(row: Row, prefix: str = "") -> LedgerEntry:
@@ -704,7 +687,7 @@ NO_LIMIT = 2**62  # above any basis value (points never approach it)
 
 class SqlLevelRepository(_Repository):
     def all(self) -> list[Level]:
-        return [_level(r) for r in self.db.rows(self.sql.levels_all)]
+        return [stored_json.level_of(r) for r in self.db.rows(self.sql.levels_all)]
 
     def add(self, level: Level) -> None:
         self.db.run(self.sql.level_add, {"id": level.id, **_level_values(level)})
@@ -760,41 +743,16 @@ class SqlLevelRepository(_Repository):
 
 
 def _level_values(level: Level) -> dict[str, Any]:
-    return {
-        "system_key": level.system_key,
-        "key": level.key,
-        "name": level.name,
-        "description": level.description,
-        "badge_url": level.badge_url,
-        "points": level.points,
-    }
-
-
-def _level(r: Row) -> Level:
-    return Level(
-        id=r["id"],
-        system_key=r["system_key"],
-        key=r["key"],
-        name=r["name"],
-        description=r["description"],
-        badge_url=r["badge_url"],
-        points=r["points"],
-    )
-
-
-def _level_json(level: Level | None) -> dict[str, Any] | None:
-    return None if level is None else {"id": level.id, **_level_values(level)}
+    """A level's row but for its id (set apart: by `id` on insert, `match_id` on update)."""
+    values = stored_json.level_fields(level)
+    del values["id"]
+    return values
 
 
 def _level_change_values(change: LevelChange) -> dict[str, Any]:
-    return {
-        "user_id": change.user_id,
-        "system_key": change.system_key,
-        "previous_level": _level_json(change.previous_level),
-        "new_level": _level_json(change.new_level),
-        "entry_id": change.entry_id,
-        "create_time": change.create_time,
-    }
+    values = stored_json.level_change_fields(change)
+    del values["sequence"]  # numbered as it is written
+    return values
 
 
 def level_change(r: Row) -> LevelChange:
@@ -802,8 +760,8 @@ def level_change(r: Row) -> LevelChange:
     return LevelChange(
         system_key=r["system_key"],
         user_id=r["user_id"],
-        previous_level=_level(r["previous_level"]) if r["previous_level"] else None,
-        new_level=_level(r["new_level"]) if r["new_level"] else None,
+        previous_level=stored_json.level_in(r["previous_level"]),
+        new_level=stored_json.level_in(r["new_level"]),
         entry_id=r["entry_id"],
         create_time=r["create_time"],
         sequence=r["sequence"],

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextvars
 import logging
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -23,11 +22,13 @@ from typing import Any
 import grpc
 
 from server.api.wrapping import (
+    Ended,
     Streaming,
     Unary,
     WrappingInterceptor,
     iterate_in,
-    status_name,
+    iterate_timed,
+    run_timed,
 )
 
 log = logging.getLogger("tally.access")
@@ -57,16 +58,12 @@ class AccessLog(WrappingInterceptor):
         def unary(request: Any, context: grpc.ServicerContext) -> Any:
             if not log.isEnabledFor(logging.INFO):
                 return behaviour(request, context)
-            note, started, code = _Note(), time.perf_counter(), "OK"
+            note = _Note()
             token = _NOTE.set(note)
             try:
-                return behaviour(request, context)
-            except BaseException:
-                code = status_name(context)
-                raise
+                return run_timed(behaviour, request, context, _writer(method, note))
             finally:
                 _NOTE.reset(token)
-                _write(method, code, started, note)
 
         return unary
 
@@ -75,30 +72,30 @@ class AccessLog(WrappingInterceptor):
             if not log.isEnabledFor(logging.INFO):
                 yield from behaviour(request, context)
                 return
-            note, started, code = _Note(), time.perf_counter(), "OK"
+            note = _Note()
             call_context = contextvars.copy_context()
             call_context.run(_NOTE.set, note)
-            try:
-                yield from iterate_in(call_context, call_context.run(behaviour, request, context))
-            except GeneratorExit:  # the caller went away
-                code = "CANCELLED"
-                raise
-            except BaseException:
-                code = status_name(context)
-                raise
-            finally:
-                _write(method, code, started, note)
+
+            def in_call(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+                return iterate_in(call_context, call_context.run(behaviour, request, context))
+
+            yield from iterate_timed(in_call, request, context, _writer(method, note))
 
         return stream
 
 
-def _write(method: str, code: str, started: float, note: _Note) -> None:
-    ms = round((time.perf_counter() - started) * 1000, 3)
-    log.info(
-        "%s %s %s ms key %s",
-        method,
-        code,
-        ms,
-        note.key_id or "-",
-        extra={"method": method, "code": code, "ms": ms, "key_id": note.key_id},
-    )
+def _writer(method: str, note: _Note) -> Ended:
+    """What writes a call's log line once it ends."""
+
+    def write(code: str, seconds: float) -> None:
+        ms = round(seconds * 1000, 3)
+        log.info(
+            "%s %s %s ms key %s",
+            method,
+            code,
+            ms,
+            note.key_id or "-",
+            extra={"method": method, "code": code, "ms": ms, "key_id": note.key_id},
+        )
+
+    return write

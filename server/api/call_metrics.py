@@ -7,7 +7,6 @@ one dictionary look-up and two updates of an instrument.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,7 +14,14 @@ import grpc
 from prometheus_client import Counter
 
 from server import metrics
-from server.api.wrapping import Streaming, Unary, WrappingInterceptor, status_name
+from server.api.wrapping import (
+    Ended,
+    Streaming,
+    Unary,
+    WrappingInterceptor,
+    iterate_timed,
+    run_timed,
+)
 
 
 class _Codes:
@@ -46,37 +52,28 @@ class CallMetrics(WrappingInterceptor):
             _Codes(self.instruments.calls, service, method),
         )
 
+    def _ended(self, full_method: str) -> Ended:
+        """What a call of this method records when it ends."""
+        seconds, codes = self._bound(full_method)
+
+        def ended(code: str, elapsed: float) -> None:
+            seconds.observe(elapsed)
+            codes.inc(code)
+
+        return ended
+
     def wrap_unary(self, behaviour: Unary, method: str) -> Unary:
-        seconds, codes = self._bound(method)
+        ended = self._ended(method)
 
         def unary(request: Any, context: grpc.ServicerContext) -> Any:
-            started, code = time.perf_counter(), "OK"
-            try:
-                return behaviour(request, context)
-            except BaseException:
-                code = status_name(context)
-                raise
-            finally:
-                seconds.observe(time.perf_counter() - started)
-                codes.inc(code)
+            return run_timed(behaviour, request, context, ended)
 
         return unary
 
     def wrap_stream(self, behaviour: Streaming, method: str) -> Streaming:
-        seconds, codes = self._bound(method)
+        ended = self._ended(method)
 
         def stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-            started, code = time.perf_counter(), "OK"
-            try:
-                yield from behaviour(request, context)
-            except GeneratorExit:  # the caller went away
-                code = "CANCELLED"
-                raise
-            except BaseException:
-                code = status_name(context)
-                raise
-            finally:
-                seconds.observe(time.perf_counter() - started)
-                codes.inc(code)
+            return iterate_timed(behaviour, request, context, ended)
 
         return stream

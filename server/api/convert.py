@@ -10,7 +10,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from enum import Enum
-from typing import Generic, TypeVar, cast
+from typing import Generic, TypeVar, cast, overload
 
 from google.protobuf import duration_pb2, json_format, struct_pb2, timestamp_pb2
 from google.protobuf.message import Message
@@ -262,11 +262,24 @@ def entry_out(entry: LedgerEntry) -> common_pb2.LedgerEntry:
     return message
 
 
+def level_in(message: common_pb2.Level) -> commands.LevelFields:
+    """The fields a caller writes of a Level."""
+    return commands.LevelFields(
+        key=message.key,
+        name=message.name,
+        description=message.description,
+        badge_url=message.badge_url,
+        points=message.points,
+    )
+
+
+@overload
+def level_out(level: Level) -> common_pb2.Level: ...
+@overload
+def level_out(level: Level | None) -> common_pb2.Level | None: ...
 def level_out(level: Level | None) -> common_pb2.Level | None:
-    return None if level is None else level_resource(level)
-
-
-def level_resource(level: Level) -> common_pb2.Level:
+    if level is None:
+        return None
     return common_pb2.Level(
         id=level.id,
         system_key=level.system_key,

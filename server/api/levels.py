@@ -12,17 +12,7 @@ from server.api import convert
 from server.domain import commands, reports
 from server.services.tally import Tally
 from server.services.use_cases import levels, watch
-from tally.v1 import common_pb2, levels_pb2, levels_pb2_grpc
-
-
-def _level_fields(level: common_pb2.Level) -> commands.LevelFields:
-    return commands.LevelFields(
-        key=level.key,
-        name=level.name,
-        description=level.description,
-        badge_url=level.badge_url,
-        points=level.points,
-    )
+from tally.v1 import levels_pb2, levels_pb2_grpc
 
 
 class LevelsServicer(levels_pb2_grpc.LevelsServiceServicer):
@@ -33,7 +23,7 @@ class LevelsServicer(levels_pb2_grpc.LevelsServiceServicer):
     def CreateLevel(
         self, request: levels_pb2.CreateLevelRequest, context: grpc.ServicerContext
     ) -> levels_pb2.CreateLevelResponse:
-        cmd = commands.CreateLevel(request.system_key, _level_fields(request.level))
+        cmd = commands.CreateLevel(request.system_key, convert.level_in(request.level))
         level = levels.create_level(self.tally, cmd, self.clock())
         return levels_pb2.CreateLevelResponse(level=convert.level_out(level))
 
@@ -45,7 +35,7 @@ class LevelsServicer(levels_pb2_grpc.LevelsServiceServicer):
             system_key=request.level.system_key,
             key=request.level.key,
             fields=convert.mask_fields(request, "level", levels.UPDATABLE_LEVEL_FIELDS),
-            level=_level_fields(request.level),
+            level=convert.level_in(request.level),
         )
         level = levels.update_level(self.tally, cmd, self.clock())
         return levels_pb2.UpdateLevelResponse(level=convert.level_out(level))
@@ -63,7 +53,7 @@ class LevelsServicer(levels_pb2_grpc.LevelsServiceServicer):
             self.tally, request.system_key, request.page_size, request.page_token
         )
         return levels_pb2.ListLevelsResponse(
-            levels=[convert.level_resource(x) for x in page.items],
+            levels=[convert.level_out(x) for x in page.items],
             next_page_token=page.next_page_token,
         )
 

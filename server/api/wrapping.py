@@ -17,6 +17,7 @@ streams have a budget and threads of their own (api/streams.py).
 from __future__ import annotations
 
 import contextvars
+import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeAlias
 
@@ -26,6 +27,8 @@ Unary = Callable[[Any, grpc.ServicerContext], Any]
 Streaming = Callable[[Any, grpc.ServicerContext], Iterator[Any]]
 Deserializer = Callable[[bytes], Any]
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+# What is told of a call once it ends: its final status code's name and its seconds.
+Ended = Callable[[str, float], None]
 
 
 class WrappingInterceptor(grpc.ServerInterceptor):
@@ -101,6 +104,37 @@ def status_name(context: grpc.ServicerContext) -> str:
     """The status code a call that raised has been given ("UNKNOWN" when none)."""
     code = getattr(context, "code", lambda: None)()
     return code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
+
+
+def run_timed(behaviour: Unary, request: Any, context: grpc.ServicerContext, ended: Ended) -> Any:
+    """Run a unary behaviour, timed, and tell `ended` its final code: "OK", or the code a
+    call that raised has been given."""
+    started, code = time.perf_counter(), "OK"
+    try:
+        return behaviour(request, context)
+    except BaseException:
+        code = status_name(context)
+        raise
+    finally:
+        ended(code, time.perf_counter() - started)
+
+
+def iterate_timed(
+    behaviour: Streaming, request: Any, context: grpc.ServicerContext, ended: Ended
+) -> Iterator[Any]:
+    """Iterate a streaming behaviour, timed to its last item, and tell `ended` its final
+    code: "OK", "CANCELLED" when the caller went away, or the code it has been given."""
+    started, code = time.perf_counter(), "OK"
+    try:
+        yield from behaviour(request, context)
+    except GeneratorExit:  # the caller went away
+        code = "CANCELLED"
+        raise
+    except BaseException:
+        code = status_name(context)
+        raise
+    finally:
+        ended(code, time.perf_counter() - started)
 
 
 def iterate_in(context: contextvars.Context, items: Iterator[Any]) -> Iterator[Any]:

@@ -44,7 +44,7 @@ from sqlalchemy.engine import Connection
 from server.domain.model import EntryType
 from server.services.ports import BalanceCounts, EarningsTotals, Span
 from server.store.models import UTCDateTime
-from server.store.statements import accounts, ledger, users
+from server.store.statements.tables import accounts, ledger, users
 
 AWARD = EntryType.AWARD.value
 REVERSAL = EntryType.REVERSAL.value

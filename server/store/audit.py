@@ -41,8 +41,15 @@ from server.domain.audit import AccountFigures, Difference, Posted, RecordedMove
 from server.domain.ledger import CreditLot
 from server.domain.model import EntryType
 from server.services.ports import AccountKey, AccountTally, UserRange
-from server.store.statements import accounts, events, idempotency, ledger, level_changes, lots
-from server.store.statements import metric_totals as totals
+from server.store.statements.tables import (
+    accounts,
+    events,
+    idempotency,
+    ledger,
+    level_changes,
+    lots,
+)
+from server.store.statements.tables import metric_totals as totals
 
 AWARD = EntryType.AWARD.value
 DEDUCT = EntryType.DEDUCT.value

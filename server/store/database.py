@@ -23,19 +23,15 @@ from server.domain.errors import StoreUnavailable, TransientStoreError
 from server.store.analytics import SqlAnalyticsRepository
 from server.store.audit import SqlAuditRepository
 from server.store.execution import Executor
-from server.store.repositories import (
-    SqlAccountRepository,
-    SqlApiKeyRepository,
-    SqlBoostRepository,
-    SqlEventRepository,
-    SqlFeedRepository,
-    SqlIdempotencyRepository,
-    SqlLedgerRepository,
-    SqlLevelRepository,
-    SqlSystemRepository,
-    SqlTriggerRepository,
-    SqlUserRepository,
-)
+from server.store.repositories.api_keys import SqlApiKeyRepository
+from server.store.repositories.boosts import SqlBoostRepository
+from server.store.repositories.events import SqlEventRepository
+from server.store.repositories.feeds import SqlFeedRepository
+from server.store.repositories.idempotency import SqlIdempotencyRepository
+from server.store.repositories.ledger import SqlAccountRepository, SqlLedgerRepository
+from server.store.repositories.levels import SqlLevelRepository
+from server.store.repositories.systems import SqlSystemRepository, SqlTriggerRepository
+from server.store.repositories.users import SqlUserRepository
 from server.store.statements import statements_for
 
 log = logging.getLogger(__name__)

@@ -83,7 +83,7 @@ SETTLE_POLL_SECONDS = 0.002
 
 @dataclass(frozen=True)
 class Feed(Generic[T]):
-    """One feed: the store's name for its numbering (statements.Statements.feed_last),
+    """One feed: the store's name for its numbering (store/statements/feeds.py: feed_last),
     how to read items after a cursor, an item's number, and the system it is filtered
     to ("" = every system), so that only commits of that system wake its followers.
 

@@ -1,10 +1,11 @@
 """The stored form of a write's response, and the fingerprint of its request.
 
 An idempotency key remembers the response it got as versioned JSON with every field
-written out by name (`FORMAT` is its version): explicit, so that a response stored
-today still loads after the result types gain fields (missing fields take their
-defaults), and fast, so that remembering a key costs little on the write path. A request
-is fingerprinted by hashing its fields as canonical JSON (sorted keys, exact times).
+written out by name (`FORMAT` is its version; each value in its one stored form,
+domain/stored_json.py): explicit, so that a response stored today still loads after the
+result types gain fields (missing fields take their defaults), and fast, so that
+remembering a key costs little on the write path. A request is fingerprinted by hashing
+its fields as canonical JSON (sorted keys, exact times).
 """
 
 from __future__ import annotations
@@ -19,19 +20,18 @@ from decimal import Decimal
 from enum import Enum
 from typing import Any
 
-from server.domain.ledger import ONE
-from server.domain.model import (
-    Balance,
-    EntryType,
-    LedgerEntry,
-    Level,
-    LevelChange,
-    Trigger,
-)
+from server.domain.model import Trigger
 from server.domain.results import EventResult, SystemEventResult, WriteResult
+from server.domain.stored_json import (
+    balance_in,
+    balance_out,
+    entry_in,
+    entry_out,
+    level_change_in,
+    level_change_out,
+)
 
 FORMAT = 1
-ENTRY_TYPES = {t.value: t for t in EntryType}
 
 
 def dumps(result: WriteResult | EventResult) -> str:
@@ -47,9 +47,9 @@ def dumps(result: WriteResult | EventResult) -> str:
     else:
         document = {
             "v": FORMAT,
-            "entry": _entry_out(result.entry),
-            "balance": _balance_out(result.balance),
-            "level_change": _change_out(result.level_change),
+            "entry": entry_out(result.entry),
+            "balance": balance_out(result.balance),
+            "level_change": level_change_out(result.level_change),
             "replayed": result.replayed,
         }
     return json.dumps(document, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
@@ -70,9 +70,9 @@ def loads(text: str, triggers: Mapping[str, Trigger] | None = None) -> WriteResu
             },
         )
     return WriteResult(
-        entry=_entry_in(document["entry"]),
-        balance=_balance_in(document["balance"]),
-        level_change=_change_in(document.get("level_change")),
+        entry=entry_in(document["entry"]),
+        balance=balance_in(document["balance"]),
+        level_change=level_change_in(document.get("level_change")),
         replayed=document.get("replayed", False),
     )
 
@@ -109,165 +109,21 @@ def _canonical(value: Any) -> Any:
     raise TypeError(f"cannot fingerprint {type(value).__name__}")
 
 
-# -- fields, one by one -------------------------------------------------------------------
-
-
-def _time_out(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()
-
-
-def _time_in(value: str | None) -> datetime | None:
-    return None if value is None else datetime.fromisoformat(value)
-
-
-def _entry_out(e: LedgerEntry) -> dict[str, Any]:
-    return {
-        "id": e.id,
-        "sequence": e.sequence,
-        "system_key": e.system_key,
-        "user_id": e.user_id,
-        "type": e.type.value,
-        "amount": e.amount,
-        "base_amount": e.base_amount,
-        "multiplier": str(e.multiplier),
-        "boost_ids": list(e.boost_ids),
-        "capped": e.capped,
-        "balance_after": e.balance_after,
-        "reason": e.reason,
-        "metadata": e.metadata,
-        "idempotency_key": e.idempotency_key,
-        "trigger_id": e.trigger_id,
-        "event_type": e.event_type,
-        "expire_time": _time_out(e.expire_time),
-        "reverses_entry_id": e.reverses_entry_id,
-        "create_time": e.create_time.isoformat(),
-    }
-
-
-def _entry_in(d: dict[str, Any]) -> LedgerEntry:
-    multiplier = d.get("multiplier", "1")
-    return LedgerEntry(
-        id=d["id"],
-        sequence=d.get("sequence", 0),
-        system_key=d["system_key"],
-        user_id=d["user_id"],
-        type=ENTRY_TYPES[d["type"]],
-        amount=d["amount"],
-        base_amount=d.get("base_amount", d["amount"]),
-        multiplier=ONE if multiplier == "1" else Decimal(multiplier),
-        boost_ids=tuple(d.get("boost_ids", ())),
-        capped=d.get("capped", False),
-        balance_after=d["balance_after"],
-        reason=d.get("reason", ""),
-        metadata=d.get("metadata", {}),
-        idempotency_key=d.get("idempotency_key", ""),
-        trigger_id=d.get("trigger_id", ""),
-        event_type=d.get("event_type", ""),
-        expire_time=_time_in(d.get("expire_time")),
-        reverses_entry_id=d.get("reverses_entry_id", ""),
-        create_time=datetime.fromisoformat(d["create_time"]),
-    )
-
-
-def _balance_out(b: Balance) -> dict[str, Any]:
-    return {
-        "system_key": b.system_key,
-        "user_id": b.user_id,
-        "balance": b.balance,
-        "total_earned": b.total_earned,
-        "total_spent": b.total_spent,
-        "total_expired": b.total_expired,
-        "max_points": b.max_points,
-        "last_earned_time": _time_out(b.last_earned_time),
-        "level": _level_out(b.level),
-    }
-
-
-def _balance_in(d: dict[str, Any]) -> Balance:
-    return Balance(
-        system_key=d["system_key"],
-        user_id=d["user_id"],
-        balance=d["balance"],
-        total_earned=d["total_earned"],
-        total_spent=d["total_spent"],
-        total_expired=d["total_expired"],
-        max_points=d.get("max_points", 0),
-        last_earned_time=_time_in(d.get("last_earned_time")),
-        level=_level_in(d.get("level")),
-    )
-
-
-def _level_out(level: Level | None) -> dict[str, Any] | None:
-    if level is None:
-        return None
-    return {
-        "id": level.id,
-        "system_key": level.system_key,
-        "key": level.key,
-        "name": level.name,
-        "description": level.description,
-        "badge_url": level.badge_url,
-        "points": level.points,
-    }
-
-
-def _level_in(d: dict[str, Any] | None) -> Level | None:
-    if d is None:
-        return None
-    return Level(
-        id=d["id"],
-        system_key=d["system_key"],
-        key=d["key"],
-        name=d.get("name", ""),
-        description=d.get("description", ""),
-        badge_url=d.get("badge_url", ""),
-        points=d["points"],
-    )
-
-
-def _change_out(change: LevelChange | None) -> dict[str, Any] | None:
-    if change is None:
-        return None
-    return {
-        "sequence": change.sequence,
-        "system_key": change.system_key,
-        "user_id": change.user_id,
-        "previous_level": _level_out(change.previous_level),
-        "new_level": _level_out(change.new_level),
-        "entry_id": change.entry_id,
-        "create_time": change.create_time.isoformat(),
-    }
-
-
-def _change_in(d: dict[str, Any] | None) -> LevelChange | None:
-    if d is None:
-        return None
-    return LevelChange(
-        system_key=d["system_key"],
-        user_id=d["user_id"],
-        previous_level=_level_in(d.get("previous_level")),
-        new_level=_level_in(d.get("new_level")),
-        entry_id=d["entry_id"],
-        create_time=datetime.fromisoformat(d["create_time"]),
-        sequence=d.get("sequence", 0),
-    )
-
-
 def _system_result_out(r: SystemEventResult) -> dict[str, Any]:
     return {
         "added": r.added,
-        "balance": _balance_out(r.balance),
+        "balance": balance_out(r.balance),
         # a trigger by id: it is configuration, and its whole form would more than double
         # the stored response of every event (a row PostgreSQL would then compress)
-        "awards": [{"entry": _entry_out(e), "trigger_id": t.id} for e, t in r.awards],
-        "level_change": _change_out(r.level_change),
+        "awards": [{"entry": entry_out(e), "trigger_id": t.id} for e, t in r.awards],
+        "level_change": level_change_out(r.level_change),
     }
 
 
 def _system_result_in(d: dict[str, Any], triggers: Mapping[str, Trigger]) -> SystemEventResult:
     return SystemEventResult(
         added=d["added"],
-        balance=_balance_in(d["balance"]),
-        awards=tuple((_entry_in(a["entry"]), triggers[a["trigger_id"]]) for a in d["awards"]),
-        level_change=_change_in(d.get("level_change")),
+        balance=balance_in(d["balance"]),
+        awards=tuple((entry_in(a["entry"]), triggers[a["trigger_id"]]) for a in d["awards"]),
+        level_change=level_change_in(d.get("level_change")),
     )

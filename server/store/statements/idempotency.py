@@ -1,0 +1,17 @@
+"""Idempotency keys: what a batch's keys remember, written with the batch (a batch reads
+them with its accounts: LedgerStatements.standing)."""
+
+from __future__ import annotations
+
+from sqlalchemy import Executable
+
+from server.store.statements.tables import Dialect, from_json, idempotency
+
+
+class IdempotencyStatements:
+    def __init__(self, d: Dialect) -> None:
+        insert = d.insert
+        self.key_add: Executable = insert(idempotency)
+        if d.set_based:
+            names = [c.name for c in idempotency.c]
+            self.key_add = insert(idempotency).from_select(names, from_json(idempotency, names))

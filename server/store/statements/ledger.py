@@ -1,0 +1,259 @@
+"""The ledger: accounts and their credit lots, entries and their owners, and the reads of
+a user's standing (a batch's, and a caller's view with a page of entries)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Executable,
+    Select,
+    and_,
+    bindparam,
+    cast,
+    delete,
+    func,
+    literal,
+    literal_column,
+    null,
+    select,
+    true,
+    union_all,
+)
+
+from server.store.models import LEDGER_SEQUENCE
+from server.store.statements.tables import (
+    Dialect,
+    accounts,
+    config_version,
+    from_json,
+    idempotency,
+    ledger,
+    lots,
+    owners,
+    users,
+)
+
+ACCOUNT_TOTALS = (
+    "balance",
+    "total_earned",
+    "total_spent",
+    "total_expired",
+    "award_entries",
+    "deduct_entries",
+    "expire_entries",
+    "reversal_entries",
+    "last_earned_time",
+    "next_expire_time",
+    "interval_marks",
+    "next_accrual_time",
+    "accrual_version",
+    "update_time",
+)
+
+
+class LedgerStatements:
+    def __init__(self, d: Dialect) -> None:
+        insert, one_of = d.insert, d.one_of
+        # What a batch reads once its users are locked (never in the locking statement:
+        # a FOR UPDATE that waits re-reads only the locked rows, and would join a stale
+        # account). Every table is keyed by user, so under Citus each is a shard's read.
+        # A batch's accounts and what its keys remember come back in one statement: rows
+        # of accounts (kind "a") and of keys (kind "k"), each padded with the other's
+        # columns as NULLs.
+        key_columns = [idempotency.c[n] for n in ("scope", "key", "request_hash", "response")]
+        account_columns = [c for c in accounts.c if c.name != "user_id"]
+
+        def nulls(columns: list[Any], prefix: str) -> list[Any]:
+            return [cast(null(), c.type).label(prefix + c.name) for c in columns]
+
+        self.standing = union_all(
+            select(
+                literal("a").label("kind"),
+                accounts.c.user_id,
+                *(c.label("a_" + c.name) for c in account_columns),
+                *nulls(key_columns, "k_"),
+            ).where(one_of(accounts.c.user_id, "user_ids")),
+            select(
+                literal("k"),
+                idempotency.c.user_id,
+                *nulls(account_columns, "a_"),
+                *(c.label("k_" + c.name) for c in key_columns),
+            ).where(one_of(idempotency.c.user_id, "user_ids"), one_of(idempotency.c.key, "keys")),
+        )
+        self.lots_of = select(lots).where(one_of(lots.c.user_id, "user_ids"))
+        self.reversals_of = select(ledger.c.user_id, ledger.c.reverses_entry_id, ledger.c.id).where(
+            one_of(ledger.c.user_id, "user_ids"), one_of(ledger.c.reverses_entry_id, "entry_ids")
+        )
+
+        account_of_user = and_(
+            accounts.c.user_id == users.c.id, accounts.c.system_key == bindparam("system_key")
+        )
+        # A read of a user's standing: the user (to tell "unknown user" from "no points
+        # yet") and their account in the system, in one statement.
+        self.user_and_account = (
+            select(users, *(c.label(f"account_{c.name}") for c in accounts.c))
+            .select_from(users.outerjoin(accounts, account_of_user))
+            .where(users.c.id == bindparam("id"))
+        )
+
+        # accounts and their credit lots (PostgreSQL: set-based, see Dialect.set_based)
+        account_insert = insert(accounts)
+        if d.set_based:
+            names = [c.name for c in accounts.c]
+            account_insert = insert(accounts).from_select(names, from_json(accounts, names))
+        # New values come through `excluded`, never as expressions such as now():
+        # Citus refuses those in ON CONFLICT DO UPDATE.
+        self.account_save = account_insert.on_conflict_do_update(
+            index_elements=["user_id", "system_key"],
+            set_={name: account_insert.excluded[name] for name in ACCOUNT_TOTALS},
+        )
+        # The systems a user has an account in (what a key limited to some may learn).
+        self.account_systems = select(accounts.c.system_key).where(
+            accounts.c.user_id == bindparam("user_id")
+        )
+        self.accounts_due = (
+            select(accounts.c.system_key, accounts.c.user_id)
+            .where(accounts.c.next_expire_time <= bindparam("now"))
+            .order_by(accounts.c.next_expire_time)
+            .limit(bindparam("limit"))
+        )
+        # The accrual sweep: accounts with a firing due (by the partial index), and, once
+        # after a trigger of the system changed, those worked out before (a pass over the
+        # system's accounts, in keyset pages).
+        self.accounts_accrual_due = (
+            select(accounts.c.user_id)
+            .where(
+                accounts.c.system_key == bindparam("system_key"),
+                accounts.c.next_accrual_time.is_not(None),
+                accounts.c.next_accrual_time <= bindparam("now"),
+            )
+            .order_by(accounts.c.next_accrual_time)
+            .limit(bindparam("limit"))
+        )
+        self.accounts_accrual_stale = (
+            select(accounts.c.user_id)
+            .where(
+                accounts.c.system_key == bindparam("system_key"),
+                accounts.c.user_id > bindparam("after"),
+                accounts.c.accrual_version < bindparam("epoch"),
+            )
+            .order_by(accounts.c.user_id)
+            .limit(bindparam("limit"))
+        )
+        lot_insert = insert(lots)
+        self.lot_save = lot_insert.on_conflict_do_update(
+            index_elements=["user_id", "system_key", "entry_id"],
+            set_={"remaining": lot_insert.excluded.remaining},
+        )
+        self.lot_delete = delete(lots).where(
+            lots.c.user_id == bindparam("user_id"),
+            lots.c.system_key == bindparam("system_key"),
+            lots.c.entry_id == bindparam("entry_id"),
+        )
+
+        # the ledger: one insert numbers a batch's entries in order and returns the numbers
+        # (PostgreSQL: nextval per row, in the order of the arrays). SQLite runs one writer
+        # at a time (BEGIN IMMEDIATE), so numbering from max + 1 is safe there.
+        self.entry_add: Executable
+        if d.set_based:
+            names = [c.name for c in ledger.c if c.name != "sequence"]
+            numbered = from_json(ledger, names).add_columns(LEDGER_SEQUENCE.next_value())
+            self.entry_add = (
+                insert(ledger)
+                .from_select([*names, "sequence"], numbered)
+                .returning(ledger.c.id, ledger.c.sequence)
+            )
+        else:
+            self.entry_add = insert(ledger)
+            self.sequence_next = select(
+                func.coalesce(func.max(ledger.c.sequence), 0) + literal_column("1")
+            )
+        # An entry by id alone: its owner first (one shard under Citus, where the owners
+        # are distributed by entry id), then the entry on its user's shard.
+        owner_insert = insert(owners)
+        if d.set_based:
+            names = [c.name for c in owners.c]
+            owner_insert = insert(owners).from_select(names, from_json(owners, names))
+        self.owner_add = owner_insert
+        self.owner_of = select(owners.c.user_id).where(owners.c.entry_id == bindparam("id"))
+        self.entry_get = select(ledger).where(
+            ledger.c.user_id == bindparam("user_id"), ledger.c.id == bindparam("id")
+        )
+        of_account = (
+            ledger.c.user_id == bindparam("user_id"),
+            ledger.c.system_key == bindparam("system_key"),
+        )
+        of_types = one_of(ledger.c.type, "types")
+        newest_first = ledger.c.sequence.desc()
+        before = ledger.c.sequence < bindparam("before")
+        self.page_first = (
+            select(ledger).where(*of_account).order_by(newest_first).limit(bindparam("limit"))
+        )
+        self.page_before = self.page_first.where(before)
+        self.page_typed_first = self.page_first.where(of_types)
+        self.page_typed_before = self.page_first.where(of_types, before)
+
+        # A read of a user's standing in one system: the user (to tell "unknown user" from
+        # "no points yet"), their account, a page of their newest entries (a LATERAL join:
+        # one row per entry, or one with no entry) and the configuration's version, in
+        # one statement, and so one snapshot (PostgreSQL; SQLite reads the page apart).
+        def user_view(*page_filters: ColumnElement[bool]) -> Select[Any]:
+            page = (
+                select(ledger)
+                .where(
+                    # the bound id, not users.id: so the planner knows whose history it
+                    # reads (a long one is read by index, newest first, not sorted whole)
+                    ledger.c.user_id == bindparam("id"),
+                    ledger.c.system_key == bindparam("system_key"),
+                    *page_filters,
+                )
+                .order_by(newest_first)
+                .limit(bindparam("limit"))
+                .lateral("page")
+            )
+            return (
+                select(
+                    users,
+                    *(c.label(f"account_{c.name}") for c in accounts.c),
+                    *(c.label(f"entry_{c.name}") for c in page.c),
+                    config_version.scalar_subquery().label("config"),
+                )
+                .select_from(users.outerjoin(accounts, account_of_user).outerjoin(page, true()))
+                .where(users.c.id == bindparam("id"))
+                .order_by(page.c.sequence.desc())
+            )
+
+        self.view_first = user_view()
+        self.view_before = user_view(before)
+        self.view_typed_first = user_view(of_types)
+        self.view_typed_before = user_view(of_types, before)
+        self.chunk = (
+            select(ledger)
+            .where(
+                *of_account,
+                ledger.c.sequence > bindparam("after"),
+                ledger.c.sequence <= bindparam("through"),
+                ledger.c.create_time >= bindparam("start_time"),
+                ledger.c.create_time < bindparam("end_time"),
+            )
+            .order_by(ledger.c.sequence)
+            .limit(bindparam("limit"))
+        )
+
+        # The ledger's live feed (services/held/feed.py): its entries in sequence order,
+        # after a cursor and up to a bound below which nothing can still commit.
+        after_cursor = (
+            ledger.c.sequence > bindparam("after"),
+            ledger.c.sequence <= bindparam("through"),
+        )
+        self.ledger_feed = (
+            select(ledger)
+            .where(*after_cursor)
+            .order_by(ledger.c.sequence)
+            .limit(bindparam("limit"))
+        )
+        self.ledger_feed_of_system = self.ledger_feed.where(
+            ledger.c.system_key == bindparam("system_key")
+        )

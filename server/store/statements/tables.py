@@ -1,0 +1,117 @@
+"""The tables the statements read and write, and what the statements of every aggregate
+share: the dialect's forms (`Dialect`) and a batch's rows bound as one JSON set."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    Select,
+    String,
+    Table,
+    Text,
+    any_,
+    bindparam,
+    cast,
+    column,
+    func,
+    select,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql import table as sa_table
+from sqlalchemy.sql.elements import ColumnClause
+
+from server.store.models import (
+    AccountRow,
+    ApiKeyRow,
+    BoostRow,
+    ConfigVersionRow,
+    CreditLotRow,
+    EntryOwnerRow,
+    EventRow,
+    IdempotencyRow,
+    LedgerEntryRow,
+    LevelChangeRow,
+    LevelRow,
+    MetricTotalRow,
+    SystemRow,
+    TriggerRow,
+    UserRow,
+)
+
+# PostgreSQL's view of its sessions (the live feeds' watermark reads it).
+activity = sa_table(
+    "pg_stat_activity",
+    column("pid", Integer),
+    column("datname", String),
+    column("backend_xid", String),
+)
+
+
+def _table(model: Any) -> Table:
+    table: Table = model.__table__
+    return table
+
+
+systems = _table(SystemRow)
+users = _table(UserRow)
+accounts = _table(AccountRow)
+lots = _table(CreditLotRow)
+ledger = _table(LedgerEntryRow)
+owners = _table(EntryOwnerRow)
+idempotency = _table(IdempotencyRow)
+config = _table(ConfigVersionRow)
+triggers = _table(TriggerRow)
+metric_totals = _table(MetricTotalRow)
+events = _table(EventRow)
+levels = _table(LevelRow)
+boosts = _table(BoostRow)
+level_changes = _table(LevelChangeRow)
+api_keys = _table(ApiKeyRow)
+
+# The configuration's version (every statement that reads it as a subquery reads this).
+config_version = select(config.c.version).where(config.c.id == 1)
+
+
+class Dialect:
+    """What the statements of one dialect are built with."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.insert = postgresql.insert if name == "postgresql" else sqlite.insert
+        # PostgreSQL writes a batch's rows with one set-based statement per table (rows
+        # bound as one JSON array, see json_rows); SQLite, in-process, runs executemany.
+        self.set_based = name == "postgresql"
+
+    def one_of(self, column: ColumnClause[Any] | Any, name: str) -> ColumnElement[bool]:
+        """`column` is one of the list bound as `name`: `= ANY(array)` on PostgreSQL
+        (one statement text, and so one prepared plan, whatever the list's length),
+        an expanding IN on SQLite."""
+        if self.name == "postgresql":
+            return column == any_(bindparam(name, type_=postgresql.ARRAY(String)))
+        return column.in_(bindparam(name, expanding=True))
+
+
+def json_rows(table: Table, names: list[str]) -> Any:
+    """The rows of a JSON array bound as `rows` (one object per row, keyed by column name)
+    as a table: a batch's rows as one set, so that one statement writes them all, its text
+    (and so its prepared plan) the same whatever the batch's size, and its one parameter
+    made by a single json.dumps (PostgreSQL)."""
+    return (
+        func.jsonb_to_recordset(cast(bindparam("rows", type_=Text), postgresql.JSONB))
+        .table_valued(*(column(n, _plain(table.c[n].type)) for n in names))
+        .render_derived(name="batch", with_types=True)
+    )
+
+
+def from_json(table: Table, names: list[str]) -> Select[Any]:
+    """SELECT of `names` from json_rows."""
+    rows = json_rows(table, names)
+    return select(*(rows.c[n] for n in names))
+
+
+def _plain(type_: Any) -> Any:
+    """The column's type as SQL knows it (a TypeDecorator's own implementation)."""
+    return getattr(type_, "impl", type_)

@@ -1,0 +1,42 @@
+"""Users: the users of a batch of changes locked in one sorted order, and new ones added."""
+
+from __future__ import annotations
+
+from sqlalchemy import bindparam, select, update
+
+from server.store.statements.tables import Dialect, config_version, from_json, json_rows, users
+
+
+class UserStatements:
+    def __init__(self, d: Dialect) -> None:
+        insert, one_of = d.insert, d.one_of
+        self.user_get = select(users).where(users.c.id == bindparam("id"))
+        user_insert = insert(users)
+        self.user_update = update(users).where(users.c.id == bindparam("match_id"))
+        if d.set_based:
+            names = [c.name for c in users.c]
+            user_insert = insert(users).from_select(names, from_json(users, names))
+            changed = json_rows(users, ["id", "display_name", "email", "attributes"])
+            self.user_update = (
+                update(users)
+                .where(users.c.id == changed.c.id)
+                .values(
+                    display_name=changed.c.display_name,
+                    email=changed.c.email,
+                    attributes=changed.c.attributes,
+                )
+            )
+        self.user_add = user_insert.on_conflict_do_nothing(index_elements=["id"]).returning(
+            users.c.id
+        )
+
+        # The users of a batch of changes, locked in one sorted order (so that batches
+        # sharing users never deadlock), or read without a lock for a dry run. Under Citus,
+        # FOR UPDATE over several users' rows is refused: there a batch locks one user at
+        # a time in the same order (SqlUserRepository._locked).
+        # The lock also returns the configuration's version, so a process learns of a
+        # configuration change from the statement it runs anyway.
+        self.users_of = select(users).where(one_of(users.c.id, "ids")).order_by(users.c.id)
+        self.users_lock = self.users_of.add_columns(
+            config_version.scalar_subquery().label("config")
+        ).with_for_update(of=users)

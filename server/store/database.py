@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 TRANSIENT_SQLSTATES = {"40001", "40P01", "55P03", "57P01", "57P02", "57P03"}
 WRITE_OPTION = "tally_write"
 CITUS = "tally_citus"  # a connection's info: its database has the citus extension
+# A connection's info, on Citus: what a write transaction runs first (see on_connect).
+LOCK_TIMEOUT_STATEMENT = "tally_lock_timeout_statement"
 
 
 # How long a statement waits for a row lock before it fails (55P03, retried, then
@@ -98,18 +100,10 @@ def _postgres_engine(url: str, pool_size: int, lock_timeout: float) -> Engine:
                 # lock_timeout stays on the coordinator; a transaction's own (SET LOCAL)
                 # goes with it to every worker it touches when Citus is told to pass it on.
                 cursor.execute("SET citus.propagate_set_commands = 'local'")
+                record.info[LOCK_TIMEOUT_STATEMENT] = (
+                    f"SET LOCAL lock_timeout = {int(lock_timeout * 1000)}"
+                )
         dbapi_connection.commit()
-
-    set_lock_timeout = f"SET LOCAL lock_timeout = {int(lock_timeout * 1000)}"
-
-    @event.listens_for(engine, "begin")
-    def on_begin(connection: Connection) -> None:
-        # Only writes wait for row locks (reads see their snapshot), so only they pay the
-        # statement, and only on Citus, where the session's timeout does not reach.
-        if connection.get_execution_options().get(WRITE_OPTION, False) and (
-            connection.connection.info.get(CITUS)
-        ):
-            connection.exec_driver_sql(set_lock_timeout)
 
     return engine
 
@@ -182,8 +176,9 @@ class SqlUnitOfWork:
         self._connection: Connection | None = None
 
     def __enter__(self) -> Self:
+        opened: Connection | None = None
         try:
-            connection = self._engine.connect()
+            connection = opened = self._engine.connect()
             if self._write:
                 connection = connection.execution_options(**{WRITE_OPTION: True})
             elif self._snapshot and self._engine.dialect.name == "postgresql":
@@ -198,7 +193,16 @@ class SqlUnitOfWork:
                 # transaction, and skip its BEGIN and ROLLBACK round trips. (SQLite reads
                 # the parts apart, in its deferred BEGIN, which is a snapshot in WAL.)
                 connection = connection.execution_options(isolation_level="AUTOCOMMIT")
+            lock_timeout = connection.info.get(LOCK_TIMEOUT_STATEMENT)
+            if self._write and lock_timeout:
+                # Only writes wait for row locks (reads see their snapshot), so only they
+                # pay the statement, and only on Citus, where the session's timeout does not
+                # reach. (A statement here rather than an engine "begin" event: any engine
+                # event makes SQLAlchemy dispatch on every statement of every connection.)
+                connection.exec_driver_sql(lock_timeout)
         except DBAPIError as exc:
+            if opened is not None:
+                opened.close()  # back to the pool (invalidated, if it died)
             if is_transient(exc):
                 raise TransientStoreError(str(exc.orig)) from exc
             raise

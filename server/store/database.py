@@ -219,7 +219,7 @@ class SqlUnitOfWork:
         self.levels = SqlLevelRepository(db, sql)
         self.boosts = SqlBoostRepository(db, sql)
         self.api_keys = SqlApiKeyRepository(db, sql)
-        self.feeds = SqlFeedRepository(db, sql)
+        self.feeds = SqlFeedRepository(db, sql, citus=connection.info.get(CITUS, False))
         self.analytics = SqlAnalyticsRepository(connection)
         self.audit = SqlAuditRepository(connection)
         return self

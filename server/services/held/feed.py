@@ -34,12 +34,17 @@ committed number, so numbers commit in order: the highest committed number is th
 watermark, and a reader's snapshot holds every item below it.
 
 On Citus the sequence lives on the coordinator (one order while every write goes
-through it), but the transactions that insert the entries run on the workers: the
-coordinator's pg_stat_activity shows its own sessions, which hold a transaction id from
-the nextval onwards only if they took one locally. So on Citus the writer list must come
-from every node (`run_command_on_all_nodes`) or the feed become one per shard, each with
-its own watermark and a cursor per shard (SCALE-OUT.md: "designed per shard or per
-user"). Not built here; the seam is FeedRepository.
+through it), but the rows are written on the workers, and a writer's coordinator session
+may hold no transaction id at all. There step 2 lists instead every client session of this
+database that is not idle: in a transaction, or running a statement (COMMIT included,
+and with it the workers' commits, which Citus makes before the COMMIT returns), each as
+its pid and the start of its transaction. A writer that took a number <= L is one of them
+until its COMMIT has returned; it has ended once its session is idle or has begun
+another transaction. Reads in a transaction (verify, export) are waited for too: they
+delay the feed, never break it. (A worker that fails between the two phases of a commit
+leaves a prepared transaction that Citus's recovery commits later: an entry of it could
+then come after the watermark passed it. The fault is a worker crash mid-commit; not
+handled here.)
 
 Followers are woken when their own process's writer commits (`Feeds.committed`, hooked
 to the writer) and otherwise look again every POLL_SECONDS (writes of other processes),

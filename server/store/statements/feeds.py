@@ -16,6 +16,7 @@ from sqlalchemy import (
     func,
     literal,
     select,
+    text,
 )
 from sqlalchemy.dialects import postgresql
 
@@ -46,6 +47,28 @@ class FeedStatements:
         self.feed_running = select(func.array_agg(writer).label("running")).where(
             writer == any_(bindparam("writers", type_=postgresql.ARRAY(String)))
         )
+        # On a Citus coordinator the rows are written on the workers, and a writer's
+        # coordinator session may hold no transaction id at all: every client session of
+        # this database that is in a transaction (or running a statement, COMMIT and the
+        # workers' commits included) may hold numbers, as "pid|xact_start". One of them
+        # has ended once its session is idle or has begun another transaction.
+        session = func.concat(
+            cast(activity.c.pid, Text),
+            literal("|"),
+            func.coalesce(cast(activity.c.xact_start, Text), literal("")),
+        )
+        self.feed_writers_citus = select(func.array_agg(session).label("writers")).where(
+            activity.c.datname == func.current_database(),
+            activity.c.backend_type == literal("client backend"),
+            activity.c.state != literal("idle"),
+            activity.c.pid != func.pg_backend_pid(),
+        )
+        self.feed_running_citus = text(
+            "SELECT array_agg(w) AS running FROM unnest(CAST(:writers AS text[])) AS w "
+            "WHERE EXISTS (SELECT 1 FROM pg_stat_activity a "
+            "WHERE a.pid = CAST(split_part(w, '|', 1) AS integer) AND a.state <> 'idle' "
+            "AND (a.xact_start IS NULL OR CAST(a.xact_start AS text) = split_part(w, '|', 2)))"
+        ).bindparams(bindparam("writers", type_=postgresql.ARRAY(String)))
 
 
 def _feed_last(dialect: str, sequence: str, numbered: ColumnElement[Any]) -> Executable:

@@ -47,6 +47,9 @@ activity = sa_table(
     column("pid", Integer),
     column("datname", String),
     column("backend_xid", String),
+    column("backend_type", String),
+    column("state", String),
+    column("xact_start", String),
 )
 
 

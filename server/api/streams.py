@@ -7,8 +7,8 @@ budget is refused at once, RESOURCE_EXHAUSTED `RATE_LIMITED` with a RetryInfo, r
 than taking a thread that unary calls need: streams can never starve them.
 
 Two budgets, each with threads of its own:
-- Tally's streams: `max_streams` open at once, of which one caller (an API key; a user
-  token with its user) holds at most `max_streams_per_key`, so that one key's followers
+- Tally's streams: `max_streams` open at once, of which one API key (with every user
+  token it issued) holds at most `max_streams_per_key`, so that one key's followers
   do not refuse every other key's streams. The guard runs before the budget, so the
   caller is known here; a server without keys (--insecure-no-auth) has one trusted
   caller, held only to `max_streams`.
@@ -33,8 +33,8 @@ from server.domain.errors import RateLimited
 from server.services.held import callers
 
 RETRY_SECONDS = 1.0
-# A caller's streams are counted under (key id, user id of a token or "").
-CallerId = tuple[str, str]
+# A caller's streams are counted under its API key's id.
+CallerId = str
 
 
 class StreamBudget(WrappingInterceptor):
@@ -110,9 +110,11 @@ def _refusal(budget: str, limit: int) -> RateLimited:
 
 
 def _caller_id() -> CallerId | None:
-    """Whom the current stream counts against; None for the trusted caller of a server
-    without keys, held to the whole budget only."""
+    """Whom the current stream counts against: its API key, also for the user tokens the
+    key issued (a write key mints tokens for any user it likes, so counting each token's
+    user apart would let one key hold the whole budget); None for the trusted caller of a
+    server without keys, held to the whole budget only."""
     caller = callers.current()
     if caller == TRUSTED:
         return None
-    return (caller.key_id, caller.user_id or "")
+    return caller.key_id

@@ -74,11 +74,12 @@ class Reach:
 
     @property
     def tag(self) -> str:
-        """A short, fixed-length name for keying (a user-wide idempotency key's scope): ''
-        for every system, else '@' and a digest of the name (no system key starts with '@',
-        so it never meets a system's own scope)."""
+        """A short, fixed-length name for keying (a user-wide idempotency key's scope): '@*'
+        for every system, else '@' and a digest of the name. No system key starts with '@',
+        so it never meets a system's own scope, and '' (LEGACY_USER_SCOPE) is left to the
+        keys kept before scopes had reaches."""
         if not self.systems:
-            return ""
+            return "@*"
         return "@" + hashlib.sha256(self.name.encode()).hexdigest()[:40]
 
     def allows(self, system_key: str) -> bool:
@@ -91,6 +92,10 @@ class Reach:
 
 
 EVERY_SYSTEM = Reach()
+# Where RecordEvent's keys were kept before they were scoped by reach (migration 0014):
+# such a key is still honoured, by every caller, so that a retry across the upgrade
+# replays rather than runs again (the response replayed shows the caller's systems only).
+LEGACY_USER_SCOPE = ""
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from server.domain import changes, commands, levels
-from server.domain.access import EVERY_SYSTEM, Reach
+from server.domain.access import EVERY_SYSTEM, LEGACY_USER_SCOPE, Reach
 from server.domain.balances import balance_in
 from server.domain.book import Book
 from server.domain.changes import TriggerAward
@@ -461,10 +461,17 @@ class _Batch:
                     raise IdempotencyKeyReused(command.idempotency_key)
                 return Repeat(earlier)
             remembered = self.given.remembered.get(scope)
+            legacy = remembered is None and not command.system_key
+            if legacy:  # a user-wide key kept before keys had reaches (access.py)
+                old = (command.user_id, LEGACY_USER_SCOPE, command.idempotency_key)
+                remembered = self.given.remembered.get(old)
             if remembered is not None:
                 if remembered.request_hash != command.request_hash:
                     raise IdempotencyKeyReused(command.idempotency_key)
-                return dataclasses.replace(remembered.load(), replayed=True)
+                response = remembered.load()
+                if legacy and isinstance(response, EventResult):
+                    response = response.within(command.reach.allows)
+                return dataclasses.replace(response, replayed=True)
         rules = self.given.rules
         if command.system_key and command.system_key not in rules.systems:
             raise SystemNotFound(command.system_key)

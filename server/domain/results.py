@@ -3,7 +3,7 @@ messages, the codec into the stored responses idempotency keys replay."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
@@ -60,6 +60,10 @@ class EventResult:
     metric_total: Decimal
     results: dict[str, SystemEventResult] = field(default_factory=dict)
     replayed: bool = False
+
+    def within(self, allows: Callable[[str], bool]) -> EventResult:
+        """The result as a caller who may use only the systems `allows` may see it."""
+        return replace(self, results={k: r for k, r in self.results.items() if allows(k)})
 
     def with_levels(self, moves: Mapping[str, LevelChange]) -> EventResult:
         results = {k: replace(r, level_change=moves.get(k)) for k, r in self.results.items()}

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from server.domain import commands
-from server.domain.access import Reach
+from server.domain.access import EVERY_SYSTEM, LEGACY_USER_SCOPE, Reach
 from server.domain.batch import (
     AwardPoints,
     BatchDecision,
@@ -48,7 +48,7 @@ from server.domain.model import (
     User,
     UserProfile,
 )
-from server.domain.results import EventResult, WriteResult, Written
+from server.domain.results import EventResult, SystemEventResult, WriteResult, Written
 from server.domain.rules import Rules
 from tests.conftest import T0
 
@@ -389,3 +389,37 @@ def _one_entry() -> Any:
 
 def _balance() -> Any:
     return Account("xp", "bob", balance=10, total_earned=10).to_balance(0)
+
+
+# -- reaches -------------------------------------------------------------------------------
+
+
+def test_a_limited_deduct_does_not_welcome_a_new_user_outside_its_reach() -> None:
+    """The change that created the user failed, so it is not welcomed yet; a later change
+    of a key limited to xp welcomes it in xp alone (review: Deduct ran with every system)."""
+    limited = Reach(frozenset({"xp"}))
+    creating = award("ann", 3, system="nope", reach=limited)  # fails: no such system
+    later = DeductPoints(commands.Deduct("xp", "ann", 1), T0, reach=limited)
+    decision = decide(batch([creating, later], new=frozenset({"ann"})))
+    assert not any(e.system_key == "gems" for e in decision.entries)
+    assert [e.system_key for e in decision.entries] == ["xp", "xp"]  # welcome, then deduct
+
+
+def test_an_event_key_kept_before_keys_had_reaches_still_replays() -> None:
+    """A RecordEvent key stored user-wide (scope '', before migration 0014) replays for a
+    caller of any reach, showing that caller's systems only, rather than running again."""
+    cmd = commands.RecordEvent(UserProfile("bob"), "lesson", idempotency_key="order-1")
+    each = SystemEventResult(0, _balance())
+    kept = EventResult("ev-1", Decimal(1), {"xp": each, "gems": each})
+    remembered = {("bob", LEGACY_USER_SCOPE, "order-1"): Remembered("h", lambda: kept)}
+    limited = Reach(frozenset({"xp"}))
+    for reach, systems in ((limited, {"xp"}), (EVERY_SYSTEM, {"xp", "gems"})):
+        event = CountEvent(cmd, T0, request_hash="h", reach=reach)
+        decision = decide(batch([event], existing={"bob": {}}, remembered=remembered))
+        (answer,) = decision.answers
+        assert isinstance(answer, EventResult), answer
+        assert (answer.replayed, answer.event_id, set(answer.results)) == (True, "ev-1", systems)
+        assert decision.entries == ()
+    other = CountEvent(cmd, T0, request_hash="another request", reach=limited)
+    (refused,) = decide(batch([other], existing={"bob": {}}, remembered=remembered)).answers
+    assert isinstance(refused, IdempotencyKeyReused)

@@ -707,3 +707,34 @@ class TestKeys:
         )
         code, reason, _ = refusal(lambda: ring.authenticate_key("tally_" + "x" * 43))
         assert (code, reason) == (grpc.StatusCode.UNAUTHENTICATED, "API_KEY_INVALID")
+
+
+class TestChangesCarryTheCallersReach:
+    """What a change may affect beyond its own system (a new user's welcome) is bounded
+    by the caller's systems, for every kind of change a use case queues."""
+
+    @pytest.mark.parametrize("kind", ["award", "deduct", "reverse"])
+    def test_the_queued_change_has_the_callers_reach(
+        self, tally: Tally, monkeypatch: pytest.MonkeyPatch, kind: str
+    ) -> None:
+        system(tally)
+        entry = award(tally, "ann", 10).entry
+        queued: list[Any] = []
+        real_post = tally.writer.post
+
+        def post(changes: Any) -> Any:
+            queued.extend(changes)
+            return real_post(changes)
+
+        monkeypatch.setattr(tally.writer, "post", post)
+        limited = Caller("k", Scope.WRITE, frozenset({"xp"}))
+
+        def call() -> Any:
+            if kind == "award":
+                return award(tally, "ann", 1)
+            if kind == "deduct":
+                return deduct(tally, "ann", 1)
+            return points_changes.reverse(tally, commands.Reverse(entry.id), T0)
+
+        callers.context_of(limited).run(call)
+        assert [c.reach for c in queued] == [Reach(frozenset({"xp"}))]

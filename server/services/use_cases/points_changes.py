@@ -46,7 +46,14 @@ def deduct(tally: Tally, cmd: commands.Deduct, now: datetime) -> WriteResult:
     callers.current().check_system(cmd.system_key)
     tally.system(cmd.system_key)
     tally.limits.take(cmd.system_key, cmd.user_id)
-    change = DeductPoints(cmd, now, request_hash=idempotency.fingerprint("Deduct", cmd))
+    # (its reach too: a user created earlier in the batch by a change that failed is not
+    # welcomed yet, and this one must not welcome it outside the caller's systems)
+    change = DeductPoints(
+        cmd,
+        now,
+        request_hash=idempotency.fingerprint("Deduct", cmd),
+        reach=callers.current().reach,
+    )
     return _one(tally, change, dry_run=cmd.validate_only)
 
 
@@ -83,7 +90,13 @@ def reverse(tally: Tally, cmd: commands.Reverse, now: datetime) -> WriteResult:
     if original is None or not callers.current().allows_system(original.system_key):
         raise EntryNotFound(cmd.entry_id)
     tally.limits.take(original.system_key, original.user_id)
-    change = ReverseEntry(cmd, original, now, request_hash=idempotency.fingerprint("Reverse", cmd))
+    change = ReverseEntry(
+        cmd,
+        original,
+        now,
+        request_hash=idempotency.fingerprint("Reverse", cmd),
+        reach=callers.current().reach,
+    )
     return _one(tally, change, dry_run=False)
 
 

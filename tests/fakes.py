@@ -327,6 +327,11 @@ class FakeUserRepository(_Repository):
         found = {i: _own(tables.users[i]) for i in sorted(set(user_ids)) if i in tables.users}
         return LockedUsers(found, frozenset(), tables.config_version)
 
+    def remove(self, user_ids: Sequence[str]) -> None:
+        tables = self._write("remove")
+        for user_id in user_ids:
+            tables.users.pop(user_id, None)
+
     def update(self, users: Sequence[User]) -> None:
         tables = self._write("update")
         for user in users:

@@ -130,6 +130,12 @@ class UserRepository(Protocol):
         """Write these (locked) users' profile fields."""
         ...
 
+    def remove(self, user_ids: Sequence[str]) -> None:
+        """Remove users this unit of work created (`lock`) whose changes all failed: a
+        failed call writes nothing, and the user's first call that succeeds still
+        creates, and so welcomes, them."""
+        ...
+
 
 class AccountRepository(Protocol):
     def standing(self, user_ids: Sequence[str], keys: Sequence[str]) -> Standing:

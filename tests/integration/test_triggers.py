@@ -20,6 +20,7 @@ from server.domain.errors import (
     IdempotencyKeyReused,
     NoMatchingTrigger,
     TriggerNotFound,
+    UserNotFound,
     ValidationFailed,
 )
 from server.domain.model import (
@@ -256,6 +257,27 @@ class TestMetricTriggers:
 
 
 class TestUserIdentified:
+    def test_a_failed_first_call_creates_no_user_and_the_next_one_welcomes_it(
+        self, tally: Tally
+    ) -> None:
+        """A failed call writes nothing, its user included: the user's first call that
+        succeeds creates it, and so fires USER_IDENTIFIED (the user was created and never
+        welcomed)."""
+        system(tally)
+        trigger(tally, TriggerType.USER_IDENTIFIED, 100)
+        trigger(
+            tally,
+            TriggerType.METRIC,
+            1_000_000_000,
+            event_type="km",
+            metric_threshold=Decimal("0.001"),
+        )
+        with pytest.raises(ValidationFailed):
+            event(tally, "ann", "km", 2)
+        with pytest.raises(UserNotFound):
+            balance(tally, "ann")
+        assert award(tally, "ann", 5).balance.balance == 105
+
     def test_fires_once_when_the_first_call_creates_the_user(self, tally: Tally) -> None:
         system(tally)
         system(tally, "coins")

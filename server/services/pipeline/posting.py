@@ -17,7 +17,15 @@ from datetime import datetime
 from functools import partial
 
 from server.domain import batch
-from server.domain.batch import BatchDecision, BatchInput, Command, Outcome, Remembered
+from server.domain.batch import (
+    Answer,
+    BatchDecision,
+    BatchInput,
+    Command,
+    Decided,
+    Outcome,
+    Remembered,
+)
 from server.domain.model import LedgerEntry, UserProfile
 from server.domain.results import Written
 from server.domain.rules import Rules
@@ -47,7 +55,8 @@ def post(
     A dry run decides the same way on an unlocked read and writes nothing: its entries
     have no sequence."""
     now = max(change.now for change in changes)
-    decision = batch.decide(_prepare(uow, changes, config, now, dry_run=dry_run))
+    given = _prepare(uow, changes, config, now, dry_run=dry_run)
+    decision = batch.decide(given)
     if dry_run:  # nothing is written: the entries have no id and no sequence
         return decision.outcomes(
             Written(
@@ -55,7 +64,7 @@ def post(
                 {m.entry_id: replace(m, entry_id="") for m in decision.level_changes},
             )
         )
-    return _commit(uow, changes, decision, now, written)
+    return _commit(uow, changes, decision, now, written, created=given.new)
 
 
 def _prepare(
@@ -110,8 +119,11 @@ def _commit(
     decision: BatchDecision,
     now: datetime,
     kept: list[LedgerEntry] | None,
+    *,
+    created: frozenset[str],
 ) -> list[Outcome]:
-    """Write what the decision says, and each change's outcome in its stored form."""
+    """Write what the decision says, and each change's outcome in its stored form; the
+    users the lock `created` for changes that all failed are removed again."""
     written = Written(
         {e.id: e for e in uow.ledger.add(decision.entries)},
         {m.entry_id: m for m in uow.levels.add_changes(decision.level_changes)},
@@ -130,4 +142,12 @@ def _commit(
     uow.events.add(decision.events)
     uow.idempotency.add(remembered, now)
     uow.users.update(decision.users)
+    made = {c.user_id for c, a in zip(changes, decision.answers, strict=True) if _made(a)}
+    uow.users.remove(sorted(created - made))
     return outcomes
+
+
+def _made(answer: Answer) -> bool:
+    """Whether a change's answer wrote (or would have written) its user: it was decided.
+    (A repeat follows a decided change of its user; a replay needs an existing user.)"""
+    return isinstance(answer, Decided)

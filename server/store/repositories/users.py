@@ -96,6 +96,10 @@ class SqlUserRepository(Repository):
             rows = [{"match_id": u.id, **_user_values(u)} for u in users]
             self._write_rows(self.sql.users.user_update, rows)
 
+    def remove(self, user_ids: Sequence[str]) -> None:
+        if user_ids:
+            self.db.run(self.sql.users.users_remove, {"ids": sorted(user_ids)})
+
     def read(self, user_ids: Sequence[str]) -> LockedUsers:
         users = self._users(self.sql.users.users_of, sorted(set(user_ids)))
         return LockedUsers(users, frozenset(), config_version(self.db, self.sql))

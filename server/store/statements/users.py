@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, delete, select, update
 
 from server.store.statements.tables import Dialect, config_version, from_json, json_rows, users
 
@@ -29,6 +29,7 @@ class UserStatements:
         self.user_add = user_insert.on_conflict_do_nothing(index_elements=["id"]).returning(
             users.c.id
         )
+        self.users_remove = delete(users).where(one_of(users.c.id, "ids"))
 
         # The users of a batch of changes, locked in one sorted order (so that batches
         # sharing users never deadlock), or read without a lock for a dry run. Under Citus,

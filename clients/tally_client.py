@@ -76,6 +76,16 @@ __all__ = [
 ]
 
 R = TypeVar("R")
+T = TypeVar("T")
+
+
+class Page(Protocol):
+    """A List RPC's response: its items, and where the next page starts ('' at the end)."""
+
+    next_page_token: str
+
+
+P = TypeVar("P", bound=Page)
 
 
 class Sequenced(Protocol):
@@ -302,16 +312,31 @@ class TallyClient:
         request = points_pb2.GetSystemRequest(key=key)
         return self.call(self.points.GetSystem, request, points_pb2.GetSystemResponse).system
 
-    def list_systems(self, *, page_size: int = 100) -> Iterator[points_pb2.PointsSystem]:
-        """Every system the key may see, page by page."""
+    def pages(
+        self,
+        rpc: Callable[..., Any],
+        request_for: Callable[[str], Any],
+        response_type: type[P],
+        items: Callable[[P], Iterable[T]],
+    ) -> Iterator[T]:
+        """Every item of a List RPC, page after page until one has no next_page_token
+        (each page one logical call, retried as `call` says)."""
         token = ""
         while True:
-            request = points_pb2.ListSystemsRequest(page_size=page_size, page_token=token)
-            page = self.call(self.points.ListSystems, request, points_pb2.ListSystemsResponse)
-            yield from page.systems
+            page = self.call(rpc, request_for(token), response_type)
+            yield from items(page)
             token = page.next_page_token
             if not token:
                 return
+
+    def list_systems(self, *, page_size: int = 100) -> Iterator[points_pb2.PointsSystem]:
+        """Every system the key may see, page by page."""
+        return self.pages(
+            self.points.ListSystems,
+            lambda token: points_pb2.ListSystemsRequest(page_size=page_size, page_token=token),
+            points_pb2.ListSystemsResponse,
+            lambda page: page.systems,
+        )
 
     def update_system(
         self, system: points_pb2.PointsSystem, paths: Sequence[str]
@@ -344,17 +369,16 @@ class TallyClient:
     def list_triggers(self, system_key: str, *, page_size: int = 0) -> list[points_pb2.Trigger]:
         """Every trigger of the system, oldest first, read page by page (0 = the server's
         default page, which holds every trigger of a realistic system)."""
-        found: list[points_pb2.Trigger] = []
-        token = ""
-        while True:
-            request = points_pb2.ListTriggersRequest(
-                system_key=system_key, page_size=page_size, page_token=token
+        return list(
+            self.pages(
+                self.points.ListTriggers,
+                lambda token: points_pb2.ListTriggersRequest(
+                    system_key=system_key, page_size=page_size, page_token=token
+                ),
+                points_pb2.ListTriggersResponse,
+                lambda page: page.triggers,
             )
-            page = self.call(self.points.ListTriggers, request, points_pb2.ListTriggersResponse)
-            found += page.triggers
-            token = page.next_page_token
-            if not token:
-                return found
+        )
 
     def preview_triggers(
         self,
@@ -501,22 +525,18 @@ class TallyClient:
         page_size: int = 100,
     ) -> Iterator[common_pb2.LedgerEntry]:
         """Every entry, newest first, page by page (keyset pages: none missed or repeated)."""
-        token = ""
-        while True:
-            request = points_pb2.ListTransactionsRequest(
+        return self.pages(
+            self.points.ListTransactions,
+            lambda token: points_pb2.ListTransactionsRequest(
                 system_key=system_key,
                 user_id=user_id,
                 types=types,
                 page_size=page_size,
                 page_token=token,
-            )
-            page = self.call(
-                self.points.ListTransactions, request, points_pb2.ListTransactionsResponse
-            )
-            yield from page.entries
-            token = page.next_page_token
-            if not token:
-                return
+            ),
+            points_pb2.ListTransactionsResponse,
+            lambda page: page.entries,
+        )
 
     def history(
         self,
@@ -649,17 +669,16 @@ class TallyClient:
     def list_levels(self, system_key: str, *, page_size: int = 0) -> list[common_pb2.Level]:
         """Every level of the system by threshold ascending, read page by page (0 = the
         server's default page, which holds every level of a realistic ladder)."""
-        found: list[common_pb2.Level] = []
-        token = ""
-        while True:
-            request = levels_pb2.ListLevelsRequest(
-                system_key=system_key, page_size=page_size, page_token=token
+        return list(
+            self.pages(
+                self.levels.ListLevels,
+                lambda token: levels_pb2.ListLevelsRequest(
+                    system_key=system_key, page_size=page_size, page_token=token
+                ),
+                levels_pb2.ListLevelsResponse,
+                lambda page: page.levels,
             )
-            page = self.call(self.levels.ListLevels, request, levels_pb2.ListLevelsResponse)
-            found += page.levels
-            token = page.next_page_token
-            if not token:
-                return found
+        )
 
     def get_user_level(self, system_key: str, user_id: str) -> levels_pb2.GetUserLevelResponse:
         request = levels_pb2.GetUserLevelRequest(system_key=system_key, user_id=user_id)
@@ -708,20 +727,18 @@ class TallyClient:
         statuses: Sequence[boosts_pb2.BoostStatus] = (),
         page_size: int = 100,
     ) -> Iterator[boosts_pb2.Boost]:
-        token = ""
-        while True:
-            request = boosts_pb2.ListBoostsRequest(
+        return self.pages(
+            self.boosts.ListBoosts,
+            lambda token: boosts_pb2.ListBoostsRequest(
                 system_key=system_key,
                 user_id=user_id,
                 statuses=statuses,
                 page_size=page_size,
                 page_token=token,
-            )
-            page = self.call(self.boosts.ListBoosts, request, boosts_pb2.ListBoostsResponse)
-            yield from page.boosts
-            token = page.next_page_token
-            if not token:
-                return
+            ),
+            boosts_pb2.ListBoostsResponse,
+            lambda page: page.boosts,
+        )
 
     def archive_boost(self, boost_id: str) -> boosts_pb2.Boost:
         request = boosts_pb2.ArchiveBoostRequest(id=boost_id)

@@ -390,3 +390,21 @@ def test_a_batch_waiting_on_a_user_held_elsewhere_gives_up_and_the_rest_go_on(
         assert balance(tally, "free") == 2
     finally:
         store.dispose()
+
+
+def test_users_made_by_changes_that_all_failed_are_not_kept(tally: Tally) -> None:
+    """One batch, several new users whose every change fails: none is kept (under Citus
+    each is removed on its own shard), and one with a change that succeeds is."""
+    system(tally)
+    nowhere = [
+        AwardPoints(commands.Award("nosuch", UserProfile(u), 1), T0) for u in ("n1", "n2", "n3")
+    ]
+    outcomes = tally.writer.post([*nowhere, award_change("kept", 4)])
+    assert [type(o).__name__ for o in outcomes] == [
+        "SystemNotFound",
+        "SystemNotFound",
+        "SystemNotFound",
+        "WriteResult",
+    ]
+    with tally.store.unit_of_work(write=False) as uow:
+        assert [u for u in ("n1", "n2", "n3", "kept") if uow.users.get(u)] == ["kept"]

@@ -97,8 +97,11 @@ class SqlUserRepository(Repository):
             self._write_rows(self.sql.users.user_update, rows)
 
     def remove(self, user_ids: Sequence[str]) -> None:
-        if user_ids:
-            self.db.run(self.sql.users.users_remove, {"ids": sorted(user_ids)})
+        # Under Citus one statement a user, each routed to its shard, as the lock is.
+        groups = [[i] for i in sorted(user_ids)] if self.one_by_one else [sorted(user_ids)]
+        for ids in groups:
+            if ids:
+                self.db.run(self.sql.users.users_remove, {"ids": ids})
 
     def read(self, user_ids: Sequence[str]) -> LockedUsers:
         users = self._users(self.sql.users.users_of, sorted(set(user_ids)))

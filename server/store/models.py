@@ -231,7 +231,8 @@ class EntryOwnerRow(Base):
 class IdempotencyRow(Base):
     """A used idempotency key, the fingerprint of its request and the response it got.
 
-    `scope` is the system key (or '' for keys scoped to the user alone, as RecordEvent's).
+    `scope` is the system key, or for a key of the user's (RecordEvent's) its caller's reach
+    (access.Reach.tag: '@*' for every system), '' for those kept before reaches.
     """
 
     __tablename__ = "idempotency_keys"

@@ -2,10 +2,10 @@
 decision replays it: domain/batch.py).
 
 A key is remembered with a fingerprint of the request it came with and the response it
-got (services/pipeline/codec.py), in the same transaction as the entries that response describes.
-Keys live in the user's rows (scope = system key, or for a user-wide key, RecordEvent's, the caller's reach:
-access.Reach.tag; '' for those kept before reaches), so all of it
-stays on one shard.
+got (services/pipeline/codec.py), in the same transaction as the entries that response
+describes. Keys live in the user's rows (scope = system key; for a user-wide key,
+RecordEvent's, the caller's reach, access.Reach.tag, or '' for those kept before
+reaches), so all of it stays on one shard.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy.sql import Executable
 
-from server.store.execution import Executor
+from server.store.execution import Executor, Row
 from server.store.statements import Statements
 
 
@@ -17,6 +17,26 @@ class Repository:
     def __init__(self, db: Executor, sql: Statements) -> None:
         self.db = db
         self.sql = sql
+
+    def _feed_rows(
+        self,
+        every_system: Executable,
+        of_system: Executable,
+        system_key: str,
+        after_sequence: int,
+        through_sequence: int,
+        limit: int,
+    ) -> list[Row]:
+        """A live feed's rows numbered after `after_sequence` through `through_sequence`,
+        of one system (`of_system`) or of all (`every_system`, for system_key '')."""
+        params: dict[str, Any] = {
+            "after": after_sequence,
+            "through": through_sequence,
+            "limit": limit,
+        }
+        if system_key:
+            params["system_key"] = system_key
+        return self.db.rows(of_system if system_key else every_system, params)
 
     def _write_rows(self, statement: Executable, rows: list[dict[str, Any]]) -> None:
         """Run a statement that writes many rows: set-based (the rows as one JSON

@@ -198,16 +198,16 @@ class SqlLedgerRepository(Repository):
     def feed(
         self, system_key: str, after_sequence: int, through_sequence: int, limit: int
     ) -> list[LedgerEntry]:
-        params: dict[str, Any] = {
-            "after": after_sequence,
-            "through": through_sequence,
-            "limit": limit,
-        }
-        statement = self.sql.ledger.ledger_feed
-        if system_key:
-            statement = self.sql.ledger.ledger_feed_of_system
-            params["system_key"] = system_key
-        return [entry_of(r) for r in self.db.rows(statement, params)]
+        sql = self.sql.ledger
+        rows = self._feed_rows(
+            sql.ledger_feed,
+            sql.ledger_feed_of_system,
+            system_key,
+            after_sequence,
+            through_sequence,
+            limit,
+        )
+        return [entry_of(r) for r in rows]
 
 
 def joined_account(r: Row) -> Account | None:

@@ -47,16 +47,16 @@ class SqlLevelRepository(Repository):
     def changes_after(
         self, system_key: str, after_sequence: int, through_sequence: int, limit: int
     ) -> list[LevelChange]:
-        params: dict[str, Any] = {
-            "after": after_sequence,
-            "through": through_sequence,
-            "limit": limit,
-        }
-        statement = self.sql.levels.level_changes_feed
-        if system_key:
-            statement = self.sql.levels.level_changes_feed_of_system
-            params["system_key"] = system_key
-        return [level_change(r) for r in self.db.rows(statement, params)]
+        sql = self.sql.levels
+        rows = self._feed_rows(
+            sql.level_changes_feed,
+            sql.level_changes_feed_of_system,
+            system_key,
+            after_sequence,
+            through_sequence,
+            limit,
+        )
+        return [level_change(r) for r in rows]
 
     def counts(self, system_key: str, basis: LevelBasis, thresholds: Sequence[int]) -> list[int]:
         statement = self.sql.levels.level_counts[LEVEL_BASIS_COLUMNS[basis]]

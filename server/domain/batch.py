@@ -446,6 +446,16 @@ class _Batch:
                 answers.append(answer)
         return self._decision(answers, forks, remember)
 
+    def _seen_within(self, command: Command) -> bool:
+        """Whether the command's caller may see its (present) user: every caller may,
+        but one limited to some systems only through an account in one of them, or a
+        user made by this batch."""
+        reach = command.reach
+        if not reach.systems or command.user_id in self.given.new:
+            return True
+        book = self.books.get(command.user_id)
+        return book is not None and any(reach.allows(key) for key in book.accounts)
+
     def _decide(self, index: int, command: Command) -> _Fork | Repeat | Result:
         """The command's fork to keep, a repeat of an earlier command, or a replayed
         response; its error is raised."""
@@ -453,6 +463,10 @@ class _Batch:
             if command.profile is None:
                 raise UserNotFound(command.user_id, command.system_key)
             self.present.add(command.user_id)  # created (a dry run: would be) by this one
+        elif command.profile is None and not self._seen_within(command):
+            # A caller limited to some systems sees a user only through an account in one
+            # of them (as its reads do): a deduction must not tell it the user exists.
+            raise UserNotFound(command.user_id, command.system_key)
         scope = key_scope(command)
         if command.idempotency_key:
             earlier = self.firsts.get(scope)

@@ -423,3 +423,19 @@ def test_an_event_key_kept_before_keys_had_reaches_still_replays() -> None:
     other = CountEvent(cmd, T0, request_hash="another request", reach=limited)
     (refused,) = decide(batch([other], existing={"bob": {}}, remembered=remembered)).answers
     assert isinstance(refused, IdempotencyKeyReused)
+
+
+def test_a_limited_deduct_of_a_user_seen_only_elsewhere_does_not_find_them() -> None:
+    """A caller limited to xp sees a user only through an account in xp (as its reads
+    do): a deduction must not tell it, by INSUFFICIENT_POINTS, that the user exists."""
+    limited = Reach(frozenset({"xp"}))
+    cmd = commands.Deduct("xp", "bob", 1)
+    seen_in_gems = {"bob": {"gems": 10}}
+    (hidden,) = decide(batch([DeductPoints(cmd, T0, reach=limited)], existing=seen_in_gems)).answers
+    (short,) = decide(batch([DeductPoints(cmd, T0)], existing=seen_in_gems)).answers
+    assert isinstance(hidden, UserNotFound)
+    assert isinstance(short, InsufficientPoints)
+    (own,) = decide(
+        batch([DeductPoints(cmd, T0, reach=limited)], existing={"bob": {"xp": 0}})
+    ).answers
+    assert isinstance(own, InsufficientPoints)

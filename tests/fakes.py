@@ -51,7 +51,6 @@ from server.domain.model import (
     PointsSystem,
     Trigger,
     User,
-    UserProfile,
 )
 from server.services.ports import (
     AccountKey,
@@ -306,16 +305,14 @@ class FakeUserRepository(_Repository):
             tables.config_version,
         )
 
-    def lock(
-        self, user_ids: Sequence[str], create: Mapping[str, UserProfile], now: datetime
-    ) -> LockedUsers:
+    def lock(self, user_ids: Sequence[str], create: Mapping[str, User]) -> LockedUsers:
         tables = self._write("lock")
         found: dict[str, User] = {}
         created: set[str] = set()
         for user_id in sorted({*user_ids, *create}):
             user = tables.users.get(user_id)
             if user is None and user_id in create:
-                user = User.new(create[user_id], now)
+                user = create[user_id]
                 tables.users[user_id] = _own(user)
                 created.add(user_id)
             if user is not None:
@@ -336,12 +333,13 @@ class FakeUserRepository(_Repository):
         tables = self._write("update")
         for user in users:
             stored = tables.users.get(user.id)
-            if stored is not None:  # an UPDATE of profile fields, never of create_time
+            if stored is not None:  # an UPDATE of profile fields and welcomes, not create_time
                 tables.users[user.id] = replace(
                     stored,
                     display_name=user.display_name,
                     email=user.email,
                     attributes=dict(user.attributes),
+                    welcomed=user.welcomed,
                 )
 
 

@@ -15,8 +15,11 @@ that fails leaves nothing behind. A command fails alone: its error is its answer
 - An idempotency key already used in the batch (in the same scope) answers what its first
   command did, when the request is the same, and IDEMPOTENCY_KEY_REUSED otherwise; a key
   remembered from an earlier batch replays its response the same way.
-- A user the batch creates is welcomed by its first command that succeeds: the
-  USER_IDENTIFIED triggers of the systems that command's caller may use fire first.
+- A command that names its user's profile (an award, an event) welcomes the user in
+  every system its caller may use that the user has not been welcomed in yet: those
+  systems' USER_IDENTIFIED triggers fire first, once per user and system (a user a key
+  limited to other systems created is still owed its welcome here). Deductions and
+  reversals never welcome: they give no points and name no one new.
 - A command that changes an account across a system's level thresholds moves the level
   (one move per system, named by the last entry there).
 """
@@ -38,6 +41,7 @@ from server.domain.errors import IdempotencyKeyReused, SystemNotFound, TallyErro
 from server.domain.ids import IdSource, seeded
 from server.domain.ledger import Account, CreditLot
 from server.domain.model import (
+    WELCOMED_NOWHERE,
     Event,
     LedgerEntry,
     LevelChange,
@@ -73,7 +77,7 @@ class AwardPoints:
     award: commands.Award
     now: datetime
     request_hash: str = ""
-    reach: Reach = EVERY_SYSTEM  # a new user is welcomed in the caller's systems alone
+    reach: Reach = EVERY_SYSTEM  # the user is welcomed in the caller's systems alone
     reverses: str = field(default="", init=False)
     reads_metrics: tuple[str, ...] = field(default=(), init=False)
 
@@ -194,7 +198,7 @@ class Circumstances:
     rules: Rules
     # Entries of this user already reversed (entry id -> the reversal's id).
     reversals: Mapping[str, str]
-    # USER_IDENTIFIED awards the command's decision made first (the user is new).
+    # USER_IDENTIFIED awards the command's decision made first (the welcome it owed).
     welcome: Sequence[TriggerAward] = ()
 
     def system(self, key: str) -> PointsSystem:
@@ -266,10 +270,10 @@ def _ruled(command: Command, book: Book, given: Circumstances) -> Result | None:
 def _counted(
     book: Book, given: Circumstances, cmd: commands.RecordEvent, now: datetime, reach: Reach
 ) -> EventResult:
-    """An event's result: by system, what its triggers (and a new user's welcome) wrote."""
+    """An event's result: by system, what its triggers (and the user's welcome) wrote."""
     recorded = changes.record_event(book, given.rules, cmd, now, reach=reach)
     fired: dict[str, list[TriggerAward]] = {}
-    for entry, trigger in given.welcome:  # a new user's USER_IDENTIFIED awards
+    for entry, trigger in given.welcome:  # the USER_IDENTIFIED awards it owed
         fired.setdefault(trigger.system_key, []).append((entry, trigger))
     for key, awards in recorded.awards.items():
         fired.setdefault(key, []).extend(awards)
@@ -305,7 +309,10 @@ class BatchInput:
     commands: Sequence[Command]
     # The batch's users as locked (or, for a dry run, read), and which of them (or of the
     # users its commands name with a profile) the batch creates: every user a command
-    # names with a profile is in one or the other.
+    # names with a profile is in one or the other. A user the lock created carries the
+    # welcome its first change would give (so that, in the usual case, it needs no second
+    # write); the decision takes it as welcomed nowhere, and names it among the users to
+    # write when it decides otherwise.
     users: Mapping[str, User]
     new: frozenset[str]
     rules: Rules
@@ -352,7 +359,8 @@ class BatchDecision:
     lots: Mapping[AccountKey, tuple[CreditLot, ...]]
     totals: Mapping[TotalKey, Decimal]  # running totals changed, by (user, type, reach)
     events: tuple[Event, ...]
-    users: tuple[User, ...]  # users whose profile fields changed, by id
+    # Users whose profile fields or welcomed systems differ from those given, by id.
+    users: tuple[User, ...]
     # The keys to remember: scope -> (the command whose result it keeps, request hash).
     remember: Mapping[KeyScope, tuple[int, str]]
 
@@ -402,11 +410,15 @@ class _Batch:
     reversals: dict[str, str] = field(init=False)
     ids: IdSource = field(init=False)  # shared by every book: ids in the order decided
     firsts: dict[KeyScope, int] = field(default_factory=dict)  # key -> its first command
-    profiled: set[str] = field(default_factory=set)  # users whose profile fields changed
+    changed: set[str] = field(default_factory=set)  # users a kept decision changed
 
     def __post_init__(self) -> None:
         given = self.given
         self.users = dict(given.users)
+        for user_id in given.new & set(given.users):  # as made by the lock: see BatchInput
+            self.users[user_id] = dataclasses.replace(
+                given.users[user_id], welcomed=WELCOMED_NOWHERE
+            )
         self.present = set(given.users) - given.new
         self.reversals = dict(given.reversals)
         self.ids = seeded(given.id_seed)
@@ -421,10 +433,7 @@ class _Batch:
         changed)."""
         book = self.books.get(user_id)
         if book is None:
-            user = self.given.users[user_id]
-            book = self.books[user_id] = Book(
-                user, {}, identified=user_id not in self.given.new, ids=self.ids
-            )
+            book = self.books[user_id] = Book(self.users[user_id], {}, ids=self.ids)
         return book
 
     def run(self) -> BatchDecision:
@@ -492,9 +501,13 @@ class _Batch:
         user = self._user(command)
         book = self.books.get(user.id)
         if book is None:
-            book = Book(user, {}, identified=user.id not in self.given.new, ids=self.ids)
+            book = Book(user, {}, ids=self.ids)
         fork = book.fork(user)
-        welcome = changes.identify(fork, rules, command.now, command.reach)
+        welcome = (
+            changes.identify(fork, rules, command.now, command.reach)
+            if command.profile is not None
+            else []
+        )
         result = _ruled(command, fork, Circumstances(rules, self.reversals, welcome))
         moves = self._moves(book, fork, command.now)
         if result is not None and moves:
@@ -505,9 +518,9 @@ class _Batch:
                 self.reversals[entry.reverses_entry_id] = entry.id
         if command.idempotency_key:
             self.firsts[scope] = index
-        if command.profile is not None and user is not self.users.get(user.id, user):
-            self.users[user.id] = user
-            self.profiled.add(user.id)
+        if fork.user != self.users.get(user.id):  # profile fields given, or a welcome
+            self.users[user.id] = fork.user
+            self.changed.add(user.id)
         return _Fork(fork, list(moves.values()), result)
 
     def _moves(self, before: Book, after: Book, now: datetime) -> dict[str, LevelChange]:
@@ -563,6 +576,10 @@ class _Batch:
             },
             totals={(u, *m): self.books[u].metrics[m] for u, m in metrics},
             events=tuple(event for f in forks for event in f.book.events),
-            users=tuple(self.users[user_id] for user_id in sorted(self.profiled)),
+            users=tuple(
+                self.users[user_id]
+                for user_id in sorted(self.changed)
+                if user_id in self.given.users and self.users[user_id] != self.given.users[user_id]
+            ),
             remember=remember,
         )

@@ -2,9 +2,10 @@
 as the changes of one batch decide on them.
 
 Users are the unit of locking, so a change may touch any of its user's accounts (an event
-awards in every system whose triggers match; a new user's USER_IDENTIFIED triggers fire in
-every system). Each change is decided on a fork of the book; the batch keeps the fork when
-the decision succeeds, so a failed change leaves nothing behind.
+awards in every system whose triggers match; a welcome fires the USER_IDENTIFIED triggers
+of every system the user is owed one in). Each change is decided on a fork of the book;
+the batch keeps the fork when the decision succeeds, so a failed change leaves nothing
+behind.
 
 Opening an account for a change first settles it at the change's time: credit that lapsed
 is written off and TIME_INTERVAL firings that fell due are written, in the order of their
@@ -35,8 +36,6 @@ class Book:
     # Running event totals by (event type, reach name): an event counts in its caller's
     # reach, and a system's triggers see the sum over the reaches that include it.
     metrics: dict[tuple[str, str], Decimal] = field(default_factory=dict)
-    # False while the user is new and its USER_IDENTIFIED triggers have not fired.
-    identified: bool = True
     # What the decision at hand adds (a fork starts with none of it).
     entries: list[LedgerEntry] = field(default_factory=list)
     changed: set[str] = field(default_factory=set)  # systems whose account changed
@@ -52,7 +51,6 @@ class Book:
             user,
             {key: account.copy() for key, account in self.accounts.items()},
             dict(self.metrics),
-            self.identified,
             ids=self.ids,
         )
 

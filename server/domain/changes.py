@@ -78,14 +78,18 @@ def settle(book: Book, rules: Rules, system: PointsSystem, now: datetime) -> Non
 def identify(
     book: Book, rules: Rules, now: datetime, reach: Reach = EVERY_SYSTEM
 ) -> list[TriggerAward]:
-    """A new user's USER_IDENTIFIED triggers, once: those of the systems the call that
-    creates the user may use (a key limited to some systems welcomes in those alone)."""
-    if book.identified:
+    """The USER_IDENTIFIED triggers the user is owed by a call of `reach`: those of the
+    systems it may use that the user has not been welcomed in yet (a user a key limited
+    to some systems named first is welcomed in those alone, and in the others by the
+    first call that may use them). The book's user then counts as welcomed in the whole
+    reach, whether or not a trigger matched; nothing when nothing is owed."""
+    welcomed = book.user.welcomed
+    if welcomed.after(reach) == welcomed:  # the cheap path: welcomed (everywhere) already
         return []
-    book.identified = True
+    book.user = book.user.welcomed_by(reach)
     fired = []
     for trigger in rules.identified:
-        if reach.allows(trigger.system_key) and triggers.matches(
+        if welcomed.owes(reach, trigger.system_key) and triggers.matches(
             trigger.user_attributes, book.user.attributes
         ):
             system = rules.systems[trigger.system_key]

@@ -10,7 +10,10 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from server.domain.access import Reach
 
 JsonObject = dict[str, Any]
 
@@ -184,12 +187,57 @@ class UserProfile:
 
 
 @dataclass(frozen=True)
+class Welcomed:
+    """The points systems a user has been welcomed in (their USER_IDENTIFIED triggers
+    considered): those named, or every one. Users are shared by every system, so a
+    welcome is owed per system, by the first call that names the user and may use it.
+
+    `everywhere` is what a call of every system leaves, and covers systems made later
+    too (as it did when a user was welcomed once, at creation; users created before
+    welcomes were kept per system are welcomed everywhere, migration 0015)."""
+
+    systems: frozenset[str] = frozenset()
+    everywhere: bool = False
+
+    def owes(self, reach: Reach, system_key: str) -> bool:
+        """Whether a call of `reach` welcomes the user in this system."""
+        return not self.everywhere and system_key not in self.systems and reach.allows(system_key)
+
+    def after(self, reach: Reach) -> Welcomed:
+        """The systems welcomed once a call of `reach` has welcomed the user (this same
+        value when it owes nothing)."""
+        if self.everywhere:
+            return self
+        if not reach.systems:
+            return WELCOMED_EVERYWHERE
+        return self if reach.systems <= self.systems else Welcomed(self.systems | reach.systems)
+
+    @property
+    def name(self) -> str:
+        """How the store keeps it: '*' for every system, else the systems sorted and
+        comma-separated ('' for none yet); no system key holds ',' or '*'."""
+        return "*" if self.everywhere else ",".join(sorted(self.systems))
+
+    @classmethod
+    def named(cls, name: str) -> Welcomed:
+        if name == "*":
+            return WELCOMED_EVERYWHERE
+        return cls(frozenset(name.split(",")) if name else frozenset())
+
+
+WELCOMED_EVERYWHERE = Welcomed(everywhere=True)
+WELCOMED_NOWHERE = Welcomed()
+
+
+@dataclass(frozen=True)
 class User:
     id: str
     display_name: str
     email: str
     attributes: dict[str, str]
     create_time: datetime
+    # Where the user has been welcomed; a user made by User.new is welcomed nowhere yet.
+    welcomed: Welcomed = WELCOMED_EVERYWHERE
 
     @classmethod
     def new(cls, profile: UserProfile, now: datetime) -> User:
@@ -199,7 +247,14 @@ class User:
             email=profile.email or "",
             attributes=dict(profile.attributes or {}),
             create_time=now,
+            welcomed=WELCOMED_NOWHERE,
         )
+
+    def welcomed_by(self, reach: Reach) -> User:
+        """The user once a call of `reach` has welcomed them (this same user when it owes
+        them no welcome)."""
+        welcomed = self.welcomed.after(reach)
+        return self if welcomed == self.welcomed else replace(self, welcomed=welcomed)
 
     def with_profile(self, profile: UserProfile) -> User:
         """The user with the profile fields a call gave (attributes given replace only

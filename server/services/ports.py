@@ -30,7 +30,6 @@ from server.domain.model import (
     PointsSystem,
     Trigger,
     User,
-    UserProfile,
 )
 
 
@@ -111,12 +110,10 @@ class UserRepository(Protocol):
         snapshot; None when there is no such user."""
         ...
 
-    def lock(
-        self, user_ids: Sequence[str], create: Mapping[str, UserProfile], now: datetime
-    ) -> LockedUsers:
+    def lock(self, user_ids: Sequence[str], create: Mapping[str, User]) -> LockedUsers:
         """Lock these users for this unit of work, in sorted order, creating those of
-        `create` that are new, with the profile `create` gives them (LockedUsers.created
-        says which; profile fields for users who exist are written by `update`).
+        `create` that are new, as `create` gives them (LockedUsers.created says which;
+        profile fields and welcomes of users who exist are written by `update`).
 
         Their accounts, keys and reversals are read after this returns, by statements of
         their own: a lock that waited would otherwise see them as they were before it."""
@@ -127,7 +124,7 @@ class UserRepository(Protocol):
         ...
 
     def update(self, users: Sequence[User]) -> None:
-        """Write these (locked) users' profile fields."""
+        """Write these (locked) users' profile fields and the systems they are welcomed in."""
         ...
 
     def remove(self, user_ids: Sequence[str]) -> None:

@@ -178,7 +178,7 @@ def test_a_change_that_waited_for_the_lock_sees_the_account_it_waited_on(
 
     def first() -> None:
         with tally.store.unit_of_work(write=True) as uow:
-            locked = uow.users.lock(["alice"], {}, T0)
+            locked = uow.users.lock(["alice"], {})
             assert "alice" in locked.users
             account = uow.accounts.standing(["alice"], []).accounts[("alice", "xp")]
             entry = account.award(5, Posting(), now=T0)

@@ -7,6 +7,7 @@ same input twice gives equal decisions, ids included."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
@@ -39,6 +40,7 @@ from server.domain.errors import (
 )
 from server.domain.ledger import Account
 from server.domain.model import (
+    WELCOMED_EVERYWHERE,
     Level,
     LevelBasis,
     PointsSystem,
@@ -47,6 +49,7 @@ from server.domain.model import (
     TriggerType,
     User,
     UserProfile,
+    Welcomed,
 )
 from server.domain.results import EventResult, SystemEventResult, WriteResult, Written
 from server.domain.rules import Rules
@@ -94,6 +97,14 @@ RULES = Rules.of(
 )
 
 
+XP_ONLY = Reach(frozenset({"xp"}))
+ANN = frozenset({"ann"})
+WITH_COINS = Rules.of(
+    [*RULES.systems.values(), points_system("coins")],
+    [*RULES.triggers.values(), welcome("w-coins", "coins", 11)],
+)
+
+
 def user(user_id: str) -> User:
     return User(user_id, "", "", {}, T0)
 
@@ -114,18 +125,21 @@ def batch(
     existing: dict[str, dict[str, int]] | None = None,
     new: frozenset[str] = frozenset(),
     seed: str = "seed",
+    users: Sequence[User] = (),
+    rules: Rules | None = None,
     **fields: Any,
 ) -> BatchInput:
     """The input the pipeline would prepare: `existing` users with their balances by
-    system; `new`, the users the lock created."""
+    system (welcomed everywhere, unless given in `users`); `new`, the users the lock
+    created."""
     existing = existing or {}
-    users = {u: user(u) for u in [*existing, *new]}
+    read = {u: user(u) for u in [*existing, *new]} | {u.id: u for u in users}
     accounts = {
         (u, key): Account(key, u, balance=amount, total_earned=amount, create_time=T0)
         for u, balances in existing.items()
         for key, amount in balances.items()
     }
-    return BatchInput(cmds, users, new, RULES, accounts, id_seed=seed, **fields)
+    return BatchInput(cmds, read, new, rules or RULES, accounts, id_seed=seed, **fields)
 
 
 def outcomes(decision: BatchDecision) -> list[Any]:
@@ -226,13 +240,71 @@ def test_the_same_key_in_another_scope_is_another_key() -> None:
 def test_a_new_user_is_welcomed_once_in_the_callers_systems_alone() -> None:
     decision = decide(
         batch(
-            [award("ann", 1, reach=Reach(frozenset({"xp"}))), award("ann", 1)],
+            [award("ann", 1, reach=XP_ONLY), award("ann", 1, reach=XP_ONLY)],
             new=frozenset({"ann"}),
         )
     )
     welcomes = [e for e in decision.entries if e.trigger_id]
     assert [(e.trigger_id, e.amount) for e in welcomes] == [("w-xp", 5)]  # not in gems
     assert sum(e.amount for e in decision.entries) == 5 + 1 + 1
+    assert [u.welcomed for u in decision.users] == [Welcomed(frozenset({"xp"}))]
+
+
+def test_a_later_call_of_other_systems_welcomes_the_user_there_once() -> None:
+    """A user a key limited to gems created is still owed xp's welcome (attacker probe,
+    issue 21): an xp key's event answers what it would for a user it names first, and a
+    key of every system welcomes in the systems left, once."""
+    gems_only = Reach(frozenset({"gems"}))
+    created = decide(batch([award("ann", 1, system="gems", reach=gems_only)], new=ANN))
+    assert [e.trigger_id for e in created.entries] == ["w-gems", ""]
+    (ann,) = created.users
+    assert ann.welcomed == Welcomed(frozenset({"gems"}))
+
+    lesson = commands.RecordEvent(UserProfile("ann"), "lesson", Decimal(1))
+    seen = decide(
+        batch([CountEvent(lesson, T0, reach=XP_ONLY)], existing={"ann": {"gems": 8}}, users=[ann])
+    )
+    first = decide(batch([CountEvent(lesson, T0, reach=XP_ONLY)], new=ANN))
+    assert _added(seen) == _added(first) == {"xp": 5 + 2}
+    (ann,) = seen.users
+    assert ann.welcomed == Welcomed(frozenset({"gems", "xp"}))
+
+    three = decide(
+        batch(
+            [award("ann", 1), award("ann", 1), deduct("ann", 1)],
+            existing={"ann": {"gems": 8, "xp": 7}},
+            users=[ann],
+            rules=WITH_COINS,
+        )
+    )
+    welcomes = [(e.trigger_id, e.amount) for e in three.entries if e.trigger_id]
+    assert welcomes == [("w-coins", 11)]  # the one system left, once
+    assert [u.welcomed for u in three.users] == [WELCOMED_EVERYWHERE]
+
+
+def test_a_user_welcomed_everywhere_is_welcomed_again_nowhere_and_not_written() -> None:
+    """Neither a system made since nor a limited key's call welcomes them: a call of every
+    system welcomed them in every system, those made later included."""
+    for reach in (EVERY_SYSTEM, XP_ONLY):
+        decision = decide(
+            batch([award("bob", 1, reach=reach)], existing={"bob": {}}, rules=WITH_COINS)
+        )
+        assert [e.trigger_id for e in decision.entries] == [""]
+        assert decision.users == ()
+
+
+def test_a_new_user_made_as_its_first_change_welcomes_it_is_not_written_again() -> None:
+    """The lock makes a new user as its first change would (welcome included), so the
+    usual new user costs no second write; when that change fails and another creates the
+    user, the user is written as that one welcomed it."""
+    made = User.new(UserProfile("ann"), T0).welcomed_by(XP_ONLY)
+    decision = decide(batch([award("ann", 1, reach=XP_ONLY)], new=ANN, users=[made]))
+    assert [e.trigger_id for e in decision.entries] == ["w-xp", ""]
+    assert decision.users == ()
+    failing = award("ann", 1, system="nope", reach=XP_ONLY)
+    decision = decide(batch([failing, award("ann", 1)], new=ANN, users=[made]))
+    assert {e.trigger_id for e in decision.entries} == {"w-xp", "w-gems", ""}
+    assert [u.welcomed for u in decision.users] == [WELCOMED_EVERYWHERE]
 
 
 def test_a_user_that_existed_is_not_welcomed() -> None:
@@ -387,6 +459,14 @@ def _one_entry() -> Any:
     return decide(batch([award("bob", 10)], existing={"bob": {}})).entries[0]
 
 
+def _added(decision: BatchDecision) -> dict[str, int]:
+    """What the batch's one event added, by system."""
+    (answer,) = decision.answers
+    assert isinstance(answer, Decided)
+    assert isinstance(answer.result, EventResult)
+    return {key: r.added for key, r in answer.result.results.items()}
+
+
 def _balance() -> Any:
     return Account("xp", "bob", balance=10, total_earned=10).to_balance(0)
 
@@ -394,15 +474,16 @@ def _balance() -> Any:
 # -- reaches -------------------------------------------------------------------------------
 
 
-def test_a_limited_deduct_does_not_welcome_a_new_user_outside_its_reach() -> None:
-    """The change that created the user failed, so it is not welcomed yet; a later change
-    of a key limited to xp welcomes it in xp alone (review: Deduct ran with every system)."""
-    limited = Reach(frozenset({"xp"}))
-    creating = award("ann", 3, system="nope", reach=limited)  # fails: no such system
-    later = DeductPoints(commands.Deduct("xp", "ann", 1), T0, reach=limited)
-    decision = decide(batch([creating, later], new=frozenset({"ann"})))
-    assert not any(e.system_key == "gems" for e in decision.entries)
-    assert [e.system_key for e in decision.entries] == ["xp", "xp"]  # welcome, then deduct
+def test_a_deduct_welcomes_no_one() -> None:
+    """The change that created the user failed, so it is not welcomed yet; a deduction
+    (of any reach) gives no welcome, and a later award of a key limited to xp welcomes it
+    in xp alone (review: Deduct ran with every system)."""
+    creating = award("ann", 3, system="nope", reach=XP_ONLY)  # fails: no such system
+    for reach in (XP_ONLY, EVERY_SYSTEM):
+        later = DeductPoints(commands.Deduct("xp", "ann", 1), T0, reach=reach)
+        decision = decide(batch([creating, later, award("ann", 2, reach=XP_ONLY)], new=ANN))
+        assert isinstance(decision.answers[1], InsufficientPoints)
+        assert [(e.system_key, e.amount) for e in decision.entries] == [("xp", 5), ("xp", 2)]
 
 
 def test_an_event_key_kept_before_keys_had_reaches_still_replays() -> None:

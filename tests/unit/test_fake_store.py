@@ -17,6 +17,7 @@ from server.domain.model import (
     Level,
     LevelBasis,
     PointsSystem,
+    User,
     UserProfile,
 )
 from server.services.ports import Store
@@ -105,7 +106,7 @@ class TestUnitOfWork:
             with pytest.raises(ReadOnlyViolation, match="add in a read"):
                 uow.systems.add(XP)
             with pytest.raises(ReadOnlyViolation, match="lock in a read"):
-                uow.users.lock(["ann"], {}, T0)
+                uow.users.lock(["ann"], {})
 
     def test_a_unit_of_work_is_not_used_after_its_block(self) -> None:
         store = FakeStore()
@@ -144,7 +145,9 @@ class TestCopies:
         account = Account("xp", "ann", balance=10, next_expire_time=T0)
         account.changed_lots["a"] = CreditLot("a", T0, 10)
         with store.unit_of_work(write=True) as uow:
-            uow.users.lock(["ann"], {"ann": UserProfile("ann", attributes={"k": "v"})}, T0)
+            uow.users.lock(
+                ["ann"], {"ann": User.new(UserProfile("ann", attributes={"k": "v"}), T0)}
+            )
             uow.accounts.save([account], T0)
             uow.commit()
         account.balance = 99

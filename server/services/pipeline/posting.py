@@ -26,7 +26,7 @@ from server.domain.batch import (
     Outcome,
     Remembered,
 )
-from server.domain.model import LedgerEntry, UserProfile
+from server.domain.model import LedgerEntry, User
 from server.domain.results import Written
 from server.domain.rules import Rules
 from server.services.held.configuration import Configuration
@@ -75,17 +75,21 @@ def _prepare(
     *,
     dry_run: bool,
 ) -> BatchInput:
-    """Lock (or, for a dry run, read) the batch's users, then read what it decides on."""
+    """Lock (or, for a dry run, read) the batch's users, then read what it decides on.
+
+    A new user is made as its first change would make it, welcome included: the
+    decision takes it as welcomed nowhere and writes it again only when another change
+    turned out to create it (domain/batch.py), so a new user costs no second write."""
     user_ids = [change.user_id for change in changes]
-    profiles: dict[str, UserProfile] = {}  # a new user is made from its first change
+    create: dict[str, User] = {}  # a new user is made from its first change
     for change in changes:
-        if change.profile is not None:
-            profiles.setdefault(change.user_id, change.profile)
+        if change.profile is not None and change.user_id not in create:
+            create[change.user_id] = User.new(change.profile, now).welcomed_by(change.reach)
     if dry_run:
         locked = uow.users.read(user_ids)
-        new = frozenset(profiles) - set(locked.users)
+        new = frozenset(create) - set(locked.users)
     else:
-        locked = uow.users.lock(user_ids, profiles, now)
+        locked = uow.users.lock(user_ids, create)
         new = locked.created
     rules = config.at_version(uow, locked.config_version).rules
     found = sorted(locked.users)

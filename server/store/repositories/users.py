@@ -4,12 +4,11 @@ with their account and a page of entries."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy.sql import Executable
 
-from server.domain.model import EntryType, User, UserProfile
+from server.domain.model import EntryType, User, Welcomed
 from server.services.ports import LockedUsers, UserView
 from server.store.execution import Executor, Row
 from server.store.repositories.base import Repository, config_version, rows_json
@@ -62,15 +61,13 @@ class SqlUserRepository(Repository):
         entries = [entry_of(r, prefix="entry_") for r in rows if r["entry_id"] is not None]
         return UserView(_user(first), joined_account(first), entries, first["config"])
 
-    def lock(
-        self, user_ids: Sequence[str], create: Mapping[str, UserProfile], now: datetime
-    ) -> LockedUsers:
+    def lock(self, user_ids: Sequence[str], create: Mapping[str, User]) -> LockedUsers:
         ids = sorted({*user_ids, *create})
         rows = self._locked(ids)
         found = {row["id"]: _user(row) for row in rows}
         version = rows[0]["config"] if rows else config_version(self.db, self.sql)
         created: set[str] = set()
-        new = [User.new(create[i], now) for i in ids if i in create and i not in found]
+        new = [create[i] for i in ids if i in create and i not in found]
         if new:
             values = [_user_values(u) for u in new]
             if self.sql.set_based:
@@ -118,6 +115,7 @@ def _user_values(user: User) -> dict[str, Any]:
         "email": user.email,
         "attributes": user.attributes,
         "create_time": user.create_time,
+        "welcomed": user.welcomed.name,
     }
 
 
@@ -128,4 +126,5 @@ def _user(row: Row) -> User:
         email=row["email"],
         attributes=dict(row["attributes"] or {}),
         create_time=row["create_time"],
+        welcomed=Welcomed.named(row["welcomed"]),
     )

@@ -16,7 +16,7 @@ class UserStatements:
         if d.set_based:
             names = [c.name for c in users.c]
             user_insert = insert(users).from_select(names, from_json(users, names))
-            changed = json_rows(users, ["id", "display_name", "email", "attributes"])
+            changed = json_rows(users, ["id", "display_name", "email", "attributes", "welcomed"])
             self.user_update = (
                 update(users)
                 .where(users.c.id == changed.c.id)
@@ -24,6 +24,7 @@ class UserStatements:
                     display_name=changed.c.display_name,
                     email=changed.c.email,
                     attributes=changed.c.attributes,
+                    welcomed=changed.c.welcomed,
                 )
             )
         self.user_add = user_insert.on_conflict_do_nothing(index_elements=["id"]).returning(

@@ -1,12 +1,15 @@
 """A key limited to some systems causes and learns nothing outside them (API.md, Auth):
 its events count toward its systems' running totals only, its RecordEvent keys neither
-replay nor block another key's, a user it creates is welcomed in its systems only, its
+replay nor block another key's, a user it names is welcomed in its systems only (and
+still owed the others' welcome), its
 previews replay its systems' events, and its answers do not reveal another system's
 event types. Issue 21's rows M1, M2, M3, L1, L2, L3; both stores."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -15,16 +18,28 @@ import pytest
 
 from server.domain import commands, validation
 from server.domain.access import Caller, Scope
-from server.domain.errors import NoMatchingTrigger, RateLimited, ValidationFailed
-from server.domain.model import TriggerStatus, TriggerType, UserProfile
+from server.domain.errors import (
+    InsufficientPoints,
+    NoMatchingTrigger,
+    RateLimited,
+    UserNotFound,
+    ValidationFailed,
+)
+from server.domain.model import (
+    WELCOMED_EVERYWHERE,
+    TriggerStatus,
+    TriggerType,
+    UserProfile,
+    Welcomed,
+)
 from server.services.held import callers
 from server.services.held.limits import RateLimiter
 from server.services.pipeline.results import EventResult
 from server.services.tally import Tally
-from server.services.use_cases import events, reads
+from server.services.use_cases import events, points_changes, reads
 from server.store.database import SqlStore
 from tests.conftest import T0
-from tests.integration.helpers import award, system
+from tests.integration.helpers import award, deduct, system
 from tests.integration.test_triggers import trigger
 
 T = TypeVar("T")
@@ -111,6 +126,76 @@ class TestWelcome:
         # A key of every system welcomes in every system.
         as_caller(EVERY, lambda: award(two, "new-3", 10, system_key="a"))
         assert (points(two, "new-3", "a"), points(two, "new-3", "b")) == (13, 100)
+
+    def test_a_user_bs_key_created_is_welcomed_in_a_by_the_first_call_that_may_use_a(
+        self, two: Tally
+    ) -> None:
+        """Attacker probe: the welcome was decided once, when b's key created the user,
+        so a's never came, and the event's `added` told a's key the user existed."""
+        system(two, "c")
+        trigger(two, TriggerType.USER_IDENTIFIED, 100, system_key="b")
+        trigger(two, TriggerType.USER_IDENTIFIED, 3, system_key="a")
+        trigger(two, TriggerType.USER_IDENTIFIED, 50, system_key="c")
+        trigger(two, TriggerType.EVENT, 1, system_key="a", event_type="visit")
+        as_caller(WRITE_B, lambda: award(two, "x", 10, system_key="b"))
+        assert welcomed(two, "x") == Welcomed(frozenset({"b"}))
+        seen_elsewhere = record(two, WRITE_A, "x", "visit")
+        never_seen = record(two, WRITE_A, "fresh", "visit")
+        assert seen_elsewhere.results["a"].added == never_seen.results["a"].added == 4
+        assert welcomed(two, "x") == Welcomed(frozenset({"a", "b"}))
+        # A key of every system welcomes in the one system left, once.
+        for _ in range(2):
+            as_caller(EVERY, lambda: award(two, "x", 1, system_key="a"))
+        assert welcomed(two, "x") == WELCOMED_EVERYWHERE
+        assert [points(two, "x", key) for key in "abc"] == [3 + 1 + 1 + 1, 110, 50]
+        assert [welcomes(two, "x", key) for key in "abc"] == [1, 1, 1]
+
+    def test_a_deduct_welcomes_no_one_and_finds_no_user_seen_only_elsewhere(
+        self, two: Tally
+    ) -> None:
+        trigger(two, TriggerType.USER_IDENTIFIED, 3, system_key="a")
+        as_caller(WRITE_B, lambda: award(two, "x", 10, system_key="b"))
+        with pytest.raises(UserNotFound):
+            as_caller(WRITE_A, lambda: deduct(two, "x", 1, system_key="a"))
+        with pytest.raises(InsufficientPoints):
+            as_caller(EVERY, lambda: deduct(two, "x", 1, system_key="a"))
+        assert welcomed(two, "x") == Welcomed(frozenset({"b"}))
+
+    def test_racing_calls_of_another_system_welcome_once(self, two: Tally) -> None:
+        """Calls of a's key and of every system, each its own process (its own writer, so
+        its own transaction), race to welcome in a a user b's key created: one does."""
+        trigger(two, TriggerType.USER_IDENTIFIED, 100, system_key="a")
+        as_caller(WRITE_B, lambda: award(two, "x", 10, system_key="b"))
+        processes = [Tally(two.store, clock=lambda: T0) for _ in range(8)]
+        start = threading.Barrier(8)
+
+        def call(i: int) -> None:
+            start.wait()
+            caller = WRITE_A if i % 2 else EVERY
+            cmd = commands.Award("a", UserProfile("x"), 1, idempotency_key=f"k{i}")
+            as_caller(caller, lambda: points_changes.award(processes[i], cmd, T0))
+
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(call, range(8)))
+        assert points(two, "x", "a") == 100 + 8
+        assert welcomes(two, "x", "a") == 1
+
+
+def welcomed(tally: Tally, user_id: str) -> Welcomed:
+    """The systems the user is welcomed in, as stored."""
+    with tally.store.unit_of_work(write=False) as uow:
+        user = uow.users.get(user_id)
+    assert user is not None
+    return user.welcomed
+
+
+def welcomes(tally: Tally, user_id: str, system_key: str) -> int:
+    """How many USER_IDENTIFIED entries the user has in the system."""
+    page = reads.list_transactions(
+        tally, commands.ListTransactions(system_key, user_id, page_size=100), T0
+    )
+    ids = {t.id for t in tally.config.snapshot.rules.identified}
+    return sum(1 for entry in page.entries if entry.trigger_id in ids)
 
 
 class TestRunningTotals:

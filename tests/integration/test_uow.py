@@ -19,20 +19,23 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, inspect, text
+from sqlalchemy import Engine, create_engine, insert, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from tenacity import wait_none
 
 from server.domain.errors import InsufficientPoints, StoreUnavailable, TransientStoreError
-from server.domain.model import LevelBasis, PointsSystem
+from server.domain.model import WELCOMED_EVERYWHERE, LevelBasis, PointsSystem, TriggerType
 from server.services import transactions
 from server.services.ports import UnitOfWork
+from server.services.tally import Tally
 from server.services.transactions import in_transaction
 from server.store import migrate
 from server.store.database import SqlStore, create_store_engine
-from server.store.models import Base
+from server.store.models import Base, UserRow
 from tests.conftest import PG_ADMIN_URL, T0
+from tests.integration.helpers import award, system
+from tests.integration.test_triggers import trigger
 
 
 def a_system(key: str = "xp") -> PointsSystem:
@@ -321,6 +324,25 @@ def test_upgrade_is_idempotent(fresh_engine: Engine) -> None:
     migrate.upgrade(fresh_engine)
     assert migrate.current(fresh_engine) == head_revision(fresh_engine)
     assert schema_diff(fresh_engine) == []
+
+
+def test_users_from_before_0015_are_welcomed_everywhere(fresh_engine: Engine) -> None:
+    """A user existing at the upgrade was welcomed when created, by the rule then in
+    force: 0015 counts them welcomed in every system, so no call welcomes them again."""
+    migrate.upgrade(fresh_engine, "0014")
+    with fresh_engine.begin() as connection:
+        row = {"id": "old", "display_name": "", "email": "", "attributes": {}, "create_time": T0}
+        connection.execute(insert(UserRow).values(row))  # the columns of 0014
+    migrate.upgrade(fresh_engine)
+    tally = Tally(SqlStore(fresh_engine), clock=lambda: T0)
+    system(tally, "xp")
+    trigger(tally, TriggerType.USER_IDENTIFIED, 100)
+    with tally.store.unit_of_work(write=False) as uow:
+        old = uow.users.get("old")
+    assert old is not None
+    assert old.welcomed == WELCOMED_EVERYWHERE
+    assert award(tally, "old", 5).balance.balance == 5
+    assert award(tally, "new", 5).balance.balance == 105
 
 
 def test_sqlite_commits_survive_a_power_cut(tmp_path: Path) -> None:

@@ -37,7 +37,7 @@ def _award_change(tally: Tally, cmd: commands.Award, now: datetime) -> AwardPoin
         cmd,
         now,
         request_hash=idempotency.fingerprint("Award", cmd),
-        reach=caller.reach,  # a new user is welcomed in the caller's systems alone
+        reach=caller.reach,  # the user is welcomed in the caller's systems alone
     )
 
 
@@ -46,8 +46,8 @@ def deduct(tally: Tally, cmd: commands.Deduct, now: datetime) -> WriteResult:
     callers.current().check_system(cmd.system_key)
     tally.system(cmd.system_key)
     tally.limits.take(cmd.system_key, cmd.user_id)
-    # (its reach too: a user created earlier in the batch by a change that failed is not
-    # welcomed yet, and this one must not welcome it outside the caller's systems)
+    # (its reach too: a caller limited to some systems finds a user only through an
+    # account in one of them; a deduction welcomes no one)
     change = DeductPoints(
         cmd,
         now,

@@ -2,6 +2,11 @@
 
 Why /proc: it needs nothing installed, covers every worker process of the server, and
 counts PostgreSQL backends that exit during a run (through the postmaster's cutime).
+
+Database CPU is counted per node: the process tree of each node's postmaster (its
+backends and background workers, its reaped children), so that a Citus coordinator and
+each worker are told apart, and so that another PostgreSQL on the machine (a Citus
+cluster next to the plain PostgreSQL, say) is not counted as the bench's database.
 """
 
 from __future__ import annotations
@@ -9,7 +14,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -38,14 +43,10 @@ def _pids() -> list[int]:
 
 def process_tree(root: int) -> list[int]:
     """`root` and all its descendants (the server supervisor and its workers)."""
-    parents: dict[int, int] = {}
-    for pid in _pids():
-        fields = _stat(pid)
-        if fields is not None:
-            parents[pid] = int(fields[1])
+    tree_of = parents()
     tree, frontier = [root], [root]
     while frontier:
-        children = [pid for pid, ppid in parents.items() if ppid in frontier]
+        children = [pid for pid, ppid in tree_of.items() if ppid in frontier]
         tree += children
         frontier = children
     return tree
@@ -84,6 +85,59 @@ def postgres_cpu() -> float:
     return total
 
 
+def parent(pid: int) -> int | None:
+    fields = _stat(pid)
+    return int(fields[1]) if fields is not None else None
+
+
+def parents() -> dict[int, int]:
+    """Every process's parent pid, read once."""
+    found: dict[int, int] = {}
+    for pid in _pids():
+        fields = _stat(pid)
+        if fields is not None:
+            found[pid] = int(fields[1])
+    return found
+
+
+def backend_database(pid: int) -> str | None:
+    """The database a client backend serves, from its title (`postgres: USER DB HOST(PORT)
+    STATE`); None for background processes (checkpointer, Citus's daemons)."""
+    try:
+        title = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except (OSError, UnicodeDecodeError):
+        return None
+    words = title.split()
+    if len(words) > 1 and words[1].endswith(":"):  # a cluster name: `postgres: 15/main: ...`
+        del words[1]
+    if len(words) < 4 or words[0] != "postgres:":
+        return None
+    return words[2] if "(" in words[3] or words[3] == "[local]" else None
+
+
+def postmasters_cpu(
+    postmasters: dict[str, int], database: str | None = None
+) -> tuple[dict[str, float], dict[str, dict[int, float]]]:
+    """CPU of each PostgreSQL node: its postmaster (with the children it reaped: backends
+    that exited) and every live child (backends, background workers); and, when
+    `database` is named, each live backend of another database with its own CPU (others
+    sharing the node: the caller takes their CPU out)."""
+    tree = parents()
+    totals: dict[str, float] = {}
+    foreign: dict[str, dict[int, float]] = {}
+    for name, postmaster in postmasters.items():
+        children = [pid for pid, ppid in tree.items() if ppid == postmaster]
+        totals[name] = cpu_seconds([postmaster], reaped_children=True) + cpu_seconds(children)
+        foreign[name] = {}
+        if database is None:
+            continue
+        for pid in children:
+            served = backend_database(pid)
+            if served is not None and served != database:
+                foreign[name][pid] = cpu_seconds([pid])
+    return totals, foreign
+
+
 def rss_bytes(pids: list[int]) -> int:
     total = 0
     for pid in pids:
@@ -99,15 +153,23 @@ class Snapshot:
     at: float
     server_cpu: float
     db_cpu: float
+    nodes: dict[str, float] = field(default_factory=dict)  # CPU of each database node
+    # live backends of other databases on each node: pid -> CPU
+    foreign: dict[str, dict[int, float]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Usage:
-    """What the server and the database spent between two snapshots."""
+    """What the server and the database spent between two snapshots (`db_cpu` is the sum
+    of `nodes`, when the meter knows its nodes). `foreign` is what backends of other
+    databases spent on each node, taken out of `nodes` (as far as they were alive at the
+    end: one that exited in between is counted as the bench's)."""
 
     seconds: float
     server_cpu: float
     db_cpu: float
+    nodes: dict[str, float] = field(default_factory=dict)
+    foreign: dict[str, float] = field(default_factory=dict)
 
     @property
     def server_cores(self) -> float:
@@ -119,22 +181,50 @@ class Usage:
 
 
 class Meter:
-    """Snapshots of the server's process tree and of PostgreSQL, and a memory sampler."""
+    """Snapshots of the server's process tree and of PostgreSQL, and a memory sampler.
 
-    def __init__(self, server_pid: int) -> None:
+    `db_nodes` names each database node's postmaster pid (`Database.postmasters()`);
+    without it, every process named postgres on the machine counts as the database. With
+    `database`, live backends of other databases on those nodes are not counted (a Citus
+    cluster shared with other people's tests)."""
+
+    def __init__(
+        self,
+        server_pid: int,
+        db_nodes: dict[str, int] | None = None,
+        database: str | None = None,
+    ) -> None:
         self.server_pid = server_pid
+        self.db_nodes = dict(db_nodes or {})
+        self.database = database
         self.tree = process_tree(server_pid)
         self._peak = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def snapshot(self) -> Snapshot:
-        return Snapshot(time.perf_counter(), cpu_seconds(self.tree), postgres_cpu())
+        at, server = time.perf_counter(), cpu_seconds(self.tree)
+        if not self.db_nodes:
+            return Snapshot(at, server, postgres_cpu())
+        nodes, foreign = postmasters_cpu(self.db_nodes, self.database)
+        return Snapshot(at, server, sum(nodes.values()), nodes, foreign)
 
     @staticmethod
     def usage(start: Snapshot, end: Snapshot) -> Usage:
+        foreign = {
+            name: sum(cpu - start.foreign.get(name, {}).get(pid, 0.0) for pid, cpu in pids.items())
+            for name, pids in end.foreign.items()
+        }
+        nodes = {
+            name: end.nodes[name] - start.nodes.get(name, 0.0) - foreign.get(name, 0.0)
+            for name in end.nodes
+        }
         return Usage(
-            end.at - start.at, end.server_cpu - start.server_cpu, end.db_cpu - start.db_cpu
+            end.at - start.at,
+            end.server_cpu - start.server_cpu,
+            sum(nodes.values()) if nodes else end.db_cpu - start.db_cpu,
+            nodes,
+            foreign,
         )
 
     def rss(self) -> int:

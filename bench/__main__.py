@@ -453,6 +453,12 @@ class Bench(Harness):
                 if closed.usage and units
                 else {}
             ),
+            # of which backends that exited in the window (connections opened and closed)
+            "db_nodes_reaped_cpu_us_per_unit": (
+                {node: cpu / units * 1e6 for node, cpu in closed.usage.reaped.items()}
+                if closed.usage and units
+                else {}
+            ),
             # CPU of other databases' backends on the same nodes, left out of the above
             "db_foreign_cores": (
                 {n: cpu / closed.usage.seconds for n, cpu in closed.usage.foreign.items()}

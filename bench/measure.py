@@ -117,17 +117,19 @@ def backend_database(pid: int) -> str | None:
 
 def postmasters_cpu(
     postmasters: dict[str, int], database: str | None = None
-) -> tuple[dict[str, float], dict[str, dict[int, float]]]:
+) -> tuple[dict[str, float], dict[str, float], dict[str, dict[int, float]]]:
     """CPU of each PostgreSQL node: its postmaster (with the children it reaped: backends
-    that exited) and every live child (backends, background workers); and, when
-    `database` is named, each live backend of another database with its own CPU (others
-    sharing the node: the caller takes their CPU out)."""
+    that exited) and every live child (backends, background workers); of that, the
+    reaped children's; and, when `database` is named, each live backend of another
+    database with its own CPU (others sharing the node: the caller takes their CPU out)."""
     tree = parents()
     totals: dict[str, float] = {}
+    reaped: dict[str, float] = {}
     foreign: dict[str, dict[int, float]] = {}
     for name, postmaster in postmasters.items():
         children = [pid for pid, ppid in tree.items() if ppid == postmaster]
         totals[name] = cpu_seconds([postmaster], reaped_children=True) + cpu_seconds(children)
+        reaped[name] = totals[name] - cpu_seconds([postmaster]) - cpu_seconds(children)
         foreign[name] = {}
         if database is None:
             continue
@@ -135,7 +137,7 @@ def postmasters_cpu(
             served = backend_database(pid)
             if served is not None and served != database:
                 foreign[name][pid] = cpu_seconds([pid])
-    return totals, foreign
+    return totals, reaped, foreign
 
 
 def rss_bytes(pids: list[int]) -> int:
@@ -156,6 +158,7 @@ class Snapshot:
     nodes: dict[str, float] = field(default_factory=dict)  # CPU of each database node
     # live backends of other databases on each node: pid -> CPU
     foreign: dict[str, dict[int, float]] = field(default_factory=dict)
+    reaped: dict[str, float] = field(default_factory=dict)  # exited children, each node
 
 
 @dataclass(frozen=True)
@@ -163,13 +166,16 @@ class Usage:
     """What the server and the database spent between two snapshots (`db_cpu` is the sum
     of `nodes`, when the meter knows its nodes). `foreign` is what backends of other
     databases spent on each node, taken out of `nodes` (as far as they were alive at the
-    end: one that exited in between is counted as the bench's)."""
+    end: one that exited in between is counted as the bench's). `reaped` is the part of
+    `nodes` spent by backends that exited in the window (short-lived connections, ours or
+    not)."""
 
     seconds: float
     server_cpu: float
     db_cpu: float
     nodes: dict[str, float] = field(default_factory=dict)
     foreign: dict[str, float] = field(default_factory=dict)
+    reaped: dict[str, float] = field(default_factory=dict)
 
     @property
     def server_cores(self) -> float:
@@ -206,8 +212,8 @@ class Meter:
         at, server = time.perf_counter(), cpu_seconds(self.tree)
         if not self.db_nodes:
             return Snapshot(at, server, postgres_cpu())
-        nodes, foreign = postmasters_cpu(self.db_nodes, self.database)
-        return Snapshot(at, server, sum(nodes.values()), nodes, foreign)
+        nodes, reaped, foreign = postmasters_cpu(self.db_nodes, self.database)
+        return Snapshot(at, server, sum(nodes.values()), nodes, foreign, reaped)
 
     @staticmethod
     def usage(start: Snapshot, end: Snapshot) -> Usage:
@@ -225,6 +231,7 @@ class Meter:
             sum(nodes.values()) if nodes else end.db_cpu - start.db_cpu,
             nodes,
             foreign,
+            {name: end.reaped[name] - start.reaped.get(name, 0.0) for name in end.reaped},
         )
 
     def rss(self) -> int:

@@ -143,6 +143,9 @@ def markdown_citus(doc: dict[str, Any]) -> str:
     for row in doc["comparison"]:
         p, c, unit = row["plain"], row["citus"], row["unit_one"]
         split = " + ".join(_fmt(c["db_nodes_cpu_us"].get(n)) for n in nodes)
+        if any(c.get("db_nodes_reaped_us", {}).values()):
+            exited = " + ".join(_fmt(c["db_nodes_reaped_us"].get(n)) for n in nodes)
+            split += f" (exited backends {exited})"
         ratios = f"{_ratio(row['throughput_ratio'])} throughput"
         if row["p50_ratio"] is not None:
             ratios += f", {_ratio(row['p50_ratio'])} p50"
@@ -163,7 +166,9 @@ def markdown_citus(doc: dict[str, Any]) -> str:
         " CPU per unit over each closed-loop window; a node's CPU is its postmaster's whole"
         " process tree less the live backends of other databases (shown in cores: other"
         " people's tests on the same nodes); their backends that exited during the window"
-        " and the nodes' shared background work stay in.",
+        " and the nodes' shared background work stay in. `exited backends`: the part spent by"
+        " backends that ended in the window (connections opened and closed: Citus's to its"
+        " workers, or other people's).",
         "",
     ]
     for m in doc.get("scaling", []):

@@ -117,6 +117,10 @@ def write(doc: dict[str, Any], out: Path, stamp: str) -> tuple[Path, Path]:
     return json_path, md_path
 
 
+def _div(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
 def _pair(a: float | None, b: float | None, digits: int = 1) -> str:
     return f"{_fmt(a, digits)} / {_fmt(b, digits)}"
 
@@ -171,6 +175,22 @@ def markdown_citus(doc: dict[str, Any]) -> str:
         " workers, or other people's).",
         "",
     ]
+    plain_db, citus_db = (
+        doc["postgresql"]["ceilings"].get("db_award"),
+        citus_doc["ceilings"].get("db_award"),
+    )
+    if plain_db and citus_db:
+        split = " + ".join(
+            _fmt((citus_db.get("db_nodes_cpu_us_per_unit") or {}).get(n)) for n in nodes
+        )
+        lines += [
+            "The same award-shaped transaction from pgbench (db_award, one user's rows, no"
+            f" Tally): PostgreSQL {_fmt(plain_db['value'])}/s at"
+            f" {_fmt(plain_db.get('db_cpu_us_per_unit'))} us of database CPU each; Citus"
+            f" {_fmt(citus_db['value'])}/s ({_ratio(_div(citus_db['value'], plain_db['value']))})"
+            f" at {_fmt(citus_db.get('db_cpu_us_per_unit'))} = {split} us.",
+            "",
+        ]
     for m in doc.get("scaling", []):
         lines += _scaling(m)
     lines += [

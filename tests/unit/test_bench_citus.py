@@ -122,7 +122,9 @@ def test_scaling_sets_plain_postgresqls_one_node_bound_beside_the_cluster() -> N
 
 
 def test_the_report_shows_both_runs_the_comparison_and_the_model() -> None:
-    def run(kind: str, nodes: dict[str, str], doc: dict[str, Any]) -> dict[str, Any]:
+    def run(
+        kind: str, nodes: dict[str, str], doc: dict[str, Any], db_award: dict[str, Any]
+    ) -> dict[str, Any]:
         scenarios = [
             {
                 **s,
@@ -143,15 +145,25 @@ def test_the_report_shows_both_runs_the_comparison_and_the_model() -> None:
             "machine": {"cpus": 2, "cpu_model": "x", "postgresql": "15"},
             "config": {"workers": 2, "in_flight": 16, "duration_s": 5},
             "database": {"kind": kind, "nodes": nodes},
-            "ceilings": {},
+            "ceilings": {"db_award": {"unit": "awards", "notes": "pgbench", **db_award}},
             "scenarios": scenarios,
         }
 
-    plain = run("postgresql", {"postgresql": "127.0.0.1:5432"}, plain_doc())
+    plain = run(
+        "postgresql",
+        {"postgresql": "127.0.0.1:5432"},
+        plain_doc(),
+        {"value": 4000.0, "db_cpu_us_per_unit": 300.0},
+    )
     cluster = run(
         "citus",
         {"coordinator": "h:9700", "worker1": "h:9701", "worker2": "h:9702"},
         citus_doc(),
+        {
+            "value": 1000.0,
+            "db_cpu_us_per_unit": 900.0,
+            "db_nodes_cpu_us_per_unit": {"coordinator": 300.0, "worker1": 300.0, "worker2": 300.0},
+        },
     )
     doc = {
         **{k: plain[k] for k in ("started", "quick", "command", "machine")},
@@ -164,5 +176,6 @@ def test_the_report_shows_both_runs_the_comparison_and_the_model() -> None:
     assert "| award_spread | 1,000 calls/s | 400 calls/s | 0.40x throughput, 2.00x p50" in text
     assert "1,000 = 200 + 450 + 350 us/call" in text
     assert "FAIL AwardBatch of 100 p50 <= 3x plain PostgreSQL" in text
+    assert "Citus 1,000/s (0.25x) at 900 = 300 + 300 + 300 us." in text
     assert "### Scaling model from award_spread on Citus" in text
     assert "1,000 us/call (200 + 450 + 350)" in text  # the Citus run's own table

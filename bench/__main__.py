@@ -382,6 +382,7 @@ class Bench(Harness):
         bodies = write_bodies(self.tmp, s.name, rest)
         with self.database.connect() as conn:
             sequence_before = seed.last_sequence(conn)
+        sessions_before = self.database.sessions()
         rss_start = self.meter.start_sampling()
         connections, streams = (self.args.connections, self.args.streams)
         if s.streaming:
@@ -404,6 +405,7 @@ class Bench(Harness):
             headers=self.server.headers,
         )
         calls = closed.result["calls_ok"]
+        sessions_after = self.database.sessions()
         throughput = (
             closed.result["messages_per_s"] * s.units_per_message
             if s.streaming
@@ -459,6 +461,12 @@ class Bench(Harness):
                 if closed.usage and units
                 else {}
             ),
+            # connections opened on each node per call of the closed loop (warm-up included)
+            "db_sessions_per_call": {
+                node: (sessions_after[node] - sessions_before.get(node, 0))
+                / max(1, closed.result["total_ok"])
+                for node in sessions_after
+            },
             # CPU of other databases' backends on the same nodes, left out of the above
             "db_foreign_cores": (
                 {n: cpu / closed.usage.seconds for n, cpu in closed.usage.foreign.items()}

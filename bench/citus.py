@@ -186,6 +186,7 @@ def compare(plain_doc: dict[str, Any], citus_doc: dict[str, Any]) -> list[dict[s
                 "db_cpu_us": c.get("db_cpu_us_per_unit"),
                 "db_nodes_cpu_us": c.get("db_nodes_cpu_us_per_unit") or {},
                 "db_nodes_reaped_us": c.get("db_nodes_reaped_cpu_us_per_unit") or {},
+                "sessions_per_call": c.get("db_sessions_per_call") or {},
                 "others_cores": sum((c.get("db_foreign_cores") or {}).values()),
             },
             "check": "ok" if p["check"] == "ok" and c["check"] == "ok" else "MISMATCH",

@@ -150,6 +150,11 @@ def markdown_citus(doc: dict[str, Any]) -> str:
         if any(c.get("db_nodes_reaped_us", {}).values()):
             exited = " + ".join(_fmt(c["db_nodes_reaped_us"].get(n)) for n in nodes)
             split += f" (exited backends {exited})"
+        opened = c.get("sessions_per_call") or {}
+        if any(opened.values()):
+            split += "; connections opened per call " + " + ".join(
+                f"{opened.get(n, 0):.2f}" for n in nodes
+            )
         ratios = f"{_ratio(row['throughput_ratio'])} throughput"
         if row["p50_ratio"] is not None:
             ratios += f", {_ratio(row['p50_ratio'])} p50"

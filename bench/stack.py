@@ -93,6 +93,19 @@ class Database:
             **{f"worker{i}": node for i, node in enumerate(self.workers, 1)},
         }
 
+    def sessions(self) -> dict[str, int]:
+        """Sessions opened so far in this database, on each node (pg_stat_database): a
+        connection opened per call shows up here (Citus's to its workers)."""
+        opened: dict[str, int] = {}
+        for name, (host, port) in self.nodes().items():
+            with self._on(host, port, self.name) as conn:
+                conn.execute("SELECT pg_stat_clear_snapshot()")
+                row = conn.execute(
+                    "SELECT sessions FROM pg_stat_database WHERE datname = current_database()"
+                ).fetchone()
+            opened[name] = int(str(row[0])) if row else 0
+        return opened
+
     def postmasters(self) -> dict[str, int]:
         """Each node's postmaster pid (the parent of a backend of ours), for the Meter."""
         found: dict[str, int] = {}

@@ -713,6 +713,9 @@ def run_both(args: argparse.Namespace, has_h2load: bool, selected: list[Scenario
     log(f"--citus: plain PostgreSQL first, then the cluster ({len(workers)} workers)")
     plain = Bench(args, has_h2load)
     plain_doc = plain.run(selected)
+    # kept should the cluster's half fail; the combined document replaces latest.*
+    kept, _ = report.write(plain_doc, args.out, f"{plain.stamp}-postgresql")
+    log(f"plain PostgreSQL's half: {kept}")
     cluster = Bench(
         args,
         has_h2load,

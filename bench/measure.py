@@ -107,6 +107,11 @@ def backend_database(pid: int) -> str | None:
         title = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
     except (OSError, UnicodeDecodeError):
         return None
+    return title_database(title)
+
+
+def title_database(title: str) -> str | None:
+    """The database named by a backend's process title, or None (see backend_database)."""
     words = title.split()
     if len(words) > 1 and words[1].endswith(":"):  # a cluster name: `postgres: 15/main: ...`
         del words[1]

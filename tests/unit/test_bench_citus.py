@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from bench import citus, report
+from bench.measure import title_database
 
 
 def scenario(name: str, **figures: Any) -> dict[str, Any]:
@@ -179,3 +180,21 @@ def test_the_report_shows_both_runs_the_comparison_and_the_model() -> None:
     assert "Citus 1,000/s (0.25x) at 900 = 300 + 300 + 300 us." in text
     assert "### Scaling model from award_spread on Citus" in text
     assert "1,000 us/call (200 + 450 + 350)" in text  # the Citus run's own table
+
+
+@pytest.mark.parametrize(
+    ("title", "database"),
+    [
+        ("postgres: postgres tally_bench_1 127.0.0.1(5432) idle", "tally_bench_1"),
+        ("postgres: 15/main: postgres tally_x 127.0.0.1(49588) INSERT", "tally_x"),
+        ("postgres: app shop [local] idle in transaction", "shop"),
+        ("postgres: checkpointer ", None),
+        ("postgres: 15/main: background writer ", None),
+        ("postgres: Citus Maintenance Daemon: 55601/10 ", None),
+        ("/usr/lib/postgresql/15/bin/postgres -D /tmp/citus-cluster/n9700", None),
+    ],
+)
+def test_a_backend_is_told_by_the_database_its_title_names(
+    title: str, database: str | None
+) -> None:
+    assert title_database(title) == database

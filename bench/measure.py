@@ -120,29 +120,54 @@ def title_database(title: str) -> str | None:
     return words[2] if "(" in words[3] or words[3] == "[local]" else None
 
 
-def postmasters_cpu(
-    postmasters: dict[str, int], database: str | None = None
-) -> tuple[dict[str, float], dict[str, float], dict[str, dict[int, float]]]:
-    """CPU of each PostgreSQL node: its postmaster (with the children it reaped: backends
-    that exited) and every live child (backends, background workers); of that, the
-    reaped children's; and, when `database` is named, each live backend of another
-    database with its own CPU (others sharing the node: the caller takes their CPU out)."""
+@dataclass(frozen=True)
+class NodeSample:
+    """One PostgreSQL node at one moment: the CPU of its postmaster tree (`total`, reaped
+    children included), of the children it has reaped (`reaped`), of each live child
+    (`children`), and which live children are backends of another database (`foreign`)."""
+
+    total: float
+    reaped: float
+    children: dict[int, float]
+    foreign: frozenset[int] = frozenset()
+
+
+@dataclass(frozen=True)
+class NodeUsage:
+    """One node between two samples: `cpu` the bench's (the tree less other databases'
+    live backends), `foreign` what those spent, `exited` the part of `cpu` spent in the
+    window by children that ended in it."""
+
+    cpu: float
+    foreign: float
+    exited: float
+
+
+def node_usage(start: NodeSample, end: NodeSample) -> NodeUsage:
+    """A child reaped in the window brings its whole life's CPU into `reaped`; what it
+    had spent by the first sample is taken out again, so `exited` is the window's."""
+    foreign = sum(end.children[pid] - start.children.get(pid, 0.0) for pid in end.foreign)
+    gone_before = sum(cpu for pid, cpu in start.children.items() if pid not in end.children)
+    exited = max(0.0, end.reaped - start.reaped - gone_before)
+    return NodeUsage(end.total - start.total - foreign, foreign, exited)
+
+
+def sample_nodes(postmasters: dict[str, int], database: str | None = None) -> dict[str, NodeSample]:
+    """Each PostgreSQL node's sample; with `database`, live backends of other databases
+    are marked foreign (others sharing the node: their CPU is taken out)."""
     tree = parents()
-    totals: dict[str, float] = {}
-    reaped: dict[str, float] = {}
-    foreign: dict[str, dict[int, float]] = {}
+    samples: dict[str, NodeSample] = {}
     for name, postmaster in postmasters.items():
-        children = [pid for pid, ppid in tree.items() if ppid == postmaster]
-        totals[name] = cpu_seconds([postmaster], reaped_children=True) + cpu_seconds(children)
-        reaped[name] = totals[name] - cpu_seconds([postmaster]) - cpu_seconds(children)
-        foreign[name] = {}
-        if database is None:
-            continue
-        for pid in children:
-            served = backend_database(pid)
-            if served is not None and served != database:
-                foreign[name][pid] = cpu_seconds([pid])
-    return totals, reaped, foreign
+        children = {pid: cpu_seconds([pid]) for pid, ppid in tree.items() if ppid == postmaster}
+        own = cpu_seconds([postmaster])
+        total = cpu_seconds([postmaster], reaped_children=True) + sum(children.values())
+        foreign = frozenset(
+            pid
+            for pid in children
+            if database is not None and backend_database(pid) not in (None, database)
+        )
+        samples[name] = NodeSample(total, total - own - sum(children.values()), children, foreign)
+    return samples
 
 
 def rss_bytes(pids: list[int]) -> int:
@@ -160,10 +185,7 @@ class Snapshot:
     at: float
     server_cpu: float
     db_cpu: float
-    nodes: dict[str, float] = field(default_factory=dict)  # CPU of each database node
-    # live backends of other databases on each node: pid -> CPU
-    foreign: dict[str, dict[int, float]] = field(default_factory=dict)
-    reaped: dict[str, float] = field(default_factory=dict)  # exited children, each node
+    nodes: dict[str, NodeSample] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -217,26 +239,23 @@ class Meter:
         at, server = time.perf_counter(), cpu_seconds(self.tree)
         if not self.db_nodes:
             return Snapshot(at, server, postgres_cpu())
-        nodes, reaped, foreign = postmasters_cpu(self.db_nodes, self.database)
-        return Snapshot(at, server, sum(nodes.values()), nodes, foreign, reaped)
+        nodes = sample_nodes(self.db_nodes, self.database)
+        return Snapshot(at, server, sum(n.total for n in nodes.values()), nodes)
 
     @staticmethod
     def usage(start: Snapshot, end: Snapshot) -> Usage:
-        foreign = {
-            name: sum(cpu - start.foreign.get(name, {}).get(pid, 0.0) for pid, cpu in pids.items())
-            for name, pids in end.foreign.items()
-        }
         nodes = {
-            name: end.nodes[name] - start.nodes.get(name, 0.0) - foreign.get(name, 0.0)
-            for name in end.nodes
+            name: node_usage(start.nodes[name], sample)
+            for name, sample in end.nodes.items()
+            if name in start.nodes
         }
         return Usage(
             end.at - start.at,
             end.server_cpu - start.server_cpu,
-            sum(nodes.values()) if nodes else end.db_cpu - start.db_cpu,
-            nodes,
-            foreign,
-            {name: end.reaped[name] - start.reaped.get(name, 0.0) for name in end.reaped},
+            sum(n.cpu for n in nodes.values()) if nodes else end.db_cpu - start.db_cpu,
+            {name: n.cpu for name, n in nodes.items()},
+            {name: n.foreign for name, n in nodes.items()},
+            {name: n.exited for name, n in nodes.items()},
         )
 
     def rss(self) -> int:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from bench import citus, report
-from bench.measure import title_database
+from bench.measure import NodeSample, node_usage, title_database
 
 
 def scenario(name: str, **figures: Any) -> dict[str, Any]:
@@ -198,3 +198,24 @@ def test_a_backend_is_told_by_the_database_its_title_names(
     title: str, database: str | None
 ) -> None:
     assert title_database(title) == database
+
+
+def test_a_nodes_cpu_is_the_windows_less_other_databases_backends() -> None:
+    start = NodeSample(
+        total=100.0,
+        reaped=40.0,
+        # 11: ours; 12: ours, ends in the window; 13: another database's
+        children={11: 10.0, 12: 30.0, 13: 20.0},
+        foreign=frozenset({13}),
+    )
+    end = NodeSample(
+        # 12 reaped with 35 s in all (5 in the window); 14 (another database's) is new
+        total=100.0 + 2.0 + 5.0 + 4.0 + 3.0 + 6.0,  # 11, 12, 13, new ours 15, new foreign 14
+        reaped=40.0 + 35.0,
+        children={11: 12.0, 13: 24.0, 14: 6.0, 15: 3.0},
+        foreign=frozenset({13, 14}),
+    )
+    usage = node_usage(start, end)
+    assert usage.foreign == pytest.approx(4.0 + 6.0)
+    assert usage.cpu == pytest.approx(2.0 + 5.0 + 3.0)
+    assert usage.exited == pytest.approx(5.0)  # not the 35 s of 12's whole life

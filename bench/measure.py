@@ -194,8 +194,8 @@ class Usage:
     of `nodes`, when the meter knows its nodes). `foreign` is what backends of other
     databases spent on each node, taken out of `nodes` (as far as they were alive at the
     end: one that exited in between is counted as the bench's). `reaped` is the part of
-    `nodes` spent by backends that exited in the window (short-lived connections, ours or
-    not)."""
+    `nodes` spent in the window by backends that exited in it (short-lived connections,
+    ours or not; see node_usage)."""
 
     seconds: float
     server_cpu: float

@@ -146,7 +146,7 @@ def markdown_citus(doc: dict[str, Any]) -> str:
     ]
     for row in doc["comparison"]:
         p, c, unit = row["plain"], row["citus"], row["unit_one"]
-        split = " + ".join(_fmt(c["db_nodes_cpu_us"].get(n)) for n in nodes)
+        split = " + ".join(_fmt(c["db_nodes_cpu_us"].get(n)) for n in nodes) + f" us/{unit}"
         if any(c.get("db_nodes_reaped_us", {}).values()):
             exited = " + ".join(_fmt(c["db_nodes_reaped_us"].get(n)) for n in nodes)
             split += f" (exited backends {exited})"
@@ -165,7 +165,7 @@ def markdown_citus(doc: dict[str, Any]) -> str:
             f"| {_pair(p['p50_ms'], p['p99_ms'])} | {_pair(c['p50_ms'], c['p99_ms'])} "
             f"| {_pair(p['server_cpu_us'], c['server_cpu_us'], 0)} us/{unit} "
             f"| {_fmt(p['db_cpu_us'])} us/{unit} "
-            f"| {_fmt(c['db_cpu_us'])} = {split} us/{unit} "
+            f"| {_fmt(c['db_cpu_us'])} = {split} "
             f"| {_pair(p['others_cores'], c['others_cores'], 2)} | {row['check']} | {targets} |"
         )
     lines += [

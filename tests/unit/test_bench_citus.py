@@ -175,7 +175,7 @@ def test_the_report_shows_both_runs_the_comparison_and_the_model() -> None:
     }
     text = report.markdown(doc)
     assert "| award_spread | 1,000 calls/s | 400 calls/s | 0.40x throughput, 2.00x p50" in text
-    assert "1,000 = 200 + 450 + 350 us/call" in text
+    assert "| 1,000 = 200 + 450 + 350 us/call |" in text
     assert "FAIL AwardBatch of 100 p50 <= 3x plain PostgreSQL" in text
     assert "Citus 1,000/s (0.25x) at 900 = 300 + 300 + 300 us." in text
     assert "### Scaling model from award_spread on Citus" in text

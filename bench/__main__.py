@@ -1,11 +1,13 @@
 """`python -m bench`: measure Tally against the transport's and the database's ceilings.
 
-python -m bench [--quick] [--scenarios a,b] [--duration S] [--workers N] [--out DIR]
+python -m bench [--quick] [--scenarios a,b] [--duration S] [--workers N] [--out DIR] [--citus]
 
 Creates a fresh PostgreSQL database, seeds it, starts the real server, measures the
 ceilings and every scenario with load from separate processes, writes
 bench/results/<timestamp>.json and .md (and latest.md), prints the table on stdout and
-progress on stderr, then stops the server and drops the database.
+progress on stderr, then stops the server and drops the database. With --citus it does
+all of that twice, on plain PostgreSQL and then on a local Citus cluster, and reports the
+two side by side with a scaling model (bench/citus.py).
 """
 
 from __future__ import annotations
@@ -25,12 +27,12 @@ from typing import Any
 
 import grpc
 
-from bench import ceilings, report, seed
+from bench import ceilings, citus, report, seed
 from bench.followers import Followers
 from bench.load import Run, ensure_h2load, run_child, run_h2gen, run_h2load, write_bodies
 from bench.measure import Meter
 from bench.scenarios import BY_NAME, SCENARIOS, Context, Harness, Scenario
-from bench.stack import ROOT, Database, Server, log
+from bench.stack import ROOT, Database, Server, citus_workers, log
 from tally.v1 import points_pb2
 
 HEALTH = "/grpc.health.v1.Health/Check"
@@ -51,6 +53,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--db-port", type=int, default=5432)
     parser.add_argument("--db-user", default="postgres")
     parser.add_argument("--no-install", action="store_true", help="never apt-get h2load")
+    parser.add_argument(
+        "--citus",
+        action="store_true",
+        help="run the scenarios on plain PostgreSQL, then on the Citus cluster whose"
+        " coordinator is --citus-host:--citus-port, and compare",
+    )
+    parser.add_argument("--citus-host", default="127.0.0.1")
+    parser.add_argument("--citus-port", type=int, default=9700)
+    parser.add_argument(
+        "--cores-per-node",
+        type=float,
+        default=2.0,
+        help="cores of each node in the scaling model (default 2, this machine kind)",
+    )
     parser.add_argument(
         "--no-auth",
         action="store_true",
@@ -81,13 +97,16 @@ def check_tools(args: argparse.Namespace) -> bool:
 class Bench(Harness):
     """One benchmark run: the stack, the ceilings, the scenarios, the results."""
 
-    def __init__(self, args: argparse.Namespace, has_h2load: bool) -> None:
+    def __init__(
+        self, args: argparse.Namespace, has_h2load: bool, database: Database | None = None
+    ) -> None:
         self.args = args
         self.has_h2load = has_h2load
         self.stamp = time.strftime("%Y%m%d-%H%M%S")
-        self.database = Database(
+        self.database = database or Database(
             args.db_host, args.db_port, args.db_user, f"tally_bench_{self.stamp.replace('-', '_')}"
         )
+        self.postmasters: dict[str, int] = {}  # each database node's, for the Meter
         self.quick = bool(args.quick)
         self.ctx = Context(
             run_id=self.stamp,
@@ -114,10 +133,16 @@ class Bench(Harness):
 
     def run(self, selected: list[Scenario]) -> dict[str, Any]:
         started = time.strftime("%Y-%m-%d %H:%M:%S")
-        log(f"database {self.database.name}: creating, migrating, seeding")
+        where = ", ".join(f"{n} {h}:{p}" for n, (h, p) in self.database.nodes().items())
+        log(f"database {self.database.name} ({where}): creating, migrating, seeding")
         self.database.create()
         self.extra["postgresql"] = self.database.version()
+        self.extra["database"] = {
+            "kind": "citus" if self.database.citus else "postgresql",
+            "nodes": {n: f"{h}:{p}" for n, (h, p) in self.database.nodes().items()},
+        }
         try:
+            self.postmasters = self.database.postmasters()
             run_child(
                 [
                     str(Path(sys.executable).parent / "tally-server"),
@@ -129,7 +154,7 @@ class Bench(Harness):
             with self.database.connect() as conn:
                 t0 = time.perf_counter()
                 self.seeded = seed.base(conn, self.ctx.users, self.ctx.history_entries)
-                ceilings.prepare_tables(conn)
+                ceilings.prepare_tables(conn, citus=self.database.citus)
                 log(
                     f"seeded {self.ctx.users:,} users and a {self.ctx.history_entries:,}-entry"
                     f" history in {time.perf_counter() - t0:.1f} s"
@@ -141,7 +166,7 @@ class Bench(Harness):
                 auth=not self.args.no_auth,
             ) as s:
                 self.server = s
-                self.meter = Meter(s.pid)
+                self.meter = Meter(s.pid, self.postmasters, self.database.name)
                 log(f"server pid {s.pid} on {s.target} ({len(self.meter.tree)} processes)")
                 self.collect_deep_tokens()
                 self.measure_ceilings()
@@ -253,6 +278,10 @@ class Bench(Harness):
                 "clients": clients,
                 "generator_cores": result.pgbench_cpu_s / usage.seconds,
                 "db_cpu_us_per_unit": usage.db_cpu / max(1, result.transactions * scale) * 1e6,
+                "db_nodes_cpu_us_per_unit": {
+                    node: cpu / max(1, result.transactions * scale) * 1e6
+                    for node, cpu in usage.nodes.items()
+                },
                 "notes": notes,
             }
             log(f"  {value:,.0f} {unit}/s")
@@ -333,7 +362,7 @@ class Bench(Harness):
             env=s.server_env,
             auth=not self.args.no_auth,
         ) as other:
-            self.server, self.meter = other, Meter(other.pid)
+            self.server, self.meter = other, Meter(other.pid, self.postmasters, self.database.name)
             try:
                 return self._run_scenario(s)
             finally:
@@ -353,6 +382,7 @@ class Bench(Harness):
         bodies = write_bodies(self.tmp, s.name, rest)
         with self.database.connect() as conn:
             sequence_before = seed.last_sequence(conn)
+        sessions_before = self.database.sessions()
         rss_start = self.meter.start_sampling()
         connections, streams = (self.args.connections, self.args.streams)
         if s.streaming:
@@ -375,6 +405,7 @@ class Bench(Harness):
             headers=self.server.headers,
         )
         calls = closed.result["calls_ok"]
+        sessions_after = self.database.sessions()
         throughput = (
             closed.result["messages_per_s"] * s.units_per_message
             if s.streaming
@@ -419,6 +450,29 @@ class Bench(Harness):
             "db_cores": closed.usage.db_cores if closed.usage else None,
             "server_cpu_us_per_unit": _per(closed, units, "server"),
             "db_cpu_us_per_unit": _per(closed, units, "db"),
+            "db_nodes_cpu_us_per_unit": (
+                {node: cpu / units * 1e6 for node, cpu in closed.usage.nodes.items()}
+                if closed.usage and units
+                else {}
+            ),
+            # of which backends that exited in the window (connections opened and closed)
+            "db_nodes_reaped_cpu_us_per_unit": (
+                {node: cpu / units * 1e6 for node, cpu in closed.usage.reaped.items()}
+                if closed.usage and units
+                else {}
+            ),
+            # connections opened on each node per call of the closed loop (warm-up included)
+            "db_sessions_per_call": {
+                node: (sessions_after[node] - sessions_before.get(node, 0))
+                / max(1, closed.result["total_ok"])
+                for node in sessions_after
+            },
+            # CPU of other databases' backends on the same nodes, left out of the above
+            "db_foreign_cores": (
+                {n: cpu / closed.usage.seconds for n, cpu in closed.usage.foreign.items()}
+                if closed.usage and closed.usage.seconds
+                else {}
+            ),
             "generator_cores": closed.result["generator_cores"],
             "rss_start_mb": rss_start / 2**20,
             "peak_rss_mb": peak / 2**20,
@@ -642,9 +696,49 @@ def main(argv: Sequence[str] | None = None) -> int:
     for s in list(selected):  # a baseline that is a scenario must run first
         if s.baseline in BY_NAME and s.baseline not in [x.name for x in selected]:
             selected.insert(0, BY_NAME[s.baseline])
+    if args.citus:
+        return run_both(args, has_h2load, selected)
     bench = Bench(args, has_h2load)
     doc = bench.run(selected)
     json_path, md_path = report.write(doc, args.out, bench.stamp)
+    print(report.markdown(doc))
+    log(f"wrote {json_path} and {md_path}")
+    return 0
+
+
+def run_both(args: argparse.Namespace, has_h2load: bool, selected: list[Scenario]) -> int:
+    """The scenarios on plain PostgreSQL, then on the Citus cluster: same machine, same
+    run, one document with both, their comparison and the scaling model."""
+    workers = citus_workers(args.citus_host, args.citus_port, args.db_user)  # fail first
+    log(f"--citus: plain PostgreSQL first, then the cluster ({len(workers)} workers)")
+    plain = Bench(args, has_h2load)
+    plain_doc = plain.run(selected)
+    # kept should the cluster's half fail; the combined document replaces latest.*
+    kept, _ = report.write(plain_doc, args.out, f"{plain.stamp}-postgresql")
+    log(f"plain PostgreSQL's half: {kept}")
+    cluster = Bench(
+        args,
+        has_h2load,
+        Database(
+            args.citus_host,
+            args.citus_port,
+            args.db_user,
+            f"tally_bench_{plain.stamp.replace('-', '_')}_citus",
+            workers,
+        ),
+    )
+    citus_doc = cluster.run(selected)
+    doc = {
+        "started": plain_doc["started"],
+        "quick": plain_doc["quick"],
+        "command": plain_doc["command"],
+        "machine": plain_doc["machine"],
+        "postgresql": plain_doc,
+        "citus": citus_doc,
+        "comparison": citus.compare(plain_doc, citus_doc),
+        "scaling": citus.scaling(citus_doc, plain_doc, cores=args.cores_per_node),
+    }
+    json_path, md_path = report.write(doc, args.out, plain.stamp)
     print(report.markdown(doc))
     log(f"wrote {json_path} and {md_path}")
     return 0

@@ -6,7 +6,9 @@
 - database: pgbench running transactions shaped like Tally's, with as many connections
   as the scenarios have calls in flight, against copies of Tally's tables
   (`CREATE TABLE ... (LIKE ... INCLUDING ALL)`: same columns and indexes) in the bench
-  database, so the ceilings never change the data the scenarios see.
+  database, so the ceilings never change the data the scenarios see. On Citus the copies
+  are distributed by `user_id`, colocated with `users`, as Tally's own tables are: the
+  ceiling is then what the cluster does with the same transaction routed to one shard.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ SELECT * FROM ledger_entries WHERE user_id = '{user}' AND system_key = 'bench'
 HISTORY_CHUNK = 1000
 
 
-def prepare_tables(conn: psycopg.Connection[tuple[object, ...]]) -> None:
+def prepare_tables(conn: psycopg.Connection[tuple[object, ...]], *, citus: bool = False) -> None:
     """Copies of Tally's write tables for pgbench, holding the spread users' accounts."""
     for name, like in (
         ("bench_idempotency", "idempotency_keys"),
@@ -61,6 +63,11 @@ def prepare_tables(conn: psycopg.Connection[tuple[object, ...]]) -> None:
         ("bench_ledger", "ledger_entries"),
     ):
         conn.execute(f"CREATE TABLE {name} (LIKE {like} INCLUDING ALL)")
+        if citus:
+            conn.execute(
+                "SELECT create_distributed_table(%s, 'user_id', colocate_with => 'users')",
+                (name,),
+            )
     conn.execute("CREATE SEQUENCE bench_ledger_sequence")
     conn.execute("INSERT INTO bench_accounts SELECT * FROM accounts WHERE user_id LIKE 'u%'")
     conn.execute("INSERT INTO bench_ledger SELECT * FROM ledger_entries")

@@ -406,6 +406,18 @@ SCENARIOS: tuple[Scenario, ...] = (
         also=("transport",),
     ),
     Scenario(
+        "award_batch_1",
+        "AwardBatch",
+        award_batch,
+        baseline="transport",
+        title="AwardBatch of 100 users, 1 call in flight (one batch's own latency)",
+        units_per_call=BATCH,
+        unit="awards",
+        entries_per_call=BATCH,
+        in_flight=(1, 1),
+        latency="closed",
+    ),
+    Scenario(
         "list_deep",
         "ListTransactions",
         list_deep,

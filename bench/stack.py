@@ -1,7 +1,10 @@
 """The system under test: a fresh PostgreSQL database and the real server on a free port.
 
 Why a fresh database per run: earlier runs leave history that changes the numbers, and
-the harness must never touch a database someone uses.
+the harness must never touch a database someone uses. On a Citus cluster (`--citus`) the
+database is made on the coordinator and on every worker, with the extension, and the
+coordinator's copy is told its workers: Citus propagates neither `CREATE DATABASE` nor
+the node list, which it keeps per database.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import grpc
 import psycopg
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from bench.measure import parent
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -29,14 +34,92 @@ def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
+CLUSTER_UP = "/work/shared/citus/cluster-up.sh"
+
+
+def citus_workers(host: str, port: int, user: str) -> tuple[tuple[str, int], ...]:
+    """The workers of the Citus coordinator at host:port, from its `postgres` database's
+    node list; exits with how to start a cluster when there is none there."""
+    start = (
+        f"start one with `bash {CLUSTER_UP}` (as root: a coordinator on 127.0.0.1:9700, "
+        "workers on 9701 and 9702), or run `bash tests/citus/run.sh`, which builds Citus "
+        "where it is missing and starts the same cluster"
+    )
+    try:
+        conn = psycopg.connect(
+            f"host={host} port={port} user={user} dbname=postgres connect_timeout=3",
+            autocommit=True,
+        )
+    except psycopg.OperationalError as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else "no answer"
+        message = f"--citus: no Citus coordinator at {host}:{port} ({first}); {start}"
+        raise SystemExit(message) from None
+    with conn:
+        if conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'citus'").fetchone() is None:
+            raise SystemExit(
+                f"--citus: the PostgreSQL at {host}:{port} has no citus extension in its "
+                f"postgres database, so it is not a Citus coordinator; {start}"
+            )
+        rows = conn.execute(
+            "SELECT nodename, nodeport FROM pg_dist_node"
+            " WHERE groupid <> 0 AND noderole = 'primary' AND isactive ORDER BY nodeid"
+        ).fetchall()
+    if not rows:
+        raise SystemExit(f"--citus: the coordinator at {host}:{port} has no workers; {start}")
+    return tuple((str(name), int(str(node_port))) for name, node_port in rows)
+
+
 @dataclass
 class Database:
-    """A database made for this run and dropped after it."""
+    """A database made for this run and dropped after it: on one PostgreSQL, or with
+    `workers` on a Citus cluster whose coordinator is host:port."""
 
     host: str
     port: int
     user: str
     name: str
+    workers: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def citus(self) -> bool:
+        return bool(self.workers)
+
+    def nodes(self) -> dict[str, tuple[str, int]]:
+        """Every node holding the database, by the name the results give it."""
+        if not self.citus:
+            return {"postgresql": (self.host, self.port)}
+        return {
+            "coordinator": (self.host, self.port),
+            **{f"worker{i}": node for i, node in enumerate(self.workers, 1)},
+        }
+
+    def sessions(self) -> dict[str, int]:
+        """Sessions opened so far in this database, on each node (pg_stat_database): a
+        connection opened per call shows up here (Citus's to its workers)."""
+        opened: dict[str, int] = {}
+        for name, (host, port) in self.nodes().items():
+            with self._on(host, port, self.name) as conn:
+                conn.execute("SELECT pg_stat_clear_snapshot()")
+                row = conn.execute(
+                    "SELECT sessions FROM pg_stat_database WHERE datname = current_database()"
+                ).fetchone()
+            opened[name] = int(str(row[0])) if row else 0
+        return opened
+
+    def postmasters(self) -> dict[str, int]:
+        """Each node's postmaster pid (the parent of a backend of ours), for the Meter."""
+        found: dict[str, int] = {}
+        for name, (host, port) in self.nodes().items():
+            with psycopg.connect(
+                f"host={host} port={port} user={self.user} dbname={self.name}"
+            ) as conn:
+                row = conn.execute("SELECT pg_backend_pid()").fetchone()
+            assert row is not None
+            postmaster = parent(int(str(row[0])))
+            if postmaster is None:
+                raise RuntimeError(f"no postmaster found for {name} ({host}:{port})")
+            found[name] = postmaster
+        return found
 
     @property
     def dsn(self) -> str:
@@ -46,20 +129,30 @@ class Database:
     def url(self) -> str:
         return f"postgresql+psycopg://{self.user}@{self.host}:{self.port}/{self.name}"
 
-    def _admin(self) -> psycopg.Connection[tuple[object, ...]]:
+    def _on(self, host: str, port: int, dbname: str) -> psycopg.Connection[tuple[object, ...]]:
         return psycopg.connect(
-            f"host={self.host} port={self.port} user={self.user} dbname=postgres",
-            autocommit=True,
+            f"host={host} port={port} user={self.user} dbname={dbname}", autocommit=True
         )
 
     def create(self) -> None:
-        with self._admin() as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
-            conn.execute(f'CREATE DATABASE "{self.name}"')
+        for host, port in self.nodes().values():
+            with self._on(host, port, "postgres") as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+                conn.execute(f'CREATE DATABASE "{self.name}"')
+        if not self.citus:
+            return
+        for host, port in self.nodes().values():
+            with self._on(host, port, self.name) as conn:
+                conn.execute("CREATE EXTENSION citus")
+        with self.connect() as conn:
+            conn.execute("SELECT citus_set_coordinator_host(%s, %s)", (self.host, self.port))
+            for host, port in self.workers:
+                conn.execute("SELECT citus_add_node(%s, %s)", (host, port))
 
     def drop(self) -> None:
-        with self._admin() as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+        for host, port in self.nodes().values():
+            with self._on(host, port, "postgres") as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
 
     def connect(self) -> psycopg.Connection[tuple[object, ...]]:
         return psycopg.connect(self.dsn, autocommit=True)

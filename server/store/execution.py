@@ -18,6 +18,7 @@ from typing import Any, ClassVar, cast
 
 import psycopg
 from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
 from sqlalchemy import Connection
 from sqlalchemy.dialects.postgresql import psycopg as pg_psycopg
 from sqlalchemy.exc import DBAPIError
@@ -92,9 +93,30 @@ class Executor:
         compiled = Compiled.of(statement)
         try:
             with self._driver().cursor() as cursor:
-                cursor.executemany(compiled.sql, [compiled.bind(p) for p in params])  # lots
+                cursor.executemany(compiled.sql, [compiled.bind(_adapted(p)) for p in params])
         except psycopg.Error as error:
             raise _wrapped(compiled.sql, params, error) from error
+
+    def rows_each(self, statement: Executable, params: Sequence[Params]) -> list[Row]:
+        """Run a statement once for each row of `params` (pipelined by psycopg) and
+        return what each returned, in order."""
+        if not self.direct:
+            return [
+                cast(Row, r._mapping) for p in params for r in self.connection.execute(statement, p)
+            ]
+        compiled = Compiled.of(statement)
+        found: list[Row] = []
+        try:
+            with self._driver().cursor(row_factory=dict_row) as cursor:
+                rows = [compiled.bind(_adapted(p)) for p in params]
+                cursor.executemany(compiled.sql, rows, returning=True)
+                while True:
+                    found.extend(cursor.fetchall())
+                    if not cursor.nextset():
+                        break
+        except psycopg.Error as error:
+            raise _wrapped(compiled.sql, params, error) from error
+        return found
 
     def _driver(self) -> psycopg.Connection[Any]:
         if not self.connection.in_transaction():
@@ -110,6 +132,13 @@ class Executor:
             cursor.close()
             raise _wrapped(compiled.sql, params, error) from error
         return cursor
+
+
+def _adapted(row: Params) -> Params:
+    """A row to write, its JSON columns' values (dicts and lists) bound as jsonb."""
+    if not any(isinstance(v, dict | list) for v in row.values()):
+        return row
+    return {k: Jsonb(v) if isinstance(v, dict | list) else v for k, v in row.items()}
 
 
 def _wrapped(sql: str, params: Any, error: psycopg.Error) -> DBAPIError:

@@ -43,6 +43,12 @@ class Repository:
         parameter) where the dialect's statement is, else as executemany."""
         self.db.run(statement, rows_json(rows) if self.sql.set_based else rows)
 
+    def _write_user_rows(self, statement: Executable, rows: list[dict[str, Any]]) -> None:
+        """Write a batch's rows of a per-user table: one set-based statement where the
+        statements write JSON sets (PostgreSQL), else one statement a row (SQLite; Citus,
+        where each is routed to its user's shard: see Dialect.json_writes)."""
+        self.db.run(statement, rows_json(rows) if self.sql.json_writes else rows)
+
 
 def rows_json(rows: list[dict[str, Any]]) -> dict[str, str]:
     """Rows as the one JSON parameter of a set-based statement (statements.from_json)."""

@@ -79,7 +79,7 @@ class SqlAccountRepository(Repository):
         ones deleted (`lots` by account, else each account's changed_lots)."""
         if not accounts:
             return
-        self._write_rows(
+        self._write_user_rows(
             self.sql.ledger.account_save,
             [
                 {
@@ -139,9 +139,12 @@ class SqlLedgerRepository(Repository):
             return []
         rows = [_entry_values(e) for e in entries]
         owners = [{"entry_id": e.id, "user_id": e.user_id} for e in entries]
-        self._write_rows(self.sql.ledger.owner_add, owners)
+        self._write_user_rows(self.sql.ledger.owner_add, owners)
         if self.sql.set_based:
-            result = self.db.rows(self.sql.ledger.entry_add, rows_json(rows))
+            if self.sql.json_writes:
+                result = self.db.rows(self.sql.ledger.entry_add, rows_json(rows))
+            else:  # Citus: a row a statement, each numbered as it is inserted
+                result = self.db.rows_each(self.sql.ledger.entry_add, rows)
             numbers: dict[str, int] = {row["id"]: row["sequence"] for row in result}
             return [_numbered(e, numbers[e.id]) for e in entries]
         first = int(self.db.scalar(self.sql.ledger.sequence_next))

@@ -34,7 +34,10 @@ class SqlLevelRepository(Repository):
             return []
         rows = [_level_change_values(c) for c in changes]
         if self.sql.set_based:
-            result = self.db.rows(self.sql.levels.level_change_add, rows_json(rows))
+            if self.sql.json_writes:
+                result = self.db.rows(self.sql.levels.level_change_add, rows_json(rows))
+            else:  # Citus: a row a statement, each numbered as it is inserted
+                result = self.db.rows_each(self.sql.levels.level_change_add, rows)
             numbers = {row["entry_id"]: row["sequence"] for row in result}
             return [replace(c, sequence=numbers[c.entry_id]) for c in changes]
         first = int(self.db.scalar(self.sql.levels.level_change_next))

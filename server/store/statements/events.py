@@ -16,7 +16,7 @@ class EventStatements:
         )
         total_insert = insert(metric_totals)
         event_insert = insert(events)
-        if d.set_based:
+        if d.json_writes:
             names = [c.name for c in metric_totals.c]
             total_insert = insert(metric_totals).from_select(names, from_json(metric_totals, names))
             names = [c.name for c in events.c]

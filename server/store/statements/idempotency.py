@@ -12,6 +12,6 @@ class IdempotencyStatements:
     def __init__(self, d: Dialect) -> None:
         insert = d.insert
         self.key_add: Executable = insert(idempotency)
-        if d.set_based:
+        if d.json_writes:
             names = [c.name for c in idempotency.c]
             self.key_add = insert(idempotency).from_select(names, from_json(idempotency, names))

@@ -33,14 +33,21 @@ class LevelStatements:
         )
         self.level_delete = delete(levels).where(levels.c.id == bindparam("id"))
         self.level_change_add: Executable
-        if d.set_based:
-            names = [c.name for c in level_changes.c if c.name != "sequence"]
+        names = [c.name for c in level_changes.c if c.name != "sequence"]
+        if d.json_writes:
             numbered = from_json(level_changes, names).add_columns(
                 LEVEL_CHANGE_SEQUENCE.next_value()
             )
             self.level_change_add = (
                 insert(level_changes)
                 .from_select([*names, "sequence"], numbered)
+                .returning(level_changes.c.entry_id, level_changes.c.sequence)
+            )
+        elif d.citus:  # a row a statement, as the ledger's entries (LedgerStatements)
+            numbering = LEVEL_CHANGE_SEQUENCE.next_value()
+            self.level_change_add = (
+                insert(level_changes)
+                .values({**{n: bindparam(n) for n in names}, "sequence": numbering})
                 .returning(level_changes.c.entry_id, level_changes.c.sequence)
             )
         else:

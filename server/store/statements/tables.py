@@ -81,12 +81,19 @@ config_version = select(config.c.version).where(config.c.id == 1)
 class Dialect:
     """What the statements of one dialect are built with."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, citus: bool = False) -> None:
         self.name = name
         self.insert = postgresql.insert if name == "postgresql" else sqlite.insert
-        # PostgreSQL writes a batch's rows with one set-based statement per table (rows
-        # bound as one JSON array, see json_rows); SQLite, in-process, runs executemany.
+        # PostgreSQL's own forms (LATERAL, arrays, rows bound as one JSON array).
         self.set_based = name == "postgresql"
+        self.citus = citus
+        # PostgreSQL writes a batch's rows of the per-user tables with one set-based
+        # statement per table (rows bound as one JSON array, see json_rows). SQLite,
+        # in-process, runs executemany; so does Citus, where an INSERT ... SELECT from
+        # a function goes through the coordinator (an intermediate result copied to the
+        # shards) and a statement writing several shards commits in two phases, while
+        # a row's statement is routed to its shard (psycopg pipelines executemany).
+        self.json_writes = self.set_based and not citus
 
     def one_of(self, column: ColumnClause[Any] | Any, name: str) -> ColumnElement[bool]:
         """`column` is one of the list bound as `name`: `= ANY(array)` on PostgreSQL

@@ -13,7 +13,7 @@ class UserStatements:
         self.user_get = select(users).where(users.c.id == bindparam("id"))
         user_insert = insert(users)
         self.user_update = update(users).where(users.c.id == bindparam("match_id"))
-        if d.set_based:
+        if d.json_writes:
             names = [c.name for c in users.c]
             user_insert = insert(users).from_select(names, from_json(users, names))
             changed = json_rows(users, ["id", "display_name", "email", "attributes"])
@@ -25,6 +25,10 @@ class UserStatements:
                     email=changed.c.email,
                     attributes=changed.c.attributes,
                 )
+            )
+        elif d.citus:  # never the id: Citus refuses a SET of the distribution column
+            self.user_update = self.user_update.values(
+                {n: bindparam(n) for n in ("display_name", "email", "attributes")}
             )
         self.user_add = user_insert.on_conflict_do_nothing(index_elements=["id"]).returning(
             users.c.id

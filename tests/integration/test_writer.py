@@ -230,7 +230,7 @@ def test_calls_queued_behind_a_commit_share_the_next_transaction(
         assert inside.wait(10)
         rest = [pool.submit(tally.writer.post, [award_change(f"u{i}", 1)]) for i in range(1, 6)]
         deadline = time.monotonic() + 10
-        while len(tally.writer._queue) < 5 and time.monotonic() < deadline:
+        while tally.writer.waiting() < 5 and time.monotonic() < deadline:
             time.sleep(0.01)
         release.set()
         outcomes = [first.result(10)[0]] + [f.result(10)[0] for f in rest]
@@ -352,10 +352,10 @@ def test_calls_of_a_batch_whose_leader_dies_are_answered(tally: Tally) -> None:
         assert inside.wait(10)
         dying = pool.submit(call, CustomChange("xp", "b", dies, T0, profile=UserProfile("b")))
         deadline = time.monotonic() + 10
-        while len(tally.writer._queue) < 1 and time.monotonic() < deadline:
+        while tally.writer.waiting() < 1 and time.monotonic() < deadline:
             time.sleep(0.01)
         bystander = pool.submit(call, award_change("c", 1))
-        while len(tally.writer._queue) < 2 and time.monotonic() < deadline:
+        while tally.writer.waiting() < 2 and time.monotonic() < deadline:
             time.sleep(0.01)
         release.set()
         results = [f.result(10) for f in (first, dying, bystander)]

@@ -94,7 +94,7 @@ def _postgres_engine(url: str, pool_size: int, lock_timeout: float) -> Engine:
             cursor.execute("SET TIME ZONE 'UTC'")
             cursor.execute(f"SET lock_timeout = {int(lock_timeout * 1000)}")
             # A Citus coordinator refuses FOR UPDATE over several users' rows at once
-            # (they may be on several shards): there a batch locks one user at a time.
+            # (they may be on several shards): there a batch locks a shard's users at a time.
             cursor.execute("SELECT 1 FROM pg_extension WHERE extname = 'citus'")
             record.info[CITUS] = cursor.fetchone() is not None
             if record.info[CITUS]:
@@ -225,12 +225,12 @@ class SqlUnitOfWork:
             shards = (self._shard_map or ShardMap(self._engine.connect)).current()
         self.systems = SqlSystemRepository(db, sql)
         self.users = SqlUserRepository(db, sql, shards=shards)
-        self.accounts = SqlAccountRepository(db, sql)
-        self.ledger = SqlLedgerRepository(db, sql)
-        self.idempotency = SqlIdempotencyRepository(db, sql)
+        self.accounts = SqlAccountRepository(db, sql, shards=shards)
+        self.ledger = SqlLedgerRepository(db, sql, shards=shards)
+        self.idempotency = SqlIdempotencyRepository(db, sql, shards=shards)
         self.triggers = SqlTriggerRepository(db, sql)
-        self.events = SqlEventRepository(db, sql)
-        self.levels = SqlLevelRepository(db, sql)
+        self.events = SqlEventRepository(db, sql, shards=shards)
+        self.levels = SqlLevelRepository(db, sql, shards=shards)
         self.boosts = SqlBoostRepository(db, sql)
         self.api_keys = SqlApiKeyRepository(db, sql)
         self.feeds = SqlFeedRepository(db, sql, citus=citus)

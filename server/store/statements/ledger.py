@@ -25,12 +25,14 @@ from sqlalchemy import (
 from server.store.models import LEDGER_SEQUENCE
 from server.store.statements.tables import (
     Dialect,
+    RowsInsert,
     accounts,
     config_version,
     from_json,
     idempotency,
     ledger,
     lots,
+    numbers,
     owners,
     users,
 )
@@ -107,12 +109,18 @@ class LedgerStatements:
         if d.json_writes:
             names = [c.name for c in accounts.c]
             account_insert = insert(accounts).from_select(names, from_json(accounts, names))
+
         # New values come through `excluded`, never as expressions such as now():
         # Citus refuses those in ON CONFLICT DO UPDATE.
-        self.account_save = account_insert.on_conflict_do_update(
-            index_elements=["user_id", "system_key"],
-            set_={name: account_insert.excluded[name] for name in ACCOUNT_TOTALS},
-        )
+        def account_upsert(insert: Any) -> Any:
+            return insert.on_conflict_do_update(
+                index_elements=["user_id", "system_key"],
+                set_={name: insert.excluded[name] for name in ACCOUNT_TOTALS},
+            )
+
+        self.account_save: Executable | RowsInsert = account_upsert(account_insert)
+        if d.citus:
+            self.account_save = RowsInsert(accounts, [c.name for c in accounts.c], account_upsert)
         # The systems a user has an account in (what a key limited to some may learn).
         self.account_systems = select(accounts.c.system_key).where(
             accounts.c.user_id == bindparam("user_id")
@@ -160,9 +168,8 @@ class LedgerStatements:
         # the ledger: one insert numbers a batch's entries in order and returns the numbers
         # (PostgreSQL: nextval per row, in the order of the arrays). SQLite runs one writer
         # at a time (BEGIN IMMEDIATE), so numbering from max + 1 is safe there.
-        # Citus: a row a statement, numbered as it is inserted (nextval is evaluated on
-        # the coordinator, in the order of the rows).
-        self.entry_add: Executable
+        # Citus: the batch's numbers taken first, in its order, then a statement a shard.
+        self.entry_add: Executable | RowsInsert
         names = [c.name for c in ledger.c if c.name != "sequence"]
         if d.json_writes:
             numbered = from_json(ledger, names).add_columns(LEDGER_SEQUENCE.next_value())
@@ -172,12 +179,8 @@ class LedgerStatements:
                 .returning(ledger.c.id, ledger.c.sequence)
             )
         elif d.citus:
-            numbering = LEDGER_SEQUENCE.next_value()
-            self.entry_add = (
-                insert(ledger)
-                .values({**{n: bindparam(n) for n in names}, "sequence": numbering})
-                .returning(ledger.c.id, ledger.c.sequence)
-            )
+            self.entry_add = RowsInsert(ledger, [c.name for c in ledger.c], lambda i: i)
+            self.sequence_take = numbers(LEDGER_SEQUENCE)
         else:
             self.entry_add = insert(ledger)
             self.sequence_next = select(

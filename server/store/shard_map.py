@@ -100,15 +100,16 @@ class Shards:
         return cls([r.low for r in rows], [r.shardid for r in rows], [r.groupid for r in rows])
 
     def index(self, user_id: str) -> int:
-        return bisect.bisect_right(self.lows, hashtext(user_id)) - 1
+        """The position of the user's shard (0 when `users` is not distributed yet)."""
+        return max(bisect.bisect_right(self.lows, hashtext(user_id)) - 1, 0)
 
     def shard(self, user_id: str) -> int:
         """The id of the shard that holds the user's rows."""
-        return self.ids[self.index(user_id)]
+        return self.ids[self.index(user_id)] if self.ids else 0
 
     def group(self, user_id: str) -> int:
         """The worker (its node group) that holds the user's shard."""
-        return self.groups[self.index(user_id)]
+        return self.groups[self.index(user_id)] if self.groups else 0
 
 
 class ShardMap:

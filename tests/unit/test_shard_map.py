@@ -34,6 +34,8 @@ def test_a_user_is_in_the_shard_whose_range_holds_its_hash() -> None:
     assert (shards.shard("alice"), shards.group("alice")) == (103, 1)  # its hash, the low end
     assert (shards.shard(""), shards.group("")) == (101, 1)  # negative
     assert (shards.shard("exactly-12ch"), shards.group("exactly-12ch")) == (102, 2)
+    undistributed = Shards(lows=[], ids=[], groups=[])  # before `users` is distributed
+    assert (undistributed.shard("alice"), undistributed.group("alice")) == (0, 0)
 
 
 class Cluster:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from types import TracebackType
-from typing import Protocol, Self
+from typing import Protocol, Self, runtime_checkable
 
 from server.domain.access import ApiKey
 from server.domain.audit import AccountFigures, Difference, Posted, RecordedMove
@@ -518,6 +518,16 @@ class UnitOfWork(Protocol):
 class Store(Protocol):
     def unit_of_work(self, *, write: bool) -> UnitOfWork:
         """A new unit of work; `write` ones take the user's lock (or SQLite's write lock)."""
+        ...
+
+
+@runtime_checkable
+class WriteGroups(Protocol):
+    def write_groups(self, user_ids: Sequence[str]) -> Sequence[int]:
+        """The write group of each user: changes of one group may share a transaction,
+        and changes of different groups never do (under Citus: the worker that holds the
+        user's shard, so that a batch commits on one worker, in one phase). A store
+        without groups (one database) is one group."""
         ...
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, Self
 
@@ -32,6 +33,7 @@ from server.store.repositories.ledger import SqlAccountRepository, SqlLedgerRepo
 from server.store.repositories.levels import SqlLevelRepository
 from server.store.repositories.systems import SqlSystemRepository, SqlTriggerRepository
 from server.store.repositories.users import SqlUserRepository
+from server.store.shard_map import ShardMap
 from server.store.statements import statements_for
 
 log = logging.getLogger(__name__)
@@ -92,7 +94,7 @@ def _postgres_engine(url: str, pool_size: int, lock_timeout: float) -> Engine:
             cursor.execute("SET TIME ZONE 'UTC'")
             cursor.execute(f"SET lock_timeout = {int(lock_timeout * 1000)}")
             # A Citus coordinator refuses FOR UPDATE over several users' rows at once
-            # (they may be on several shards): there a batch locks one user at a time.
+            # (they may be on several shards): there a batch locks a shard's users at a time.
             cursor.execute("SELECT 1 FROM pg_extension WHERE extname = 'citus'")
             record.info[CITUS] = cursor.fetchone() is not None
             if record.info[CITUS]:
@@ -169,8 +171,16 @@ class SqlUnitOfWork:
     analytics: SqlAnalyticsRepository
     audit: SqlAuditRepository
 
-    def __init__(self, engine: Engine, *, write: bool, snapshot: bool = False) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        write: bool,
+        snapshot: bool = False,
+        shard_map: ShardMap | None = None,
+    ) -> None:
         self._engine = engine
+        self._shard_map = shard_map
         self._write = write
         self._snapshot = snapshot
         self._connection: Connection | None = None
@@ -207,19 +217,23 @@ class SqlUnitOfWork:
                 raise TransientStoreError(str(exc.orig)) from exc
             raise
         self._connection = connection
-        sql = statements_for(self._engine.dialect.name)
+        citus = connection.info.get(CITUS, False)
+        sql = statements_for(self._engine.dialect.name, citus=citus)
         db = Executor(connection, replan=self._write)
+        shards = None
+        if citus and self._write:
+            shards = (self._shard_map or ShardMap(self._engine.connect)).current()
         self.systems = SqlSystemRepository(db, sql)
-        self.users = SqlUserRepository(db, sql, one_by_one=connection.info.get(CITUS, False))
-        self.accounts = SqlAccountRepository(db, sql)
-        self.ledger = SqlLedgerRepository(db, sql)
-        self.idempotency = SqlIdempotencyRepository(db, sql)
+        self.users = SqlUserRepository(db, sql, shards=shards)
+        self.accounts = SqlAccountRepository(db, sql, shards=shards)
+        self.ledger = SqlLedgerRepository(db, sql, shards=shards)
+        self.idempotency = SqlIdempotencyRepository(db, sql, shards=shards)
         self.triggers = SqlTriggerRepository(db, sql)
-        self.events = SqlEventRepository(db, sql)
-        self.levels = SqlLevelRepository(db, sql)
+        self.events = SqlEventRepository(db, sql, shards=shards)
+        self.levels = SqlLevelRepository(db, sql, shards=shards)
         self.boosts = SqlBoostRepository(db, sql)
         self.api_keys = SqlApiKeyRepository(db, sql)
-        self.feeds = SqlFeedRepository(db, sql, citus=connection.info.get(CITUS, False))
+        self.feeds = SqlFeedRepository(db, sql, citus=citus)
         self.analytics = SqlAnalyticsRepository(connection)
         self.audit = SqlAuditRepository(connection)
         return self
@@ -270,6 +284,8 @@ class SqlStore:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._citus: bool | None = None  # known once a connection has told
+        self.shard_map = ShardMap(engine.connect)
 
     @classmethod
     def from_url(
@@ -278,7 +294,18 @@ class SqlStore:
         return cls(create_store_engine(url, pool_size=pool_size, lock_timeout=lock_timeout))
 
     def unit_of_work(self, *, write: bool) -> SqlUnitOfWork:
-        return SqlUnitOfWork(self.engine, write=write)
+        return SqlUnitOfWork(self.engine, write=write, shard_map=self.shard_map)
+
+    def write_groups(self, user_ids: Sequence[str]) -> list[int]:
+        """Under Citus, the worker (node group) that holds each user's shard, so that
+        a batch commits on one worker; elsewhere one group (0) for every user."""
+        if self._citus is None:
+            with self.engine.connect() as connection:
+                self._citus = bool(connection.info.get(CITUS, False))
+        if not self._citus:
+            return [0] * len(user_ids)
+        shards = self.shard_map.current()
+        return [shards.group(user_id) for user_id in user_ids]
 
     def snapshot(self) -> SqlUnitOfWork:
         return SqlUnitOfWork(self.engine, write=False, snapshot=True)

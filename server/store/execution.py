@@ -18,10 +18,13 @@ from typing import Any, ClassVar, cast
 
 import psycopg
 from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
 from sqlalchemy import Connection
 from sqlalchemy.dialects.postgresql import psycopg as pg_psycopg
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import ClauseElement, Executable
+
+from server.store.statements.tables import RowsInsert
 
 Row = Mapping[str, Any]
 Params = Mapping[str, Any]
@@ -92,9 +95,52 @@ class Executor:
         compiled = Compiled.of(statement)
         try:
             with self._driver().cursor() as cursor:
-                cursor.executemany(compiled.sql, [compiled.bind(p) for p in params])  # lots
+                cursor.executemany(compiled.sql, [compiled.bind(_adapted(p)) for p in params])
         except psycopg.Error as error:
             raise _wrapped(compiled.sql, params, error) from error
+
+    def rows_each(self, statement: Executable, params: Sequence[Params]) -> list[Row]:
+        """Run a statement once for each of `params` (pipelined by psycopg: one round
+        trip) and return what each returned, in order."""
+        if not self.direct:
+            return [
+                cast(Row, r._mapping) for p in params for r in self.connection.execute(statement, p)
+            ]
+        compiled = Compiled.of(statement)
+        found: list[Row] = []
+        try:
+            with self._driver().cursor(row_factory=dict_row) as cursor:
+                cursor.executemany(compiled.sql, [compiled.bind(p) for p in params], returning=True)
+                while True:
+                    found.extend(cursor.fetchall())
+                    if not cursor.nextset():
+                        break
+        except psycopg.Error as error:
+            raise _wrapped(compiled.sql, params, error) from error
+        return found
+
+    def insert_rows(self, insert: RowsInsert, parts: Sequence[Sequence[Params]]) -> list[Row]:
+        """Insert each part's rows with one multi-row statement (PostgreSQL; see
+        RowsInsert), the statements sent together (psycopg's pipeline mode: one round
+        trip), and return what they returned, if anything."""
+        driver = self._driver()
+        cursors: list[psycopg.Cursor[Any]] = []
+        sql = ""
+        try:
+            with driver.pipeline():
+                for rows in parts:
+                    compiled = Compiled.of(insert.of(len(rows)))
+                    sql = compiled.sql
+                    cursor = driver.cursor(row_factory=dict_row)
+                    cursors.append(cursor)
+                    params = compiled.bind(_rows_params(insert, rows))
+                    cursor.execute(sql, params, prepare=self.prepare)
+            return [row for c in cursors if c.description for row in c.fetchall()]
+        except psycopg.Error as error:
+            raise _wrapped(sql, None, error) from error
+        finally:
+            for cursor in cursors:
+                cursor.close()
 
     def _driver(self) -> psycopg.Connection[Any]:
         if not self.connection.in_transaction():
@@ -110,6 +156,21 @@ class Executor:
             cursor.close()
             raise _wrapped(compiled.sql, params, error) from error
         return cursor
+
+
+def _rows_params(insert: RowsInsert, rows: Sequence[Params]) -> dict[str, Any]:
+    params = insert.params(rows)
+    for i in range(len(rows)):
+        for name in insert.json:
+            params[f"{name}_{i}"] = Jsonb(params[f"{name}_{i}"])
+    return params
+
+
+def _adapted(row: Params) -> Params:
+    """A row to write, its JSON columns' values (dicts and lists) bound as jsonb."""
+    if not any(isinstance(v, dict | list) for v in row.values()):
+        return row
+    return {k: Jsonb(v) if isinstance(v, dict | list) else v for k, v in row.items()}
 
 
 def _wrapped(sql: str, params: Any, error: psycopg.Error) -> DBAPIError:

@@ -214,7 +214,7 @@ def test_a_group_commit_links_the_calls_it_carries(
         assert inside.wait(10)
         rest = [pool.submit(call, f"call-{i}", award_change(f"u{i}", 1)) for i in (1, 2)]
         deadline = time.monotonic() + 10
-        while len(tally.writer._queue) < 2 and time.monotonic() < deadline:
+        while tally.writer.waiting() < 2 and time.monotonic() < deadline:
             time.sleep(0.01)
         release.set()
         for done in (first, *rest):

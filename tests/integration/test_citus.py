@@ -20,12 +20,13 @@ import pytest
 from sqlalchemy import Engine, event, text
 
 from server.domain import commands
+from server.domain.batch import AwardPoints
 from server.domain.errors import StoreUnavailable
-from server.domain.model import EntryType
+from server.domain.model import EntryType, UserProfile
 from server.services import transactions
 from server.services.tally import Tally
 from server.services.use_cases import points_changes
-from server.store import citus, migrate
+from server.store import citus, migrate, shard_map
 from server.store.database import SqlStore
 from server.store.models import Base
 from tests import citus_cluster
@@ -323,3 +324,56 @@ def test_eight_writers_and_a_follower_see_every_entry_once_in_order(citus_url: s
         assert follower.received == received  # nothing after the last, nothing twice
     finally:
         store.dispose()
+
+
+def test_write_groups_are_the_workers_citus_places_users_on(citus_url: str) -> None:
+    """The hash and the shard map computed in Python (store/shard_map.py) agree with the
+    cluster's own for every id, so a batch of one write group is one worker's."""
+    store = SqlStore.from_url(citus_url)
+    try:
+        migrate.upgrade(store.engine)
+        ids = [f"user-{i}" for i in range(300)] + ["", "é", "☃ snow", "x" * 255, "a b\tc"]
+        with store.engine.connect() as connection:
+            rows = connection.execute(
+                text(
+                    "SELECT u.id, hashtext(u.id), p.groupid FROM unnest(CAST(:ids AS text[]))"
+                    " AS u(id) JOIN pg_dist_placement p"
+                    " ON p.shardid = get_shard_id_for_distribution_column('users', u.id)"
+                ),
+                {"ids": ids},
+            ).all()
+        hashes = {row[0]: row[1] for row in rows}
+        groups = {row[0]: row[2] for row in rows}
+        assert {i: shard_map.hashtext(i) for i in ids} == hashes
+        assert dict(zip(ids, store.write_groups(ids), strict=True)) == groups
+        assert len(set(groups.values())) == 2  # both workers hold users
+    finally:
+        store.dispose()
+
+
+def test_a_batch_of_one_workers_users_locks_a_shard_a_statement_and_is_routed(
+    watched: tuple[Tally, RemoteCommands],
+) -> None:
+    tally, sent = watched
+    system(tally)
+    store = tally.store
+    assert isinstance(store, SqlStore)
+    candidates = [f"batch-{i}" for i in range(60)]
+    group = store.write_groups(candidates[:1])[0]
+    users = [
+        u for u, g in zip(candidates, store.write_groups(candidates), strict=True) if g == group
+    ]
+    shards = {store.shard_map.current().shard(u) for u in users}
+    assert len(users) > len(shards) > 1  # several shards, some holding several of them
+    sent.issued.clear()
+    outcomes = tally.writer.post(
+        [AwardPoints(commands.Award("xp", UserProfile(u), 1), T0) for u in users]
+    )
+    assert all(not isinstance(o, Exception) for o in outcomes)
+    locks = [sql for sql, _node in sent.issued if "FOR UPDATE" in sql]
+    assert len(locks) == len(shards)  # a statement a shard, not a user
+    # Every user's row went to its shard from the coordinator directly: no intermediate
+    # result, no COPY, and one worker for every per-user table.
+    assert not [sql for sql, _ in sent.issued if "intermediate_result" in sql or "COPY" in sql]
+    nodes = {node for table in PER_USER for _shard, node in sent.shards(table)}
+    assert len(nodes) == 1

@@ -36,7 +36,7 @@ from server.services import transactions
 from server.services.pipeline import codec
 from server.services.pipeline import writer as writer_module
 from server.services.pipeline.posting import Change
-from server.services.ports import Store, UnitOfWork
+from server.services.ports import Store, UnitOfWork, WriteGroups
 from server.services.tally import Tally
 from server.services.use_cases import points_changes
 from server.store.database import SqlStore
@@ -230,7 +230,7 @@ def test_calls_queued_behind_a_commit_share_the_next_transaction(
         assert inside.wait(10)
         rest = [pool.submit(tally.writer.post, [award_change(f"u{i}", 1)]) for i in range(1, 6)]
         deadline = time.monotonic() + 10
-        while len(tally.writer._queue) < 5 and time.monotonic() < deadline:
+        while tally.writer.waiting() < 5 and time.monotonic() < deadline:
             time.sleep(0.01)
         release.set()
         outcomes = [first.result(10)[0]] + [f.result(10)[0] for f in rest]
@@ -329,14 +329,25 @@ class Boom(BaseException):
     """Not an Exception: what the writer must survive without stranding a waiter."""
 
 
+def one_group(tally: Tally, count: int) -> list[str]:
+    """`count` user ids of one write group (under Citus, one worker's), so that their
+    calls queue behind one another."""
+    candidates = [f"user-{i}" for i in range(64)]
+    if not isinstance(tally.store, WriteGroups):
+        return candidates[:count]
+    groups = tally.store.write_groups(candidates)
+    return [u for u, g in zip(candidates, groups, strict=True) if g == groups[0]][:count]
+
+
 def test_calls_of_a_batch_whose_leader_dies_are_answered(tally: Tally) -> None:
     system(tally)
+    a, b, c = one_group(tally, 3)
     inside, release = threading.Event(), threading.Event()
 
     def slow(book: Book, given: Circumstances) -> WriteResult:
         inside.set()
         assert release.wait(10)
-        return awarded(book, given, commands.Award("xp", UserProfile("a"), 1))
+        return awarded(book, given, commands.Award("xp", UserProfile(a), 1))
 
     def dies(book: Book, given: Circumstances) -> WriteResult:
         raise Boom()
@@ -348,14 +359,14 @@ def test_calls_of_a_batch_whose_leader_dies_are_answered(tally: Tally) -> None:
             return error
 
     with ThreadPoolExecutor(3) as pool:
-        first = pool.submit(call, CustomChange("xp", "a", slow, T0, profile=UserProfile("a")))
+        first = pool.submit(call, CustomChange("xp", a, slow, T0, profile=UserProfile(a)))
         assert inside.wait(10)
-        dying = pool.submit(call, CustomChange("xp", "b", dies, T0, profile=UserProfile("b")))
+        dying = pool.submit(call, CustomChange("xp", b, dies, T0, profile=UserProfile(b)))
         deadline = time.monotonic() + 10
-        while len(tally.writer._queue) < 1 and time.monotonic() < deadline:
+        while tally.writer.waiting() < 1 and time.monotonic() < deadline:
             time.sleep(0.01)
-        bystander = pool.submit(call, award_change("c", 1))
-        while len(tally.writer._queue) < 2 and time.monotonic() < deadline:
+        bystander = pool.submit(call, award_change(c, 1))
+        while tally.writer.waiting() < 2 and time.monotonic() < deadline:
             time.sleep(0.01)
         release.set()
         results = [f.result(10) for f in (first, dying, bystander)]

@@ -5,7 +5,8 @@ the batch's idempotency keys remember are read by one statement (reversals and r
 event totals by one more each, when the batch has any). Decide: the domain decides the
 whole batch at once, from those values alone (domain/batch.py: which change fails, which
 replays, what each writes). Commit: the entries, accounts, keys and events the decision
-names are written with one statement each. The caller commits.
+names are written with one statement each (under Citus, one a shard of the batch's
+worker: see store/statements/tables.py, RowsInsert). The caller commits.
 """
 
 from __future__ import annotations

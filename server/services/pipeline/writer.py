@@ -9,6 +9,12 @@ adds latency); under load a batch grows to what queued during the previous commi
 queued change belongs to a waiting call, so a shutdown that waits for calls in flight
 drains the queue too.
 
+A queue per write group (ports.WriteGroups): under Citus a group is the worker that holds
+a user's shard, so a batch commits on one worker and batches of different workers commit
+concurrently; elsewhere there is one group. A call whose changes span groups (an
+AwardBatch, whose items are independent) is posted as a part per group, each part in a
+batch of its group, and its outcomes come back in the call's order.
+
 A database error in a batch of several changes re-runs each change in a transaction of
 its own, so no change fails because of a neighbour. A store that stays unavailable, or a
 commit whose outcome is unknown, answers every change of the batch STORE_UNAVAILABLE
@@ -17,11 +23,13 @@ commit whose outcome is unknown, answers every change of the batch STORE_UNAVAIL
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Collection, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 from server import metrics, tracing
 from server.domain.errors import StoreUnavailable, TallyError
@@ -29,30 +37,109 @@ from server.domain.model import EntryType, LedgerEntry
 from server.domain.results import Result
 from server.services.held.configuration import Configuration
 from server.services.pipeline.posting import Change, Outcome, post
-from server.services.ports import Store, UnitOfWork
+from server.services.ports import Store, UnitOfWork, WriteGroups
 from server.services.transactions import in_transaction
 
 log = logging.getLogger(__name__)
 
 MAX_BATCH_CHANGES = 256  # the default; Settings.max_batch
+# Threads that post the further parts of calls whose changes span write groups (the
+# call's own thread posts the first); one per group beyond the first is enough.
+PART_THREADS = 8
 
 
 class _Ticket:
-    """One call's changes, waiting to be posted, and (once posted) their outcomes."""
+    """One call's changes of one write group, waiting to be posted, and (once posted)
+    their outcomes."""
 
     __slots__ = ("caller", "changes", "crash", "done", "lead", "outcomes")
 
-    def __init__(self, changes: Sequence[Change]) -> None:
+    def __init__(self, changes: Sequence[Change], caller: tracing.Caller) -> None:
         self.changes = changes
-        self.caller = tracing.current()  # the call's span, linked from the commit's
+        self.caller = caller  # the call's span, linked from the commit's
         self.outcomes: list[Outcome] | None = None
         self.crash: BaseException | None = None
         self.lead = False  # set when the lead is handed to this ticket's call
         self.done = threading.Event()
 
 
+class _Queue:
+    """One write group's tickets, and whether a call is leading (posting) them."""
+
+    def __init__(self, max_batch: int) -> None:
+        self.max_batch = max_batch
+        self._mutex = threading.Lock()
+        self._waiting: deque[_Ticket] = deque()
+        self._leading = False
+
+    def join(self, ticket: _Ticket) -> bool:
+        """Queue `ticket`; True when nobody was leading, and so its call leads now."""
+        with self._mutex:
+            self._waiting.append(ticket)
+            lead = not self._leading
+            self._leading = True
+        return lead
+
+    def take(self) -> list[_Ticket]:
+        """The next batch, from the head: whole tickets while there is room (a call's
+        own changes are never split: a ticket larger than max_batch is a batch alone)."""
+        with self._mutex:
+            batch = [self._waiting.popleft()]
+            size = len(batch[0].changes)
+            while self._waiting and size + len(self._waiting[0].changes) <= self.max_batch:
+                ticket = self._waiting.popleft()
+                batch.append(ticket)
+                size += len(ticket.changes)
+        return batch
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+    def pass_on(self) -> None:
+        """Hand the lead to the first ticket waiting, or drop it when none is."""
+        with self._mutex:
+            if self._waiting:
+                successor = self._waiting[0]
+                successor.lead = True
+                successor.done.set()
+            else:
+                self._leading = False
+
+
+class _Groups:
+    """The queue of each write group (made on first use), and how a call's changes fall
+    into groups (ports.WriteGroups; one group for a store without)."""
+
+    def __init__(self, store: Store, max_batch: int) -> None:
+        self._of = store.write_groups if isinstance(store, WriteGroups) else None
+        self._max_batch = max_batch
+        self._queues: dict[int, _Queue] = {}
+        self._mutex = threading.Lock()
+
+    def split(self, changes: Sequence[Change]) -> dict[int, list[int]]:
+        """The indexes of `changes` by write group, in order within each."""
+        if self._of is None:
+            return {0: list(range(len(changes)))}
+        parts: dict[int, list[int]] = {}
+        for index, group in enumerate(self._of([change.user_id for change in changes])):
+            parts.setdefault(group, []).append(index)
+        return parts
+
+    def waiting(self) -> int:
+        return sum(len(queue) for queue in list(self._queues.values()))
+
+    def queue(self, group: int) -> _Queue:
+        queue = self._queues.get(group)
+        if queue is None:
+            with self._mutex:
+                queue = self._queues.setdefault(group, _Queue(self._max_batch))
+        return queue
+
+
 class Writer:
-    """Posts changes for the calls of one process, many changes to one transaction."""
+    """Posts changes for the calls of one process, many changes to one transaction, a
+    queue per write group (under Citus, per worker: batches of different workers commit
+    concurrently, and a batch never spans two)."""
 
     def __init__(
         self,
@@ -67,54 +154,87 @@ class Writer:
         # Called after each commit with the systems it changed (the live feeds wake their
         # followers: services/held/feed.py).
         self.on_commit = on_commit
-        # A batch takes queued calls while it has room (a call's own changes, such as an
-        # AwardBatch's, are never split: a call larger than this is a batch of its own).
         self.max_batch = max(1, max_batch)
-        self._mutex = threading.Lock()
-        self._queue: deque[_Ticket] = deque()
-        self._leading = False
+        self._groups = _Groups(store, self.max_batch)
+        # Posts the parts of a call whose changes span groups, beside the call's thread.
+        self._parts = ThreadPoolExecutor(PART_THREADS, thread_name_prefix="tally-part")
         recorded = metrics.instruments()
         self._batch_changes = recorded.batch_changes
         self._commit_seconds = recorded.commit_seconds
         self._entries = {kind: recorded.entries.labels(kind.value) for kind in EntryType}
 
+    def waiting(self) -> int:
+        """How many calls' tickets wait in the queues (not those being posted)."""
+        return self._groups.waiting()
+
     def post(self, changes: Sequence[Change]) -> list[Outcome]:
-        """Post `changes` (with whatever other calls have queued); outcomes in order."""
-        ticket = _Ticket(changes)
-        with self._mutex:
-            self._queue.append(ticket)
-            lead = not self._leading
-            self._leading = True
+        """Post `changes` (with whatever other calls have queued); outcomes in order.
+
+        Changes of several write groups are posted as a part per group, concurrently,
+        each in a batch of its group: they are independent (an AwardBatch's items are),
+        so each part fails or commits on its own."""
+        caller = tracing.current()
+        parts = self._groups.split(changes)
+        if len(parts) == 1:
+            [group] = parts
+            return self._post_in(group, changes, caller)
+        outcomes: list[Outcome] = [None] * len(changes)
+        (first, first_indexes), *rest = parts.items()
+        pending = [
+            (
+                indexes,
+                self._parts.submit(
+                    contextvars.copy_context().run, self._post_part, group, changes, indexes, caller
+                ),
+            )
+            for group, indexes in rest
+        ]
+        done = [(first_indexes, self._post_part(first, changes, first_indexes, caller))]
+        done += [(indexes, future.result()) for indexes, future in pending]
+        for indexes, part in done:
+            for index, outcome in zip(indexes, part, strict=True):
+                outcomes[index] = outcome
+        return outcomes
+
+    def _post_part(
+        self, group: int, changes: Sequence[Change], indexes: list[int], caller: tracing.Caller
+    ) -> list[Outcome]:
+        """Post one group's part of a call's changes; an error that would fail the call
+        (a database error of a change alone) is its changes' outcome instead."""
+        try:
+            return self._post_in(group, [changes[i] for i in indexes], caller)
+        except TallyError as error:
+            return [error for _ in indexes]
+        except Exception:
+            log.exception("a part of a call's changes failed")
+            return [StoreUnavailable("the change could not be posted") for _ in indexes]
+
+    def _post_in(
+        self, group: int, changes: Sequence[Change], caller: tracing.Caller
+    ) -> list[Outcome]:
+        """Post `changes`, all of `group`, through its queue: lead, or wait for a batch
+        that carries them."""
+        queue = self._groups.queue(group)
+        ticket = _Ticket(changes, caller)
+        lead = queue.join(ticket)
         if not lead:
             with tracing.span("tally.commit_wait"):  # another call's commit carries this one
                 ticket.done.wait()
             lead = ticket.lead
         if lead:
-            self._lead()
+            self._lead(queue)
         if ticket.crash is not None:
             raise ticket.crash
         assert ticket.outcomes is not None
         return ticket.outcomes
 
-    def _lead(self) -> None:
+    def _lead(self, queue: _Queue) -> None:
         """Post one batch from the head of the queue, then pass the lead on or drop it."""
-        with self._mutex:
-            batch = [self._queue.popleft()]
-            size = len(batch[0].changes)
-            while self._queue and size + len(self._queue[0].changes) <= self.max_batch:
-                ticket = self._queue.popleft()
-                batch.append(ticket)
-                size += len(ticket.changes)
+        batch = queue.take()
         try:
             self._run(batch)
         finally:
-            with self._mutex:
-                if self._queue:
-                    successor = self._queue[0]
-                    successor.lead = True
-                    successor.done.set()
-                else:
-                    self._leading = False
+            queue.pass_on()
             for ticket in batch:
                 if ticket.outcomes is None and ticket.crash is None:  # _run itself died
                     ticket.crash = StoreUnavailable("the outcome of this call is unknown")

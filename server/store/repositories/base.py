@@ -10,13 +10,16 @@ from typing import Any
 from sqlalchemy.sql import Executable
 
 from server.store.execution import Executor, Row
+from server.store.shard_map import Shards
 from server.store.statements import Statements
+from server.store.statements.tables import RowsInsert
 
 
 class Repository:
-    def __init__(self, db: Executor, sql: Statements) -> None:
+    def __init__(self, db: Executor, sql: Statements, *, shards: Shards | None = None) -> None:
         self.db = db
         self.sql = sql
+        self.shards = shards  # under Citus, in a write: where each user's rows are
 
     def _feed_rows(
         self,
@@ -42,6 +45,26 @@ class Repository:
         """Run a statement that writes many rows: set-based (the rows as one JSON
         parameter) where the dialect's statement is, else as executemany."""
         self.db.run(statement, rows_json(rows) if self.sql.set_based else rows)
+
+    def _write_user_rows(
+        self, statement: Executable | RowsInsert, rows: list[dict[str, Any]]
+    ) -> list[Row]:
+        """Write a batch's rows of a per-user table, returning what the statement returns:
+        one set-based statement (PostgreSQL); under Citus one multi-row statement a shard
+        (RowsInsert); else one a row (SQLite, and updates under Citus: executemany)."""
+        if isinstance(statement, RowsInsert):
+            return self.db.insert_rows(statement, self._by_shard(statement.user, rows))
+        self.db.run(statement, rows_json(rows) if self.sql.json_writes else rows)
+        return []
+
+    def _by_shard(self, key: str, rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+        """The rows a part per shard of their users (one part without a shard map)."""
+        if self.shards is None:
+            return [rows]
+        parts: dict[int, list[dict[str, Any]]] = {}
+        for row in rows:
+            parts.setdefault(self.shards.index(row[key]), []).append(row)
+        return [parts[index] for index in sorted(parts)]
 
 
 def rows_json(rows: list[dict[str, Any]]) -> dict[str, str]:

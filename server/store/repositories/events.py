@@ -31,7 +31,7 @@ class SqlEventRepository(Repository):
                 }
                 for (u, t, reach), total in totals.items()
             ]
-            self._write_rows(self.sql.events.total_save, rows)
+            self._write_user_rows(self.sql.events.total_save, rows)
 
     def add(self, events: Sequence[Event]) -> None:
         if events:
@@ -48,7 +48,7 @@ class SqlEventRepository(Repository):
                 }
                 for e in events
             ]
-            self._write_rows(self.sql.events.event_add, rows)
+            self._write_user_rows(self.sql.events.event_add, rows)
 
     def window(
         self,

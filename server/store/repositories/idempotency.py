@@ -14,7 +14,7 @@ class SqlIdempotencyRepository(Repository):
     def add(self, keys: Mapping[KeyScope, StoredResponse], now: datetime) -> None:
         if not keys:
             return
-        self._write_rows(
+        self._write_user_rows(
             self.sql.idempotency.key_add,
             [
                 {

@@ -19,6 +19,7 @@ from server.services.ports import AccountKey, KeyScope, Standing, StoredResponse
 from server.store.execution import Executor, Row
 from server.store.repositories.base import Repository, rows_json
 from server.store.statements import Statements
+from server.store.statements.tables import RowsInsert
 
 EARLIEST = datetime(1, 1, 2, tzinfo=UTC)
 ENTRY_TYPES = {t.value: t for t in EntryType}
@@ -79,7 +80,7 @@ class SqlAccountRepository(Repository):
         ones deleted (`lots` by account, else each account's changed_lots)."""
         if not accounts:
             return
-        self._write_rows(
+        self._write_user_rows(
             self.sql.ledger.account_save,
             [
                 {
@@ -139,16 +140,24 @@ class SqlLedgerRepository(Repository):
             return []
         rows = [_entry_values(e) for e in entries]
         owners = [{"entry_id": e.id, "user_id": e.user_id} for e in entries]
-        self._write_rows(self.sql.ledger.owner_add, owners)
-        if self.sql.set_based:
-            result = self.db.rows(self.sql.ledger.entry_add, rows_json(rows))
+        self._write_user_rows(self.sql.ledger.owner_add, owners)
+        add = self.sql.ledger.entry_add
+        if isinstance(add, RowsInsert):  # Citus: numbered in the batch's order, then written
+            taken = self.db.rows(self.sql.ledger.sequence_take, {"n": len(entries)})
+            written = [_numbered(e, r["number"]) for e, r in zip(entries, taken, strict=True)]
+            for row, entry in zip(rows, written, strict=True):
+                row["sequence"] = entry.sequence
+            self._write_user_rows(add, rows)
+            return written
+        if self.sql.json_writes:
+            result = self.db.rows(add, rows_json(rows))
             numbers: dict[str, int] = {row["id"]: row["sequence"] for row in result}
             return [_numbered(e, numbers[e.id]) for e in entries]
         first = int(self.db.scalar(self.sql.ledger.sequence_next))
         written = [_numbered(e, first + i) for i, e in enumerate(entries)]
         for row, entry in zip(rows, written, strict=True):
             row["sequence"] = entry.sequence
-        self.db.run(self.sql.ledger.entry_add, rows)
+        self._write_user_rows(add, rows)
         return written
 
     def get(self, entry_id: str) -> LedgerEntry | None:

@@ -11,6 +11,7 @@ from server.domain import stored_json
 from server.domain.model import Level, LevelBasis, LevelChange
 from server.store.execution import Row
 from server.store.repositories.base import Repository, rows_json
+from server.store.statements.tables import RowsInsert
 
 LEVEL_BASIS_COLUMNS = {LevelBasis.BALANCE: "balance", LevelBasis.LIFETIME_EARNED: "total_earned"}
 NO_LIMIT = 2**62  # above any basis value (points never approach it)
@@ -33,15 +34,21 @@ class SqlLevelRepository(Repository):
         if not changes:
             return []
         rows = [_level_change_values(c) for c in changes]
-        if self.sql.set_based:
-            result = self.db.rows(self.sql.levels.level_change_add, rows_json(rows))
+        add = self.sql.levels.level_change_add
+        if not isinstance(add, RowsInsert) and self.sql.json_writes:
+            result = self.db.rows(add, rows_json(rows))
             numbers = {row["entry_id"]: row["sequence"] for row in result}
             return [replace(c, sequence=numbers[c.entry_id]) for c in changes]
-        first = int(self.db.scalar(self.sql.levels.level_change_next))
-        numbered = [replace(c, sequence=first + i) for i, c in enumerate(changes)]
+        if isinstance(add, RowsInsert):  # Citus: numbered in the batch's order, then written
+            taken = self.db.rows(self.sql.levels.level_change_take, {"n": len(changes)})
+            sequences = [r["number"] for r in taken]
+        else:  # SQLite: one writer at a time
+            first = int(self.db.scalar(self.sql.levels.level_change_next))
+            sequences = [first + i for i in range(len(changes))]
+        numbered = [replace(c, sequence=n) for c, n in zip(changes, sequences, strict=True)]
         for row, change in zip(rows, numbered, strict=True):
             row["sequence"] = change.sequence
-        self.db.run(self.sql.levels.level_change_add, rows)
+        self._write_user_rows(add, rows)
         return numbered
 
     def changes_after(

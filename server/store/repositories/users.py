@@ -10,7 +10,7 @@ from sqlalchemy.sql import Executable
 
 from server.domain.model import EntryType, User, Welcomed
 from server.services.ports import LockedUsers, UserView
-from server.store.execution import Executor, Row
+from server.store.execution import Row
 from server.store.repositories.base import Repository, config_version, rows_json
 from server.store.repositories.ledger import (
     by_page_shape,
@@ -19,15 +19,13 @@ from server.store.repositories.ledger import (
     page_of,
     page_params,
 )
-from server.store.statements import Statements
+from server.store.statements.tables import RowsInsert
 
 
 class SqlUserRepository(Repository):
-    def __init__(self, db: Executor, sql: Statements, *, one_by_one: bool = False) -> None:
-        super().__init__(db, sql)
-        # Lock users one statement each (Citus: FOR UPDATE must stay on one shard), in
-        # the same sorted order, so batches sharing users still never deadlock.
-        self.one_by_one = one_by_one
+    # Under Citus (`shards` given) a FOR UPDATE must stay on one shard: users are locked
+    # one statement a shard, by shard then id (one order for every batch, so batches
+    # sharing users still never deadlock).
 
     def get(self, user_id: str) -> User | None:
         row = self.db.first(self.sql.users.user_get, {"id": user_id})
@@ -70,10 +68,13 @@ class SqlUserRepository(Repository):
         new = [create[i] for i in ids if i in create and i not in found]
         if new:
             values = [_user_values(u) for u in new]
-            if self.sql.set_based:
-                inserted = self.db.rows(self.sql.users.user_add, rows_json(values))
+            add = self.sql.users.user_add
+            if isinstance(add, RowsInsert):  # Citus
+                inserted = self._write_user_rows(add, values)
+            elif self.sql.json_writes:
+                inserted = self.db.rows(add, rows_json(values))
             else:
-                inserted = [r for v in values for r in self.db.rows(self.sql.users.user_add, v)]
+                inserted = self.db.rows_each(add, values)
             created = {row["id"] for row in inserted}  # new rows are ours (locked) until commit
             found.update((u.id, u) for u in new if u.id in created)
             lost = [u.id for u in new if u.id not in created]  # made meanwhile by another
@@ -84,21 +85,33 @@ class SqlUserRepository(Repository):
     def _locked(self, ids: list[str]) -> list[Row]:
         """Lock these users' rows (sorted ids) and return them, with the configuration's
         version."""
-        if not self.one_by_one:
-            return self.db.rows(self.sql.users.users_lock, {"ids": ids})
-        return [row for i in ids for row in self.db.rows(self.sql.users.users_lock, {"ids": [i]})]
+        parts = self._shard_parts(ids)
+        if not parts:
+            return []
+        if len(parts) == 1:
+            return self.db.rows(self.sql.users.users_lock, {"ids": parts[0]})
+        # Citus: a statement a shard, sent together (pipelined), run in this order
+        return self.db.rows_each(self.sql.users.users_lock, [{"ids": part} for part in parts])
+
+    def _shard_parts(self, ids: Sequence[str]) -> list[list[str]]:
+        """Sorted ids in one part, or under Citus a part per shard (by shard, then id)."""
+        ordered = sorted(ids)
+        if self.shards is None:
+            return [ordered] if ordered else []
+        parts: dict[int, list[str]] = {}
+        for i in ordered:
+            parts.setdefault(self.shards.index(i), []).append(i)
+        return [parts[index] for index in sorted(parts)]
 
     def update(self, users: Sequence[User]) -> None:
         if users:
             rows = [{"match_id": u.id, **_user_values(u)} for u in users]
-            self._write_rows(self.sql.users.user_update, rows)
+            self._write_user_rows(self.sql.users.user_update, rows)
 
     def remove(self, user_ids: Sequence[str]) -> None:
-        # Under Citus one statement a user, each routed to its shard, as the lock is.
-        groups = [[i] for i in sorted(user_ids)] if self.one_by_one else [sorted(user_ids)]
-        for ids in groups:
-            if ids:
-                self.db.run(self.sql.users.users_remove, {"ids": ids})
+        # Under Citus one statement a shard, each routed to it, as the lock is.
+        for ids in self._shard_parts(user_ids):
+            self.db.run(self.sql.users.users_remove, {"ids": ids})
 
     def read(self, user_ids: Sequence[str]) -> LockedUsers:
         users = self._users(self.sql.users.users_of, sorted(set(user_ids)))

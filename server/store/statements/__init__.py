@@ -29,10 +29,12 @@ __all__ = ["Statements", "boosts_page", "statements_for"]
 class Statements:
     """The statements of one dialect, a part per aggregate."""
 
-    def __init__(self, dialect: str) -> None:
-        d = Dialect(dialect)
+    def __init__(self, dialect: str, *, citus: bool = False) -> None:
+        d = Dialect(dialect, citus=citus)
         self.dialect = dialect
         self.set_based = d.set_based
+        self.json_writes = d.json_writes
+        self.citus = citus
         self.systems = SystemStatements(d)  # and the configuration's version, triggers
         self.api_keys = ApiKeyStatements(d)
         self.users = UserStatements(d)
@@ -45,5 +47,5 @@ class Statements:
 
 
 @functools.cache
-def statements_for(dialect: str) -> Statements:
-    return Statements(dialect)
+def statements_for(dialect: str, *, citus: bool = False) -> Statements:
+    return Statements(dialect, citus=citus)

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
-from sqlalchemy import bindparam, select
+from typing import Any
 
-from server.store.statements.tables import Dialect, events, from_json, metric_totals, users
+from sqlalchemy import Executable, bindparam, select
+
+from server.store.statements.tables import (
+    Dialect,
+    RowsInsert,
+    events,
+    from_json,
+    metric_totals,
+    users,
+)
 
 
 class EventStatements:
@@ -16,19 +25,24 @@ class EventStatements:
         )
         total_insert = insert(metric_totals)
         event_insert = insert(events)
-        if d.set_based:
+        if d.json_writes:
             names = [c.name for c in metric_totals.c]
             total_insert = insert(metric_totals).from_select(names, from_json(metric_totals, names))
             names = [c.name for c in events.c]
             event_insert = insert(events).from_select(names, from_json(events, names))
-        self.total_save = total_insert.on_conflict_do_update(
-            index_elements=["user_id", "event_type", "reach"],
-            set_={
-                "total": total_insert.excluded.total,
-                "update_time": total_insert.excluded.update_time,
-            },
-        )
-        self.event_add = event_insert
+
+        def total_upsert(insert: Any) -> Any:
+            return insert.on_conflict_do_update(
+                index_elements=["user_id", "event_type", "reach"],
+                set_={"total": insert.excluded.total, "update_time": insert.excluded.update_time},
+            )
+
+        self.total_save: Executable | RowsInsert = total_upsert(total_insert)
+        self.event_add: Executable | RowsInsert = event_insert
+        if d.citus:  # a statement a shard (see RowsInsert)
+            names = [c.name for c in metric_totals.c]
+            self.total_save = RowsInsert(metric_totals, names, total_upsert)
+            self.event_add = RowsInsert(events, [c.name for c in events.c], lambda i: i)
         in_window = (
             one_of(events.c.event_type, "event_types"),
             events.c.create_time >= bindparam("start_time"),

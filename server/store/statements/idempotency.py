@@ -5,13 +5,16 @@ from __future__ import annotations
 
 from sqlalchemy import Executable
 
-from server.store.statements.tables import Dialect, from_json, idempotency
+from server.store.statements.tables import Dialect, RowsInsert, from_json, idempotency
 
 
 class IdempotencyStatements:
     def __init__(self, d: Dialect) -> None:
         insert = d.insert
-        self.key_add: Executable = insert(idempotency)
-        if d.set_based:
+        self.key_add: Executable | RowsInsert = insert(idempotency)
+        if d.citus:  # a statement a shard (see RowsInsert)
+            names = [c.name for c in idempotency.c]
+            self.key_add = RowsInsert(idempotency, names, lambda i: i)
+        if d.json_writes:
             names = [c.name for c in idempotency.c]
             self.key_add = insert(idempotency).from_select(names, from_json(idempotency, names))

@@ -25,12 +25,14 @@ from sqlalchemy import (
 from server.store.models import LEDGER_SEQUENCE
 from server.store.statements.tables import (
     Dialect,
+    RowsInsert,
     accounts,
     config_version,
     from_json,
     idempotency,
     ledger,
     lots,
+    numbers,
     owners,
     users,
 )
@@ -68,7 +70,7 @@ class LedgerStatements:
         def nulls(columns: list[Any], prefix: str) -> list[Any]:
             return [cast(null(), c.type).label(prefix + c.name) for c in columns]
 
-        self.standing = union_all(
+        standing = union_all(
             select(
                 literal("a").label("kind"),
                 accounts.c.user_id,
@@ -82,6 +84,10 @@ class LedgerStatements:
                 *(c.label("k_" + c.name) for c in key_columns),
             ).where(one_of(idempotency.c.user_id, "user_ids"), one_of(idempotency.c.key, "keys")),
         )
+        # Citus plans a UNION ALL of two shards' reads at the top as two multi-shard
+        # reads merged on the coordinator (intermediate results); in a subquery, with the
+        # user at one position in both, it runs the whole union on each shard.
+        self.standing: Executable = select(standing.subquery("standing")) if d.citus else standing
         self.lots_of = select(lots).where(one_of(lots.c.user_id, "user_ids"))
         self.reversals_of = select(ledger.c.user_id, ledger.c.reverses_entry_id, ledger.c.id).where(
             one_of(ledger.c.user_id, "user_ids"), one_of(ledger.c.reverses_entry_id, "entry_ids")
@@ -100,15 +106,21 @@ class LedgerStatements:
 
         # accounts and their credit lots (PostgreSQL: set-based, see Dialect.set_based)
         account_insert = insert(accounts)
-        if d.set_based:
+        if d.json_writes:
             names = [c.name for c in accounts.c]
             account_insert = insert(accounts).from_select(names, from_json(accounts, names))
+
         # New values come through `excluded`, never as expressions such as now():
         # Citus refuses those in ON CONFLICT DO UPDATE.
-        self.account_save = account_insert.on_conflict_do_update(
-            index_elements=["user_id", "system_key"],
-            set_={name: account_insert.excluded[name] for name in ACCOUNT_TOTALS},
-        )
+        def account_upsert(insert: Any) -> Any:
+            return insert.on_conflict_do_update(
+                index_elements=["user_id", "system_key"],
+                set_={name: insert.excluded[name] for name in ACCOUNT_TOTALS},
+            )
+
+        self.account_save: Executable | RowsInsert = account_upsert(account_insert)
+        if d.citus:
+            self.account_save = RowsInsert(accounts, [c.name for c in accounts.c], account_upsert)
         # The systems a user has an account in (what a key limited to some may learn).
         self.account_systems = select(accounts.c.system_key).where(
             accounts.c.user_id == bindparam("user_id")
@@ -156,15 +168,19 @@ class LedgerStatements:
         # the ledger: one insert numbers a batch's entries in order and returns the numbers
         # (PostgreSQL: nextval per row, in the order of the arrays). SQLite runs one writer
         # at a time (BEGIN IMMEDIATE), so numbering from max + 1 is safe there.
-        self.entry_add: Executable
-        if d.set_based:
-            names = [c.name for c in ledger.c if c.name != "sequence"]
+        # Citus: the batch's numbers taken first, in its order, then a statement a shard.
+        self.entry_add: Executable | RowsInsert
+        names = [c.name for c in ledger.c if c.name != "sequence"]
+        if d.json_writes:
             numbered = from_json(ledger, names).add_columns(LEDGER_SEQUENCE.next_value())
             self.entry_add = (
                 insert(ledger)
                 .from_select([*names, "sequence"], numbered)
                 .returning(ledger.c.id, ledger.c.sequence)
             )
+        elif d.citus:
+            self.entry_add = RowsInsert(ledger, [c.name for c in ledger.c], lambda i: i)
+            self.sequence_take = numbers(LEDGER_SEQUENCE)
         else:
             self.entry_add = insert(ledger)
             self.sequence_next = select(
@@ -173,7 +189,7 @@ class LedgerStatements:
         # An entry by id alone: its owner first (one shard under Citus, where the owners
         # are distributed by entry id), then the entry on its user's shard.
         owner_insert = insert(owners)
-        if d.set_based:
+        if d.json_writes:
             names = [c.name for c in owners.c]
             owner_insert = insert(owners).from_select(names, from_json(owners, names))
         self.owner_add = owner_insert

@@ -18,7 +18,15 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql
 
 from server.store.models import LEVEL_CHANGE_SEQUENCE
-from server.store.statements.tables import Dialect, accounts, from_json, level_changes, levels
+from server.store.statements.tables import (
+    Dialect,
+    RowsInsert,
+    accounts,
+    from_json,
+    level_changes,
+    levels,
+    numbers,
+)
 
 
 class LevelStatements:
@@ -32,9 +40,9 @@ class LevelStatements:
             .values({c.name: bindparam(c.name) for c in levels.c if c.name != "id"})
         )
         self.level_delete = delete(levels).where(levels.c.id == bindparam("id"))
-        self.level_change_add: Executable
-        if d.set_based:
-            names = [c.name for c in level_changes.c if c.name != "sequence"]
+        self.level_change_add: Executable | RowsInsert
+        names = [c.name for c in level_changes.c if c.name != "sequence"]
+        if d.json_writes:
             numbered = from_json(level_changes, names).add_columns(
                 LEVEL_CHANGE_SEQUENCE.next_value()
             )
@@ -43,6 +51,10 @@ class LevelStatements:
                 .from_select([*names, "sequence"], numbered)
                 .returning(level_changes.c.entry_id, level_changes.c.sequence)
             )
+        elif d.citus:  # numbered first, then a statement a shard (as LedgerStatements)
+            every = [c.name for c in level_changes.c]
+            self.level_change_add = RowsInsert(level_changes, every, lambda i: i)
+            self.level_change_take = numbers(LEVEL_CHANGE_SEQUENCE)
         else:
             self.level_change_add = insert(level_changes)
             self.level_change_next = select(

@@ -3,12 +3,18 @@ share: the dialect's forms (`Dialect`) and a batch's rows bound as one JSON set.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable, Mapping
+from collections.abc import Sequence as Many
 from typing import Any
 
 from sqlalchemy import (
+    JSON,
     ColumnElement,
+    Executable,
     Integer,
     Select,
+    Sequence,
     String,
     Table,
     Text,
@@ -17,6 +23,7 @@ from sqlalchemy import (
     cast,
     column,
     func,
+    literal_column,
     select,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -81,12 +88,19 @@ config_version = select(config.c.version).where(config.c.id == 1)
 class Dialect:
     """What the statements of one dialect are built with."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, citus: bool = False) -> None:
         self.name = name
         self.insert = postgresql.insert if name == "postgresql" else sqlite.insert
-        # PostgreSQL writes a batch's rows with one set-based statement per table (rows
-        # bound as one JSON array, see json_rows); SQLite, in-process, runs executemany.
+        # PostgreSQL's own forms (LATERAL, arrays, rows bound as one JSON array).
         self.set_based = name == "postgresql"
+        self.citus = citus
+        # PostgreSQL writes a batch's rows of the per-user tables with one set-based
+        # statement per table (rows bound as one JSON array, see json_rows). SQLite,
+        # in-process, runs executemany; so does Citus, where an INSERT ... SELECT from
+        # a function goes through the coordinator (an intermediate result copied to the
+        # shards) and a statement writing several shards commits in two phases, while
+        # a row's statement is routed to its shard (psycopg pipelines executemany).
+        self.json_writes = self.set_based and not citus
 
     def one_of(self, column: ColumnClause[Any] | Any, name: str) -> ColumnElement[bool]:
         """`column` is one of the list bound as `name`: `= ANY(array)` on PostgreSQL
@@ -118,3 +132,44 @@ def from_json(table: Table, names: list[str]) -> Select[Any]:
 def _plain(type_: Any) -> Any:
     """The column's type as SQL knows it (a TypeDecorator's own implementation)."""
     return getattr(type_, "impl", type_)
+
+
+def numbers(sequence: Sequence) -> Select[Any]:
+    """The next :n numbers of a sequence, in order (Citus: taken on the coordinator,
+    where the sequence lives, before a batch's rows are written a shard at a time)."""
+    taken = select(sequence.next_value().label("number")).select_from(
+        func.generate_series(1, bindparam("n", type_=Integer))
+    )
+    return taken.order_by(literal_column("number"))
+
+
+class RowsInsert:
+    """Under Citus, an INSERT of a batch's rows of one shard as one multi-row VALUES
+    statement, which Citus routes to that shard as it is (one statement a shard rather
+    than a row; a statement over several shards would commit in two phases). Built once
+    for each number of rows, each row's values bound as `<column>_<row>`."""
+
+    def __init__(self, table: Table, names: list[str], finish: Callable[[Any], Executable]) -> None:
+        self.table = table
+        self.names = names
+        # the columns psycopg must be told are JSON (dicts and lists bound as jsonb)
+        self.user = "id" if table.name == "users" else "user_id"  # its shard's key
+        self.json = frozenset(n for n in names if isinstance(_plain(table.c[n].type), JSON))
+        self._finish = finish  # ON CONFLICT, RETURNING: from the INSERT ... VALUES
+        self._built: dict[int, Executable] = {}
+        self._mutex = threading.Lock()
+
+    def of(self, rows: int) -> Executable:
+        built = self._built.get(rows)
+        if built is None:
+            values = [
+                {n: bindparam(f"{n}_{i}", type_=self.table.c[n].type) for n in self.names}
+                for i in range(rows)
+            ]
+            built = self._finish(postgresql.insert(self.table).values(values))
+            with self._mutex:
+                self._built.setdefault(rows, built)
+        return built
+
+    def params(self, rows: Many[Mapping[str, Any]]) -> dict[str, Any]:
+        return {f"{n}_{i}": row[n] for i, row in enumerate(rows) for n in self.names}

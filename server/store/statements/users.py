@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
-from sqlalchemy import bindparam, delete, select, update
+from typing import Any
 
-from server.store.statements.tables import Dialect, config_version, from_json, json_rows, users
+from sqlalchemy import Executable, bindparam, delete, select, update
+
+from server.store.statements.tables import (
+    Dialect,
+    RowsInsert,
+    config_version,
+    from_json,
+    json_rows,
+    users,
+)
 
 
 class UserStatements:
@@ -13,7 +22,7 @@ class UserStatements:
         self.user_get = select(users).where(users.c.id == bindparam("id"))
         user_insert = insert(users)
         self.user_update = update(users).where(users.c.id == bindparam("match_id"))
-        if d.set_based:
+        if d.json_writes:
             names = [c.name for c in users.c]
             user_insert = insert(users).from_select(names, from_json(users, names))
             changed = json_rows(users, ["id", "display_name", "email", "attributes", "welcomed"])
@@ -27,15 +36,23 @@ class UserStatements:
                     welcomed=changed.c.welcomed,
                 )
             )
-        self.user_add = user_insert.on_conflict_do_nothing(index_elements=["id"]).returning(
-            users.c.id
-        )
+        elif d.citus:  # never the id: Citus refuses a SET of the distribution column
+            self.user_update = self.user_update.values(
+                {n: bindparam(n) for n in ("display_name", "email", "attributes")}
+            )
+
+        def add_new(insert: Any) -> Any:
+            return insert.on_conflict_do_nothing(index_elements=["id"]).returning(users.c.id)
+
+        self.user_add: Executable | RowsInsert = add_new(user_insert)
+        if d.citus:  # a statement a shard (see RowsInsert)
+            self.user_add = RowsInsert(users, [c.name for c in users.c], add_new)
         self.users_remove = delete(users).where(one_of(users.c.id, "ids"))
 
         # The users of a batch of changes, locked in one sorted order (so that batches
         # sharing users never deadlock), or read without a lock for a dry run. Under Citus,
-        # FOR UPDATE over several users' rows is refused: there a batch locks one user at
-        # a time in the same order (SqlUserRepository._locked).
+        # FOR UPDATE over several shards' rows is refused: there a batch locks one shard's
+        # users a statement (a router query), shard by shard (SqlUserRepository._locked).
         # The lock also returns the configuration's version, so a process learns of a
         # configuration change from the statement it runs anyway.
         self.users_of = select(users).where(one_of(users.c.id, "ids")).order_by(users.c.id)

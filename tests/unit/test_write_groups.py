@@ -8,7 +8,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
 
 import pytest
 
@@ -17,7 +16,7 @@ from server.domain.balances import balance_in
 from server.domain.batch import AwardPoints, Circumstances, CustomChange, DeductPoints
 from server.domain.book import Book
 from server.domain.errors import InsufficientPoints, StoreUnavailable
-from server.domain.model import UserProfile
+from server.domain.model import User, UserProfile
 from server.domain.results import WriteResult
 from server.services.pipeline.posting import Change
 from server.services.ports import LockedUsers
@@ -45,11 +44,9 @@ class GroupedStore(FakeStore):
         uow = super().unit_of_work(write=write)
         lock = uow.users.lock
 
-        def recording(
-            user_ids: Sequence[str], create: Mapping[str, UserProfile], now: datetime
-        ) -> LockedUsers:
+        def recording(user_ids: Sequence[str], create: Mapping[str, User]) -> LockedUsers:
             self.locked.append(sorted(set(user_ids)))
-            return lock(user_ids, create, now)
+            return lock(user_ids, create)
 
         uow.users.lock = recording  # type: ignore[method-assign]
         return uow

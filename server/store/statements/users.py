@@ -38,7 +38,7 @@ class UserStatements:
             )
         elif d.citus:  # never the id: Citus refuses a SET of the distribution column
             self.user_update = self.user_update.values(
-                {n: bindparam(n) for n in ("display_name", "email", "attributes")}
+                {n: bindparam(n) for n in ("display_name", "email", "attributes", "welcomed")}
             )
 
         def add_new(insert: Any) -> Any:

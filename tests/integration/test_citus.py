@@ -38,6 +38,7 @@ from tests.integration.test_triggers import trigger
 
 CITUS_URL = os.environ.get("TALLY_TEST_CITUS_URL", "")
 PER_USER = {name for name, p in citus.PLACEMENTS.items() if p == citus.BY_USER_ID} | {"users"}
+REFERENCE = {name for name, p in citus.PLACEMENTS.items() if isinstance(p, citus.Reference)}
 
 
 def _cluster() -> citus_cluster.Cluster | None:
@@ -196,14 +197,31 @@ class RemoteCommands:
             node = re.search(r"on server \S+@(\S+)", diagnostic.message_detail or "")
             self.issued.append((message.removeprefix("issuing "), node.group(1) if node else ""))
 
-    def nodes(self) -> set[str]:
-        """Every node a command was sent to."""
-        return {node for _sql, node in self.issued}
-
     def transaction_nodes(self) -> set[str]:
         """The nodes a transaction block was opened on (a write's, or a multi-statement
         one's; a read outside a transaction is sent alone, without BEGIN)."""
         return {node for sql, node in self.issued if sql.startswith("BEGIN")}
+
+    def around_transaction(self) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+        """The commands sent before the first transaction block, and from it on."""
+        starts = [i for i, (sql, _node) in enumerate(self.issued) if sql.startswith("BEGIN")]
+        first = starts[0] if starts else len(self.issued)
+        return self.issued[:first], self.issued[first:]
+
+    def shards_named(self, sent: list[tuple[str, str]]) -> dict[int, tuple[str, str]]:
+        """Every shard these commands name: shard id -> (table, its hash range's start;
+        '' for a reference table)."""
+        ids = sorted({int(n) for sql, _node in sent for n in re.findall(r"_(\d{6,})\b", sql)})
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                text(
+                    "SELECT shardid, logicalrelid::regclass::text,"
+                    " coalesce(shardminvalue, '') FROM pg_dist_shard"
+                    " WHERE shardid = ANY(:ids)"
+                ),
+                {"ids": ids},
+            ).all()
+        return {shard: (table, start) for shard, table, start in rows}
 
     def prepared(self) -> list[str]:
         """The PREPARE TRANSACTION commands: a commit in two phases."""
@@ -305,15 +323,27 @@ def test_one_users_write_runs_on_one_worker(
     reads its owner before the write, from every shard, outside any transaction."""
     tally, sent = shaped
     _one_users_write(tally, sent, write, "place")
-    [worker] = sent.transaction_nodes()
-    elsewhere = [(sql, node) for sql, node in sent.issued if node != worker]
-    if write == "reverse-by-entry-id":
-        assert elsewhere
-        assert all(sql.startswith("SELECT") for sql, _node in elsewhere)
-        named = {m for sql, _node in elsewhere for m in re.findall(r"\b(\w+)_\d+\b", sql)}
-        assert named == {"ledger_entries"}
+    before, transaction = sent.around_transaction()
+    assert len({node for _sql, node in transaction}) == 1, transaction
+    # ... and on that worker, one shard of the user's colocated tables (and reference
+    # tables): nothing keyed by anything but the user.
+    named = sent.shards_named(transaction)
+    assert {table for table, _start in named.values()} <= PER_USER | REFERENCE, named
+    assert len({start for _table, start in named.values() if start}) == 1, named
+    if not write.startswith("reverse"):
+        assert before == []
+        return
+    # Reverse's look-up, before the write: one read-only statement, of every shard of
+    # the ledger when only the entry is named, else of the user's shard alone.
+    assert before
+    assert all(sql.startswith("SELECT") for sql, _node in before)
+    looked_up = sent.shards_named(before)
+    assert {table for table, _start in looked_up.values()} == {"ledger_entries"}
+    if write == "reverse-of-user":
+        assert set(looked_up.values()) <= set(named.values())
+        assert {node for _sql, node in before} == {node for _sql, node in transaction}
     else:
-        assert elsewhere == [], elsewhere
+        assert len(looked_up) > 2
 
 
 @pytest.mark.xfail(

@@ -497,12 +497,20 @@ class TallyClient:
         return self.call(self.points.RecordEvent, request, points_pb2.RecordEventResponse)
 
     def reverse(
-        self, entry_id: str, *, reason: str = "", idempotency_key: str | None = None
+        self,
+        entry_id: str,
+        *,
+        reason: str = "",
+        idempotency_key: str | None = None,
+        user_id: str = "",
     ) -> points_pb2.ReverseResponse:
+        """`user_id` (optional), the entry's user, lets the server look in that user's
+        entries alone."""
         request = points_pb2.ReverseRequest(
             entry_id=entry_id,
             reason=reason,
             idempotency_key=idempotency_key or new_idempotency_key(),
+            user_id=user_id,
         )
         return self.call(self.points.Reverse, request, points_pb2.ReverseResponse)
 

@@ -468,9 +468,11 @@ class FakeLedgerRepository(_Repository):
             numbered.append(_own(stored))
         return numbered
 
-    def get(self, entry_id: str) -> LedgerEntry | None:
+    def get(self, entry_id: str, user_id: str = "") -> LedgerEntry | None:
         entry = self._read.entries.get(entry_id)
-        return None if entry is None else _own(entry)
+        if entry is None or (user_id and entry.user_id != user_id):
+            return None
+        return _own(entry)
 
     def reversals_of(self, user_ids: Sequence[str], entry_ids: Sequence[str]) -> dict[str, str]:
         users, ids = set(user_ids), set(entry_ids)

@@ -38,6 +38,7 @@ def add_parsers(verbs: Verbs) -> None:
     reverse.add_argument("entry_id")
     reverse.add_argument("--reason", default="")
     reverse.add_argument("--idempotency-key")
+    reverse.add_argument("--user", default="", help="the entry's user, where to look for it")
     reverse.set_defaults(run=reverse_entry)
 
     balance = verbs.add_parser("balance", help="a user's balance, level and recent entries")
@@ -154,7 +155,7 @@ def deduct(client: TallyClient, args: argparse.Namespace, out: Output) -> int:
 
 def reverse_entry(client: TallyClient, args: argparse.Namespace, out: Output) -> int:
     response = client.reverse(
-        args.entry_id, reason=args.reason, idempotency_key=args.idempotency_key
+        args.entry_id, reason=args.reason, idempotency_key=args.idempotency_key, user_id=args.user
     )
     return show_write(response, out)
 

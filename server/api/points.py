@@ -248,6 +248,7 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
             idempotency_key=resolve_idempotency_key(
                 request.idempotency_key, idempotency_header(context)
             ),
+            user_id=request.user_id,
         )
         result = points_changes.reverse(self.tally, cmd, self.clock())
         return points_pb2.ReverseResponse(**_write_fields(result))

@@ -71,6 +71,9 @@ class Reverse:
     entry_id: str
     reason: str = ""
     idempotency_key: str = ""
+    # The entry's user, when the caller names it: where to look (one shard under Citus),
+    # not part of what is asked, so a key's fingerprint leaves it out.
+    user_id: str = field(default="", metadata={"fingerprinted": False})
 
 
 @dataclass(frozen=True)

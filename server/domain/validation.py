@@ -254,6 +254,8 @@ def deduct(cmd: commands.Deduct) -> None:
 def reverse(cmd: commands.Reverse) -> None:
     v = Violations()
     v.entry_id("entry_id", cmd.entry_id)
+    if cmd.user_id:  # optional: where to look
+        v.user_id("user_id", cmd.user_id)
     v.reason("reason", cmd.reason)
     v.idempotency_key("idempotency_key", cmd.idempotency_key)
     v.raise_if_any()

@@ -176,7 +176,12 @@ class LedgerRepository(Protocol):
         """Append entries in order, in one insert; returns them with their sequences."""
         ...
 
-    def get(self, entry_id: str) -> LedgerEntry | None: ...
+    def get(self, entry_id: str, user_id: str = "") -> LedgerEntry | None:
+        """The entry with this id; with `user_id`, only if it is that user's (a read of
+        the user's rows alone: under Citus one shard, where the id alone asks every one).
+        Read before a write, never in it: an entry's owner never changes."""
+        ...
+
     def reversals_of(self, user_ids: Sequence[str], entry_ids: Sequence[str]) -> dict[str, str]:
         """Of these entries (of these users), those already reversed: entry id -> the id
         of the reversal."""

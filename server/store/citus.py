@@ -58,8 +58,6 @@ PLACEMENTS: dict[str, Reference | Distributed] = {
     "metric_totals": BY_USER_ID,
     "events": BY_USER_ID,
     "level_changes": BY_USER_ID,
-    # Keyed by entry id, so that an entry's owner is one shard's read (EntryOwnerRow).
-    "ledger_entry_owners": Distributed("entry_id", colocate_with="none"),
 }
 
 

@@ -206,6 +206,9 @@ class LedgerEntryRow(Base):
         Index(None, "sequence"),  # WatchLedger over all systems
         Index(None, "system_key", "sequence"),  # WatchLedger for one system
         Index(None, "system_key", "create_time"),  # analytics: a system's entries by time
+        # Reverse may name an entry by id alone; its user is read through this before the
+        # write (under Citus, from every shard: no row keyed by entry id on another shard).
+        Index(None, "id"),
         # An entry is reversed once. Partial: only reversals carry reverses_entry_id, and
         # an index over every entry would compete with the one above for history reads.
         Index(
@@ -217,19 +220,6 @@ class LedgerEntryRow(Base):
             sqlite_where=text("reverses_entry_id IS NOT NULL"),
         ),
     )
-
-
-class EntryOwnerRow(Base):
-    """Whose a ledger entry is, by entry id alone (Reverse names only the entry).
-
-    Written with the entry, never changed. Under Citus it is distributed by entry id, so
-    the owner is one shard's read where the ledger (distributed by user) would ask every
-    shard; the entry is then read by (user_id, id) on its user's shard."""
-
-    __tablename__ = "ledger_entry_owners"
-
-    entry_id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    user_id: Mapped[str] = mapped_column(String(255))
 
 
 class IdempotencyRow(Base):

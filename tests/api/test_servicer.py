@@ -463,6 +463,21 @@ class TestDeductAndReverse:
         assert (unknown.code, unknown.reason) == (grpc.StatusCode.NOT_FOUND, "ENTRY_NOT_FOUND")
         assert points.balance("alice").balance.balance == 40
 
+    def test_reverse_looks_among_the_named_users_entries(self, points: Points) -> None:
+        points.create_system()
+        original = points.award("alice", 40).entry
+        points.award("bob", 1)
+        of_bob = points.fails(
+            "Reverse", points_pb2.ReverseRequest(entry_id=original.id, user_id="bob")
+        )
+        assert (of_bob.code, of_bob.reason) == (grpc.StatusCode.NOT_FOUND, "ENTRY_NOT_FOUND")
+        bad = points.fails("Reverse", points_pb2.ReverseRequest(entry_id=original.id, user_id="\n"))
+        assert (bad.code, bad.fields) == (grpc.StatusCode.INVALID_ARGUMENT, ["user_id"])
+        assert points.balance("alice").balance.balance == 40
+        request = points_pb2.ReverseRequest(entry_id=original.id, user_id="alice")
+        reversed_ = points.call("Reverse", request)
+        assert (reversed_.entry.user_id, reversed_.balance.balance) == ("alice", 0)
+
 
 class TestAwardBatch:
     def test_results_in_input_order_with_per_item_errors(self, points: Points) -> None:

@@ -115,7 +115,9 @@ def test_verbs_change_and_show_points(
     assert main(tally(server, admin_key, "--json", "history", "xp", "alice")) == 0
     history = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [e["amount"] for e in history] == ["50", "-20"]
-    assert main(tally(server, admin_key, "reverse", history[1]["id"])) == 0
+    assert main(tally(server, admin_key, "reverse", history[1]["id"], "--user", "bob")) == 1
+    assert "NOT_FOUND ENTRY_NOT_FOUND" in capsys.readouterr().err
+    assert main(tally(server, admin_key, "reverse", history[1]["id"], "--user", "alice")) == 0
     assert "balance 50" in capsys.readouterr().out
 
 

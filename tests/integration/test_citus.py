@@ -13,7 +13,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -22,7 +22,7 @@ from sqlalchemy import Engine, event, text
 from server.domain import commands
 from server.domain.batch import AwardPoints
 from server.domain.errors import StoreUnavailable
-from server.domain.model import EntryType, UserProfile
+from server.domain.model import TriggerType, UserProfile
 from server.services import transactions
 from server.services.tally import Tally
 from server.services.use_cases import points_changes
@@ -31,12 +31,15 @@ from server.store.database import SqlStore
 from server.store.models import Base
 from tests import citus_cluster
 from tests.conftest import PG_ADMIN_URL, T0
-from tests.integration.helpers import award, system
+from tests.integration.helpers import award, deduct, system
 from tests.integration.test_concurrency import race
 from tests.integration.test_feed import Follower, watch_all
+from tests.integration.test_triggers import event as record_event
+from tests.integration.test_triggers import trigger
 
 CITUS_URL = os.environ.get("TALLY_TEST_CITUS_URL", "")
 PER_USER = {name for name, p in citus.PLACEMENTS.items() if p == citus.BY_USER_ID} | {"users"}
+REFERENCE = {name for name, p in citus.PLACEMENTS.items() if isinstance(p, citus.Reference)}
 
 
 def _cluster() -> citus_cluster.Cluster | None:
@@ -106,15 +109,20 @@ def test_migrate_places_every_table_once(citus_url: str) -> None:
         store.dispose()
 
 
-def test_a_table_of_a_later_migration_is_placed_by_the_next_migrate(citus_url: str) -> None:
-    """0013 made ledger_entry_owners: from 0012, migrate adds and places it alone, and
-    the entries written before it are found through it."""
+def test_a_cluster_with_entry_owners_drops_them_and_finds_entries_by_id(citus_url: str) -> None:
+    """A database at 0014 keeps ledger_entry_owners distributed by entry id (a shard
+    apart from its user's): migrate drops it, indexes the distributed ledger by id, and
+    the entries written before are found by id alone and by their user."""
     store = SqlStore.from_url(citus_url)
     try:
-        migrate.upgrade(store.engine, "0012")
-        assert "ledger_entry_owners" not in _placements(store.engine)
-        assert set(_placements(store.engine)) == set(citus.PLACEMENTS) - {"ledger_entry_owners"}
+        migrate.upgrade(store.engine, "0014")
         with store.engine.begin() as connection:
+            connection.execute(
+                text(
+                    "SELECT create_distributed_table('ledger_entry_owners', 'entry_id',"
+                    " colocate_with => 'none')"
+                )
+            )
             connection.execute(
                 text(
                     "INSERT INTO ledger_entries (user_id, id, sequence, system_key, type,"
@@ -124,13 +132,18 @@ def test_a_table_of_a_later_migration_is_placed_by_the_next_migrate(citus_url: s
                     " '[]', false, 5, '', '{}', '', '', '', now())"
                 )
             )
+            connection.execute(text("INSERT INTO ledger_entry_owners VALUES ('e-before', 'u1')"))
         migrate.upgrade(store.engine)
-        placed = _placements(store.engine)
-        assert placed["ledger_entry_owners"][:2] == ("distributed", "entry_id")
+        assert "ledger_entry_owners" not in _placements(store.engine)
+        assert set(_placements(store.engine)) == set(Base.metadata.tables)
         with store.unit_of_work(write=False) as uow:
             found = uow.ledger.get("e-before")
+            of_user = uow.ledger.get("e-before", "u1")
+            of_another = uow.ledger.get("e-before", "u2")
         assert found is not None
+        assert of_user == found
         assert (found.user_id, found.amount) == ("u1", 5)
+        assert of_another is None
     finally:
         store.dispose()
 
@@ -185,6 +198,36 @@ class RemoteCommands:
             node = re.search(r"on server \S+@(\S+)", diagnostic.message_detail or "")
             self.issued.append((message.removeprefix("issuing "), node.group(1) if node else ""))
 
+    def transaction_nodes(self) -> set[str]:
+        """The nodes a transaction block was opened on (a write's, or a multi-statement
+        one's; a read outside a transaction is sent alone, without BEGIN)."""
+        return {node for sql, node in self.issued if sql.startswith("BEGIN")}
+
+    def around_transaction(self) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+        """The commands sent before the first transaction block, and from it on."""
+        starts = [i for i, (sql, _node) in enumerate(self.issued) if sql.startswith("BEGIN")]
+        first = starts[0] if starts else len(self.issued)
+        return self.issued[:first], self.issued[first:]
+
+    def shards_named(self, sent: list[tuple[str, str]]) -> dict[int, tuple[str, str]]:
+        """Every shard these commands name: shard id -> (table, its hash range's start;
+        '' for a reference table)."""
+        ids = sorted({int(n) for sql, _node in sent for n in re.findall(r"_(\d{6,})\b", sql)})
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                text(
+                    "SELECT shardid, logicalrelid::regclass::text,"
+                    " coalesce(shardminvalue, '') FROM pg_dist_shard"
+                    " WHERE shardid = ANY(:ids)"
+                ),
+                {"ids": ids},
+            ).all()
+        return {shard: (table, start) for shard, table, start in rows}
+
+    def prepared(self) -> list[str]:
+        """The PREPARE TRANSACTION commands: a commit in two phases."""
+        return [sql for sql, _node in self.issued if sql.startswith("PREPARE TRANSACTION")]
+
     def shards(self, table: str) -> set[tuple[str, str]]:
         """The shards of `table` named by the commands sent, with the node of each."""
         pattern = re.compile(rf"\b{table}_(\d+)\b")
@@ -212,15 +255,112 @@ def test_an_award_writes_one_shard_of_each_user_table(
     sent.issued.clear()
     result = award(tally, "alice", 10, idempotency_key="k1")
     assert result.entry.amount == 10
-    touched = {table: sent.shards(table) for table in PER_USER | {"ledger_entry_owners"}}
+    touched = {table: sent.shards(table) for table in PER_USER}
     for table in ("users", "accounts", "ledger_entries", "idempotency_keys"):
         assert len(touched[table]) == 1, (table, touched[table])
     # The user's rows are colocated: every per-user shard named is on one node.
     assert len({node for table in PER_USER for _shard, node in touched[table]}) == 1
-    assert len(touched["ledger_entry_owners"]) == 1
 
 
-def test_reverse_finds_the_entry_on_one_shard(watched: tuple[Tally, RemoteCommands]) -> None:
+ONE_USER_WRITES = [
+    "award-existing",
+    "award-new",
+    "deduct",
+    "reverse-by-entry-id",
+    "reverse-of-user",
+    "record-event",
+]
+
+
+@pytest.fixture(scope="module")
+def shaped(cluster: citus_cluster.Cluster) -> Iterator[tuple[Tally, RemoteCommands]]:
+    """One database for the commit-shape tests (each writes its own users): a system
+    with an EVENT trigger, and what the coordinator sends to the workers."""
+    name = f"tally_citus_{uuid.uuid4().hex[:12]}"
+    url = citus_cluster.create_database(cluster, name)
+    store = SqlStore.from_url(url)
+    sent = RemoteCommands(store.engine)  # before the first connection
+    try:
+        migrate.upgrade(store.engine)
+        tally = Tally(store, clock=lambda: T0)
+        system(tally)
+        trigger(tally, TriggerType.EVENT, 3, event_type="lesson")
+        yield tally, sent
+    finally:
+        store.dispose()
+        citus_cluster.drop_database(cluster, name)
+
+
+def _one_users_write(tally: Tally, sent: RemoteCommands, write: str, run: str) -> None:
+    """`write` of one user alone (users of its own, `run` apart), with the commands sent
+    for it, and only those, in `sent`. One call at a time: the writer would group
+    concurrent users' changes."""
+    user = f"{run}-{write}-dave"
+    for other in ("alice", "bob", "carol", "erin"):  # more users, on both workers
+        award(tally, f"{run}-{write}-{other}", 10)
+    original = award(tally, user, 10).entry
+    calls: dict[str, Callable[[], object]] = {
+        "award-existing": lambda: award(tally, user, 5, idempotency_key="a1"),
+        "award-new": lambda: award(tally, f"{run}-{write}-frank", 5, idempotency_key="a1"),
+        "deduct": lambda: deduct(tally, user, 4, idempotency_key="d1"),
+        "reverse-by-entry-id": lambda: points_changes.reverse(
+            tally, commands.Reverse(original.id, idempotency_key="r1"), T0
+        ),
+        "reverse-of-user": lambda: points_changes.reverse(
+            tally, commands.Reverse(original.id, idempotency_key="r1", user_id=user), T0
+        ),
+        "record-event": lambda: record_event(tally, user, "lesson", idempotency_key="e1"),
+    }
+    sent.issued.clear()
+    calls[write]()
+
+
+@pytest.mark.parametrize("write", ONE_USER_WRITES)
+def test_one_users_write_runs_on_one_worker(
+    shaped: tuple[Tally, RemoteCommands], write: str
+) -> None:
+    """Every row of one user's write is on that user's shard, so its transaction opens
+    on one worker and nothing else is sent elsewhere. A Reverse naming only the entry
+    reads its owner before the write, from every shard, outside any transaction."""
+    tally, sent = shaped
+    _one_users_write(tally, sent, write, "place")
+    before, transaction = sent.around_transaction()
+    assert len({node for _sql, node in transaction}) == 1, transaction
+    # ... and on that worker, one shard of the user's colocated tables (and reference
+    # tables): nothing keyed by anything but the user.
+    named = sent.shards_named(transaction)
+    assert {table for table, _start in named.values()} <= PER_USER | REFERENCE, named
+    assert len({start for _table, start in named.values() if start}) == 1, named
+    if not write.startswith("reverse"):
+        assert before == []
+        return
+    # Reverse's look-up, before the write: one read-only statement, of every shard of
+    # the ledger when only the entry is named, else of the user's shard alone.
+    assert before
+    assert all(sql.startswith("SELECT") for sql, _node in before)
+    looked_up = sent.shards_named(before)
+    assert {table for table, _start in looked_up.values()} == {"ledger_entries"}
+    if write == "reverse-of-user":
+        assert set(looked_up.values()) <= set(named.values())
+        assert {node for _sql, node in before} == {node for _sql, node in transaction}
+    else:
+        assert len(looked_up) > 2
+
+
+@pytest.mark.parametrize("write", ONE_USER_WRITES)
+def test_one_users_write_commits_in_one_phase(
+    shaped: tuple[Tally, RemoteCommands], write: str
+) -> None:
+    tally, sent = shaped
+    _one_users_write(tally, sent, write, "phase")
+    assert sent.prepared() == []
+    [worker] = sent.transaction_nodes()
+    assert ("COMMIT", worker) in sent.issued
+
+
+def test_an_entry_of_a_named_user_is_read_from_one_shard(
+    watched: tuple[Tally, RemoteCommands],
+) -> None:
     tally, sent = watched
     system(tally)
     for user in ("alice", "bob", "carol"):
@@ -228,41 +368,30 @@ def test_reverse_finds_the_entry_on_one_shard(watched: tuple[Tally, RemoteComman
     original = award(tally, "dave", 10).entry
     sent.issued.clear()
     with tally.store.unit_of_work(write=False) as uow:
-        found = uow.ledger.get(original.id)
+        found = uow.ledger.get(original.id, "dave")
     assert found == original
-    # The owner from one shard of ledger_entry_owners, the entry from one of the ledger:
-    # no statement asked every shard.
-    assert len(sent.shards("ledger_entry_owners")) == 1
     assert len(sent.shards("ledger_entries")) == 1
     sent.issued.clear()
-    reversal = points_changes.reverse(
-        tally, commands.Reverse(original.id, idempotency_key="r1"), T0
-    )
-    assert reversal.entry.type is EntryType.REVERSAL
-    assert reversal.entry.amount == -10
-    assert len(sent.shards("ledger_entries")) == 1
+    with tally.store.unit_of_work(write=False) as uow:
+        assert uow.ledger.get(original.id) == original  # by id alone: every shard, one read
+    assert len(sent.shards("ledger_entries")) > 2
+    assert not any(sql.startswith("BEGIN") for sql, _node in sent.issued)
 
 
-def test_explain_shows_one_task_for_the_entry_lookup(watched: tuple[Tally, RemoteCommands]) -> None:
+def test_explain_shows_one_task_for_the_entry_of_a_user(
+    watched: tuple[Tally, RemoteCommands],
+) -> None:
     tally, sent = watched
     system(tally)
     entry = award(tally, "alice", 10).entry
     with sent.engine.connect() as connection:
-        plans = [
-            "\n".join(connection.execute(text(f"EXPLAIN {sql}"), params).scalars())
-            for sql, params in (
-                (
-                    "SELECT user_id FROM ledger_entry_owners WHERE entry_id = :id",
-                    {"id": entry.id},
-                ),
-                (
-                    "SELECT * FROM ledger_entries WHERE user_id = :user AND id = :id",
-                    {"user": "alice", "id": entry.id},
-                ),
-            )
-        ]
-    for plan in plans:
-        assert "Task Count: 1" in plan, plan
+        plan = "\n".join(
+            connection.execute(
+                text("EXPLAIN SELECT * FROM ledger_entries WHERE user_id = :user AND id = :id"),
+                {"user": "alice", "id": entry.id},
+            ).scalars()
+        )
+    assert "Task Count: 1" in plan, plan
 
 
 def test_on_postgresql_without_citus_distribute_does_nothing(pg_store: SqlStore) -> None:

@@ -313,6 +313,35 @@ class TestReverse:
         with pytest.raises(NotReversible):
             points_changes.reverse(tally, commands.Reverse(reversal.entry.id), T0)
 
+    def test_naming_the_entrys_user_finds_it_there(self, tally: Tally) -> None:
+        system(tally)
+        first = award(tally, "alice", 40)
+        reverse = commands.Reverse(first.entry.id, idempotency_key="r", user_id="alice")
+        once = points_changes.reverse(tally, reverse, T0)
+        assert (once.entry.user_id, once.entry.amount) == ("alice", -40)
+        # The user only says where to look: a repeat without it is the same request.
+        again = commands.Reverse(first.entry.id, idempotency_key="r")
+        assert points_changes.reverse(tally, again, T0).replayed
+
+    def test_naming_another_user_finds_no_entry(self, tally: Tally) -> None:
+        system(tally)
+        first = award(tally, "alice", 40)
+        award(tally, "bob", 1)
+        for user in ("bob", "nobody"):  # as unknown an entry as any: it reveals nothing
+            reverse = commands.Reverse(first.entry.id, user_id=user)
+            with pytest.raises(EntryNotFound):
+                points_changes.reverse(tally, reverse, T0)
+        assert balance(tally, "alice") == 40
+
+    def test_a_bad_user_id_names_its_field(self, tally: Tally) -> None:
+        system(tally)
+        first = award(tally, "alice", 40)
+        reverse = commands.Reverse(first.entry.id, user_id=" alice")
+        with pytest.raises(ValidationFailed) as raised:
+            points_changes.reverse(tally, reverse, T0)
+        assert [v.field for v in raised.value.violations] == ["user_id"]
+        assert balance(tally, "alice") == 40
+
     def test_unknown_entry(self, tally: Tally) -> None:
         with pytest.raises(EntryNotFound):
             points_changes.reverse(

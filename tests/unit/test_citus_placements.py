@@ -23,11 +23,8 @@ def test_per_user_tables_are_colocated_with_users_by_user_id() -> None:
         for name, table in Base.metadata.tables.items()
         if "user_id" in table.c and not isinstance(citus.PLACEMENTS[name], citus.Reference)
     }
-    # boosts carry a user_id ('' = global) but are configuration; the owners of entries
-    # are found by entry id.
-    assert per_user - {"ledger_entry_owners"} == {
-        name for name, p in citus.PLACEMENTS.items() if p == citus.BY_USER_ID
-    }
+    # boosts carry a user_id ('' = global) but are configuration.
+    assert per_user == {name for name, p in citus.PLACEMENTS.items() if p == citus.BY_USER_ID}
     assert citus.PLACEMENTS["users"] == citus.Distributed("id", colocate_with="none")
 
 

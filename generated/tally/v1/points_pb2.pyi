@@ -461,14 +461,16 @@ class TriggerAward(_message.Message):
     def __init__(self, entry: _Optional[_Union[_common_pb2.LedgerEntry, _Mapping]] = ..., trigger: _Optional[_Union[Trigger, _Mapping]] = ...) -> None: ...
 
 class ReverseRequest(_message.Message):
-    __slots__ = ("entry_id", "reason", "idempotency_key")
+    __slots__ = ("entry_id", "reason", "idempotency_key", "user_id")
     ENTRY_ID_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
     entry_id: str
     reason: str
     idempotency_key: str
-    def __init__(self, entry_id: _Optional[str] = ..., reason: _Optional[str] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+    user_id: str
+    def __init__(self, entry_id: _Optional[str] = ..., reason: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., user_id: _Optional[str] = ...) -> None: ...
 
 class ReverseResponse(_message.Message):
     __slots__ = ("entry", "balance", "level_change", "replayed")

@@ -78,8 +78,9 @@ def loads(text: str, triggers: Mapping[str, Trigger] | None = None) -> WriteResu
 
 
 def fingerprint(operation: str, command: Any) -> str:
-    """A hash of what a request asks, leaving out the key itself and the dry-run flag;
-    '' for a request without a key, which nothing will be compared with."""
+    """A hash of what a request asks, leaving out the key itself, the dry-run flag and
+    fields that only say where to look (metadata fingerprinted=False); '' for a request
+    without a key, which nothing will be compared with."""
     if not command.idempotency_key:
         return ""
     names = _compared_fields(type(command))  # type: ignore[arg-type]
@@ -91,7 +92,11 @@ def fingerprint(operation: str, command: Any) -> str:
 @functools.cache
 def _compared_fields(command_type: type) -> tuple[str, ...]:
     skipped = {"idempotency_key", "validate_only"}
-    return tuple(f.name for f in dataclasses.fields(command_type) if f.name not in skipped)
+    return tuple(
+        f.name
+        for f in dataclasses.fields(command_type)
+        if f.name not in skipped and f.metadata.get("fingerprinted", True)
+    )
 
 
 def _canonical(value: Any) -> Any:

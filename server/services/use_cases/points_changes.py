@@ -85,8 +85,13 @@ def award_batch(
 
 def reverse(tally: Tally, cmd: commands.Reverse, now: datetime) -> WriteResult:
     validation.reverse(cmd)
-    original = in_transaction(tally.store, lambda uow: uow.ledger.get(cmd.entry_id), write=False)
-    # An entry of a system the caller may not use is not theirs to see either.
+    # The entry (and so its user) is read before the write: an entry's owner never
+    # changes, and the write then touches that user's rows alone (one shard under Citus).
+    original = in_transaction(
+        tally.store, lambda uow: uow.ledger.get(cmd.entry_id, cmd.user_id), write=False
+    )
+    # An entry of a system the caller may not use, or of another user than the one
+    # named, is not theirs to see either.
     if original is None or not callers.current().allows_system(original.system_key):
         raise EntryNotFound(cmd.entry_id)
     tally.limits.take(original.system_key, original.user_id)

@@ -134,13 +134,10 @@ class SqlAccountRepository(Repository):
 
 class SqlLedgerRepository(Repository):
     def add(self, entries: Sequence[LedgerEntry]) -> list[LedgerEntry]:
-        """Insert the entries in one statement, numbered in order, and their owners (in
-        the same transaction: an entry is never without one); returns them numbered."""
+        """Insert the entries in one statement, numbered in order; returns them numbered."""
         if not entries:
             return []
         rows = [_entry_values(e) for e in entries]
-        owners = [{"entry_id": e.id, "user_id": e.user_id} for e in entries]
-        self._write_user_rows(self.sql.ledger.owner_add, owners)
         add = self.sql.ledger.entry_add
         if isinstance(add, RowsInsert):  # Citus: numbered in the batch's order, then written
             taken = self.db.rows(self.sql.ledger.sequence_take, {"n": len(entries)})
@@ -160,12 +157,11 @@ class SqlLedgerRepository(Repository):
         self._write_user_rows(add, rows)
         return written
 
-    def get(self, entry_id: str) -> LedgerEntry | None:
-        """The entry with this id, found through its owner (see EntryOwnerRow)."""
-        user_id = self.db.scalar(self.sql.ledger.owner_of, {"id": entry_id})
-        if user_id is None:
-            return None
-        row = self.db.first(self.sql.ledger.entry_get, {"user_id": user_id, "id": entry_id})
+    def get(self, entry_id: str, user_id: str = "") -> LedgerEntry | None:
+        if user_id:
+            row = self.db.first(self.sql.ledger.entry_get, {"user_id": user_id, "id": entry_id})
+        else:
+            row = self.db.first(self.sql.ledger.entry_by_id, {"id": entry_id})
         return entry_of(row) if row else None
 
     def reversals_of(self, user_ids: Sequence[str], entry_ids: Sequence[str]) -> dict[str, str]:

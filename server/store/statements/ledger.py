@@ -1,4 +1,4 @@
-"""The ledger: accounts and their credit lots, entries and their owners, and the reads of
+"""The ledger: accounts and their credit lots, entries, and the reads of
 a user's standing (a batch's, and a caller's view with a page of entries)."""
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ from server.store.statements.tables import (
     ledger,
     lots,
     numbers,
-    owners,
     users,
 )
 
@@ -186,17 +185,12 @@ class LedgerStatements:
             self.sequence_next = select(
                 func.coalesce(func.max(ledger.c.sequence), 0) + literal_column("1")
             )
-        # An entry by id alone: its owner first (one shard under Citus, where the owners
-        # are distributed by entry id), then the entry on its user's shard.
-        owner_insert = insert(owners)
-        if d.json_writes:
-            names = [c.name for c in owners.c]
-            owner_insert = insert(owners).from_select(names, from_json(owners, names))
-        self.owner_add = owner_insert
-        self.owner_of = select(owners.c.user_id).where(owners.c.entry_id == bindparam("id"))
+        # An entry of a user (one shard under Citus), or by id alone (the index on id;
+        # under Citus every shard, in one read-only statement).
         self.entry_get = select(ledger).where(
             ledger.c.user_id == bindparam("user_id"), ledger.c.id == bindparam("id")
         )
+        self.entry_by_id = select(ledger).where(ledger.c.id == bindparam("id"))
         of_account = (
             ledger.c.user_id == bindparam("user_id"),
             ledger.c.system_key == bindparam("system_key"),

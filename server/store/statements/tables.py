@@ -36,7 +36,6 @@ from server.store.models import (
     BoostRow,
     ConfigVersionRow,
     CreditLotRow,
-    EntryOwnerRow,
     EventRow,
     IdempotencyRow,
     LedgerEntryRow,
@@ -70,7 +69,6 @@ users = _table(UserRow)
 accounts = _table(AccountRow)
 lots = _table(CreditLotRow)
 ledger = _table(LedgerEntryRow)
-owners = _table(EntryOwnerRow)
 idempotency = _table(IdempotencyRow)
 config = _table(ConfigVersionRow)
 triggers = _table(TriggerRow)

@@ -128,7 +128,7 @@ class Executor:
         sql = ""
         try:
             with driver.pipeline():
-                for rows in parts:
+                for rows in (chunk for part in parts for chunk in insert.chunks(part)):
                     compiled = Compiled.of(insert.of(len(rows)))
                     sql = compiled.sql
                     cursor = driver.cursor(row_factory=dict_row)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping
 from collections.abc import Sequence as Many
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     JSON,
@@ -141,11 +141,20 @@ def numbers(sequence: Sequence) -> Select[Any]:
     return taken.order_by(literal_column("number"))
 
 
+T = TypeVar("T")
+
+MAX_BOUND_VALUES = 65_535  # the most a PostgreSQL statement may bind
+MAX_ROWS_PER_INSERT = 500  # and fewer statement shapes to build and prepare
+
+
 class RowsInsert:
     """Under Citus, an INSERT of a batch's rows of one shard as one multi-row VALUES
     statement, which Citus routes to that shard as it is (one statement a shard rather
     than a row; a statement over several shards would commit in two phases). Built once
-    for each number of rows, each row's values bound as `<column>_<row>`."""
+    for each number of rows, each row's values bound as `<column>_<row>`. A statement
+    binds at most 65,535 values (PostgreSQL's protocol), so a shard's rows beyond
+    `max_rows` go in several statements (a user owed thousands of TIME_INTERVAL entries
+    is written all the same)."""
 
     def __init__(self, table: Table, names: list[str], finish: Callable[[Any], Executable]) -> None:
         self.table = table
@@ -154,6 +163,7 @@ class RowsInsert:
         self.user = "id" if table.name == "users" else "user_id"  # its shard's key
         self.json = frozenset(n for n in names if isinstance(_plain(table.c[n].type), JSON))
         self._finish = finish  # ON CONFLICT, RETURNING: from the INSERT ... VALUES
+        self.max_rows = min(MAX_ROWS_PER_INSERT, MAX_BOUND_VALUES // len(names))
         self._built: dict[int, Executable] = {}
         self._mutex = threading.Lock()
 
@@ -168,6 +178,11 @@ class RowsInsert:
             with self._mutex:
                 self._built.setdefault(rows, built)
         return built
+
+    def chunks(self, rows: Many[T]) -> list[Many[T]]:
+        """`rows` in runs of at most `max_rows`, each one statement's."""
+        step = self.max_rows
+        return [rows[at : at + step] for at in range(0, len(rows), step)]
 
     def params(self, rows: Many[Mapping[str, Any]]) -> dict[str, Any]:
         return {f"{n}_{i}": row[n] for i, row in enumerate(rows) for n in self.names}

@@ -156,3 +156,46 @@ def test_a_call_of_one_group_is_one_batch(users: list[str]) -> None:
     outcomes = tally.writer.post([award(u, 1) for u in users])
     assert store.locked == [users]
     assert all(isinstance(o, WriteResult) for o in outcomes)
+
+
+def test_a_stalled_group_does_not_stall_split_calls_of_other_groups() -> None:
+    """Calls whose changes span groups, many of them waiting on a stalled group, leave a
+    call of two idle groups unharmed: no shared pool of part threads to run out of
+    (found in review, where eight such calls held every part thread)."""
+    store = GroupedStore(serialized=False)
+    tally = ready(store)
+    inside, release = threading.Event(), threading.Event()
+    awards = award_rule("b0")
+
+    def stall(book: Book, given: Circumstances) -> WriteResult:
+        inside.set()
+        release.wait(WAIT * 3)
+        return awards(book, given)
+
+    stalled_calls = 16
+    callers = ThreadPoolExecutor(stalled_calls + 2)
+    try:
+        held = callers.submit(
+            tally.writer.post, [CustomChange("xp", "b0", stall, T0, profile=UserProfile("b0"))]
+        )
+        assert inside.wait(WAIT)
+        busy = [  # each waits in b's queue with its b part
+            callers.submit(tally.writer.post, [award(f"a{i}", 1), award(f"b{i + 1}", 1)])
+            for i in range(stalled_calls)
+        ]
+        for _ in range(1000):
+            if tally.writer.waiting() >= stalled_calls:
+                break
+            threading.Event().wait(0.01)
+        assert tally.writer.waiting() >= stalled_calls
+        innocent = callers.submit(tally.writer.post, [award("a100", 1), award("c1", 1)])
+        try:
+            outcomes = innocent.result(WAIT)
+        finally:
+            release.set()
+        assert all(isinstance(o, WriteResult) for o in outcomes)
+        held.result(WAIT)
+        assert all(isinstance(o, WriteResult) for call in busy for o in call.result(WAIT))
+    finally:
+        release.set()
+        callers.shutdown(wait=True)

@@ -29,7 +29,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Collection, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 from server import metrics, tracing
 from server.domain.errors import StoreUnavailable, TallyError
@@ -43,9 +43,6 @@ from server.services.transactions import in_transaction
 log = logging.getLogger(__name__)
 
 MAX_BATCH_CHANGES = 256  # the default; Settings.max_batch
-# Threads that post the further parts of calls whose changes span write groups (the
-# call's own thread posts the first); one per group beyond the first is enough.
-PART_THREADS = 8
 
 
 class _Ticket:
@@ -61,6 +58,22 @@ class _Ticket:
         self.crash: BaseException | None = None
         self.lead = False  # set when the lead is handed to this ticket's call
         self.done = threading.Event()
+
+
+class _Part(threading.Thread):
+    """A further part of a call whose changes span write groups, posted beside the call's
+    thread on a thread of its own, in the call's context (its caller, its span). Not a
+    shared pool: a part waiting in a slow group's queue must never hold up the parts of
+    other groups (the threads are bounded by the calls in flight)."""
+
+    def __init__(self, post: Callable[[], list[Outcome]]) -> None:
+        super().__init__(name="tally-part", daemon=True)
+        self._context = contextvars.copy_context()
+        self._post = post
+        self.outcomes: list[Outcome] = []
+
+    def run(self) -> None:
+        self.outcomes = self._context.run(self._post)
 
 
 class _Queue:
@@ -156,8 +169,6 @@ class Writer:
         self.on_commit = on_commit
         self.max_batch = max(1, max_batch)
         self._groups = _Groups(store, self.max_batch)
-        # Posts the parts of a call whose changes span groups, beside the call's thread.
-        self._parts = ThreadPoolExecutor(PART_THREADS, thread_name_prefix="tally-part")
         recorded = metrics.instruments()
         self._batch_changes = recorded.batch_changes
         self._commit_seconds = recorded.commit_seconds
@@ -180,17 +191,16 @@ class Writer:
             return self._post_in(group, changes, caller)
         outcomes: list[Outcome] = [None] * len(changes)
         (first, first_indexes), *rest = parts.items()
-        pending = [
-            (
-                indexes,
-                self._parts.submit(
-                    contextvars.copy_context().run, self._post_part, group, changes, indexes, caller
-                ),
-            )
+        further = [
+            (indexes, _Part(partial(self._post_part, group, changes, indexes, caller)))
             for group, indexes in rest
         ]
+        for _, thread in further:
+            thread.start()
         done = [(first_indexes, self._post_part(first, changes, first_indexes, caller))]
-        done += [(indexes, future.result()) for indexes, future in pending]
+        for indexes, thread in further:
+            thread.join()
+            done.append((indexes, thread.outcomes))
         for indexes, part in done:
             for index, outcome in zip(indexes, part, strict=True):
                 outcomes[index] = outcome

@@ -5,9 +5,11 @@ PostgreSQL's `hashtext` of the user id, in the shard whose hash range holds it; 
 shards' ranges and their workers are in the coordinator's `pg_dist_shard` and
 `pg_dist_placement`. The hash is computed here, in Python, so that grouping a write by
 its worker costs no round trip (tests/integration/test_citus.py checks it against the
-cluster's own). The map is read again when older than REFRESH_SECONDS: a shard moved
-meanwhile (a rebalance) only makes a batch span two workers, which Citus then commits in
-two phases; it never makes a write wrong.
+cluster's own). The map is read again when older than REFRESH_SECONDS. Until then, a shard
+moved meanwhile (a rebalance) makes a batch span two workers, which Citus commits in two
+phases; a shard split makes one lock statement span two shards, which Citus refuses, and
+the writer then posts each change of that batch alone. Either costs speed for a while,
+never a wrong write.
 """
 
 from __future__ import annotations

@@ -34,7 +34,6 @@ class Statements:
         self.dialect = dialect
         self.set_based = d.set_based
         self.json_writes = d.json_writes
-        self.citus = citus
         self.systems = SystemStatements(d)  # and the configuration's version, triggers
         self.api_keys = ApiKeyStatements(d)
         self.users = UserStatements(d)

@@ -15,6 +15,6 @@ class IdempotencyStatements:
         if d.citus:  # a statement a shard (see RowsInsert)
             names = [c.name for c in idempotency.c]
             self.key_add = RowsInsert(idempotency, names, lambda i: i)
-        if d.json_writes:
+        elif d.json_writes:
             names = [c.name for c in idempotency.c]
             self.key_add = insert(idempotency).from_select(names, from_json(idempotency, names))

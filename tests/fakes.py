@@ -51,6 +51,7 @@ from server.domain.model import (
     PointsSystem,
     Trigger,
     User,
+    Welcomed,
 )
 from server.services.ports import (
     AccountKey,
@@ -126,6 +127,12 @@ class _Tables:
 def _own(value: T) -> T:
     """A private copy of a value holding dicts (a user's attributes, an entry's metadata)."""
     return copy.deepcopy(value)
+
+
+def _kept(user: User) -> User:
+    """The user as its row keeps it: where they are welcomed goes through its stored form
+    (model.Welcomed.name), as the store's does."""
+    return replace(_own(user), welcomed=Welcomed.named(user.welcomed.name))
 
 
 def _bare(account: Account) -> Account:
@@ -313,7 +320,7 @@ class FakeUserRepository(_Repository):
             user = tables.users.get(user_id)
             if user is None and user_id in create:
                 user = create[user_id]
-                tables.users[user_id] = _own(user)
+                tables.users[user_id] = _kept(user)
                 created.add(user_id)
             if user is not None:
                 found[user_id] = _own(user)
@@ -339,7 +346,7 @@ class FakeUserRepository(_Repository):
                     display_name=user.display_name,
                     email=user.email,
                     attributes=dict(user.attributes),
-                    welcomed=user.welcomed,
+                    welcomed=_kept(user).welcomed,
                 )
 
 

@@ -18,8 +18,9 @@ that fails leaves nothing behind. A command fails alone: its error is its answer
 - A command that names its user's profile (an award, an event) welcomes the user in
   every system its caller may use that the user has not been welcomed in yet: those
   systems' USER_IDENTIFIED triggers fire first, once per user and system (a user a key
-  limited to other systems created is still owed its welcome here). Deductions and
-  reversals never welcome: they give no points and name no one new.
+  limited to other systems created, or one welcomed before the system was created, is
+  still owed its welcome here: model.Welcomed). Deductions and reversals never welcome:
+  they give no points and name no one new.
 - A command that changes an account across a system's level thresholds moves the level
   (one move per system, named by the last entry there).
 """

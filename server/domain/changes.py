@@ -9,7 +9,7 @@ balance as it stands at its own time.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 
@@ -79,17 +79,19 @@ def identify(
     book: Book, rules: Rules, now: datetime, reach: Reach = EVERY_SYSTEM
 ) -> list[TriggerAward]:
     """The USER_IDENTIFIED triggers the user is owed by a call of `reach`: those of the
-    systems it may use that the user has not been welcomed in yet (a user a key limited
-    to some systems named first is welcomed in those alone, and in the others by the
-    first call that may use them). The book's user then counts as welcomed in the whole
-    reach, whether or not a trigger matched; nothing when nothing is owed."""
+    systems it may use that the user has not been welcomed in yet (model.Welcomed: a user
+    a key limited to some systems named first is welcomed in those alone, and in the
+    others by the first call that may use them; a user a call of every system welcomed
+    is still owed the systems created since). The book's user then counts as welcomed in
+    those systems, whether or not a trigger matched; nothing when nothing is owed."""
     welcomed = book.user.welcomed
-    if welcomed.after(reach) == welcomed:  # the cheap path: welcomed (everywhere) already
+    owed = welcomed.owed(reach, rules)
+    if not owed:  # the cheap path: welcomed already (through the newest system, usually)
         return []
-    book.user = book.user.welcomed_by(reach)
+    book.user = replace(book.user, welcomed=welcomed.paid(owed, reach, rules))
     fired = []
     for trigger in rules.identified:
-        if welcomed.owes(reach, trigger.system_key) and triggers.matches(
+        if trigger.system_key in owed and triggers.matches(
             trigger.user_attributes, book.user.attributes
         ):
             system = rules.systems[trigger.system_key]

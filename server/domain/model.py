@@ -7,13 +7,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from server.domain.access import Reach
+    from server.domain.rules import Rules
 
 JsonObject = dict[str, Any]
 
@@ -189,43 +190,85 @@ class UserProfile:
 @dataclass(frozen=True)
 class Welcomed:
     """The points systems a user has been welcomed in (their USER_IDENTIFIED triggers
-    considered): those named, or every one. Users are shared by every system, so a
-    welcome is owed per system, by the first call that names the user and may use it.
+    considered): those named in `systems`, and every system created at or before
+    `through` (None: no such bound). Users are shared by every system, so a welcome is
+    owed per system, by the first call that names the user and may use it.
 
-    `everywhere` is what a call of every system leaves, and covers systems made later
-    too (as it did when a user was welcomed once, at creation; users created before
-    welcomes were kept per system are welcomed everywhere, migration 0015)."""
+    `through` is what a call of every system leaves: the newest create_time among the
+    systems it read, so that a system created after it still owes the user its welcome
+    (to a call of every system, or of a key limited to it, whose answers then do not tell
+    the user from a new one). A call limited to some systems adds those it welcomed in to
+    `systems`. Users created before welcomes were kept per system are welcomed through
+    the time of migration 0015."""
 
     systems: frozenset[str] = frozenset()
-    everywhere: bool = False
+    through: datetime | None = None
 
-    def owes(self, reach: Reach, system_key: str) -> bool:
-        """Whether a call of `reach` welcomes the user in this system."""
-        return not self.everywhere and system_key not in self.systems and reach.allows(system_key)
+    def owed(self, reach: Reach, rules: Rules) -> frozenset[str]:
+        """The systems a call of `reach` welcomes the user in: those of `rules` it may use
+        that the user has not been welcomed in. A user welcomed through the newest system's
+        create_time costs one comparison."""
+        newest = rules.newest_system
+        through = self.through
+        if newest is None or (through is not None and through >= newest):
+            return NOTHING_OWED  # the cheap path
+        systems = rules.systems
+        keys = reach.systems if reach.systems else systems.keys()
+        owed = frozenset(
+            key
+            for key in keys
+            if key in systems
+            and key not in self.systems
+            and (through is None or systems[key].create_time > through)
+        )
+        return owed or NOTHING_OWED
 
-    def after(self, reach: Reach) -> Welcomed:
-        """The systems welcomed once a call of `reach` has welcomed the user (this same
+    def after(self, reach: Reach, rules: Rules) -> Welcomed:
+        """Where the user is welcomed once a call of `reach` has welcomed them (this same
         value when it owes nothing)."""
-        if self.everywhere:
+        return self.paid(self.owed(reach, rules), reach, rules)
+
+    def paid(self, owed: frozenset[str], reach: Reach, rules: Rules) -> Welcomed:
+        """Where the user is welcomed once a call of `reach` has welcomed them in `owed`
+        (what `owed` gave: this same value when it is empty). A call of every system
+        welcomes through the newest system it read (the rules' time, not the clock's), and
+        keeps only the systems it does not know (made since, by a call that read newer
+        rules); a limited call adds the systems it welcomed in, and no other: a system of
+        its reach created later is still owed."""
+        if not owed:
             return self
         if not reach.systems:
-            return WELCOMED_EVERYWHERE
-        return self if reach.systems <= self.systems else Welcomed(self.systems | reach.systems)
+            unknown = frozenset(key for key in self.systems if key not in rules.systems)
+            return Welcomed(unknown, rules.newest_system)
+        return Welcomed(self.systems | owed, self.through)
 
     @property
     def name(self) -> str:
-        """How the store keeps it: '*' for every system, else the systems sorted and
-        comma-separated ('' for none yet); no system key holds ',' or '*'."""
-        return "*" if self.everywhere else ",".join(sorted(self.systems))
+        """How the store keeps it: the systems sorted and comma-separated ('' for none);
+        with a bound, '*' and its UTC time in ISO 8601 first, then ';' and the systems
+        when there are any. No system key holds ',', ';' or '*'."""
+        systems = ",".join(sorted(self.systems))
+        if self.through is None:
+            return systems
+        stamp = "*" + self.through.astimezone(UTC).isoformat()
+        return f"{stamp};{systems}" if systems else stamp
 
     @classmethod
     def named(cls, name: str) -> Welcomed:
-        if name == "*":
-            return WELCOMED_EVERYWHERE
-        return cls(frozenset(name.split(",")) if name else frozenset())
+        """The value `name` gives; ValueError for a name no value gives."""
+        through, keys = None, name
+        if name.startswith("*"):
+            stamp, semicolon, keys = name[1:].partition(";")
+            through = datetime.fromisoformat(stamp)  # ValueError when not a time
+            if through.tzinfo is None or (semicolon and not keys):
+                raise ValueError(f"not a welcome: {name!r}")
+        systems = frozenset(keys.split(",")) if keys else frozenset()
+        if "" in systems or any("*" in key or ";" in key for key in systems):
+            raise ValueError(f"not a welcome: {name!r}")
+        return cls(systems, through)
 
 
-WELCOMED_EVERYWHERE = Welcomed(everywhere=True)
+NOTHING_OWED: frozenset[str] = frozenset()
 WELCOMED_NOWHERE = Welcomed()
 
 
@@ -236,8 +279,8 @@ class User:
     email: str
     attributes: dict[str, str]
     create_time: datetime
-    # Where the user has been welcomed; a user made by User.new is welcomed nowhere yet.
-    welcomed: Welcomed = WELCOMED_EVERYWHERE
+    # Where the user has been welcomed (as stored; a user made by User.new: nowhere yet).
+    welcomed: Welcomed = WELCOMED_NOWHERE
 
     @classmethod
     def new(cls, profile: UserProfile, now: datetime) -> User:
@@ -250,11 +293,11 @@ class User:
             welcomed=WELCOMED_NOWHERE,
         )
 
-    def welcomed_by(self, reach: Reach) -> User:
-        """The user once a call of `reach` has welcomed them (this same user when it owes
-        them no welcome)."""
-        welcomed = self.welcomed.after(reach)
-        return self if welcomed == self.welcomed else replace(self, welcomed=welcomed)
+    def welcomed_by(self, reach: Reach, rules: Rules) -> User:
+        """The user once a call of `reach` under `rules` has welcomed them (this same user
+        when it owes them no welcome)."""
+        welcomed = self.welcomed.after(reach, rules)
+        return self if welcomed is self.welcomed else replace(self, welcomed=welcomed)
 
     def with_profile(self, profile: UserProfile) -> User:
         """The user with the profile fields a call gave (attributes given replace only

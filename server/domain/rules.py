@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from server.domain.levels import Ladder
@@ -31,6 +32,13 @@ class Rules:
     # included), by (system, user) each user's own.
     global_boosts: dict[str, tuple[Boost, ...]] = field(default_factory=dict)
     user_boosts: dict[tuple[str, str], tuple[Boost, ...]] = field(default_factory=dict)
+    # The newest system's create_time (None without systems): a user welcomed through it
+    # is owed no welcome, which a change checks with this one comparison (Welcomed.owed).
+    newest_system: datetime | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        times = [system.create_time for system in self.systems.values()]
+        object.__setattr__(self, "newest_system", max(times, default=None))
 
     @classmethod
     def of(

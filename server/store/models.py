@@ -108,10 +108,10 @@ class UserRow(Base):
     email: Mapped[str] = mapped_column(String(320))
     attributes: Mapped[dict[str, Any]]
     create_time: Mapped[datetime]
-    # The systems the user has been welcomed in (model.Welcomed.name): '*' every one, so
-    # that a row written without it (before 0015, or by an older server) is never
-    # welcomed again.
-    welcomed: Mapped[str] = mapped_column(Text, server_default="*")
+    # The systems the user has been welcomed in (model.Welcomed.name). Its default, set by
+    # 0015, welcomes a row written without it (before 0015, or by an older server) in every
+    # system that existed at the upgrade: a literal of that time, so none here.
+    welcomed: Mapped[str] = mapped_column(Text)
 
 
 class AccountRow(Base):

@@ -13,8 +13,9 @@ from server.services.use_cases import points_changes, reads, systems
 from tests.conftest import T0
 
 
-def system(tally: Tally, key: str = "xp", *, max_points: int = 0) -> None:
-    systems.create_system(tally, commands.CreateSystem(key=key, max_points=max_points), T0)
+def system(tally: Tally, key: str = "xp", *, max_points: int = 0, at: datetime = T0) -> None:
+    """Create a system (its create_time `at`)."""
+    systems.create_system(tally, commands.CreateSystem(key=key, max_points=max_points), at)
 
 
 def award(

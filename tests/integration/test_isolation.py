@@ -26,7 +26,6 @@ from server.domain.errors import (
     ValidationFailed,
 )
 from server.domain.model import (
-    WELCOMED_EVERYWHERE,
     TriggerStatus,
     TriggerType,
     UserProfile,
@@ -146,7 +145,7 @@ class TestWelcome:
         # A key of every system welcomes in the one system left, once.
         for _ in range(2):
             as_caller(EVERY, lambda: award(two, "x", 1, system_key="a"))
-        assert welcomed(two, "x") == WELCOMED_EVERYWHERE
+        assert welcomed(two, "x") == Welcomed(through=T0)  # every system created by then
         assert [points(two, "x", key) for key in "abc"] == [3 + 1 + 1 + 1, 110, 50]
         assert [welcomes(two, "x", key) for key in "abc"] == [1, 1, 1]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -25,14 +26,14 @@ from sqlalchemy.exc import OperationalError
 from tenacity import wait_none
 
 from server.domain.errors import InsufficientPoints, StoreUnavailable, TransientStoreError
-from server.domain.model import WELCOMED_EVERYWHERE, LevelBasis, PointsSystem, TriggerType
+from server.domain.model import LevelBasis, PointsSystem, TriggerType
 from server.services import transactions
 from server.services.ports import UnitOfWork
 from server.services.tally import Tally
 from server.services.transactions import in_transaction
 from server.store import migrate
 from server.store.database import SqlStore, create_store_engine
-from server.store.models import Base, UserRow
+from server.store.models import Base, SystemRow, UserRow
 from tests.conftest import PG_ADMIN_URL, T0
 from tests.integration.helpers import award, system
 from tests.integration.test_triggers import trigger
@@ -326,23 +327,41 @@ def test_upgrade_is_idempotent(fresh_engine: Engine) -> None:
     assert schema_diff(fresh_engine) == []
 
 
-def test_users_from_before_0015_are_welcomed_everywhere(fresh_engine: Engine) -> None:
+def test_users_from_before_0015_are_welcomed_in_the_systems_that_existed_then(
+    fresh_engine: Engine,
+) -> None:
     """A user existing at the upgrade was welcomed when created, by the rule then in
-    force: 0015 counts them welcomed in every system, so no call welcomes them again."""
+    force: 0015 counts them welcomed in every system that existed at the upgrade (through
+    its time), so no call welcomes them there again, and owed the welcome of any system
+    created after it."""
+    before = datetime.now(UTC) - timedelta(days=1)
     migrate.upgrade(fresh_engine, "0014")
-    with fresh_engine.begin() as connection:
-        row = {"id": "old", "display_name": "", "email": "", "attributes": {}, "create_time": T0}
-        connection.execute(insert(UserRow).values(row))  # the columns of 0014
+    with fresh_engine.begin() as connection:  # the columns of 0014
+        user = {"id": "old", "display_name": "", "email": "", "attributes": {}}
+        connection.execute(insert(UserRow).values(**user, create_time=before))
+        texts = {"key": "xp", "name": "xp", "description": "", "badge_url": ""}
+        basis = LevelBasis.BALANCE.value
+        times = {"create_time": before, "update_time": before}
+        connection.execute(
+            insert(SystemRow).values(**texts, max_points=0, level_basis=basis, **times)
+        )
     migrate.upgrade(fresh_engine)
-    tally = Tally(SqlStore(fresh_engine), clock=lambda: T0)
-    system(tally, "xp")
-    trigger(tally, TriggerType.USER_IDENTIFIED, 100)
+    after = datetime.now(UTC) + timedelta(seconds=1)
+    tally = Tally(SqlStore(fresh_engine), clock=lambda: after)
+    system(tally, "gems", at=after)
+    trigger(tally, TriggerType.USER_IDENTIFIED, 100, system_key="xp", at=after)
+    trigger(tally, TriggerType.USER_IDENTIFIED, 7, system_key="gems", at=after)
     with tally.store.unit_of_work(write=False) as uow:
         old = uow.users.get("old")
     assert old is not None
-    assert old.welcomed == WELCOMED_EVERYWHERE
-    assert award(tally, "old", 5).balance.balance == 5
-    assert award(tally, "new", 5).balance.balance == 105
+    assert old.welcomed.systems == frozenset()
+    assert old.welcomed.through is not None
+    assert before < old.welcomed.through < after
+    # welcomed in xp, which existed at the upgrade; owed gems's welcome, once
+    assert award(tally, "old", 5, at=after).balance.balance == 5
+    assert award(tally, "old", 5, system_key="gems", at=after).balance.balance == 7 + 5
+    assert award(tally, "old", 5, system_key="gems", at=after).balance.balance == 7 + 10
+    assert award(tally, "new", 5, at=after).balance.balance == 100 + 5
 
 
 def test_sqlite_commits_survive_a_power_cut(tmp_path: Path) -> None:

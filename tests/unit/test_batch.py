@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -40,7 +40,6 @@ from server.domain.errors import (
 )
 from server.domain.ledger import Account
 from server.domain.model import (
-    WELCOMED_EVERYWHERE,
     Level,
     LevelBasis,
     PointsSystem,
@@ -56,20 +55,20 @@ from server.domain.rules import Rules
 from tests.conftest import T0
 
 
-def points_system(key: str) -> PointsSystem:
-    return PointsSystem(key, key, "", "", 0, LevelBasis.BALANCE, T0, T0)
+def points_system(key: str, created: datetime = T0) -> PointsSystem:
+    return PointsSystem(key, key, "", "", 0, LevelBasis.BALANCE, created, created)
 
 
-def welcome(trigger_id: str, system_key: str, points: int) -> Trigger:
+def welcome(trigger_id: str, system_key: str, points: int, created: datetime = T0) -> Trigger:
     return Trigger(
         trigger_id,
         system_key,
         TriggerType.USER_IDENTIFIED,
         points,
         TriggerStatus.ACTIVE,
-        T0,
-        T0,
-        activate_time=T0,
+        created,
+        created,
+        activate_time=created,
     )
 
 
@@ -98,15 +97,32 @@ RULES = Rules.of(
 
 
 XP_ONLY = Reach(frozenset({"xp"}))
+COINS_ONLY = Reach(frozenset({"coins"}))
 ANN = frozenset({"ann"})
+T1 = T0 + timedelta(hours=1)  # coins is created after xp and gems
 WITH_COINS = Rules.of(
-    [*RULES.systems.values(), points_system("coins")],
-    [*RULES.triggers.values(), welcome("w-coins", "coins", 11)],
+    [*RULES.systems.values(), points_system("coins", T1)],
+    [
+        *RULES.triggers.values(),
+        welcome("w-coins", "coins", 11, T1),
+        Trigger(
+            "t-coins-lesson",
+            "coins",
+            TriggerType.EVENT,
+            3,
+            TriggerStatus.ACTIVE,
+            T1,
+            T1,
+            event_type="lesson",
+        ),
+    ],
 )
+# What a call of every system at RULES leaves: welcomed in every system created by T0.
+WELCOMED_AT_T0 = Welcomed(through=T0)
 
 
 def user(user_id: str) -> User:
-    return User(user_id, "", "", {}, T0)
+    return User(user_id, "", "", {}, T0, WELCOMED_AT_T0)
 
 
 def award(user_id: str, amount: int, *, key: str = "", system: str = "xp", **fields: Any) -> Any:
@@ -130,8 +146,8 @@ def batch(
     **fields: Any,
 ) -> BatchInput:
     """The input the pipeline would prepare: `existing` users with their balances by
-    system (welcomed everywhere, unless given in `users`); `new`, the users the lock
-    created."""
+    system (welcomed by a call of every system at T0, unless given in `users`); `new`,
+    the users the lock created."""
     existing = existing or {}
     read = {u: user(u) for u in [*existing, *new]} | {u.id: u for u in users}
     accounts = {
@@ -279,32 +295,63 @@ def test_a_later_call_of_other_systems_welcomes_the_user_there_once() -> None:
     )
     welcomes = [(e.trigger_id, e.amount) for e in three.entries if e.trigger_id]
     assert welcomes == [("w-coins", 11)]  # the one system left, once
-    assert [u.welcomed for u in three.users] == [WELCOMED_EVERYWHERE]
+    # welcomed through the newest system the call read (coins's creation), not the clock
+    assert [u.welcomed for u in three.users] == [Welcomed(through=T1)]
 
 
-def test_a_user_welcomed_everywhere_is_welcomed_again_nowhere_and_not_written() -> None:
-    """Neither a system made since nor a limited key's call welcomes them: a call of every
-    system welcomed them in every system, those made later included."""
+def test_a_user_welcomed_by_a_call_of_every_system_is_welcomed_there_again_nowhere() -> None:
+    """Neither a call of every system nor a limited key's welcomes them again in the
+    systems that existed then, and the user is not written."""
     for reach in (EVERY_SYSTEM, XP_ONLY):
-        decision = decide(
-            batch([award("bob", 1, reach=reach)], existing={"bob": {}}, rules=WITH_COINS)
-        )
+        decision = decide(batch([award("bob", 1, reach=reach)], existing={"bob": {}}))
         assert [e.trigger_id for e in decision.entries] == [""]
         assert decision.users == ()
+
+
+def test_a_system_created_after_a_call_of_every_system_welcomed_the_user_is_owed() -> None:
+    """Review probe: welcomed by a call of every system at T0, bob was counted welcomed in
+    coins, created at T1, too: coins's USER_IDENTIFIED never fired for him, and a key
+    limited to coins told him (its event added 3) from a new user (11 + 3). The next call
+    that may use coins welcomes him there, once, whichever it is."""
+    for reach, left in [
+        (EVERY_SYSTEM, Welcomed(through=T1)),
+        (COINS_ONLY, Welcomed(frozenset({"coins"}), through=T0)),
+    ]:
+        calls = [award("bob", 1, system="coins", reach=reach) for _ in range(2)]
+        first = decide(batch(calls, existing={"bob": {"xp": 9}}, rules=WITH_COINS))
+        welcomes = [(e.trigger_id, e.amount) for e in first.entries if e.trigger_id]
+        assert welcomes == [("w-coins", 11)]
+        assert [u.welcomed for u in first.users] == [left]
+        (bob,) = first.users
+        again = decide(
+            batch([calls[0]], existing={"bob": {"coins": 13}}, users=[bob], rules=WITH_COINS)
+        )
+        assert [e.trigger_id for e in again.entries] == [""]
+        assert again.users == ()
+    # A key limited to coins: a user seen elsewhere answers what a new user does.
+    lesson = commands.RecordEvent(UserProfile("bob"), "lesson", Decimal(1))
+    event = CountEvent(lesson, T1, reach=COINS_ONLY)
+    seen = decide(batch([event], existing={"bob": {"xp": 9}}, rules=WITH_COINS))
+    fresh = decide(batch([event], new=frozenset({"bob"}), rules=WITH_COINS))
+    assert _added(seen) == _added(fresh) == {"coins": 11 + 3}
+    # A key limited to xp owes nothing: coins is not its to welcome in.
+    xp = decide(batch([award("bob", 1, reach=XP_ONLY)], existing={"bob": {}}, rules=WITH_COINS))
+    assert [e.trigger_id for e in xp.entries] == [""]
+    assert xp.users == ()
 
 
 def test_a_new_user_made_as_its_first_change_welcomes_it_is_not_written_again() -> None:
     """The lock makes a new user as its first change would (welcome included), so the
     usual new user costs no second write; when that change fails and another creates the
     user, the user is written as that one welcomed it."""
-    made = User.new(UserProfile("ann"), T0).welcomed_by(XP_ONLY)
+    made = User.new(UserProfile("ann"), T0).welcomed_by(XP_ONLY, RULES)
     decision = decide(batch([award("ann", 1, reach=XP_ONLY)], new=ANN, users=[made]))
     assert [e.trigger_id for e in decision.entries] == ["w-xp", ""]
     assert decision.users == ()
     failing = award("ann", 1, system="nope", reach=XP_ONLY)
     decision = decide(batch([failing, award("ann", 1)], new=ANN, users=[made]))
     assert {e.trigger_id for e in decision.entries} == {"w-xp", "w-gems", ""}
-    assert [u.welcomed for u in decision.users] == [WELCOMED_EVERYWHERE]
+    assert [u.welcomed for u in decision.users] == [WELCOMED_AT_T0]
 
 
 def test_a_user_that_existed_is_not_welcomed() -> None:

@@ -78,14 +78,17 @@ def _prepare(
 ) -> BatchInput:
     """Lock (or, for a dry run, read) the batch's users, then read what it decides on.
 
-    A new user is made as its first change would make it, welcome included: the
-    decision takes it as welcomed nowhere and writes it again only when another change
-    turned out to create it (domain/batch.py), so a new user costs no second write."""
+    A new user is made as its first change would make it, welcome included (by the rules
+    the process holds): the decision takes it as welcomed nowhere and writes it again
+    only when its welcome turned out otherwise (another change created it, or the lock
+    found other rules: domain/batch.py), so a new user costs no second write."""
     user_ids = [change.user_id for change in changes]
     create: dict[str, User] = {}  # a new user is made from its first change
+    held = config.snapshot.rules  # the rules the lock will find, usually
     for change in changes:
         if change.profile is not None and change.user_id not in create:
-            create[change.user_id] = User.new(change.profile, now).welcomed_by(change.reach)
+            made = User.new(change.profile, now)
+            create[change.user_id] = made.welcomed_by(change.reach, held)
     if dry_run:
         locked = uow.users.read(user_ids)
         new = frozenset(create) - set(locked.users)

@@ -24,7 +24,7 @@ from sqlalchemy.dialects.postgresql import psycopg as pg_psycopg
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import ClauseElement, Executable
 
-from server.store.statements.tables import RowsInsert
+from server.store.statements.tables import FIXED_PLAN, RowsInsert
 
 Row = Mapping[str, Any]
 Params = Mapping[str, Any]
@@ -42,6 +42,8 @@ class Compiled:
         compiled = cast(ClauseElement, statement).compile(dialect=_DIALECT)
         self.sql = str(compiled)
         self.fixed = {k: v for k, v in compiled.params.items() if v is not None}
+        # prepared at once and kept, in writes too (statements.tables.fixed_plan)
+        self.fixed_plan = bool(statement.get_execution_options().get(FIXED_PLAN, False))
 
     @classmethod
     def of(cls, statement: Executable) -> Compiled:
@@ -64,7 +66,9 @@ class Executor:
         """`replan`: plan every statement for its parameters (a write's), never reuse a
         prepared generic plan. A generic plan is kept until its tables are next analyzed,
         and one made while a table was small (the idempotency keys of a young database)
-        scans the whole table for a key: measured 5-10 ms a batch a minute later."""
+        scans the whole table for a key: measured 5-10 ms a batch a minute later.
+        A statement whose plan has no choice in it (statements.tables.fixed_plan) is
+        prepared all the same: reads and writes alike."""
         self.connection = connection
         self.direct = connection.dialect.name == "postgresql"
         self.prepare: bool | None = False if replan else None  # None: psycopg decides
@@ -150,8 +154,9 @@ class Executor:
     def _cursor(self, statement: Executable, params: Params | None) -> Any:
         compiled = Compiled.of(statement)
         cursor = self._driver().cursor(row_factory=dict_row)
+        prepare = True if compiled.fixed_plan else self.prepare
         try:
-            cursor.execute(compiled.sql, compiled.bind(params), prepare=self.prepare)
+            cursor.execute(compiled.sql, compiled.bind(params), prepare=prepare)
         except psycopg.Error as error:
             cursor.close()
             raise _wrapped(compiled.sql, params, error) from error

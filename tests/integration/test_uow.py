@@ -33,7 +33,11 @@ from server.services.tally import Tally
 from server.services.transactions import in_transaction
 from server.store import migrate
 from server.store.database import SqlStore, create_store_engine
+from server.store.execution import Executor
 from server.store.models import Base, SystemRow, UserRow
+from server.store.repositories.base import rows_json
+from server.store.statements import statements_for
+from server.store.statements.tables import RowsInsert
 from tests.conftest import PG_ADMIN_URL, T0
 from tests.integration.helpers import award, system
 from tests.integration.test_triggers import trigger
@@ -371,3 +375,25 @@ def test_sqlite_commits_survive_a_power_cut(tmp_path: Path) -> None:
         assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
     engine.dispose()
+
+
+def test_a_write_prepares_fixed_plans_and_plans_its_reads_each_time(pg_store: SqlStore) -> None:
+    """In a write, a statement whose plan has no choice (an INSERT from a batch's JSON
+    rows) is prepared at once and its plan kept; a read, whose plan depends on the
+    tables' statistics (a key's lookup, planned while the table was small, scans it
+    whole), is planned for its values every time, however often it runs."""
+    sql = statements_for("postgresql")
+    key_add = sql.idempotency.key_add
+    assert not isinstance(key_add, RowsInsert)  # (Citus's form)
+    engine = create_store_engine(pg_store.engine.url.render_as_string(hide_password=False))
+    with engine.connect() as connection:  # a new session: none of the pool's prepared
+        db = Executor(connection, replan=True)
+        for _ in range(6):  # past psycopg's threshold (5 uses) for preparing on its own
+            db.run(key_add, rows_json([]))
+            db.rows(sql.ledger.standing, {"user_ids": ["u"], "keys": ["k"]})
+        prepared = list(
+            connection.exec_driver_sql("SELECT statement FROM pg_prepared_statements").scalars()
+        )
+        connection.rollback()
+    engine.dispose()
+    assert [s.split(" (")[0] for s in prepared] == ["INSERT INTO idempotency_keys"]

@@ -10,6 +10,7 @@ from server.store.statements.tables import (
     Dialect,
     RowsInsert,
     events,
+    fixed_plan,
     from_json,
     metric_totals,
     users,
@@ -39,6 +40,9 @@ class EventStatements:
 
         self.total_save: Executable | RowsInsert = total_upsert(total_insert)
         self.event_add: Executable | RowsInsert = event_insert
+        if d.json_writes:
+            self.total_save = fixed_plan(self.total_save)
+            self.event_add = fixed_plan(self.event_add)
         if d.citus:  # a statement a shard (see RowsInsert)
             names = [c.name for c in metric_totals.c]
             self.total_save = RowsInsert(metric_totals, names, total_upsert)

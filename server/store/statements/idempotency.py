@@ -5,7 +5,13 @@ from __future__ import annotations
 
 from sqlalchemy import Executable
 
-from server.store.statements.tables import Dialect, RowsInsert, from_json, idempotency
+from server.store.statements.tables import (
+    Dialect,
+    RowsInsert,
+    fixed_plan,
+    from_json,
+    idempotency,
+)
 
 
 class IdempotencyStatements:
@@ -17,4 +23,6 @@ class IdempotencyStatements:
             self.key_add = RowsInsert(idempotency, names, lambda i: i)
         elif d.json_writes:
             names = [c.name for c in idempotency.c]
-            self.key_add = insert(idempotency).from_select(names, from_json(idempotency, names))
+            self.key_add = fixed_plan(
+                insert(idempotency).from_select(names, from_json(idempotency, names))
+            )

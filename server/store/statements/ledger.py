@@ -28,6 +28,7 @@ from server.store.statements.tables import (
     RowsInsert,
     accounts,
     config_version,
+    fixed_plan,
     from_json,
     idempotency,
     ledger,
@@ -118,6 +119,8 @@ class LedgerStatements:
             )
 
         self.account_save: Executable | RowsInsert = account_upsert(account_insert)
+        if d.json_writes:
+            self.account_save = fixed_plan(self.account_save)
         if d.citus:
             self.account_save = RowsInsert(accounts, [c.name for c in accounts.c], account_upsert)
         # The systems a user has an account in (what a key limited to some may learn).
@@ -172,7 +175,7 @@ class LedgerStatements:
         names = [c.name for c in ledger.c if c.name != "sequence"]
         if d.json_writes:
             numbered = from_json(ledger, names).add_columns(LEDGER_SEQUENCE.next_value())
-            self.entry_add = (
+            self.entry_add = fixed_plan(
                 insert(ledger)
                 .from_select([*names, "sequence"], numbered)
                 .returning(ledger.c.id, ledger.c.sequence)

@@ -22,6 +22,7 @@ from server.store.statements.tables import (
     Dialect,
     RowsInsert,
     accounts,
+    fixed_plan,
     from_json,
     level_changes,
     levels,
@@ -46,7 +47,7 @@ class LevelStatements:
             numbered = from_json(level_changes, names).add_columns(
                 LEVEL_CHANGE_SEQUENCE.next_value()
             )
-            self.level_change_add = (
+            self.level_change_add = fixed_plan(
                 insert(level_changes)
                 .from_select([*names, "sequence"], numbered)
                 .returning(level_changes.c.entry_id, level_changes.c.sequence)

@@ -127,6 +127,24 @@ def from_json(table: Table, names: list[str]) -> Select[Any]:
     return select(*(rows.c[n] for n in names))
 
 
+# An execution option: the statement's plan has no choice in it, so a prepared plan
+# cannot go stale (store/execution.py prepares it even in a write; see fixed_plan).
+FIXED_PLAN = "tally_fixed_plan"
+
+
+def fixed_plan(statement: Executable) -> Any:
+    """`statement`, marked as one whose plan is the same whatever the tables hold: an
+    INSERT ... SELECT FROM json_rows (ON CONFLICT and RETURNING included) scans the
+    function and inserts, its conflicts found by the unique index it names, with no
+    join, scan or index to choose. Such a statement is prepared on its first use and
+    its generic plan kept, which saves parsing and planning it for every batch
+    (planning the three of an award's batch took 75 of the 500 us per award that
+    pg_stat_statements counted, bench/profiles/award-cost-2026-12-07.md); a
+    write's other statements, whose plans depend on the tables' statistics, are still
+    planned for their values every time (Executor's replan)."""
+    return statement.execution_options(**{FIXED_PLAN: True})
+
+
 def _plain(type_: Any) -> Any:
     """The column's type as SQL knows it (a TypeDecorator's own implementation)."""
     return getattr(type_, "impl", type_)

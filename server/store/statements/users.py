@@ -10,6 +10,7 @@ from server.store.statements.tables import (
     Dialect,
     RowsInsert,
     config_version,
+    fixed_plan,
     from_json,
     json_rows,
     users,
@@ -45,6 +46,8 @@ class UserStatements:
             return insert.on_conflict_do_nothing(index_elements=["id"]).returning(users.c.id)
 
         self.user_add: Executable | RowsInsert = add_new(user_insert)
+        if d.json_writes:
+            self.user_add = fixed_plan(self.user_add)
         if d.citus:  # a statement a shard (see RowsInsert)
             self.user_add = RowsInsert(users, [c.name for c in users.c], add_new)
         self.users_remove = delete(users).where(one_of(users.c.id, "ids"))

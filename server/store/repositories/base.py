@@ -4,6 +4,7 @@ it writes many rows."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -56,6 +57,33 @@ class Repository:
             return self.db.insert_rows(statement, self._by_shard(statement.user, rows))
         self.db.run(statement, rows_json(rows) if self.sql.json_writes else rows)
         return []
+
+    def _write_numbered_rows(
+        self,
+        add: Executable | RowsInsert,
+        rows: list[dict[str, Any]],
+        *,
+        key: str,
+        take: Callable[[], Executable],
+        next_one: Callable[[], Executable],
+    ) -> list[int]:
+        """Write a batch's rows of a table numbered by a sequence (the ledger, the level
+        changes), and return their numbers in the rows' order: given by the insert itself
+        (PostgreSQL: RETURNING, by `key`), taken first on the coordinator (Citus, `take`:
+        the rows then go a shard at a time and keep the batch's order), or counted on from
+        the last (SQLite, `next_one`: one writer at a time)."""
+        if self.sql.json_writes and not isinstance(add, RowsInsert):
+            returned = {r[key]: r["sequence"] for r in self.db.rows(add, rows_json(rows))}
+            return [returned[row[key]] for row in rows]
+        if isinstance(add, RowsInsert):
+            numbers = [r["number"] for r in self.db.rows(take(), {"n": len(rows)})]
+        else:
+            first = int(self.db.scalar(next_one()))
+            numbers = [first + i for i in range(len(rows))]
+        for row, number in zip(rows, numbers, strict=True):
+            row["sequence"] = number
+        self._write_user_rows(add, rows)
+        return numbers
 
     def _by_shard(self, key: str, rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
         """The rows a part per shard of their users (one part without a shard map)."""

@@ -17,9 +17,8 @@ from server.domain.ledger import ONE, Account, CreditLot
 from server.domain.model import EntryType, LedgerEntry
 from server.services.ports import AccountKey, KeyScope, Standing, StoredResponse
 from server.store.execution import Executor, Row
-from server.store.repositories.base import Repository, rows_json
+from server.store.repositories.base import Repository
 from server.store.statements import Statements
-from server.store.statements.tables import RowsInsert
 
 EARLIEST = datetime(1, 1, 2, tzinfo=UTC)
 ENTRY_TYPES = {t.value: t for t in EntryType}
@@ -137,25 +136,15 @@ class SqlLedgerRepository(Repository):
         """Insert the entries in one statement, numbered in order; returns them numbered."""
         if not entries:
             return []
-        rows = [_entry_values(e) for e in entries]
-        add = self.sql.ledger.entry_add
-        if isinstance(add, RowsInsert):  # Citus: numbered in the batch's order, then written
-            taken = self.db.rows(self.sql.ledger.sequence_take, {"n": len(entries)})
-            written = [_numbered(e, r["number"]) for e, r in zip(entries, taken, strict=True)]
-            for row, entry in zip(rows, written, strict=True):
-                row["sequence"] = entry.sequence
-            self._write_user_rows(add, rows)
-            return written
-        if self.sql.json_writes:
-            result = self.db.rows(add, rows_json(rows))
-            numbers: dict[str, int] = {row["id"]: row["sequence"] for row in result}
-            return [_numbered(e, numbers[e.id]) for e in entries]
-        first = int(self.db.scalar(self.sql.ledger.sequence_next))
-        written = [_numbered(e, first + i) for i, e in enumerate(entries)]
-        for row, entry in zip(rows, written, strict=True):
-            row["sequence"] = entry.sequence
-        self._write_user_rows(add, rows)
-        return written
+        sql = self.sql.ledger
+        numbers = self._write_numbered_rows(
+            sql.entry_add,
+            [_entry_values(e) for e in entries],
+            key="id",
+            take=lambda: sql.sequence_take,
+            next_one=lambda: sql.sequence_next,
+        )
+        return [_numbered(e, n) for e, n in zip(entries, numbers, strict=True)]
 
     def get(self, entry_id: str, user_id: str = "") -> LedgerEntry | None:
         if user_id:

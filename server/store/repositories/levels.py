@@ -10,8 +10,7 @@ from typing import Any
 from server.domain import stored_json
 from server.domain.model import Level, LevelBasis, LevelChange
 from server.store.execution import Row
-from server.store.repositories.base import Repository, rows_json
-from server.store.statements.tables import RowsInsert
+from server.store.repositories.base import Repository
 
 LEVEL_BASIS_COLUMNS = {LevelBasis.BALANCE: "balance", LevelBasis.LIFETIME_EARNED: "total_earned"}
 NO_LIMIT = 2**62  # above any basis value (points never approach it)
@@ -33,23 +32,15 @@ class SqlLevelRepository(Repository):
     def add_changes(self, changes: Sequence[LevelChange]) -> list[LevelChange]:
         if not changes:
             return []
-        rows = [_level_change_values(c) for c in changes]
-        add = self.sql.levels.level_change_add
-        if not isinstance(add, RowsInsert) and self.sql.json_writes:
-            result = self.db.rows(add, rows_json(rows))
-            numbers = {row["entry_id"]: row["sequence"] for row in result}
-            return [replace(c, sequence=numbers[c.entry_id]) for c in changes]
-        if isinstance(add, RowsInsert):  # Citus: numbered in the batch's order, then written
-            taken = self.db.rows(self.sql.levels.level_change_take, {"n": len(changes)})
-            sequences = [r["number"] for r in taken]
-        else:  # SQLite: one writer at a time
-            first = int(self.db.scalar(self.sql.levels.level_change_next))
-            sequences = [first + i for i in range(len(changes))]
-        numbered = [replace(c, sequence=n) for c, n in zip(changes, sequences, strict=True)]
-        for row, change in zip(rows, numbered, strict=True):
-            row["sequence"] = change.sequence
-        self._write_user_rows(add, rows)
-        return numbered
+        sql = self.sql.levels
+        numbers = self._write_numbered_rows(
+            sql.level_change_add,
+            [_level_change_values(c) for c in changes],
+            key="entry_id",
+            take=lambda: sql.level_change_take,
+            next_one=lambda: sql.level_change_next,
+        )
+        return [replace(c, sequence=n) for c, n in zip(changes, numbers, strict=True)]
 
     def changes_after(
         self, system_key: str, after_sequence: int, through_sequence: int, limit: int

@@ -62,8 +62,21 @@ def base(conn: psycopg.Connection[tuple[object, ...]], users: int, history: int)
     levels_and_boosts(conn, users)
     add_entries(conn, f"'{HOT_USER}'", 1, 1, SPREAD_BALANCE)
     first = add_entries(conn, f"'{HISTORY_USER}'", 1, history, 1)
+    welcomed_everywhere(conn)
     conn.execute("VACUUM ANALYZE")
     return Seeded(users, history, first)
+
+
+def welcomed_everywhere(conn: psycopg.Connection[tuple[object, ...]]) -> None:
+    """The seeded users as users of long standing are: welcomed in every seeded system
+    (model.Welcomed: through the newest system's create_time). Otherwise they keep the
+    migration's default, welcomed through the migration's time only, and the first award
+    of each would also write its user (the welcome of systems seeded after it), which a
+    database that held these users before would never do."""
+    conn.execute(
+        "UPDATE users SET welcomed = (SELECT '*' || to_char(max(create_time) AT TIME ZONE 'UTC',"
+        ' \'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"\') FROM points_systems)'
+    )
 
 
 def event_triggers(conn: psycopg.Connection[tuple[object, ...]]) -> None:

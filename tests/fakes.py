@@ -312,7 +312,9 @@ class FakeUserRepository(_Repository):
             tables.config_version,
         )
 
-    def lock(self, user_ids: Sequence[str], create: Mapping[str, User]) -> LockedUsers:
+    def lock(
+        self, user_ids: Sequence[str], create: Mapping[str, User], keys: Sequence[str] = ()
+    ) -> LockedUsers:
         tables = self._write("lock")
         found: dict[str, User] = {}
         created: set[str] = set()
@@ -324,12 +326,14 @@ class FakeUserRepository(_Repository):
                 created.add(user_id)
             if user is not None:
                 found[user_id] = _own(user)
-        return LockedUsers(found, frozenset(created), tables.config_version)
+        standing = FakeAccountRepository(self._uow).standing(sorted(found), keys)
+        return LockedUsers(found, frozenset(created), tables.config_version, standing)
 
-    def read(self, user_ids: Sequence[str]) -> LockedUsers:
+    def read(self, user_ids: Sequence[str], keys: Sequence[str] = ()) -> LockedUsers:
         tables = self._read
         found = {i: _own(tables.users[i]) for i in sorted(set(user_ids)) if i in tables.users}
-        return LockedUsers(found, frozenset(), tables.config_version)
+        standing = FakeAccountRepository(self._uow).standing(sorted(found), keys)
+        return LockedUsers(found, frozenset(), tables.config_version, standing)
 
     def remove(self, user_ids: Sequence[str]) -> None:
         tables = self._write("remove")

@@ -7,7 +7,7 @@ the store can change without touching a rule.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from types import TracebackType
@@ -42,22 +42,24 @@ class StoredResponse:
 
 
 @dataclass(frozen=True)
-class LockedUsers:
-    """The users of a batch of changes, locked (or, for a dry run, read) in one sorted
-    order, with those that this unit of work created."""
-
-    users: dict[str, User]
-    created: frozenset[str]
-    config_version: int  # the configuration's version, as the locking statement saw it
-
-
-@dataclass(frozen=True)
 class Standing:
     """What a batch reads once its users are locked: their accounts (with credit lots)
     and what the batch's idempotency keys remember."""
 
-    accounts: dict[AccountKey, Account]
-    keys: dict[KeyScope, StoredResponse]
+    accounts: dict[AccountKey, Account] = field(default_factory=dict)
+    keys: dict[KeyScope, StoredResponse] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LockedUsers:
+    """The users of a batch of changes, locked (or, for a dry run, read) in one sorted
+    order, with those that this unit of work created, and their standing read after the
+    lock."""
+
+    users: dict[str, User]
+    created: frozenset[str]
+    config_version: int  # the configuration's version, as the locking statement saw it
+    standing: Standing = field(default_factory=Standing)
 
 
 @dataclass(frozen=True)
@@ -110,17 +112,23 @@ class UserRepository(Protocol):
         snapshot; None when there is no such user."""
         ...
 
-    def lock(self, user_ids: Sequence[str], create: Mapping[str, User]) -> LockedUsers:
+    def lock(
+        self, user_ids: Sequence[str], create: Mapping[str, User], keys: Sequence[str] = ()
+    ) -> LockedUsers:
         """Lock these users for this unit of work, in sorted order, creating those of
         `create` that are new, as `create` gives them (LockedUsers.created says which;
-        profile fields and welcomes of users who exist are written by `update`).
+        profile fields and welcomes of users who exist are written by `update`), and read
+        their standing (AccountRepository.standing, with these `keys`).
 
-        Their accounts, keys and reversals are read after this returns, by statements of
-        their own: a lock that waited would otherwise see them as they were before it."""
+        The standing is read by a statement of its own that runs after the lock (a lock
+        that waited would otherwise see the accounts as they were before it), sent with
+        the lock where the store can (one round trip). Reversals and event totals are
+        read after this returns."""
         ...
 
-    def read(self, user_ids: Sequence[str]) -> LockedUsers:
-        """The same users without a lock or a write: what a dry run decides on."""
+    def read(self, user_ids: Sequence[str], keys: Sequence[str] = ()) -> LockedUsers:
+        """The same users and standing without a lock or a write: what a dry run decides
+        on."""
         ...
 
     def update(self, users: Sequence[User]) -> None:

@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 
 # SQLSTATEs worth a retry: serialization failure, deadlock, and the connection classes.
 TRANSIENT_SQLSTATES = {"40001", "40P01", "55P03", "57P01", "57P02", "57P03"}
+# SQLSTATE classes of a COMMIT whose outcome is unknown: the connection's, and the
+# server's shutdown or crash (57P01-57P05), which may come after the commit was made.
+UNKNOWN_OUTCOME = ("08", "57P")
 WRITE_OPTION = "tally_write"
 CITUS = "tally_citus"  # a connection's info: its database has the citus extension
 # A connection's info, on Citus: what a write transaction runs first (see on_connect).
@@ -184,12 +187,20 @@ class SqlUnitOfWork:
         self._write = write
         self._snapshot = snapshot
         self._connection: Connection | None = None
+        self._db: Executor
 
     def __enter__(self) -> Self:
         opened: Connection | None = None
         try:
             connection = opened = self._engine.connect()
-            if self._write:
+            if self._write and self._engine.dialect.name == "postgresql":
+                # The executor says BEGIN and COMMIT itself, each in one round trip with
+                # other statements (execution.Executor, deferred): the driver, left in
+                # autocommit, sends none of its own.
+                connection = connection.execution_options(
+                    isolation_level="AUTOCOMMIT", **{WRITE_OPTION: True}
+                )
+            elif self._write:
                 connection = connection.execution_options(**{WRITE_OPTION: True})
             elif self._snapshot and self._engine.dialect.name == "postgresql":
                 # One snapshot for the whole transaction, however many statements it runs
@@ -203,13 +214,6 @@ class SqlUnitOfWork:
                 # transaction, and skip its BEGIN and ROLLBACK round trips. (SQLite reads
                 # the parts apart, in its deferred BEGIN, which is a snapshot in WAL.)
                 connection = connection.execution_options(isolation_level="AUTOCOMMIT")
-            lock_timeout = connection.info.get(LOCK_TIMEOUT_STATEMENT)
-            if self._write and lock_timeout:
-                # Only writes wait for row locks (reads see their snapshot), so only they
-                # pay the statement, and only on Citus, where the session's timeout does not
-                # reach. (A statement here rather than an engine "begin" event: any engine
-                # event makes SQLAlchemy dispatch on every statement of every connection.)
-                connection.exec_driver_sql(lock_timeout)
         except DBAPIError as exc:
             if opened is not None:
                 opened.close()  # back to the pool (invalidated, if it died)
@@ -219,7 +223,14 @@ class SqlUnitOfWork:
         self._connection = connection
         citus = connection.info.get(CITUS, False)
         sql = statements_for(self._engine.dialect.name, citus=citus)
-        db = Executor(connection, replan=self._write)
+        db = self._db = Executor(connection, replan=self._write, deferred=self._write)
+        lock_timeout = connection.info.get(LOCK_TIMEOUT_STATEMENT)
+        if self._write and lock_timeout:
+            # Only writes wait for row locks (reads see their snapshot), so only they pay
+            # the statement, and only on Citus, where the session's timeout does not reach;
+            # it goes with the transaction's first statement. (Not an engine "begin" event:
+            # any engine event makes SQLAlchemy dispatch on every statement.)
+            db.later(lock_timeout)
         shards = None
         if citus and self._write:
             shards = (self._shard_map or ShardMap(self._engine.connect)).current()
@@ -245,6 +256,7 @@ class SqlUnitOfWork:
         tb: TracebackType | None,
     ) -> None:
         assert self._connection is not None
+        self._db.discard()
         try:
             self._connection.rollback()
         except DBAPIError as error:  # the connection is gone; the transaction went with it
@@ -255,13 +267,27 @@ class SqlUnitOfWork:
             raise TransientStoreError(str(exc.orig)) from exc
 
     def commit(self) -> None:
+        """Commit (with the writes still waiting to be sent: Executor.deferred).
+
+        A failure the server reports (a SQLSTATE outside the connection and shutdown
+        classes) means nothing was committed: a transient one runs the unit of work again,
+        any other is raised as it is (a write's own failure, sent with the COMMIT). A
+        connection lost meanwhile leaves the outcome unknown."""
         assert self._connection is not None
         try:
-            self._connection.commit()
+            self._db.commit()
         except DBAPIError as exc:
             sqlstate = getattr(exc.orig, "sqlstate", None)
-            if sqlstate in ("40001", "40P01") or isinstance(exc.orig, sqlite3.OperationalError):
+            if sqlstate in ("40001", "40P01", "55P03") or isinstance(
+                exc.orig, sqlite3.OperationalError
+            ):
                 raise TransientStoreError(str(exc.orig)) from exc
+            if (
+                sqlstate
+                and not sqlstate.startswith(UNKNOWN_OUTCOME)
+                and not exc.connection_invalidated
+            ):
+                raise
             # The connection broke during COMMIT: the outcome is unknown, so a blind retry
             # could write twice. The caller retries with its idempotency key instead.
             raise StoreUnavailable(
@@ -271,6 +297,7 @@ class SqlUnitOfWork:
 
     def rollback(self) -> None:
         assert self._connection is not None
+        self._db.discard()
         self._connection.rollback()
 
 

@@ -9,6 +9,14 @@ datetimes, lists as arrays, a batch's rows as one JSON text), and rows come back
 mappings of label to value, JSON already decoded and times in UTC (the session's time
 zone, see database.py). On SQLite, in-process, statements run through SQLAlchemy, whose
 type processing SQLite needs (it keeps no time zones).
+
+In a write, a statement that returns nothing is sent later (`deferred`): queued, and sent
+in one round trip (psycopg's pipeline mode) with the next statement whose rows are read,
+or with COMMIT. Statements still run in the order they were issued, so a read sees what
+came before it; what changes is when a failure is seen: at the next read, or at commit
+(as a definite failure with the server's SQLSTATE, told apart from a lost connection by
+the unit of work). A batch's writes after its ledger insert then cost one round trip
+with the COMMIT, instead of one each.
 """
 
 from __future__ import annotations
@@ -28,6 +36,8 @@ from server.store.statements.tables import FIXED_PLAN, RowsInsert
 
 Row = Mapping[str, Any]
 Params = Mapping[str, Any]
+# A statement sent later: its SQL, its bound values, whether to prepare it.
+_Later = tuple[str, Params, bool | None]
 
 _DIALECT = pg_psycopg.dialect()  # type: ignore[no-untyped-call]
 
@@ -62,16 +72,70 @@ class Compiled:
 class Executor:
     """The statements' one way to the database, for the repositories of a unit of work."""
 
-    def __init__(self, connection: Connection, *, replan: bool = False) -> None:
+    def __init__(
+        self, connection: Connection, *, replan: bool = False, deferred: bool = False
+    ) -> None:
         """`replan`: plan every statement for its parameters (a write's), never reuse a
         prepared generic plan. A generic plan is kept until its tables are next analyzed,
         and one made while a table was small (the idempotency keys of a young database)
         scans the whole table for a key: measured 5-10 ms a batch a minute later.
         A statement whose plan has no choice in it (statements.tables.fixed_plan) is
-        prepared all the same: reads and writes alike."""
+        prepared all the same: reads and writes alike.
+        `deferred` (a write's transaction; PostgreSQL only): statements that return
+        nothing are sent later (see the module's docstring); `commit` sends the rest."""
         self.connection = connection
         self.direct = connection.dialect.name == "postgresql"
         self.prepare: bool | None = False if replan else None  # None: psycopg decides
+        self.deferred = deferred and self.direct
+        self._later: list[_Later] = []
+        self._begun = False  # (deferred) BEGIN is sent, or waits to be
+
+    def later(self, sql: str) -> None:
+        """Send a statement of the transaction's own (such as SET LOCAL) with the next."""
+        if not self.deferred:
+            self.connection.exec_driver_sql(sql)
+            return
+        self._open()
+        self._later.append((sql, {}, False))
+
+    def commit(self) -> None:
+        """Commit; in a deferred executor, COMMIT goes in one round trip with the
+        statements still waiting to be sent (and a failure of one of them skips it:
+        the server ignores what follows a failed statement of a pipeline)."""
+        if not self.deferred:
+            self.connection.commit()
+            return
+        if self._begun:
+            driver = self._driver()
+            self._later.append(("COMMIT", {}, False))
+            try:
+                with driver.pipeline():
+                    self._send_later(driver)
+            except psycopg.Error as error:
+                raise _wrapped("COMMIT", None, error) from error
+            finally:
+                self.discard()
+        self.connection.commit()  # SQLAlchemy's transaction (the driver has none open now)
+
+    def discard(self) -> None:
+        """Forget what waits to be sent (the transaction rolls back, or has committed):
+        the next statement begins a new transaction."""
+        self._later.clear()
+        self._begun = False
+
+    def _open(self) -> None:
+        """(deferred) Begin the transaction with the first statement sent: BEGIN goes in
+        the same round trip (the driver runs in autocommit, and would otherwise send its
+        own BEGIN in a round trip of its own, even in a pipeline)."""
+        if not self._begun:
+            self._begun = True
+            self._later.insert(0, ("BEGIN", {}, False))
+
+    def _send_later(self, driver: psycopg.Connection[Any]) -> None:
+        """Send the statements waiting (inside the caller's pipeline), in order."""
+        later, self._later = self._later, []
+        for sql, params, prepare in later:
+            driver.execute(sql, params or None, prepare=prepare)
 
     def rows(self, statement: Executable, params: Params | None = None) -> list[Row]:
         if not self.direct:
@@ -93,6 +157,17 @@ class Executor:
         if not self.direct:
             self.connection.execute(statement, params)
             return
+        if self.deferred:
+            self._open()
+            compiled = Compiled.of(statement)
+            prepare = True if compiled.fixed_plan else self.prepare
+            if isinstance(params, Mapping):
+                self._later.append((compiled.sql, compiled.bind(params), prepare))
+            else:
+                self._later.extend(
+                    (compiled.sql, compiled.bind(_adapted(p)), prepare) for p in params
+                )
+            return
         if isinstance(params, Mapping):
             with self._cursor(statement, params):
                 return
@@ -112,9 +187,19 @@ class Executor:
             ]
         compiled = Compiled.of(statement)
         found: list[Row] = []
+        driver = self._driver()
         try:
-            with self._driver().cursor(row_factory=dict_row) as cursor:
-                cursor.executemany(compiled.sql, [compiled.bind(p) for p in params], returning=True)
+            with driver.cursor(row_factory=dict_row) as cursor:
+                if self._later:  # sent with what waits, in one round trip
+                    with driver.pipeline():
+                        self._send_later(driver)
+                        cursor.executemany(
+                            compiled.sql, [compiled.bind(p) for p in params], returning=True
+                        )
+                else:
+                    cursor.executemany(
+                        compiled.sql, [compiled.bind(p) for p in params], returning=True
+                    )
                 while True:
                     found.extend(cursor.fetchall())
                     if not cursor.nextset():
@@ -123,16 +208,54 @@ class Executor:
             raise _wrapped(compiled.sql, params, error) from error
         return found
 
-    def insert_rows(self, insert: RowsInsert, parts: Sequence[Sequence[Params]]) -> list[Row]:
-        """Insert each part's rows with one multi-row statement (PostgreSQL; see
-        RowsInsert), the statements sent together (psycopg's pipeline mode: one round
-        trip), and return what they returned, if anything."""
+    def rows_together(self, reads: Sequence[tuple[Executable, Params]]) -> list[list[Row]]:
+        """Run these statements in order and return each one's rows: on PostgreSQL sent
+        together (psycopg's pipeline mode: one round trip), each still its own statement
+        (under READ COMMITTED, its own snapshot, taken when the one before has finished)."""
+        if not self.direct or (len(reads) == 1 and not self._later):
+            return [self.rows(statement, params) for statement, params in reads]
         driver = self._driver()
         cursors: list[psycopg.Cursor[Any]] = []
         sql = ""
         try:
             with driver.pipeline():
-                for rows in (chunk for part in parts for chunk in insert.chunks(part)):
+                self._send_later(driver)
+                for statement, params in reads:
+                    compiled = Compiled.of(statement)
+                    sql = compiled.sql
+                    cursor = driver.cursor(row_factory=dict_row)
+                    cursors.append(cursor)
+                    prepare = True if compiled.fixed_plan else self.prepare
+                    cursor.execute(sql, compiled.bind(params), prepare=prepare)
+            return [cast(list[Row], cursor.fetchall()) for cursor in cursors]
+        except psycopg.Error as error:
+            raise _wrapped(sql, None, error) from error
+        finally:
+            for cursor in cursors:
+                cursor.close()
+
+    def insert_rows(
+        self, insert: RowsInsert, parts: Sequence[Sequence[Params]], *, returning: bool
+    ) -> list[Row]:
+        """Insert each part's rows with one multi-row statement (PostgreSQL; see
+        RowsInsert), the statements sent together (psycopg's pipeline mode: one round
+        trip), and return what they returned when `returning` (else, in a write's
+        transaction, they are sent later)."""
+        chunks = [chunk for part in parts for chunk in insert.chunks(part)]
+        if self.deferred and not returning:
+            self._open()
+            for rows in chunks:
+                compiled = Compiled.of(insert.of(len(rows)))
+                params = compiled.bind(_rows_params(insert, rows))
+                self._later.append((compiled.sql, params, self.prepare))
+            return []
+        driver = self._driver()
+        cursors: list[psycopg.Cursor[Any]] = []
+        sql = ""
+        try:
+            with driver.pipeline():
+                self._send_later(driver)
+                for rows in chunks:
                     compiled = Compiled.of(insert.of(len(rows)))
                     sql = compiled.sql
                     cursor = driver.cursor(row_factory=dict_row)
@@ -149,14 +272,22 @@ class Executor:
     def _driver(self) -> psycopg.Connection[Any]:
         if not self.connection.in_transaction():
             self.connection.begin()  # so that the unit of work's commit commits this work
+        if self.deferred:
+            self._open()
         return self.connection.connection.driver_connection  # type: ignore[return-value]
 
     def _cursor(self, statement: Executable, params: Params | None) -> Any:
         compiled = Compiled.of(statement)
-        cursor = self._driver().cursor(row_factory=dict_row)
+        driver = self._driver()
+        cursor = driver.cursor(row_factory=dict_row)
         prepare = True if compiled.fixed_plan else self.prepare
         try:
-            cursor.execute(compiled.sql, compiled.bind(params), prepare=prepare)
+            if self._later:  # sent with what waits, in one round trip
+                with driver.pipeline():
+                    self._send_later(driver)
+                    cursor.execute(compiled.sql, compiled.bind(params), prepare=prepare)
+            else:
+                cursor.execute(compiled.sql, compiled.bind(params), prepare=prepare)
         except psycopg.Error as error:
             cursor.close()
             raise _wrapped(compiled.sql, params, error) from error

@@ -44,9 +44,11 @@ class GroupedStore(FakeStore):
         uow = super().unit_of_work(write=write)
         lock = uow.users.lock
 
-        def recording(user_ids: Sequence[str], create: Mapping[str, User]) -> LockedUsers:
+        def recording(
+            user_ids: Sequence[str], create: Mapping[str, User], keys: Sequence[str] = ()
+        ) -> LockedUsers:
             self.locked.append(sorted(set(user_ids)))
-            return lock(user_ids, create)
+            return lock(user_ids, create, keys)
 
         uow.users.lock = recording  # type: ignore[method-assign]
         return uow

@@ -1,12 +1,14 @@
 """Posting a batch of points changes in one unit of work: prepare, decide, commit.
 
-Prepare: the users of the batch are locked in one sorted order; their accounts and what
-the batch's idempotency keys remember are read by one statement (reversals and running
-event totals by one more each, when the batch has any). Decide: the domain decides the
-whole batch at once, from those values alone (domain/batch.py: which change fails, which
-replays, what each writes). Commit: the entries, accounts, keys and events the decision
-names are written with one statement each (under Citus, one a shard of the batch's
-worker: see store/statements/tables.py, RowsInsert). The caller commits.
+Prepare: the users of the batch are locked in one sorted order, and their accounts and
+what the batch's idempotency keys remember are read by one statement sent with the lock
+(reversals and running event totals by one more each, when the batch has any). Decide:
+the domain decides the whole batch at once, from those values alone (domain/batch.py:
+which change fails, which replays, what each writes). Commit: the entries, accounts, keys
+and events the decision names are written with one statement each (under Citus, one a
+shard of the batch's worker: see store/statements/tables.py, RowsInsert). The caller
+commits; on PostgreSQL the writes after the ledger's go with its COMMIT, so a batch of
+existing users costs three round trips (store/execution.py).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from server.domain.results import Written
 from server.domain.rules import Rules
 from server.services.held.configuration import Configuration
 from server.services.pipeline import codec, idempotency
-from server.services.ports import KeyScope, Standing, StoredResponse, UnitOfWork
+from server.services.ports import KeyScope, StoredResponse, UnitOfWork
 
 # What the writer and the use cases post: a command of the domain's (domain/batch.py).
 Change = Command
@@ -89,18 +91,18 @@ def _prepare(
         if change.profile is not None and change.user_id not in create:
             made = User.new(change.profile, now)
             create[change.user_id] = made.welcomed_by(change.reach, held)
+    keys = [c.idempotency_key for c in changes if c.idempotency_key]
     if dry_run:
-        locked = uow.users.read(user_ids)
+        locked = uow.users.read(user_ids, keys)
         new = frozenset(create) - set(locked.users)
     else:
-        locked = uow.users.lock(user_ids, create)
+        locked = uow.users.lock(user_ids, create, keys)
         new = locked.created
     rules = config.at_version(uow, locked.config_version).rules
     found = sorted(locked.users)
-    keys = [c.idempotency_key for c in changes if c.idempotency_key]
     reverses = [c.reverses for c in changes if c.reverses]
     metrics = sorted({m for c in changes for m in c.reads_metrics})
-    standing = uow.accounts.standing(found, keys) if found else Standing({}, {})
+    standing = locked.standing
     reversals = uow.ledger.reversals_of(found, reverses) if reverses and found else {}
     totals = uow.events.totals(found, metrics) if metrics and found else {}
     return BatchInput(

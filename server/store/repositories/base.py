@@ -48,13 +48,19 @@ class Repository:
         self.db.run(statement, rows_json(rows) if self.sql.set_based else rows)
 
     def _write_user_rows(
-        self, statement: Executable | RowsInsert, rows: list[dict[str, Any]]
+        self,
+        statement: Executable | RowsInsert,
+        rows: list[dict[str, Any]],
+        *,
+        returning: bool = False,
     ) -> list[Row]:
-        """Write a batch's rows of a per-user table, returning what the statement returns:
-        one set-based statement (PostgreSQL); under Citus one multi-row statement a shard
-        (RowsInsert); else one a row (SQLite, and updates under Citus: executemany)."""
+        """Write a batch's rows of a per-user table: one set-based statement (PostgreSQL);
+        under Citus one multi-row statement a shard (RowsInsert), returning what they
+        return when asked (`returning`); else one a row (SQLite, and updates under Citus:
+        executemany). What returns nothing is sent later in a write (Executor.deferred)."""
         if isinstance(statement, RowsInsert):
-            return self.db.insert_rows(statement, self._by_shard(statement.user, rows))
+            parts = self._by_shard(statement.user, rows)
+            return self.db.insert_rows(statement, parts, returning=returning)
         self.db.run(statement, rows_json(rows) if self.sql.json_writes else rows)
         return []
 

@@ -37,23 +37,8 @@ def _numbered(entry: LedgerEntry, sequence: int) -> LedgerEntry:
 
 class SqlAccountRepository(Repository):
     def standing(self, user_ids: Sequence[str], keys: Sequence[str]) -> Standing:
-        params = {"user_ids": sorted(set(user_ids)), "keys": sorted(set(keys))}
-        found: dict[AccountKey, Account] = {}
-        stored: dict[KeyScope, StoredResponse] = {}
-        for r in self.db.rows(self.sql.ledger.standing, params):
-            if r["kind"] == "a":
-                account = account_of(r, prefix="a_", user_id=r["user_id"])
-                found[(account.user_id, account.system_key)] = account
-            else:
-                scope = (r["user_id"], r["k_scope"], r["k_key"])
-                stored[scope] = StoredResponse(r["k_request_hash"], r["k_response"])
-        with_lots = sorted({user_id for (user_id, _), a in found.items() if a.needs_lots})
-        if with_lots:
-            for x in self.db.rows(self.sql.ledger.lots_of, {"user_ids": with_lots}):
-                holder = found.get((x["user_id"], x["system_key"]))
-                if holder is not None:
-                    holder.lots.append(_lot(x))
-        return Standing(found, stored)
+        rows = self.db.rows(self.sql.ledger.standing, standing_params(user_ids, keys))
+        return standing_of(self.db, self.sql, rows)
 
     def due_for_expiry(self, now: datetime, limit: int) -> list[tuple[str, str]]:
         rows = self.db.rows(self.sql.ledger.accounts_due, {"now": now, "limit": limit})
@@ -202,6 +187,32 @@ class SqlLedgerRepository(Repository):
             limit,
         )
         return [entry_of(r) for r in rows]
+
+
+def standing_params(user_ids: Sequence[str], keys: Sequence[str]) -> dict[str, Any]:
+    """The parameters of the standing read (statements.ledger: standing)."""
+    return {"user_ids": sorted(set(user_ids)), "keys": sorted(set(keys))}
+
+
+def standing_of(db: Executor, sql: Statements, rows: Sequence[Row]) -> Standing:
+    """The standing read's rows as accounts and stored responses; credit lots are read
+    for the accounts that hold any (a second statement, only then)."""
+    found: dict[AccountKey, Account] = {}
+    stored: dict[KeyScope, StoredResponse] = {}
+    for r in rows:
+        if r["kind"] == "a":
+            account = account_of(r, prefix="a_", user_id=r["user_id"])
+            found[(account.user_id, account.system_key)] = account
+        else:
+            scope = (r["user_id"], r["k_scope"], r["k_key"])
+            stored[scope] = StoredResponse(r["k_request_hash"], r["k_response"])
+    with_lots = sorted({user_id for (user_id, _), a in found.items() if a.needs_lots})
+    if with_lots:
+        for x in db.rows(sql.ledger.lots_of, {"user_ids": with_lots}):
+            holder = found.get((x["user_id"], x["system_key"]))
+            if holder is not None:
+                holder.lots.append(_lot(x))
+    return Standing(found, stored)
 
 
 def joined_account(r: Row) -> Account | None:

@@ -9,8 +9,8 @@ from typing import Any
 from sqlalchemy.sql import Executable
 
 from server.domain.model import EntryType, User, Welcomed
-from server.services.ports import LockedUsers, UserView
-from server.store.execution import Row
+from server.services.ports import LockedUsers, Standing, UserView
+from server.store.execution import Params, Row
 from server.store.repositories.base import Repository, config_version, rows_json
 from server.store.repositories.ledger import (
     by_page_shape,
@@ -18,6 +18,8 @@ from server.store.repositories.ledger import (
     joined_account,
     page_of,
     page_params,
+    standing_of,
+    standing_params,
 )
 from server.store.statements.tables import RowsInsert
 
@@ -59,39 +61,56 @@ class SqlUserRepository(Repository):
         entries = [entry_of(r, prefix="entry_") for r in rows if r["entry_id"] is not None]
         return UserView(_user(first), joined_account(first), entries, first["config"])
 
-    def lock(self, user_ids: Sequence[str], create: Mapping[str, User]) -> LockedUsers:
+    def lock(
+        self, user_ids: Sequence[str], create: Mapping[str, User], keys: Sequence[str] = ()
+    ) -> LockedUsers:
         ids = sorted({*user_ids, *create})
-        rows = self._locked(ids)
+        rows, standing = self._locked(ids, keys)
         found = {row["id"]: _user(row) for row in rows}
-        version = rows[0]["config"] if rows else config_version(self.db, self.sql)
+        version: int | None = rows[0]["config"] if rows else None
         created: set[str] = set()
         new = [create[i] for i in ids if i in create and i not in found]
         if new:
             values = [_user_values(u) for u in new]
             add = self.sql.users.user_add
             if isinstance(add, RowsInsert):  # Citus
-                inserted = self._write_user_rows(add, values)
-            elif self.sql.json_writes:
-                inserted = self.db.rows(add, rows_json(values))
+                inserted = self._write_user_rows(add, values, returning=True)
+            elif self.sql.json_writes:  # with the version, when no lock said it: one round trip
+                reads: list[tuple[Executable, Params]] = [(add, rows_json(values))]
+                if version is None:
+                    reads.append((self.sql.systems.config_version, {}))
+                inserted, *said = self.db.rows_together(reads)
+                if said:
+                    version = int(next(iter(said[0][0].values())))
             else:
                 inserted = self.db.rows_each(add, values)
             created = {row["id"] for row in inserted}  # new rows are ours (locked) until commit
             found.update((u.id, u) for u in new if u.id in created)
             lost = [u.id for u in new if u.id not in created]  # made meanwhile by another
-            if lost:
-                found.update((row["id"], _user(row)) for row in self._locked(lost))
-        return LockedUsers(found, frozenset(created), version)
+            if lost:  # locked now, and their standing read again after that lock
+                relocked, again = self._locked(lost, keys)
+                found.update((row["id"], _user(row)) for row in relocked)
+                standing.accounts.update(again.accounts)
+                standing.keys.update(again.keys)
+        if version is None:
+            version = config_version(self.db, self.sql)
+        return LockedUsers(found, frozenset(created), version, standing)
 
-    def _locked(self, ids: list[str]) -> list[Row]:
+    def _locked(self, ids: list[str], keys: Sequence[str]) -> tuple[list[Row], Standing]:
         """Lock these users' rows (sorted ids) and return them, with the configuration's
-        version."""
+        version, and their standing, read by a statement sent with the lock's (one round
+        trip) and run after it: its own snapshot, which sees what the lock waited for."""
         parts = self._shard_parts(ids)
         if not parts:
-            return []
-        if len(parts) == 1:
-            return self.db.rows(self.sql.users.users_lock, {"ids": parts[0]})
-        # Citus: a statement a shard, sent together (pipelined), run in this order
-        return self.db.rows_each(self.sql.users.users_lock, [{"ids": part} for part in parts])
+            return [], Standing()
+        # Citus: a lock statement a shard, run in this order
+        reads: list[tuple[Executable, Params]] = [
+            (self.sql.users.users_lock, {"ids": part}) for part in parts
+        ]
+        reads.append((self.sql.ledger.standing, standing_params(ids, keys)))
+        *locks, standing_rows = self.db.rows_together(reads)
+        rows = [row for part in locks for row in part]
+        return rows, standing_of(self.db, self.sql, standing_rows)
 
     def _shard_parts(self, ids: Sequence[str]) -> list[list[str]]:
         """Sorted ids in one part, or under Citus a part per shard (by shard, then id)."""
@@ -113,9 +132,11 @@ class SqlUserRepository(Repository):
         for ids in self._shard_parts(user_ids):
             self.db.run(self.sql.users.users_remove, {"ids": ids})
 
-    def read(self, user_ids: Sequence[str]) -> LockedUsers:
+    def read(self, user_ids: Sequence[str], keys: Sequence[str] = ()) -> LockedUsers:
         users = self._users(self.sql.users.users_of, sorted(set(user_ids)))
-        return LockedUsers(users, frozenset(), config_version(self.db, self.sql))
+        rows = self.db.rows(self.sql.ledger.standing, standing_params(sorted(users), keys))
+        standing = standing_of(self.db, self.sql, rows) if users else Standing()
+        return LockedUsers(users, frozenset(), config_version(self.db, self.sql), standing)
 
     def _users(self, statement: Executable, ids: list[str]) -> dict[str, User]:
         return {row["id"]: _user(row) for row in self.db.rows(statement, {"ids": ids})}

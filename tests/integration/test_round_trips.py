@@ -1,0 +1,128 @@
+"""A write's round trips to PostgreSQL, and what sending statements later must keep.
+
+A batch of existing users costs three round trips (issue 24): BEGIN, the lock and the
+standing read in one; the ledger's insert in one; the other writes and COMMIT in one
+(store/execution.py, Executor deferred). Counted from libpq's own protocol trace: each
+round trip ends with the server's ReadyForQuery. Sending later must not change what a
+write does: statements still run in order, and a failure sent with COMMIT is a definite
+failure that commits nothing, not an outcome unknown.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from sqlalchemy import event, insert, select
+from sqlalchemy.exc import DBAPIError
+
+from server.domain.errors import StoreUnavailable
+from server.services.tally import Tally
+from server.store.database import CITUS, SqlStore
+from server.store.models import SystemRow
+from server.store.statements.tables import systems
+from tests.conftest import T0
+from tests.integration.helpers import award, system
+
+
+@contextmanager
+def round_trips(store: SqlStore) -> Iterator[list[int]]:
+    """Count the round trips of every connection checked out meanwhile (the count is
+    the list's one item once the block ends)."""
+    counted: list[int] = []
+    with tempfile.NamedTemporaryFile("w+") as trace:
+
+        def on_checkout(dbapi: Any, _record: Any, _proxy: Any) -> None:
+            dbapi.pgconn.trace(trace.fileno())
+
+        def on_checkin(dbapi: Any, _record: Any) -> None:
+            dbapi.pgconn.untrace()
+
+        event.listen(store.engine, "checkout", on_checkout)
+        event.listen(store.engine, "checkin", on_checkin)
+        try:
+            yield counted
+        finally:
+            event.remove(store.engine, "checkout", on_checkout)
+            event.remove(store.engine, "checkin", on_checkin)
+        trace.seek(0)
+        counted.append(sum("\tReadyForQuery" in line for line in trace))
+
+
+def test_an_award_of_a_known_user_is_three_round_trips(pg_store: SqlStore) -> None:
+    tally = Tally(pg_store, clock=lambda: T0)
+    system(tally)
+    award(tally, "ann", 5)
+    with round_trips(pg_store) as counted:
+        result = award(tally, "ann", 5, idempotency_key="k1")
+    assert result.balance.balance == 10
+    assert counted == [3]
+    with round_trips(pg_store) as counted:  # a replay: nothing to write but the COMMIT
+        award(tally, "ann", 5, idempotency_key="k1")
+    assert counted[0] <= 3
+
+
+def test_an_award_of_a_new_user_adds_one_round_trip(pg_store: SqlStore) -> None:
+    tally = Tally(pg_store, clock=lambda: T0)
+    system(tally)
+    award(tally, "ann", 5)  # the process has read the configuration
+    with round_trips(pg_store) as counted:
+        assert award(tally, "bo", 5).balance.balance == 5
+    # The user's insert, which says whether another made it first, and (on PostgreSQL)
+    # reads the configuration's version with it; under Citus the insert goes a statement a
+    # shard and the version is read after it.
+    assert counted == [5 if citus(pg_store) else 4]
+
+
+def citus(store: SqlStore) -> bool:
+    with store.engine.connect() as connection:
+        return bool(connection.info.get(CITUS))
+
+
+def _system_row(key: str) -> dict[str, Any]:
+    return {
+        "key": key,
+        "name": key,
+        "description": "",
+        "badge_url": "",
+        "max_points": 0,
+        "level_basis": "BALANCE",
+        "create_time": T0,
+        "update_time": T0,
+    }
+
+
+def test_a_write_sent_later_runs_before_a_later_read(pg_store: SqlStore) -> None:
+    with pg_store.unit_of_work(write=True) as uow:
+        db = uow.users.db
+        db.run(insert(SystemRow), _system_row("later"))  # waits to be sent
+        assert [r["key"] for r in db.rows(select(systems.c.key))] == ["later"]
+        uow.commit()
+    with pg_store.unit_of_work(write=False) as uow:
+        assert uow.systems.get("later") is not None
+
+
+def test_a_write_that_fails_with_the_commit_commits_nothing_and_is_not_unknown(
+    pg_store: SqlStore,
+) -> None:
+    with pg_store.unit_of_work(write=True) as uow:
+        uow.users.db.run(insert(SystemRow), _system_row("first"))
+        uow.commit()
+    with pg_store.unit_of_work(write=True) as uow:
+        db = uow.users.db
+        db.run(insert(SystemRow), _system_row("second"))
+        db.run(insert(SystemRow), _system_row("first"))  # a duplicate key, sent with COMMIT
+        with pytest.raises(DBAPIError) as caught:
+            uow.commit()
+    assert not isinstance(caught.value, StoreUnavailable)
+    assert getattr(caught.value.orig, "sqlstate", None) == "23505"
+    with pg_store.unit_of_work(write=True) as uow:  # nothing of it committed; the pool is fine
+        assert uow.systems.get("second") is None
+        assert uow.systems.get("first") is not None
+        uow.users.db.run(insert(SystemRow), _system_row("third"))
+        uow.commit()
+    with pg_store.unit_of_work(write=False) as uow:
+        assert uow.systems.get("third") is not None

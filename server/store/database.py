@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, Self
 
+from psycopg import pq
 from psycopg.types.json import set_json_loads
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import Connection
@@ -23,7 +24,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from server.domain.errors import StoreUnavailable, TransientStoreError
 from server.store.analytics import SqlAnalyticsRepository
 from server.store.audit import SqlAuditRepository
-from server.store.execution import Executor
+from server.store.execution import Executor, NothingSent
 from server.store.repositories.api_keys import SqlApiKeyRepository
 from server.store.repositories.boosts import SqlBoostRepository
 from server.store.repositories.events import SqlEventRepository
@@ -270,23 +271,24 @@ class SqlUnitOfWork:
         """Commit (with the writes still waiting to be sent: Executor.deferred).
 
         A failure the server reports (a SQLSTATE outside the connection and shutdown
-        classes) means nothing was committed: a transient one runs the unit of work again,
-        any other is raised as it is (a write's own failure, sent with the COMMIT). A
-        connection lost meanwhile leaves the outcome unknown."""
+        classes, the connection still there) means nothing was committed: a transient one
+        runs the unit of work again, any other is raised as it is (a write's own failure,
+        sent with the COMMIT). A connection lost with or after the error leaves the
+        outcome unknown, unless it was found gone before anything was sent."""
         assert self._connection is not None
         try:
             self._db.commit()
+        except NothingSent as exc:  # the connection was gone before the transaction went
+            raise TransientStoreError(str(exc)) from exc
         except DBAPIError as exc:
             sqlstate = getattr(exc.orig, "sqlstate", None)
-            if sqlstate in ("40001", "40P01", "55P03") or isinstance(
+            if _lost_with(self._connection, exc):
+                pass  # the error may have come after the commit was made: unknown
+            elif sqlstate in ("40001", "40P01", "55P03") or isinstance(
                 exc.orig, sqlite3.OperationalError
             ):
                 raise TransientStoreError(str(exc.orig)) from exc
-            if (
-                sqlstate
-                and not sqlstate.startswith(UNKNOWN_OUTCOME)
-                and not exc.connection_invalidated
-            ):
+            elif sqlstate and not sqlstate.startswith(UNKNOWN_OUTCOME):
                 raise
             # The connection broke during COMMIT: the outcome is unknown, so a blind retry
             # could write twice. The caller retries with its idempotency key instead.
@@ -299,6 +301,22 @@ class SqlUnitOfWork:
         assert self._connection is not None
         self._db.discard()
         self._connection.rollback()
+
+
+def _lost_with(connection: Connection, error: DBAPIError) -> bool:
+    """Whether the connection went with a commit's error (a FATAL or PANIC, or the
+    driver's connection closed): the server may have written the commit record before it
+    failed (a PANIC on fsync, or 'cannot abort transaction, it was already committed'),
+    whatever SQLSTATE it sent."""
+    if error.connection_invalidated:
+        return True
+    diag = getattr(error.orig, "diag", None)
+    if getattr(diag, "severity_nonlocalized", None) in ("FATAL", "PANIC"):
+        return True
+    if connection.dialect.name != "postgresql":
+        return False
+    driver = connection.connection.driver_connection
+    return bool(driver is None or driver.closed or driver.pgconn.status == pq.ConnStatus.BAD)
 
 
 def _first_line(error: DBAPIError) -> str:

@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, cast
 
 import psycopg
+from psycopg import pq
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from sqlalchemy import Connection
@@ -107,6 +108,8 @@ class Executor:
             return
         if self._begun:
             driver = self._driver()
+            if self._later and self._later[0][0] == "BEGIN":
+                _check_alive(driver)  # nothing of the transaction was sent yet
             self._later.append(("COMMIT", {}, False))
             try:
                 with driver.pipeline():
@@ -292,6 +295,25 @@ class Executor:
             cursor.close()
             raise _wrapped(compiled.sql, params, error) from error
         return cursor
+
+
+class NothingSent(Exception):
+    """The connection was found gone before anything of the transaction was sent to it:
+    nothing can have been committed, so the unit of work may run again."""
+
+
+def _check_alive(driver: psycopg.Connection[Any]) -> None:
+    """Read what the server sent meanwhile (never blocking): a pooled connection whose
+    backend was terminated has a FATAL and an end of file waiting (libpq's first read
+    takes the message, a second finds the end). Sent with a COMMIT, its failure would
+    leave the outcome unknown; found before, it is a plain retry."""
+    try:
+        driver.pgconn.consume_input()
+        driver.pgconn.consume_input()
+    except psycopg.OperationalError as error:
+        raise NothingSent(str(error)) from error
+    if driver.closed or driver.pgconn.status == pq.ConnStatus.BAD:
+        raise NothingSent("the store connection is closed")
 
 
 def _rows_params(insert: RowsInsert, rows: Sequence[Params]) -> dict[str, Any]:

@@ -11,21 +11,28 @@ failure that commits nothing, not an outcome unknown.
 from __future__ import annotations
 
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import psycopg
 import pytest
 from sqlalchemy import event, insert, select
 from sqlalchemy.exc import DBAPIError
 
 from server.domain.errors import StoreUnavailable
+from server.services.ports import UnitOfWork
 from server.services.tally import Tally
-from server.store.database import CITUS, SqlStore
+from server.services.transactions import in_transaction
+from server.store.database import CITUS, SqlStore, SqlUnitOfWork
+from server.store.execution import Executor, _wrapped
 from server.store.models import SystemRow
 from server.store.statements.tables import systems
 from tests.conftest import T0
 from tests.integration.helpers import award, system
+from tests.integration.test_concurrency import ledger_sum
+from tests.integration.test_writer import award_change
 
 
 @contextmanager
@@ -126,3 +133,82 @@ def test_a_write_that_fails_with_the_commit_commits_nothing_and_is_not_unknown(
         uow.commit()
     with pg_store.unit_of_work(write=False) as uow:
         assert uow.systems.get("third") is not None
+
+
+# -- what a commit's failure says about its outcome ---------------------------------------
+
+
+def _commit_then_lose_the_connection(
+    monkeypatch: pytest.MonkeyPatch, sqlstate: str, message: str
+) -> None:
+    """The next commit is made, and then reports `sqlstate` with its connection gone: what
+    a server sends when it fails after writing the commit record (a PANIC on fsync,
+    58030, or 'cannot abort transaction, it was already committed', XX000)."""
+    real = Executor.commit
+    failed: list[bool] = []
+
+    def commit_then_fail(self: Executor) -> None:
+        real(self)
+        if not failed:
+            failed.append(True)
+            self.connection.connection.driver_connection.close()  # type: ignore[union-attr]
+            raise _wrapped("COMMIT", None, psycopg.errors.lookup(sqlstate)(message))
+
+    monkeypatch.setattr(Executor, "commit", commit_then_fail)
+
+
+def test_a_failure_with_the_connection_gone_after_commit_is_never_run_again(
+    pg_store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tally = Tally(pg_store, clock=lambda: T0)
+    system(tally)
+    award(tally, "ann", 5)
+    _commit_then_lose_the_connection(monkeypatch, "58030", "could not fsync file")
+    with pytest.raises(StoreUnavailable):
+        award(tally, "ann", 5)  # no idempotency key: a retry would award twice
+    monkeypatch.undo()
+    assert ledger_sum(pg_store, "ann") == 10
+
+
+def test_a_batch_whose_commit_fails_with_the_connection_gone_is_not_posted_again(
+    pg_store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tally = Tally(pg_store, clock=lambda: T0)
+    system(tally)
+    _commit_then_lose_the_connection(
+        monkeypatch, "XX000", "cannot abort transaction 1234, it was already committed"
+    )
+    outcomes = tally.writer.post([award_change("a", 1), award_change("b", 1)])
+    monkeypatch.undo()
+    assert all(isinstance(o, StoreUnavailable) for o in outcomes)
+    assert ledger_sum(pg_store, "a") + ledger_sum(pg_store, "b") == 2  # once, not again alone
+
+
+def test_a_connection_found_dead_before_its_commit_is_sent_is_a_plain_retry(
+    pg_store: SqlStore,
+) -> None:
+    """A write whose only round trip is its commit (add, then commit: an API key's
+    creation) on a pooled connection whose backend was terminated meanwhile (a database
+    restart): nothing of it reached the server, so it runs again on a fresh connection."""
+    store = SqlStore.from_url(
+        pg_store.engine.url.render_as_string(hide_password=False), pool_size=1
+    )
+    try:
+        with store.engine.connect() as connection:
+            pid = connection.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+            connection.rollback()
+        with pg_store.engine.connect() as admin:
+            admin.exec_driver_sql(f"SELECT pg_terminate_backend({pid})")
+            admin.commit()
+        time.sleep(0.2)  # the FATAL and the end of file reach the pooled socket
+
+        def work(uow: UnitOfWork) -> None:
+            assert isinstance(uow, SqlUnitOfWork)
+            uow.users.db.run(insert(SystemRow), _system_row("again"))
+            uow.commit()
+
+        in_transaction(store, work, write=True)
+    finally:
+        store.dispose()
+    with pg_store.unit_of_work(write=False) as uow:
+        assert uow.systems.get("again") is not None

@@ -114,8 +114,9 @@ class Database:
                 f"host={host} port={port} user={self.user} dbname={self.name}"
             ) as conn:
                 row = conn.execute("SELECT pg_backend_pid()").fetchone()
-            assert row is not None
-            postmaster = parent(int(str(row[0])))
+                assert row is not None
+                # while the backend lives: once the connection closes it may be gone
+                postmaster = parent(int(str(row[0])))
             if postmaster is None:
                 raise RuntimeError(f"no postmaster found for {name} ({host}:{port})")
             found[name] = postmaster

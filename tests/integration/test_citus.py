@@ -395,6 +395,22 @@ def test_explain_shows_one_task_for_the_entry_of_a_user(
     assert "Task Count: 1" in plan, plan
 
 
+def test_a_citus_store_says_its_reads_not_naming_the_user_fan_out(citus_url: str) -> None:
+    store = SqlStore.from_url(citus_url)
+    try:
+        assert store.fans_out()
+    finally:
+        store.dispose()
+
+
+def test_one_database_says_its_reads_do_not_fan_out(store: SqlStore) -> None:
+    if store.engine.dialect.name == "postgresql":
+        with store.engine.connect() as connection:
+            if citus.has_citus(connection):
+                pytest.skip("this PostgreSQL has Citus: the test above covers it")
+    assert not store.fans_out()
+
+
 def test_on_postgresql_without_citus_distribute_does_nothing(pg_store: SqlStore) -> None:
     with pg_store.engine.connect() as connection:
         if citus.has_citus(connection):

@@ -27,6 +27,9 @@ from server.domain.errors import RateLimited
 DEFAULT_RATE = 50.0
 DEFAULT_BURST = 100
 MAX_BUCKETS = 100_000
+# A bucket per caller, by its API key's id: the bound on look-ups of an entry by id alone
+# (use_cases/points_changes.py: reverse).
+BY_KEY = ("key_id",)
 
 
 class RateLimiter:

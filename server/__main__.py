@@ -74,6 +74,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="health and reflection streams open at once (env TALLY_MAX_OPEN_STREAMS)",
     )
     serve.add_argument("--workers", help="server processes sharing the port (env TALLY_WORKERS)")
+    serve.add_argument(
+        "--entry-lookup-limit-per-second",
+        help="Reverses by entry id alone one API key may make a second, per process, on "
+        "Citus (0 = no limit; env TALLY_ENTRY_LOOKUP_LIMIT_PER_SECOND, default 5)",
+    )
+    serve.add_argument(
+        "--entry-lookup-limit-burst",
+        help="burst of those (env TALLY_ENTRY_LOOKUP_LIMIT_BURST, default 10)",
+    )
     serve.add_argument("--grace-seconds", help="time for calls in flight at shutdown")
     serve.add_argument(
         "--insecure-no-auth",
@@ -158,6 +167,8 @@ SETTINGS_FLAGS = (
     "max_streams_per_key",
     "max_open_streams",
     "workers",
+    "entry_lookup_limit_per_second",
+    "entry_lookup_limit_burst",
     "grace_seconds",
     "insecure_no_auth",
     "metrics_listen",

@@ -24,7 +24,7 @@ from server.api.points import PointsServicer
 from server.api.shutdown import CallExecutor, ShutdownGate
 from server.api.streams import StreamBudget
 from server.services.held.feed import Feeds
-from server.services.held.limits import RateLimiter
+from server.services.held.limits import BY_KEY, RateLimiter
 from server.services.ports import Store
 from server.services.tally import Tally
 from server.services.use_cases import sweeps
@@ -151,6 +151,11 @@ def build(settings: Settings, store: Store, clock: Callable[[], datetime] = utc_
         max_batch=settings.max_batch,
         clock=clock,
         limits=RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst),
+        entry_lookups=RateLimiter(
+            settings.entry_lookup_limit_per_second,
+            settings.entry_lookup_limit_burst,
+            names=BY_KEY,
+        ),
         key_max_age=settings.key_cache_seconds,
         token_secret=settings.token_secret.encode(),
     )

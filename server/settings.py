@@ -90,6 +90,8 @@ NUMBERS: dict[str, Accepts] = {
     "key_cache_seconds": Accepts(whole=False, low=0, high=3600),
     "rate_limit_per_second": Accepts(whole=False, low=0, high=1e9, note="0 = no limit"),
     "rate_limit_burst": Accepts(whole=True, low=1, high=1_000_000_000),
+    "entry_lookup_limit_per_second": Accepts(whole=False, low=0, high=1e9, note="0 = no limit"),
+    "entry_lookup_limit_burst": Accepts(whole=True, low=1, high=1_000_000_000),
 }
 
 
@@ -241,6 +243,11 @@ class Settings:
     # Writes per second (and burst) of one user in one system, per process (0 = no limit).
     rate_limit_per_second: float = 50.0
     rate_limit_burst: int = 100
+    # Reverses naming an entry by id alone, per second (and burst) of one API key, per
+    # process, where that look-up asks every shard (Citus; 0 = no limit). Each takes a
+    # token before the look-up, found or not; naming the user takes none.
+    entry_lookup_limit_per_second: float = 5.0
+    entry_lookup_limit_burst: int = 10
     # HOST:PORT where Prometheus metrics are served at /metrics ("" = not served).
     metrics_listen: str = ""
     # Log lines on standard error: "text" for people, "json" (one object a line) for

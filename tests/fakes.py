@@ -147,16 +147,22 @@ class FakeStore:
     """The Store port in memory (see the module's docstring for what it keeps of a real
     store's semantics). `fail_commits` makes that many of the next commits fail with a
     TransientStoreError, leaving nothing written, as a lost connection before COMMIT
-    would."""
+    would. `sharded` makes it say that reads not naming their user fan out (as Citus's
+    do, ports.Sharding); `reads_by_entry_id` counts such reads of an entry."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, sharded: bool = False) -> None:
         self.committed = _Tables()
         self.commits = 0  # commits that published something (of write units of work)
         self.fail_commits = 0
+        self.sharded = sharded
+        self.reads_by_entry_id = 0  # ledger.get without the entry's user
         self._writer = threading.Lock()
 
     def unit_of_work(self, *, write: bool) -> FakeUnitOfWork:
         return FakeUnitOfWork(self, write=write)
+
+    def fans_out(self) -> bool:
+        return self.sharded
 
     # -- the unit of work's side -----------------------------------------------------------
 
@@ -480,6 +486,8 @@ class FakeLedgerRepository(_Repository):
         return numbered
 
     def get(self, entry_id: str, user_id: str = "") -> LedgerEntry | None:
+        if not user_id:
+            self._uow.store.reads_by_entry_id += 1
         entry = self._read.entries.get(entry_id)
         if entry is None or (user_id and entry.user_id != user_id):
             return None

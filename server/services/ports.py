@@ -544,6 +544,16 @@ class WriteGroups(Protocol):
         ...
 
 
+@runtime_checkable
+class Sharding(Protocol):
+    def fans_out(self) -> bool:
+        """Whether a read of per-user rows that does not name their user (an entry by its
+        id alone) asks every shard: under Citus, where those rows are distributed by user,
+        one statement on each of them. A store without this (one database) answers such a
+        read with one index probe, as any other."""
+        ...
+
+
 class SnapshotStore(Protocol):
     def snapshot(self) -> UnitOfWork:
         """A read-only unit of work in which every statement sees the same committed

@@ -27,8 +27,9 @@ T = TypeVar("T")
 
 class Tally:
     """The store, the configuration and the process's one writer; every use case takes
-    this first. Writes are unlimited unless `limits` is given (the server passes the
-    configured limits; the use cases' tests need none)."""
+    this first. Writes are unlimited unless `limits` is given, and so are a caller's
+    look-ups of an entry by id alone unless `entry_lookups` is (buckets by API key id;
+    the server passes the configured limits; the use cases' tests need none)."""
 
     def __init__(
         self,
@@ -37,6 +38,7 @@ class Tally:
         max_batch: int = MAX_BATCH_CHANGES,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         limits: RateLimiter | None = None,
+        entry_lookups: RateLimiter | None = None,
         key_max_age: float = DEFAULT_MAX_AGE,
         token_secret: bytes | None = None,
     ) -> None:
@@ -51,6 +53,7 @@ class Tally:
         # settled (see use_cases/sweeps.py).
         self.accrued_epochs: dict[str, int] = {}
         self.limits = limits if limits is not None else RateLimiter.unlimited()
+        self.entry_lookups = entry_lookups if entry_lookups is not None else RateLimiter.unlimited()
 
     def system(self, key: str) -> PointsSystem:
         """The system (SYSTEM_NOT_FOUND when there is none): checked before a change is

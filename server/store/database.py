@@ -344,13 +344,21 @@ class SqlStore:
     def write_groups(self, user_ids: Sequence[str]) -> list[int]:
         """Under Citus, the worker (node group) that holds each user's shard, so that
         a batch commits on one worker; elsewhere one group (0) for every user."""
-        if self._citus is None:
-            with self.engine.connect() as connection:
-                self._citus = bool(connection.info.get(CITUS, False))
-        if not self._citus:
+        if not self._on_citus():
             return [0] * len(user_ids)
         shards = self.shard_map.current()
         return [shards.group(user_id) for user_id in user_ids]
+
+    def fans_out(self) -> bool:
+        """Under Citus, where per-user tables are distributed by user, a read that does
+        not name the user asks every shard (ports.Sharding)."""
+        return self._on_citus()
+
+    def _on_citus(self) -> bool:
+        if self._citus is None:
+            with self.engine.connect() as connection:
+                self._citus = bool(connection.info.get(CITUS, False))
+        return self._citus
 
     def snapshot(self) -> SqlUnitOfWork:
         return SqlUnitOfWork(self.engine, write=False, snapshot=True)

@@ -105,6 +105,19 @@ BAD_SETTINGS = [
         "TALLY_RATE_LIMIT_BURST " + RANGE_INT.format(1, 1000000000, "0"),
     ),
     (
+        "serve",
+        [],
+        {"TALLY_ENTRY_LOOKUP_LIMIT_PER_SECOND": "-1"},
+        "TALLY_ENTRY_LOOKUP_LIMIT_PER_SECOND "
+        + RANGE_NUMBER.format(0, 1000000000, " (0 = no limit)", "-1"),
+    ),
+    (
+        "serve",
+        ["--entry-lookup-limit-burst", "0"],
+        {},
+        "--entry-lookup-limit-burst " + RANGE_INT.format(1, 1000000000, "0"),
+    ),
+    (
         "keys list",
         [],
         {"TALLY_KEY_CACHE_SECONDS": "-5"},

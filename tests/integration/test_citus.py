@@ -17,21 +17,31 @@ from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
+import grpc
 import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 from sqlalchemy import Engine, event, text
 
+from server import app
 from server.domain import commands
+from server.domain.access import Scope
 from server.domain.batch import AwardPoints
 from server.domain.errors import StoreUnavailable
 from server.domain.model import IntervalUnit, TriggerType, UserProfile
 from server.services import transactions
+from server.services.operations import api_keys
 from server.services.tally import Tally
 from server.services.use_cases import points_changes
+from server.settings import Settings
 from server.store import citus, migrate, shard_map
 from server.store.database import SqlStore
 from server.store.models import Base
+from tally.v1 import common_pb2, points_pb2, points_pb2_grpc
 from tests import citus_cluster
 from tests.conftest import PG_ADMIN_URL, T0
+from tests.e2e.conftest import keyed
+from tests.e2e.test_api import error_of
 from tests.integration.helpers import award, deduct, system
 from tests.integration.test_concurrency import race
 from tests.integration.test_feed import Follower, watch_all
@@ -393,6 +403,96 @@ def test_explain_shows_one_task_for_the_entry_of_a_user(
             ).scalars()
         )
     assert "Task Count: 1" in plan, plan
+
+
+def test_a_citus_store_says_its_reads_not_naming_the_user_fan_out(citus_url: str) -> None:
+    store = SqlStore.from_url(citus_url)
+    try:
+        assert store.fans_out()
+    finally:
+        store.dispose()
+
+
+def test_one_database_says_its_reads_do_not_fan_out(store: SqlStore) -> None:
+    if store.engine.dialect.name == "postgresql":
+        with store.engine.connect() as connection:
+            if citus.has_citus(connection):
+                pytest.skip("this PostgreSQL has Citus: the test above covers it")
+    assert not store.fans_out()
+
+
+def test_a_server_bounds_each_keys_reverses_by_entry_id_alone(citus_url: str) -> None:
+    """Each Reverse naming the entry alone asks every shard, found or not: a server
+    allows each API key the burst of them, then answers RESOURCE_EXHAUSTED RATE_LIMITED
+    with a RetryInfo before asking any shard. Naming the user is never charged, and
+    another key has a bucket of its own."""
+    store = SqlStore.from_url(citus_url)
+    sent = RemoteCommands(store.engine)  # before the first connection
+    migrate.upgrade(store.engine)
+    settings = Settings(
+        listen="127.0.0.1:0",
+        threads=8,
+        sweep_seconds=0,  # no sweep's statements among the call's
+        entry_lookup_limit_per_second=0.001,  # no token comes back during the test
+        entry_lookup_limit_burst=2,
+    )
+    built = app.build(settings, store)
+    built.start()
+    ghost = str(uuid.uuid4())
+    try:
+        keys = {n: api_keys.create_key(store, n, Scope.WRITE, (), app.utc_now()) for n in "ab"}
+        admin = api_keys.create_key(store, "admin", Scope.ADMIN, (), app.utc_now()).text
+        with grpc.insecure_channel(f"127.0.0.1:{built.port}") as channel:
+            stub = {
+                n: points_pb2_grpc.PointsServiceStub(keyed(channel, k.text))
+                for n, k in keys.items()
+            }
+            setup = points_pb2_grpc.PointsServiceStub(keyed(channel, admin))
+            setup.CreateSystem(
+                points_pb2.CreateSystemRequest(system=points_pb2.PointsSystem(key="xp"))
+            )
+            entries = [
+                setup.Award(
+                    points_pb2.AwardRequest(
+                        system_key="xp", user=common_pb2.User(id="alice"), amount=1
+                    )
+                ).entry.id
+                for _ in range(3)
+            ]
+
+            def reverse(name: str, entry_id: str, user_id: str = "") -> points_pb2.ReverseResponse:
+                request = points_pb2.ReverseRequest(entry_id=entry_id, user_id=user_id)
+                response: points_pb2.ReverseResponse = stub[name].Reverse(request)
+                return response
+
+            def refused(name: str, entry_id: str) -> grpc.RpcError:
+                with pytest.raises(grpc.RpcError) as caught:
+                    reverse(name, entry_id)
+                return caught.value
+
+            assert reverse("a", entries[0]).entry.amount == -1
+            assert error_of(refused("a", ghost))[1] == "ENTRY_NOT_FOUND"
+            sent.issued.clear()
+            limited = refused("a", entries[1])
+            code, reason, metadata, _ = error_of(limited)
+            assert (code, reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED")
+            assert metadata["key_id"] == keys["a"].key.id
+            status = rpc_status.from_call(limited)
+            assert status is not None
+            retry = error_details_pb2.RetryInfo()
+            assert [d.Unpack(retry) for d in status.details if d.Is(retry.DESCRIPTOR)] == [True]
+            assert retry.retry_delay.seconds > 0
+            assert sent.shards("ledger_entries") == set()  # refused before the look-up
+            # Naming the user: one shard, never charged.
+            sent.issued.clear()
+            assert reverse("a", entries[1], user_id="alice").entry.amount == -1
+            assert len({shard for shard, _node in sent.shards("ledger_entries")}) == 1
+            # Another key's bucket is its own.
+            assert reverse("b", entries[2]).entry.amount == -1
+            assert error_of(refused("a", ghost))[1] == "RATE_LIMITED"
+    finally:
+        built.stop(grace_seconds=1)
+        store.dispose()
 
 
 def test_on_postgresql_without_citus_distribute_does_nothing(pg_store: SqlStore) -> None:

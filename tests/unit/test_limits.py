@@ -58,6 +58,17 @@ def test_buckets_are_per_system_and_user() -> None:
         limits.take("xp", "alice")
 
 
+def test_buckets_of_other_names_are_named_in_refusals() -> None:
+    """A limiter keyed by something else (an API key's id) says so in its metadata."""
+    limits = RateLimiter(rate=2, burst=1, clock=Clock(), names=("key_id",))
+    limits.take("k1")
+    limits.take("k2")
+    with pytest.raises(RateLimited) as refused:
+        limits.take("k1")
+    assert refused.value.retry_after_seconds == pytest.approx(0.5)
+    assert refused.value.metadata == {"limit": "2/s", "burst": "1", "key_id": "k1"}
+
+
 def test_a_rate_of_zero_is_no_limit() -> None:
     limits = RateLimiter(rate=0, burst=1, clock=Clock())
     for _ in range(1000):

@@ -31,6 +31,7 @@ from server.domain.model import (
 )
 from server.services.held import callers
 from server.services.held.key_ring import KeyRing
+from server.services.held.limits import BY_KEY, RateLimiter
 from server.services.operations import api_keys
 from server.services.pipeline.results import EventResult, WriteResult
 from server.services.tally import Tally
@@ -363,6 +364,93 @@ class TestReverse:
             "ENTRY_NOT_FOUND",
             {"entry_id": ghost},
         )
+
+
+class TestLookUpsByEntryId:
+    """A Reverse naming the entry alone looks it up on every shard of a sharded store
+    (FakeStore(sharded=True) says so, as Citus does): each takes a token of its caller's
+    look-ups first, found or not."""
+
+    GHOST = "6f1c2a7e-0000-4000-8000-000000000000"
+    KEY_1 = Caller("k1", Scope.WRITE)
+    KEY_2 = Caller("k2", Scope.WRITE)
+
+    @staticmethod
+    def bounded(store: FakeStore, burst: int) -> Tally:
+        """Look-ups by id alone limited to `burst` per key (the clock stands still, so no
+        token comes back)."""
+        lookups = RateLimiter(rate=1, burst=burst, clock=lambda: 0.0, names=BY_KEY)
+        return Tally(store, clock=lambda: T0, entry_lookups=lookups)
+
+    @staticmethod
+    def reverse_as(caller: Caller, tally: Tally, entry_id: str, **kw: Any) -> WriteResult:
+        return as_caller(caller, lambda: reverse(tally, entry_id, **kw))
+
+    def refused(
+        self, caller: Caller, tally: Tally, entry_id: str, **kw: Any
+    ) -> tuple[grpc.StatusCode, str, dict[str, str]]:
+        return refusal(lambda: self.reverse_as(caller, tally, entry_id, **kw))
+
+    def test_beyond_the_burst_they_are_rate_limited_before_the_look_up_and_write_nothing(
+        self,
+    ) -> None:
+        store = FakeStore(sharded=True)
+        tally = self.bounded(store, burst=2)
+        system(tally)
+        first, second = award(tally, "ann", 40).entry, award(tally, "ann", 5).entry
+        self.reverse_as(self.KEY_1, tally, first.id)
+        # an id that names nothing is charged too
+        assert self.refused(self.KEY_1, tally, self.GHOST)[1] == "ENTRY_NOT_FOUND"
+        looked_up = store.reads_by_entry_id
+        assert self.refused(self.KEY_1, tally, second.id, idempotency_key="r") == (
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            "RATE_LIMITED",
+            {"limit": "1/s", "burst": "2", "key_id": "k1"},
+        )
+        assert store.reads_by_entry_id == looked_up  # refused before any look-up
+        assert [e.amount for e in stored_entries(store)] == [40, 5, -40]
+        # Nothing was written, the idempotency key included: naming the user, it reverses.
+        named = self.reverse_as(self.KEY_1, tally, second.id, idempotency_key="r", user_id="ann")
+        assert (named.replayed, named.entry.amount) == (False, -5)
+        # Where a look-up by id is one index probe (one database), nothing is charged.
+        plain = FakeStore()
+        unsharded = self.bounded(plain, burst=2)
+        system(unsharded)
+        entries = [award(unsharded, "ann", 1).entry for _ in range(3)]
+        for entry in entries:
+            assert self.reverse_as(self.KEY_1, unsharded, entry.id).entry.amount == -1
+        for _ in range(3):
+            assert self.refused(self.KEY_1, unsharded, self.GHOST)[1] == "ENTRY_NOT_FOUND"
+
+    def test_a_reverse_naming_its_user_is_never_charged(self) -> None:
+        store = FakeStore(sharded=True)
+        tally = self.bounded(store, burst=1)
+        system(tally)
+        entries = [award(tally, "ann", 1).entry for _ in range(4)]
+        for entry in entries:
+            assert self.reverse_as(self.KEY_1, tally, entry.id, user_id="ann").entry.amount == -1
+        # Not found among the named user's entries: charged nothing either.
+        for entry_id, user in ((self.GHOST, "ann"), (self.GHOST, "bob"), (entries[0].id, "bob")):
+            assert self.refused(self.KEY_1, tally, entry_id, user_id=user)[1] == ("ENTRY_NOT_FOUND")
+        assert store.reads_by_entry_id == 0
+        # The key's one look-up by id alone is still there, and only one.
+        assert self.refused(self.KEY_1, tally, entries[0].id)[1] == "ALREADY_REVERSED"
+        assert self.refused(self.KEY_1, tally, self.GHOST)[1] == "RATE_LIMITED"
+
+    def test_each_key_has_its_own_bucket(self) -> None:
+        store = FakeStore(sharded=True)
+        tally = self.bounded(store, burst=1)
+        system(tally)
+        for key in (self.KEY_1, self.KEY_2):
+            assert self.refused(key, tally, self.GHOST)[1] == "ENTRY_NOT_FOUND"
+        for key in (self.KEY_1, self.KEY_2):
+            code, reason, metadata = self.refused(key, tally, self.GHOST)
+            assert (code, reason, metadata["key_id"]) == (
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                "RATE_LIMITED",
+                key.key_id,
+            )
+        assert store.reads_by_entry_id == 2
 
 
 # -- events ---------------------------------------------------------------------------------

@@ -1,4 +1,6 @@
 """Per-user write limits: a token bucket per (system, user), held in each process.
+(RateLimiter keys its buckets by whatever it is told to: the process also bounds each
+caller's look-ups of an entry by id alone on a sharded store, a bucket per API key.)
 
 Every write of a user in a system (award, deduct, each AwardBatch item, reverse, and
 RecordEvent once it comes: `take_all`, one token per system it writes) takes one token
@@ -25,10 +27,15 @@ from server.domain.errors import RateLimited
 DEFAULT_RATE = 50.0
 DEFAULT_BURST = 100
 MAX_BUCKETS = 100_000
+# A bucket per caller, by its API key's id: the bound on look-ups of an entry by id alone
+# (use_cases/points_changes.py: reverse).
+BY_KEY = ("key_id",)
 
 
 class RateLimiter:
-    """Token buckets per (system, user). `rate` <= 0 turns the limit off."""
+    """Token buckets per (system, user), or per whatever `names` names: a bucket is keyed
+    by one value of each, and a refusal's metadata names them. `rate` <= 0 turns the
+    limit off."""
 
     def __init__(
         self,
@@ -37,15 +44,17 @@ class RateLimiter:
         *,
         clock: Callable[[], float] = time.monotonic,
         max_buckets: int = MAX_BUCKETS,
+        names: tuple[str, ...] = ("system_key", "user_id"),
     ) -> None:
         self.rate = rate
         self.burst = float(max(burst, 1))
         self.clock = clock
         self.max_buckets = max_buckets
+        self.names = names
         # Seconds in which an empty bucket fills: a bucket idle this long is forgotten.
         self.refill_seconds = self.burst / rate if rate > 0 else 0.0
-        # (system_key, user_id) -> (tokens, when counted), least recently used first
-        self._buckets: OrderedDict[tuple[str, str], tuple[float, float]] = OrderedDict()
+        # bucket (a value of each name) -> (tokens, when counted), least recently used first
+        self._buckets: OrderedDict[tuple[str, ...], tuple[float, float]] = OrderedDict()
         self._lock = threading.Lock()
 
     @classmethod
@@ -56,12 +65,12 @@ class RateLimiter:
     def enabled(self) -> bool:
         return self.rate > 0
 
-    def take(self, system_key: str, user_id: str) -> None:
-        """Take one write of this user in this system, or raise RateLimited (with the
-        seconds until a token is there) and take nothing."""
-        self.take_all([(system_key, user_id)])
+    def take(self, *bucket: str) -> None:
+        """Take one token of this bucket (one write of this user in this system), or
+        raise RateLimited (with the seconds until a token is there) and take nothing."""
+        self.take_all([bucket])
 
-    def take_all(self, accounts: Sequence[tuple[str, str]]) -> None:
+    def take_all(self, accounts: Sequence[tuple[str, ...]]) -> None:
         """One write of each (system_key, user_id), all or none: a call that writes
         several accounts (RecordEvent, one per system whose triggers fire) is refused
         whole, without using up the others' tokens, when one of them has none."""
@@ -78,18 +87,17 @@ class RateLimiter:
                 self._buckets[key] = (tokens if short else tokens - wanted[key], now)
             self._forget_idle(now)
         if short is not None:
-            (system_key, user_id), tokens = short
+            bucket, tokens = short
             raise RateLimited(
-                (wanted[short[0]] - tokens) / self.rate,
+                (wanted[bucket] - tokens) / self.rate,
                 metadata={
                     "limit": f"{self.rate:g}/s",
                     "burst": f"{self.burst:g}",
-                    "system_key": system_key,
-                    "user_id": user_id,
+                    **dict(zip(self.names, bucket, strict=True)),
                 },
             )
 
-    def _tokens(self, key: tuple[str, str], now: float) -> float:
+    def _tokens(self, key: tuple[str, ...], now: float) -> float:
         """The bucket's tokens now (a new bucket is full), marked as just used."""
         held = self._buckets.get(key)
         if held is None:

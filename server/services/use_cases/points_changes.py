@@ -15,6 +15,7 @@ from server.domain.results import WriteResult
 from server.services.held import callers
 from server.services.pipeline import idempotency
 from server.services.pipeline.writer import post_one
+from server.services.ports import Sharding
 from server.services.tally import Tally
 from server.services.transactions import in_transaction
 
@@ -85,6 +86,8 @@ def award_batch(
 
 def reverse(tally: Tally, cmd: commands.Reverse, now: datetime) -> WriteResult:
     validation.reverse(cmd)
+    if not cmd.user_id:
+        _take_lookup_by_id(tally)
     # The entry (and so its user) is read before the write: an entry's owner never
     # changes, and the write then touches that user's rows alone (one shard under Citus).
     original = in_transaction(
@@ -103,6 +106,30 @@ def reverse(tally: Tally, cmd: commands.Reverse, now: datetime) -> WriteResult:
         reach=callers.current().reach,
     )
     return _one(tally, change, dry_run=False)
+
+
+def _take_lookup_by_id(tally: Tally) -> None:
+    """A token of the caller's look-ups of an entry by id alone, taken before the look-up,
+    where that look-up fans out (ports.Sharding: under Citus one statement on each of
+    the ledger's shards), or RATE_LIMITED with nothing read or written.
+
+    Such a look-up costs every shard whether the entry is found or not (a replay too: the
+    entry is read before its idempotency key), and comes before the user's write token,
+    which needs the entry's user: without this bound a caller could make every call, with
+    ids that name nothing, cost a query on every shard and never be refused. The bucket
+    is the caller's API key (its id), since an id that names nothing has no user to
+    charge, and one key's look-ups must not refuse another's; calls with no key (the
+    process's own, --insecure-no-auth) share one. A Reverse naming its user reads that
+    user's shard alone and is never charged.
+
+    Only where the look-up fans out: on one database (SQLite, PostgreSQL) it is one probe
+    of the ledger's index on id, what a read naming an unknown user costs, and such reads
+    are not limited; a bound there would refuse callers to spare no one. The price is that
+    a caller reversing by id alone may be refused on Citus and not on PostgreSQL: naming
+    the user avoids it, and a retry after the RetryInfo succeeds.
+    """
+    if isinstance(tally.store, Sharding) and tally.store.fans_out():
+        tally.entry_lookups.take(callers.current().key_id)
 
 
 def _one(tally: Tally, change: Command, *, dry_run: bool) -> WriteResult:

@@ -103,14 +103,13 @@ class SqlUserRepository(Repository):
         parts = self._shard_parts(ids)
         if not parts:
             return [], Standing()
-        # Citus: a lock statement a shard, run in this order, and a standing read a shard
-        # (each routed to its shard on the connection the transaction already holds; one
-        # read of many shards would be run in parallel over connections opened for it)
-        locks = [(self.sql.users.users_lock, {"ids": part}) for part in parts]
-        reads = [(self.sql.ledger.standing, standing_params(part, keys)) for part in parts]
-        results = self.db.rows_together([*locks, *reads])
-        rows = [row for part in results[: len(parts)] for row in part]
-        standing_rows = [row for part in results[len(parts) :] for row in part]
+        # Citus: a lock statement a shard, run in this order
+        reads: list[tuple[Executable, Params]] = [
+            (self.sql.users.users_lock, {"ids": part}) for part in parts
+        ]
+        reads.append((self.sql.ledger.standing, standing_params(ids, keys)))
+        *locks, standing_rows = self.db.rows_together(reads)
+        rows = [row for part in locks for row in part]
         return rows, standing_of(self.db, self.sql, standing_rows)
 
     def _shard_parts(self, ids: Sequence[str]) -> list[list[str]]:

@@ -319,7 +319,7 @@ class FakeUserRepository(_Repository):
         )
 
     def lock(
-        self, user_ids: Sequence[str], create: Mapping[str, User], keys: Sequence[str] = ()
+        self, user_ids: Sequence[str], create: Mapping[str, User], keys: Sequence[KeyScope] = ()
     ) -> LockedUsers:
         tables = self._write("lock")
         found: dict[str, User] = {}
@@ -335,7 +335,7 @@ class FakeUserRepository(_Repository):
         standing = FakeAccountRepository(self._uow).standing(sorted(found), keys)
         return LockedUsers(found, frozenset(created), tables.config_version, standing)
 
-    def read(self, user_ids: Sequence[str], keys: Sequence[str] = ()) -> LockedUsers:
+    def read(self, user_ids: Sequence[str], keys: Sequence[KeyScope] = ()) -> LockedUsers:
         tables = self._read
         found = {i: _own(tables.users[i]) for i in sorted(set(user_ids)) if i in tables.users}
         standing = FakeAccountRepository(self._uow).standing(sorted(found), keys)
@@ -361,7 +361,7 @@ class FakeUserRepository(_Repository):
 
 
 class FakeAccountRepository(_Repository):
-    def standing(self, user_ids: Sequence[str], keys: Sequence[str]) -> Standing:
+    def standing(self, user_ids: Sequence[str], keys: Sequence[KeyScope]) -> Standing:
         tables = self._read
         users, wanted = set(user_ids), set(keys)
         accounts = {
@@ -375,7 +375,7 @@ class FakeAccountRepository(_Repository):
         stored = {
             scope: response
             for scope, response in tables.keys.items()
-            if scope[0] in users and scope[2] in wanted
+            if scope[0] in users and scope in wanted
         }
         return Standing(accounts, stored)
 

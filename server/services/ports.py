@@ -113,7 +113,7 @@ class UserRepository(Protocol):
         ...
 
     def lock(
-        self, user_ids: Sequence[str], create: Mapping[str, User], keys: Sequence[str] = ()
+        self, user_ids: Sequence[str], create: Mapping[str, User], keys: Sequence[KeyScope] = ()
     ) -> LockedUsers:
         """Lock these users for this unit of work, in sorted order, creating those of
         `create` that are new, as `create` gives them (LockedUsers.created says which;
@@ -126,7 +126,7 @@ class UserRepository(Protocol):
         read after this returns."""
         ...
 
-    def read(self, user_ids: Sequence[str], keys: Sequence[str] = ()) -> LockedUsers:
+    def read(self, user_ids: Sequence[str], keys: Sequence[KeyScope] = ()) -> LockedUsers:
         """The same users and standing without a lock or a write: what a dry run decides
         on."""
         ...
@@ -143,9 +143,10 @@ class UserRepository(Protocol):
 
 
 class AccountRepository(Protocol):
-    def standing(self, user_ids: Sequence[str], keys: Sequence[str]) -> Standing:
-        """Every account of these users and what these keys of theirs remember (in every
-        scope), in one statement; a second loads credit lots where there are any."""
+    def standing(self, user_ids: Sequence[str], keys: Sequence[KeyScope]) -> Standing:
+        """Every account of these users and what these idempotency keys (each where it
+        lives: user, scope, key) remember, in one statement; a second loads credit lots
+        where there are any."""
         ...
 
     def due_for_expiry(self, now: datetime, limit: int) -> list[tuple[str, str]]:

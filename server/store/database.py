@@ -229,9 +229,9 @@ class SqlUnitOfWork:
         if self._write and lock_timeout:
             # Only writes wait for row locks (reads see their snapshot), so only they pay
             # the statement, and only on Citus, where the session's timeout does not reach;
-            # it goes with the transaction's first statement. (Not an engine "begin" event:
+            # it goes with each transaction's BEGIN. (Not an engine "begin" event:
             # any engine event makes SQLAlchemy dispatch on every statement.)
-            db.later(lock_timeout)
+            db.with_begin(lock_timeout)
         shards = None
         if citus and self._write:
             shards = (self._shard_map or ShardMap(self._engine.connect)).current()

@@ -90,14 +90,15 @@ class Executor:
         self.deferred = deferred and self.direct
         self._later: list[_Later] = []
         self._begun = False  # (deferred) BEGIN is sent, or waits to be
+        self._with_begin: list[str] = []  # (deferred) what every BEGIN brings
 
-    def later(self, sql: str) -> None:
-        """Send a statement of the transaction's own (such as SET LOCAL) with the next."""
+    def with_begin(self, sql: str) -> None:
+        """Run a statement (a SET LOCAL) at the start of every transaction of this
+        executor, sent with its BEGIN (deferred), or now."""
         if not self.deferred:
             self.connection.exec_driver_sql(sql)
             return
-        self._open()
-        self._later.append((sql, {}, False))
+        self._with_begin.append(sql)
 
     def commit(self) -> None:
         """Commit; in a deferred executor, COMMIT goes in one round trip with the
@@ -132,7 +133,9 @@ class Executor:
         own BEGIN in a round trip of its own, even in a pipeline)."""
         if not self._begun:
             self._begun = True
-            self._later.insert(0, ("BEGIN", {}, False))
+            begin: list[_Later] = [("BEGIN", {}, False)]
+            begin += [(sql, {}, False) for sql in self._with_begin]
+            self._later[:0] = begin
 
     def _send_later(self, driver: psycopg.Connection[Any]) -> None:
         """Send the statements waiting (inside the caller's pipeline), in order."""
@@ -163,7 +166,7 @@ class Executor:
         if self.deferred:
             self._open()
             compiled = Compiled.of(statement)
-            prepare = True if compiled.fixed_plan else self.prepare
+            prepare = self._prepare(compiled)
             if isinstance(params, Mapping):
                 self._later.append((compiled.sql, compiled.bind(params), prepare))
             else:
@@ -228,7 +231,7 @@ class Executor:
                     sql = compiled.sql
                     cursor = driver.cursor(row_factory=dict_row)
                     cursors.append(cursor)
-                    prepare = True if compiled.fixed_plan else self.prepare
+                    prepare = self._prepare(compiled)
                     cursor.execute(sql, compiled.bind(params), prepare=prepare)
             return [cast(list[Row], cursor.fetchall()) for cursor in cursors]
         except psycopg.Error as error:
@@ -272,6 +275,10 @@ class Executor:
             for cursor in cursors:
                 cursor.close()
 
+    def _prepare(self, compiled: Compiled) -> bool | None:
+        """Whether psycopg prepares this statement (None: as it decides, after 5 uses)."""
+        return True if compiled.fixed_plan else self.prepare
+
     def _driver(self) -> psycopg.Connection[Any]:
         if not self.connection.in_transaction():
             self.connection.begin()  # so that the unit of work's commit commits this work
@@ -283,7 +290,7 @@ class Executor:
         compiled = Compiled.of(statement)
         driver = self._driver()
         cursor = driver.cursor(row_factory=dict_row)
-        prepare = True if compiled.fixed_plan else self.prepare
+        prepare = self._prepare(compiled)
         try:
             if self._later:  # sent with what waits, in one round trip
                 with driver.pipeline():

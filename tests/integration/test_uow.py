@@ -33,9 +33,10 @@ from server.services.tally import Tally
 from server.services.transactions import in_transaction
 from server.store import migrate
 from server.store.database import SqlStore, create_store_engine
-from server.store.execution import Executor
+from server.store.execution import Compiled, Executor
 from server.store.models import Base, SystemRow, UserRow
 from server.store.repositories.base import rows_json
+from server.store.repositories.ledger import standing_params
 from server.store.statements import statements_for
 from server.store.statements.tables import RowsInsert
 from tests.conftest import PG_ADMIN_URL, T0
@@ -390,10 +391,37 @@ def test_a_write_prepares_fixed_plans_and_plans_its_reads_each_time(pg_store: Sq
         db = Executor(connection, replan=True)
         for _ in range(6):  # past psycopg's threshold (5 uses) for preparing on its own
             db.run(key_add, rows_json([]))
-            db.rows(sql.ledger.standing, {"user_ids": ["u"], "keys": ["k"]})
+            db.rows(sql.ledger.standing, {"user_ids": ["u"], "scopes": ["xp"], "keys": ["k"]})
         prepared = list(
             connection.exec_driver_sql("SELECT statement FROM pg_prepared_statements").scalars()
         )
         connection.rollback()
     engine.dispose()
     assert [s.split(" (")[0] for s in prepared] == ["INSERT INTO idempotency_keys"]
+
+
+def test_a_batch_reads_a_key_by_its_own_lookup_however_many_its_user_holds(
+    pg_store: SqlStore,
+) -> None:
+    """A user's idempotency keys are kept as long as their entries, so a busy user holds
+    many; the standing read names every column of the keys' index (user, scope, key),
+    and finds each key by a lookup of its own, never by scanning all of the user's (a
+    read by user and key alone scanned 50,000 index entries of such a user per batch:
+    2 ms, against 0.03 ms)."""
+    with pg_store.engine.begin() as connection:
+        connection.exec_driver_sql(
+            "INSERT INTO idempotency_keys (user_id, scope, key, request_hash, response,"
+            " create_time) SELECT 'hot', 'xp', 'k' || g, 'h', '{}', now()"
+            " FROM generate_series(1, 5000) g"
+        )
+        connection.exec_driver_sql("ANALYZE idempotency_keys")
+    sql = Compiled.of(statements_for("postgresql").ledger.standing)
+    params = sql.bind(standing_params(["hot"], [("hot", "xp", "k77")]))
+    with pg_store.engine.connect() as connection:
+        plan = connection.exec_driver_sql("EXPLAIN (ANALYZE, COSTS OFF) " + sql.sql, params)
+        shown = "\n".join(row[0] for row in plan)
+    condition = shown[shown.index("idempotency_keys") :].split("\n")[1]
+    assert "Index Cond" in condition, shown
+    for column in ("user_id", "scope", "key"):  # the index's every column: one lookup
+        assert f"({column})::text = ANY" in condition, shown
+    assert "Rows Removed by Filter" not in shown, shown

@@ -19,7 +19,7 @@ from server.domain.errors import InsufficientPoints, StoreUnavailable
 from server.domain.model import User, UserProfile
 from server.domain.results import WriteResult
 from server.services.pipeline.posting import Change
-from server.services.ports import LockedUsers
+from server.services.ports import KeyScope, LockedUsers
 from server.services.tally import Tally
 from server.services.use_cases import systems
 from tests.conftest import T0
@@ -45,7 +45,7 @@ class GroupedStore(FakeStore):
         lock = uow.users.lock
 
         def recording(
-            user_ids: Sequence[str], create: Mapping[str, User], keys: Sequence[str] = ()
+            user_ids: Sequence[str], create: Mapping[str, User], keys: Sequence[KeyScope] = ()
         ) -> LockedUsers:
             self.locked.append(sorted(set(user_ids)))
             return lock(user_ids, create, keys)

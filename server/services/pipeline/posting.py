@@ -91,7 +91,7 @@ def _prepare(
         if change.profile is not None and change.user_id not in create:
             made = User.new(change.profile, now)
             create[change.user_id] = made.welcomed_by(change.reach, held)
-    keys = [c.idempotency_key for c in changes if c.idempotency_key]
+    keys = [batch.key_scope(c) for c in changes if c.idempotency_key]
     if dry_run:
         locked = uow.users.read(user_ids, keys)
         new = frozenset(create) - set(locked.users)

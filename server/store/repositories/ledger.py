@@ -36,7 +36,7 @@ def _numbered(entry: LedgerEntry, sequence: int) -> LedgerEntry:
 
 
 class SqlAccountRepository(Repository):
-    def standing(self, user_ids: Sequence[str], keys: Sequence[str]) -> Standing:
+    def standing(self, user_ids: Sequence[str], keys: Sequence[KeyScope]) -> Standing:
         rows = self.db.rows(self.sql.ledger.standing, standing_params(user_ids, keys))
         return standing_of(self.db, self.sql, rows)
 
@@ -189,9 +189,17 @@ class SqlLedgerRepository(Repository):
         return [entry_of(r) for r in rows]
 
 
-def standing_params(user_ids: Sequence[str], keys: Sequence[str]) -> dict[str, Any]:
-    """The parameters of the standing read (statements.ledger: standing)."""
-    return {"user_ids": sorted(set(user_ids)), "keys": sorted(set(keys))}
+def standing_params(user_ids: Sequence[str], keys: Sequence[KeyScope]) -> dict[str, Any]:
+    """The parameters of the standing read (statements.ledger: standing): the keys by
+    every column of their index, so that each is found by its own lookup however many
+    keys its user holds (a read by user and key alone scanned all of the user's keys).
+    A combination of one key's scope and another's key is found too, if it exists, and
+    is harmless: the decision looks keys up where they live."""
+    return {
+        "user_ids": sorted(set(user_ids)),
+        "scopes": sorted({scope for _, scope, _ in keys}),
+        "keys": sorted({key for _, _, key in keys}),
+    }
 
 
 def standing_of(db: Executor, sql: Statements, rows: Sequence[Row]) -> Standing:

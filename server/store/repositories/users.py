@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy.sql import Executable
 
 from server.domain.model import EntryType, User, Welcomed
-from server.services.ports import LockedUsers, Standing, UserView
+from server.services.ports import KeyScope, LockedUsers, Standing, UserView
 from server.store.execution import Params, Row
 from server.store.repositories.base import Repository, config_version, rows_json
 from server.store.repositories.ledger import (
@@ -62,7 +62,7 @@ class SqlUserRepository(Repository):
         return UserView(_user(first), joined_account(first), entries, first["config"])
 
     def lock(
-        self, user_ids: Sequence[str], create: Mapping[str, User], keys: Sequence[str] = ()
+        self, user_ids: Sequence[str], create: Mapping[str, User], keys: Sequence[KeyScope] = ()
     ) -> LockedUsers:
         ids = sorted({*user_ids, *create})
         rows, standing = self._locked(ids, keys)
@@ -96,7 +96,7 @@ class SqlUserRepository(Repository):
             version = config_version(self.db, self.sql)
         return LockedUsers(found, frozenset(created), version, standing)
 
-    def _locked(self, ids: list[str], keys: Sequence[str]) -> tuple[list[Row], Standing]:
+    def _locked(self, ids: list[str], keys: Sequence[KeyScope]) -> tuple[list[Row], Standing]:
         """Lock these users' rows (sorted ids) and return them, with the configuration's
         version, and their standing, read by a statement sent with the lock's (one round
         trip) and run after it: its own snapshot, which sees what the lock waited for."""
@@ -132,7 +132,7 @@ class SqlUserRepository(Repository):
         for ids in self._shard_parts(user_ids):
             self.db.run(self.sql.users.users_remove, {"ids": ids})
 
-    def read(self, user_ids: Sequence[str], keys: Sequence[str] = ()) -> LockedUsers:
+    def read(self, user_ids: Sequence[str], keys: Sequence[KeyScope] = ()) -> LockedUsers:
         users = self._users(self.sql.users.users_of, sorted(set(user_ids)))
         rows = self.db.rows(self.sql.ledger.standing, standing_params(sorted(users), keys))
         standing = standing_of(self.db, self.sql, rows) if users else Standing()

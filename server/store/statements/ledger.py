@@ -82,7 +82,11 @@ class LedgerStatements:
                 idempotency.c.user_id,
                 *nulls(account_columns, "a_"),
                 *(c.label("k_" + c.name) for c in key_columns),
-            ).where(one_of(idempotency.c.user_id, "user_ids"), one_of(idempotency.c.key, "keys")),
+            ).where(  # each column of the key's index: a user's own keys are many
+                one_of(idempotency.c.user_id, "user_ids"),
+                one_of(idempotency.c.scope, "scopes"),
+                one_of(idempotency.c.key, "keys"),
+            ),
         )
         # Citus plans a UNION ALL of two shards' reads at the top as two multi-shard
         # reads merged on the coordinator (intermediate results); in a subquery, with the

@@ -32,7 +32,7 @@ from server.services.ports import UnitOfWork
 from server.services.tally import Tally
 from server.services.transactions import in_transaction
 from server.store import migrate
-from server.store.database import SqlStore, create_store_engine
+from server.store.database import CITUS, SqlStore, create_store_engine
 from server.store.execution import Compiled, Executor
 from server.store.models import Base, SystemRow, UserRow
 from server.store.repositories.base import rows_json
@@ -408,6 +408,9 @@ def test_a_batch_reads_a_key_by_its_own_lookup_however_many_its_user_holds(
     and finds each key by a lookup of its own, never by scanning all of the user's (a
     read by user and key alone scanned 50,000 index entries of such a user per batch:
     2 ms, against 0.03 ms)."""
+    with pg_store.engine.connect() as connection:
+        if connection.info.get(CITUS):
+            pytest.skip("under Citus each worker plans its shard's read by its own statistics")
     with pg_store.engine.begin() as connection:
         connection.exec_driver_sql(
             "INSERT INTO idempotency_keys (user_id, scope, key, request_hash, response,"

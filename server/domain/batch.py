@@ -240,6 +240,16 @@ def key_scope(command: Command) -> KeyScope:
     return (command.user_id, command.system_key or command.reach.tag, command.idempotency_key)
 
 
+def key_scopes_read(command: Command) -> list[KeyScope]:
+    """Where a command's idempotency key may be remembered already, for the batch to read
+    before it decides: where it lives (key_scope), and for a user-wide key also where it
+    was kept before keys had reaches (LEGACY_USER_SCOPE, which the decision falls back to)."""
+    scope = key_scope(command)
+    if command.system_key:
+        return [scope]
+    return [scope, (command.user_id, LEGACY_USER_SCOPE, command.idempotency_key)]
+
+
 def _ruled(command: Command, book: Book, given: Circumstances) -> Result | None:
     """What the command's own rule decides on the book (a fork, with the welcome made)."""
     rules, now = given.rules, command.now

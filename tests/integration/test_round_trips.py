@@ -178,10 +178,21 @@ def test_a_batch_whose_commit_fails_with_the_connection_gone_is_not_posted_again
     _commit_then_lose_the_connection(
         monkeypatch, "XX000", "cannot abort transaction 1234, it was already committed"
     )
-    outcomes = tally.writer.post([award_change("a", 1), award_change("b", 1)])
+    a, b = _one_batch(pg_store)
+    outcomes = tally.writer.post([award_change(a, 1), award_change(b, 1)])
     monkeypatch.undo()
     assert all(isinstance(o, StoreUnavailable) for o in outcomes)
-    assert ledger_sum(pg_store, "a") + ledger_sum(pg_store, "b") == 2  # once, not again alone
+    assert ledger_sum(pg_store, a) + ledger_sum(pg_store, b) == 2  # once, not again alone
+
+
+def _one_batch(store: SqlStore) -> tuple[str, str]:
+    """Two users the writer posts in one batch (under Citus, of one worker's shards)."""
+    users = [f"u{i}" for i in range(40)]
+    by_group: dict[int, list[str]] = {}
+    for user, group in zip(users, store.write_groups(users), strict=True):
+        by_group.setdefault(group, []).append(user)
+    a, b, *_ = next(found for found in by_group.values() if len(found) >= 2)
+    return a, b
 
 
 def test_a_connection_found_dead_before_its_commit_is_sent_is_a_plain_retry(

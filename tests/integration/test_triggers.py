@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import text
 
 from server.domain import commands
 from server.domain.errors import (
@@ -700,3 +701,18 @@ def test_two_interval_triggers_interleave_as_a_step_by_step_replay_says(tally: T
     assert balance(tally, "ann", at=end) == balance_now
     fired = [e for e in ledger_of(tally, "ann", at=end) if e.trigger_id]
     assert [((e.create_time - T0) // HOUR, e.amount) for e in fired] == expected
+
+
+def test_an_event_key_kept_before_keys_had_reaches_still_replays(
+    tally: Tally, store: SqlStore
+) -> None:
+    """A RecordEvent key stored before keys had reaches lives in scope '' (access.py:
+    LEGACY_USER_SCOPE); the batch must read it there too, or a retry across the upgrade
+    would record the event again and its triggers award again."""
+    system(tally)
+    trigger(tally, TriggerType.EVENT, 10, event_type="lesson")
+    assert not event(tally, "ann", idempotency_key="e-1").replayed
+    with store.engine.begin() as connection:  # as migration 0014 found it
+        connection.execute(text("UPDATE idempotency_keys SET scope = '' WHERE key = 'e-1'"))
+    assert event(tally, "ann", idempotency_key="e-1").replayed
+    assert balance(tally, "ann") == 10

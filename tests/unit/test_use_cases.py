@@ -15,7 +15,7 @@ import pytest
 
 from server.api.errors import status_code
 from server.domain import commands
-from server.domain.access import Caller, Reach, Scope
+from server.domain.access import LEGACY_USER_SCOPE, Caller, Reach, Scope
 from server.domain.boosts import MAX_LIVE_BOOSTS
 from server.domain.errors import TallyError
 from server.domain.model import (
@@ -826,3 +826,18 @@ class TestChangesCarryTheCallersReach:
 
         callers.context_of(limited).run(call)
         assert [c.reach for c in queued] == [Reach(frozenset({"xp"}))]
+
+
+def test_an_event_key_kept_before_keys_had_reaches_still_replays(
+    tally: Tally, store: FakeStore
+) -> None:
+    """The fake store reads keys where they live, as the SQL stores do: a user-wide key
+    kept in scope '' (before keys had reaches) is read there too, and replays."""
+    system(tally)
+    trigger(tally, TriggerType.EVENT, 10, event_type="lesson")
+    assert not event(tally, "ann", idempotency_key="e-1").replayed
+    keys = store.committed.keys
+    (scope,) = [s for s in keys if s[2] == "e-1"]
+    keys[("ann", LEGACY_USER_SCOPE, "e-1")] = keys.pop(scope)
+    assert event(tally, "ann", idempotency_key="e-1").replayed
+    assert balance(tally, "ann") == 10

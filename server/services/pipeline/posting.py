@@ -91,7 +91,7 @@ def _prepare(
         if change.profile is not None and change.user_id not in create:
             made = User.new(change.profile, now)
             create[change.user_id] = made.welcomed_by(change.reach, held)
-    keys = [batch.key_scope(c) for c in changes if c.idempotency_key]
+    keys = [k for c in changes if c.idempotency_key for k in batch.key_scopes_read(c)]
     if dry_run:
         locked = uow.users.read(user_ids, keys)
         new = frozenset(create) - set(locked.users)

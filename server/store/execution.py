@@ -22,6 +22,7 @@ with the COMMIT, instead of one each.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 from typing import Any, ClassVar, cast
 
 import psycopg
@@ -147,8 +148,7 @@ class Executor:
         if not self.direct:
             result = self.connection.execute(statement, params or {})
             return [cast(Row, r._mapping) for r in result]
-        with self._cursor(statement, params) as cursor:
-            return cast(list[Row], cursor.fetchall())
+        return self._together([self._sent(statement, params)])[0]
 
     def first(self, statement: Executable, params: Params | None = None) -> Row | None:
         found = self.rows(statement, params)
@@ -159,86 +159,28 @@ class Executor:
         return None if row is None else next(iter(row.values()))
 
     def run(self, statement: Executable, params: Params | Sequence[Params]) -> None:
-        """Run a statement that returns nothing, once or (with a list) for each row."""
+        """Run a statement that returns nothing, once or (with a list) for each row;
+        in a deferred executor, later."""
         if not self.direct:
             self.connection.execute(statement, params)
             return
+        if isinstance(params, Mapping):
+            sent = [self._sent(statement, params)]
+        else:  # a row's JSON values bound as jsonb
+            sent = [self._sent(statement, _adapted(p)) for p in params]
         if self.deferred:
             self._open()
-            compiled = Compiled.of(statement)
-            prepare = self._prepare(compiled)
-            if isinstance(params, Mapping):
-                self._later.append((compiled.sql, compiled.bind(params), prepare))
-            else:
-                self._later.extend(
-                    (compiled.sql, compiled.bind(_adapted(p)), prepare) for p in params
-                )
-            return
-        if isinstance(params, Mapping):
-            with self._cursor(statement, params):
-                return
-        compiled = Compiled.of(statement)
-        try:
-            with self._driver().cursor() as cursor:
-                cursor.executemany(compiled.sql, [compiled.bind(_adapted(p)) for p in params])
-        except psycopg.Error as error:
-            raise _wrapped(compiled.sql, params, error) from error
-
-    def rows_each(self, statement: Executable, params: Sequence[Params]) -> list[Row]:
-        """Run a statement once for each of `params` (pipelined by psycopg: one round
-        trip) and return what each returned, in order."""
-        if not self.direct:
-            return [
-                cast(Row, r._mapping) for p in params for r in self.connection.execute(statement, p)
-            ]
-        compiled = Compiled.of(statement)
-        found: list[Row] = []
-        driver = self._driver()
-        try:
-            with driver.cursor(row_factory=dict_row) as cursor:
-                if self._later:  # sent with what waits, in one round trip
-                    with driver.pipeline():
-                        self._send_later(driver)
-                        cursor.executemany(
-                            compiled.sql, [compiled.bind(p) for p in params], returning=True
-                        )
-                else:
-                    cursor.executemany(
-                        compiled.sql, [compiled.bind(p) for p in params], returning=True
-                    )
-                while True:
-                    found.extend(cursor.fetchall())
-                    if not cursor.nextset():
-                        break
-        except psycopg.Error as error:
-            raise _wrapped(compiled.sql, params, error) from error
-        return found
+            self._later.extend(sent)
+        else:
+            self._together(sent)
 
     def rows_together(self, reads: Sequence[tuple[Executable, Params]]) -> list[list[Row]]:
         """Run these statements in order and return each one's rows: on PostgreSQL sent
         together (psycopg's pipeline mode: one round trip), each still its own statement
         (under READ COMMITTED, its own snapshot, taken when the one before has finished)."""
-        if not self.direct or (len(reads) == 1 and not self._later):
+        if not self.direct:
             return [self.rows(statement, params) for statement, params in reads]
-        driver = self._driver()
-        cursors: list[psycopg.Cursor[Any]] = []
-        sql = ""
-        try:
-            with driver.pipeline():
-                self._send_later(driver)
-                for statement, params in reads:
-                    compiled = Compiled.of(statement)
-                    sql = compiled.sql
-                    cursor = driver.cursor(row_factory=dict_row)
-                    cursors.append(cursor)
-                    prepare = self._prepare(compiled)
-                    cursor.execute(sql, compiled.bind(params), prepare=prepare)
-            return [cast(list[Row], cursor.fetchall()) for cursor in cursors]
-        except psycopg.Error as error:
-            raise _wrapped(sql, None, error) from error
-        finally:
-            for cursor in cursors:
-                cursor.close()
+        return self._together([self._sent(statement, params) for statement, params in reads])
 
     def insert_rows(
         self, insert: RowsInsert, parts: Sequence[Sequence[Params]], *, returning: bool
@@ -247,37 +189,43 @@ class Executor:
         RowsInsert), the statements sent together (psycopg's pipeline mode: one round
         trip), and return what they returned when `returning` (else, in a write's
         transaction, they are sent later)."""
-        chunks = [chunk for part in parts for chunk in insert.chunks(part)]
+        sent: list[_Later] = []
+        for rows in (chunk for part in parts for chunk in insert.chunks(part)):
+            compiled = Compiled.of(insert.of(len(rows)))
+            sent.append((compiled.sql, compiled.bind(_rows_params(insert, rows)), self.prepare))
         if self.deferred and not returning:
             self._open()
-            for rows in chunks:
-                compiled = Compiled.of(insert.of(len(rows)))
-                params = compiled.bind(_rows_params(insert, rows))
-                self._later.append((compiled.sql, params, self.prepare))
+            self._later.extend(sent)
             return []
+        return [row for rows in self._together(sent) for row in rows]
+
+    def _sent(self, statement: Executable, params: Params | None) -> _Later:
+        """A statement as it is sent: its SQL, its values, whether psycopg prepares it
+        (None: as it decides, after 5 uses; a fixed plan at once)."""
+        compiled = Compiled.of(statement)
+        prepare = True if compiled.fixed_plan else self.prepare
+        return compiled.sql, compiled.bind(params), prepare
+
+    def _together(self, sent: Sequence[_Later]) -> list[list[Row]]:
+        """Send what waits and then these statements, in order, and return each one's
+        rows: in one round trip (psycopg's pipeline mode) when there is more than one
+        statement to send, else as a plain statement."""
         driver = self._driver()
         cursors: list[psycopg.Cursor[Any]] = []
         sql = ""
         try:
-            with driver.pipeline():
+            with driver.pipeline() if self._later or len(sent) > 1 else nullcontext():
                 self._send_later(driver)
-                for rows in chunks:
-                    compiled = Compiled.of(insert.of(len(rows)))
-                    sql = compiled.sql
+                for sql, params, prepare in sent:
                     cursor = driver.cursor(row_factory=dict_row)
                     cursors.append(cursor)
-                    params = compiled.bind(_rows_params(insert, rows))
-                    cursor.execute(sql, params, prepare=self.prepare)
-            return [row for c in cursors if c.description for row in c.fetchall()]
+                    cursor.execute(sql, params, prepare=prepare)
+            return [cast(list[Row], c.fetchall()) if c.description else [] for c in cursors]
         except psycopg.Error as error:
             raise _wrapped(sql, None, error) from error
         finally:
             for cursor in cursors:
                 cursor.close()
-
-    def _prepare(self, compiled: Compiled) -> bool | None:
-        """Whether psycopg prepares this statement (None: as it decides, after 5 uses)."""
-        return True if compiled.fixed_plan else self.prepare
 
     def _driver(self) -> psycopg.Connection[Any]:
         if not self.connection.in_transaction():
@@ -285,23 +233,6 @@ class Executor:
         if self.deferred:
             self._open()
         return self.connection.connection.driver_connection  # type: ignore[return-value]
-
-    def _cursor(self, statement: Executable, params: Params | None) -> Any:
-        compiled = Compiled.of(statement)
-        driver = self._driver()
-        cursor = driver.cursor(row_factory=dict_row)
-        prepare = self._prepare(compiled)
-        try:
-            if self._later:  # sent with what waits, in one round trip
-                with driver.pipeline():
-                    self._send_later(driver)
-                    cursor.execute(compiled.sql, compiled.bind(params), prepare=prepare)
-            else:
-                cursor.execute(compiled.sql, compiled.bind(params), prepare=prepare)
-        except psycopg.Error as error:
-            cursor.close()
-            raise _wrapped(compiled.sql, params, error) from error
-        return cursor
 
 
 class NothingSent(Exception):

@@ -81,9 +81,11 @@ class SqlUserRepository(Repository):
                     reads.append((self.sql.systems.config_version, {}))
                 inserted, *said = self.db.rows_together(reads)
                 if said:
-                    version = int(next(iter(said[0][0].values())))
+                    version = _version(said[0])
             else:
-                inserted = self.db.rows_each(add, values)
+                inserted = [
+                    r for rs in self.db.rows_together([(add, v) for v in values]) for r in rs
+                ]
             created = {row["id"] for row in inserted}  # new rows are ours (locked) until commit
             found.update((u.id, u) for u in new if u.id in created)
             lost = [u.id for u in new if u.id not in created]  # made meanwhile by another
@@ -133,13 +135,22 @@ class SqlUserRepository(Repository):
             self.db.run(self.sql.users.users_remove, {"ids": ids})
 
     def read(self, user_ids: Sequence[str], keys: Sequence[KeyScope] = ()) -> LockedUsers:
-        users = self._users(self.sql.users.users_of, sorted(set(user_ids)))
-        rows = self.db.rows(self.sql.ledger.standing, standing_params(sorted(users), keys))
-        standing = standing_of(self.db, self.sql, rows) if users else Standing()
-        return LockedUsers(users, frozenset(), config_version(self.db, self.sql), standing)
+        ids = sorted(set(user_ids))
+        found, standing, version = self.db.rows_together(  # one round trip
+            [
+                (self.sql.users.users_of, {"ids": ids}),
+                (self.sql.ledger.standing, standing_params(ids, keys)),
+                (self.sql.systems.config_version, {}),
+            ]
+        )
+        users = {row["id"]: _user(row) for row in found}
+        read = standing_of(self.db, self.sql, standing)
+        return LockedUsers(users, frozenset(), _version(version), read)
 
-    def _users(self, statement: Executable, ids: list[str]) -> dict[str, User]:
-        return {row["id"]: _user(row) for row in self.db.rows(statement, {"ids": ids})}
+
+def _version(rows: list[Row]) -> int:
+    """The configuration's version, from its statement's rows (systems: config_version)."""
+    return int(next(iter(rows[0].values())))
 
 
 def _user_values(user: User) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy.sql import Executable
 
+from server.domain.errors import TransientStoreError
 from server.domain.model import EntryType, User, Welcomed
 from server.services.ports import KeyScope, LockedUsers, Standing, UserView
 from server.store.execution import Params, Row
@@ -87,13 +88,14 @@ class SqlUserRepository(Repository):
                     r for rs in self.db.rows_together([(add, v) for v in values]) for r in rs
                 ]
             created = {row["id"] for row in inserted}  # new rows are ours (locked) until commit
-            found.update((u.id, u) for u in new if u.id in created)
-            lost = [u.id for u in new if u.id not in created]  # made meanwhile by another
-            if lost:  # locked now, and their standing read again after that lock
-                relocked, again = self._locked(lost, keys)
-                found.update((row["id"], _user(row)) for row in relocked)
-                standing.accounts.update(again.accounts)
-                standing.keys.update(again.keys)
+            if len(created) < len(new):
+                # Another writer added some of them meanwhile. Locking those now, after
+                # the rows this transaction holds already, would take locks out of the
+                # one order every batch keeps, and two such batches deadlock: run the
+                # whole unit of work again instead, which finds them all and locks them
+                # in order.
+                raise TransientStoreError("a user was added by another writer meanwhile")
+            found.update((u.id, u) for u in new)
         if version is None:
             version = config_version(self.db, self.sql)
         return LockedUsers(found, frozenset(created), version, standing)

@@ -65,6 +65,7 @@ from server.services.ports import (
     StoredResponse,
     UserRange,
     UserView,
+    ViewAsk,
 )
 
 T = TypeVar("T")
@@ -317,6 +318,11 @@ class FakeUserRepository(_Repository):
             entries,
             tables.config_version,
         )
+
+    def views(self, asks: Sequence[ViewAsk]) -> list[UserView | None]:
+        return [
+            self.view(a.user_id, a.system_key, a.types, a.before_sequence, a.limit) for a in asks
+        ]
 
     def lock(
         self, user_ids: Sequence[str], create: Mapping[str, User], keys: Sequence[KeyScope] = ()

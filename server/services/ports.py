@@ -74,6 +74,22 @@ class UserView:
     config_version: int
 
 
+@dataclass(frozen=True, slots=True)
+class ViewAsk:
+    """What a read of one user's standing asks for (UserRepository.view's arguments)."""
+
+    user_id: str
+    system_key: str
+    limit: int
+    types: frozenset[EntryType] = frozenset()
+    before_sequence: int | None = None
+
+    @property
+    def first_page(self) -> bool:
+        """The newest entries of every type: what UserRepository.views reads together."""
+        return not self.types and self.before_sequence is None
+
+
 class SystemRepository(Protocol):
     def get(self, key: str) -> PointsSystem | None: ...
     def all(self) -> list[PointsSystem]: ...
@@ -110,6 +126,11 @@ class UserRepository(Protocol):
         """The user's standing in `system_key` with up to `limit` of their newest entries
         (of these types, all when empty; older than `before_sequence` when given), as one
         snapshot; None when there is no such user."""
+        ...
+
+    def views(self, asks: Sequence[ViewAsk]) -> list[UserView | None]:
+        """Each ask's view, as `view` reads it: where the store can (ViewsTogether), the
+        first pages (ViewAsk.first_page) of many users in one statement."""
         ...
 
     def lock(
@@ -542,6 +563,16 @@ class WriteGroups(Protocol):
         and changes of different groups never do (under Citus: the worker that holds the
         user's shard, so that a batch commits on one worker, in one phase). A store
         without groups (one database) is one group."""
+        ...
+
+
+@runtime_checkable
+class ViewsTogether(Protocol):
+    def views_together(self) -> bool:
+        """Whether many users' views read faster as one statement than one each
+        (UserRepository.views): so on one PostgreSQL, where one statement saves the
+        round trips and the per-statement work of each; not under Citus, where it would
+        span shards, nor on SQLite, in-process."""
         ...
 
 

@@ -14,9 +14,8 @@ from server.domain.errors import SystemNotFound, UserNotFound
 from server.domain.model import EntryType, PointsSystem
 from server.services.held import callers
 from server.services.pipeline.settlement import settle
-from server.services.ports import UnitOfWork, UserView
+from server.services.ports import UnitOfWork, UserView, ViewAsk
 from server.services.tally import Tally
-from server.services.transactions import in_transaction
 
 
 def settled_view(
@@ -39,9 +38,11 @@ def settled_view(
     (and then read again).
     """
     callers.current().check_system(system_key)
+    ask = ViewAsk(user_id, system_key, limit, types, before)
 
-    def work(uow: UnitOfWork) -> tuple[PointsSystem, UserView]:
-        view = uow.users.view(user_id, system_key, types, before, limit)
+    def resolved(
+        uow: UnitOfWork, ask: ViewAsk, view: UserView | None
+    ) -> tuple[PointsSystem, UserView]:
         if view is not None and view.account is None and not callers.sees_user(uow, user_id):
             view = None
         if view is None:
@@ -54,8 +55,8 @@ def settled_view(
             raise UserNotFound(user_id, system_key)
         return system, view
 
-    system, view = in_transaction(tally.store, work, write=False)
+    system, view = tally.views.read(ask, resolved)
     if view.account is not None and settles(view.account, tally.config.snapshot.rules, now):
         settle(tally.writer, system_key, user_id, now)
-        system, view = in_transaction(tally.store, work, write=False)
+        system, view = tally.views.read(ask, resolved)
     return system, view

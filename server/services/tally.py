@@ -18,6 +18,7 @@ from server.services.held.configuration import Configuration
 from server.services.held.feed import Feeds
 from server.services.held.key_ring import DEFAULT_MAX_AGE, KeyRing
 from server.services.held.limits import RateLimiter
+from server.services.held.view_reader import ViewReader
 from server.services.pipeline.writer import MAX_BATCH_CHANGES, Writer
 from server.services.ports import Store, UnitOfWork
 from server.services.transactions import in_transaction
@@ -49,6 +50,7 @@ class Tally:
             store, self.config, max_batch=max_batch, on_commit=self.feeds.committed
         )
         self.keys = KeyRing(store, max_age=key_max_age, token_secret=token_secret)
+        self.views = ViewReader(store)
         # By system: the TIME_INTERVAL epoch whose stale accounts this process's sweep has
         # settled (see use_cases/sweeps.py).
         self.accrued_epochs: dict[str, int] = {}

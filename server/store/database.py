@@ -354,6 +354,10 @@ class SqlStore:
         not name the user asks every shard (ports.Sharding)."""
         return self._on_citus()
 
+    def views_together(self) -> bool:
+        """On one PostgreSQL, many users' views read as one statement (ports.ViewsTogether)."""
+        return self.engine.dialect.name == "postgresql" and not self._on_citus()
+
     def _on_citus(self) -> bool:
         if self._citus is None:
             with self.engine.connect() as connection:

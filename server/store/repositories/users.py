@@ -10,7 +10,7 @@ from sqlalchemy.sql import Executable
 
 from server.domain.errors import TransientStoreError
 from server.domain.model import EntryType, User, Welcomed
-from server.services.ports import KeyScope, LockedUsers, Standing, UserView
+from server.services.ports import KeyScope, LockedUsers, Standing, UserView, ViewAsk
 from server.store.execution import Params, Row
 from server.store.repositories.base import Repository, config_version, rows_json
 from server.store.repositories.ledger import (
@@ -56,11 +56,32 @@ class SqlUserRepository(Repository):
             return UserView(_user(row), joined_account(row), entries, version)
         statement = by_page_shape(self.sql, "view", types, before_sequence)
         rows = self.db.rows(statement, {**params, "id": user_id})
-        if not rows:
-            return None
-        first = rows[0]
-        entries = [entry_of(r, prefix="entry_") for r in rows if r["entry_id"] is not None]
-        return UserView(_user(first), joined_account(first), entries, first["config"])
+        return _view_of(rows) if rows else None
+
+    def views(self, asks: Sequence[ViewAsk]) -> list[UserView | None]:
+        together = self.sql.ledger.views_first
+        views: list[UserView | None] = [None] * len(asks)
+        first_pages: list[int] = []  # asks that one statement reads together
+        for i, a in enumerate(asks):
+            if together is not None and a.first_page:
+                first_pages.append(i)
+            else:
+                views[i] = self.view(a.user_id, a.system_key, a.types, a.before_sequence, a.limit)
+        if together is None or not first_pages:
+            return views
+        params = rows_json(
+            [
+                {"ask": i, "id": a.user_id, "system_key": a.system_key, "lim": a.limit}
+                for i, a in ((i, asks[i]) for i in first_pages)
+            ]
+        )
+        rows_of: dict[int, list[Row]] = {}
+        for row in self.db.rows(together, params):
+            rows_of.setdefault(row["ask"], []).append(row)
+        for i in first_pages:
+            rows = rows_of.get(i)
+            views[i] = _view_of(rows) if rows else None  # no rows: no such user
+        return views
 
     def lock(
         self, user_ids: Sequence[str], create: Mapping[str, User], keys: Sequence[KeyScope] = ()
@@ -175,3 +196,11 @@ def _user(row: Row) -> User:
         create_time=row["create_time"],
         welcomed=Welcomed.named(row["welcomed"]),
     )
+
+
+def _view_of(rows: list[Row]) -> UserView:
+    """A view from its statement's rows: one an entry of the page (or one, with no entry,
+    when the page is empty), each with the user, the account and the version."""
+    first = rows[0]
+    entries = [entry_of(r, prefix="entry_") for r in rows if r["entry_id"] is not None]
+    return UserView(_user(first), joined_account(first), entries, first["config"])

@@ -1,0 +1,175 @@
+"""The coalescing of reads (services/held/view_reader.py), on the fake store: asks queued
+while a read runs are read together in one unit of work; each is answered, and fails,
+alone, and is resolved as its own caller; a lone ask reads at once."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+from server.domain import commands
+from server.domain.access import Caller, Scope
+from server.domain.errors import StoreUnavailable, UserNotFound
+from server.domain.model import UserProfile
+from server.services.held import callers
+from server.services.held.view_reader import ViewReader
+from server.services.ports import UnitOfWork, UserView, ViewAsk
+from server.services.tally import Tally
+from server.services.use_cases import points_changes, systems
+from tests.conftest import T0
+from tests.fakes import FakeStore
+
+WAIT = 10.0
+
+
+class CountingStore:
+    """The fake store, counting the read units of work and the asks each one read."""
+
+    def __init__(self, store: FakeStore) -> None:
+        self.store = store
+        self.batches: list[list[str]] = []
+        self.fail = False
+
+    def unit_of_work(self, *, write: bool) -> Any:
+        uow = self.store.unit_of_work(write=write)
+        if not write:
+            views = uow.users.views
+            batches = self.batches
+
+            def counted(asks: list[ViewAsk]) -> list[UserView | None]:
+                batches.append([a.user_id for a in asks])
+                if self.fail:
+                    raise StoreUnavailable("the store failed")
+                return views(asks)
+
+            uow.users.views = counted  # type: ignore[method-assign,assignment]
+        return uow
+
+
+@pytest.fixture
+def counting() -> CountingStore:
+    store = FakeStore()
+    tally = Tally(store, clock=lambda: T0)
+    systems.create_system(tally, commands.CreateSystem(key="xp"), T0)
+    for user, amount in (("ann", 5), ("bob", 7), ("cat", 9)):
+        cmd = commands.Award(system_key="xp", user=UserProfile(user), amount=amount)
+        points_changes.award(tally, cmd, T0)
+    return CountingStore(store)
+
+
+def balance_of(_uow: UnitOfWork, ask: ViewAsk, view: UserView | None) -> int:
+    if view is None:
+        raise UserNotFound(ask.user_id, ask.system_key)
+    assert view.account is not None
+    return view.account.balance
+
+
+def test_a_lone_ask_reads_at_once_in_a_unit_of_work_of_its_own(counting: CountingStore) -> None:
+    reader = ViewReader(counting, together=True)
+    assert reader.read(ViewAsk("ann", "xp", 10), balance_of) == 5
+    assert reader.read(ViewAsk("bob", "xp", 10), balance_of) == 7
+    assert counting.batches == [["ann"], ["bob"]]
+
+
+def test_asks_queued_while_a_read_runs_are_read_together(counting: CountingStore) -> None:
+    reader = ViewReader(counting, together=True)
+    inside, release = threading.Event(), threading.Event()
+
+    def held(uow: UnitOfWork, ask: ViewAsk, view: UserView | None) -> int:
+        inside.set()
+        assert release.wait(WAIT)
+        return balance_of(uow, ask, view)
+
+    with ThreadPoolExecutor(4) as pool:
+        first = pool.submit(reader.read, ViewAsk("ann", "xp", 10), held)
+        assert inside.wait(WAIT)
+        queued = [
+            pool.submit(reader.read, ViewAsk(user, "xp", 10), balance_of)
+            for user in ("bob", "cat", "nobody")
+        ]
+        _wait_queued(reader, 3)
+        release.set()
+        assert first.result(WAIT) == 5
+        assert [f.result(WAIT) for f in queued[:2]] == [7, 9]
+        with pytest.raises(UserNotFound):  # that ask's error, and no one else's
+            queued[2].result(WAIT)
+    assert counting.batches[0] == ["ann"]
+    assert sorted(counting.batches[1]) == ["bob", "cat", "nobody"]  # one unit of work
+    assert len(counting.batches) == 2
+
+
+def test_each_ask_is_resolved_as_its_own_caller(counting: CountingStore) -> None:
+    """The leader resolves every ask of its batch, each in the context of the call that
+    asked: what a caller may see is checked for that caller, never the leader."""
+    reader = ViewReader(counting, together=True)
+    inside, release = threading.Event(), threading.Event()
+
+    def caller_of(_uow: UnitOfWork, _ask: ViewAsk, _view: UserView | None) -> str:
+        if not inside.is_set():
+            inside.set()
+            assert release.wait(WAIT)
+        return callers.current().key_id
+
+    def as_(key_id: str, user: str) -> Any:
+        caller = Caller(key_id, Scope.READ)
+        return callers.context_of(caller).run(reader.read, ViewAsk(user, "xp", 10), caller_of)
+
+    with ThreadPoolExecutor(4) as pool:
+        first = pool.submit(as_, "leader", "ann")
+        assert inside.wait(WAIT)
+        others = [pool.submit(as_, f"key-{user}", user) for user in ("bob", "cat")]
+        _wait_queued(reader, 2)
+        release.set()
+        assert first.result(WAIT) == "leader"
+        assert [f.result(WAIT) for f in others] == ["key-bob", "key-cat"]
+    assert len(counting.batches) == 2
+
+
+def test_a_store_failure_is_every_queued_asks(counting: CountingStore) -> None:
+    reader = ViewReader(counting, together=True)
+    counting.fail = True
+    with pytest.raises(StoreUnavailable):
+        reader.read(ViewAsk("ann", "xp", 10), balance_of)
+    counting.fail = False  # the lane was given back: the next ask reads
+    assert reader.read(ViewAsk("ann", "xp", 10), balance_of) == 5
+
+
+def test_later_pages_and_typed_pages_read_alone_beside_the_lane(counting: CountingStore) -> None:
+    reader = ViewReader(counting, together=True)
+    inside, release = threading.Event(), threading.Event()
+
+    def held(uow: UnitOfWork, ask: ViewAsk, view: UserView | None) -> int:
+        inside.set()
+        assert release.wait(WAIT)
+        return balance_of(uow, ask, view)
+
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(reader.read, ViewAsk("ann", "xp", 10), held)
+        assert inside.wait(WAIT)
+        # the lane is held, and yet a later page reads now
+        assert reader.read(ViewAsk("bob", "xp", 10, before_sequence=100), balance_of) == 7
+        release.set()
+        assert first.result(WAIT) == 5
+
+
+def test_without_reading_together_every_ask_reads_alone(counting: CountingStore) -> None:
+    reader = ViewReader(counting)  # the fake store does not say it reads views together
+    assert not reader.together
+    assert reader.read(ViewAsk("cat", "xp", 10), balance_of) == 9
+    assert counting.batches == [["cat"]]
+
+
+def _wait_queued(reader: ViewReader, count: int) -> None:
+    """Until `count` asks wait in the reader's queue (its internals: the only way to
+    know that a thread has queued rather than not yet arrived)."""
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        with reader._lock:
+            if len(reader._queue) >= count:
+                return
+        time.sleep(0.01)
+    raise AssertionError(f"fewer than {count} asks queued")

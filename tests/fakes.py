@@ -325,7 +325,11 @@ class FakeUserRepository(_Repository):
         ]
 
     def lock(
-        self, user_ids: Sequence[str], create: Mapping[str, User], keys: Sequence[KeyScope] = ()
+        self,
+        user_ids: Sequence[str],
+        create: Mapping[str, User],
+        keys: Sequence[KeyScope] = (),
+        metrics: Sequence[str] = (),
     ) -> LockedUsers:
         tables = self._write("lock")
         found: dict[str, User] = {}
@@ -338,14 +342,24 @@ class FakeUserRepository(_Repository):
                 created.add(user_id)
             if user is not None:
                 found[user_id] = _own(user)
-        standing = FakeAccountRepository(self._uow).standing(sorted(found), keys)
+        standing = self._standing(sorted(found), keys, metrics)
         return LockedUsers(found, frozenset(created), tables.config_version, standing)
 
-    def read(self, user_ids: Sequence[str], keys: Sequence[KeyScope] = ()) -> LockedUsers:
+    def read(
+        self, user_ids: Sequence[str], keys: Sequence[KeyScope] = (), metrics: Sequence[str] = ()
+    ) -> LockedUsers:
         tables = self._read
         found = {i: _own(tables.users[i]) for i in sorted(set(user_ids)) if i in tables.users}
-        standing = FakeAccountRepository(self._uow).standing(sorted(found), keys)
+        standing = self._standing(sorted(found), keys, metrics)
         return LockedUsers(found, frozenset(), tables.config_version, standing)
+
+    def _standing(
+        self, user_ids: list[str], keys: Sequence[KeyScope], metrics: Sequence[str]
+    ) -> Standing:
+        standing = FakeAccountRepository(self._uow).standing(user_ids, keys)
+        if metrics:
+            standing.totals.update(FakeEventRepository(self._uow).totals(user_ids, metrics))
+        return standing
 
     def remove(self, user_ids: Sequence[str]) -> None:
         tables = self._write("remove")

@@ -43,11 +43,13 @@ class StoredResponse:
 
 @dataclass(frozen=True)
 class Standing:
-    """What a batch reads once its users are locked: their accounts (with credit lots)
-    and what the batch's idempotency keys remember."""
+    """What a batch reads once its users are locked: their accounts (with credit lots),
+    what the batch's idempotency keys remember, and the running totals of the event
+    types its triggers count ((user, event type, reach) -> total)."""
 
     accounts: dict[AccountKey, Account] = field(default_factory=dict)
     keys: dict[KeyScope, StoredResponse] = field(default_factory=dict)
+    totals: dict[tuple[str, str, str], Decimal] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -134,20 +136,27 @@ class UserRepository(Protocol):
         ...
 
     def lock(
-        self, user_ids: Sequence[str], create: Mapping[str, User], keys: Sequence[KeyScope] = ()
+        self,
+        user_ids: Sequence[str],
+        create: Mapping[str, User],
+        keys: Sequence[KeyScope] = (),
+        metrics: Sequence[str] = (),
     ) -> LockedUsers:
         """Lock these users for this unit of work, in sorted order, creating those of
         `create` that are new, as `create` gives them (LockedUsers.created says which;
         profile fields and welcomes of users who exist are written by `update`), and read
-        their standing (AccountRepository.standing, with these `keys`).
+        their standing (AccountRepository.standing, with these `keys`, and the running
+        totals of these `metrics`, as EventRepository.totals reads them).
 
         The standing is read by a statement of its own that runs after the lock (a lock
         that waited would otherwise see the accounts as they were before it), sent with
-        the lock where the store can (one round trip). Reversals and event totals are
-        read after this returns."""
+        the lock where the store can (one round trip). Reversals are read after this
+        returns."""
         ...
 
-    def read(self, user_ids: Sequence[str], keys: Sequence[KeyScope] = ()) -> LockedUsers:
+    def read(
+        self, user_ids: Sequence[str], keys: Sequence[KeyScope] = (), metrics: Sequence[str] = ()
+    ) -> LockedUsers:
         """The same users and standing without a lock or a write: what a dry run decides
         on."""
         ...

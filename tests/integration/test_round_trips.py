@@ -14,6 +14,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from decimal import Decimal
 from typing import Any
 
 import psycopg
@@ -22,6 +23,7 @@ from sqlalchemy import event, insert, select
 from sqlalchemy.exc import DBAPIError
 
 from server.domain.errors import StoreUnavailable
+from server.domain.model import TriggerType
 from server.services.ports import UnitOfWork
 from server.services.tally import Tally
 from server.services.transactions import in_transaction
@@ -32,6 +34,8 @@ from server.store.statements.tables import systems
 from tests.conftest import T0
 from tests.integration.helpers import award, system
 from tests.integration.test_concurrency import ledger_sum
+from tests.integration.test_triggers import event as record
+from tests.integration.test_triggers import trigger
 from tests.integration.test_writer import award_change
 
 
@@ -82,6 +86,20 @@ def test_an_award_of_a_new_user_adds_one_round_trip(pg_store: SqlStore) -> None:
     # reads the configuration's version with it; under Citus the insert goes a statement a
     # shard and the version is read after it.
     assert counted == [5 if citus(pg_store) else 4]
+
+
+def test_an_event_a_metric_counts_reads_its_totals_with_the_lock(pg_store: SqlStore) -> None:
+    """The running totals a METRIC trigger counts are read in the lock's round trip: an
+    event of a known user is three round trips, as an award is."""
+    tally = Tally(pg_store, clock=lambda: T0)
+    system(tally)
+    trigger(tally, TriggerType.METRIC, 5, event_type="lesson", metric_threshold=Decimal(30))
+    record(tally, "ann", "lesson", 20)
+    with round_trips(pg_store) as counted:
+        result = record(tally, "ann", "lesson", 15, idempotency_key="e1")
+    assert result.metric_total == 35  # the total read with the lock, and counted on
+    assert result.results["xp"].added == 5  # 35 crossed 30 once
+    assert counted == [3]
 
 
 def citus(store: SqlStore) -> bool:

@@ -45,10 +45,13 @@ class GroupedStore(FakeStore):
         lock = uow.users.lock
 
         def recording(
-            user_ids: Sequence[str], create: Mapping[str, User], keys: Sequence[KeyScope] = ()
+            user_ids: Sequence[str],
+            create: Mapping[str, User],
+            keys: Sequence[KeyScope] = (),
+            metrics: Sequence[str] = (),
         ) -> LockedUsers:
             self.locked.append(sorted(set(user_ids)))
-            return lock(user_ids, create, keys)
+            return lock(user_ids, create, keys, metrics)
 
         uow.users.lock = recording  # type: ignore[method-assign]
         return uow

@@ -92,26 +92,25 @@ def _prepare(
             made = User.new(change.profile, now)
             create[change.user_id] = made.welcomed_by(change.reach, held)
     keys = [k for c in changes if c.idempotency_key for k in batch.key_scopes_read(c)]
+    metrics = sorted({m for c in changes for m in c.reads_metrics})
     if dry_run:
-        locked = uow.users.read(user_ids, keys)
+        locked = uow.users.read(user_ids, keys, metrics)
         new = frozenset(create) - set(locked.users)
     else:
-        locked = uow.users.lock(user_ids, create, keys)
+        locked = uow.users.lock(user_ids, create, keys, metrics)
         new = locked.created
     rules = config.at_version(uow, locked.config_version).rules
     found = sorted(locked.users)
     reverses = [c.reverses for c in changes if c.reverses]
-    metrics = sorted({m for c in changes for m in c.reads_metrics})
     standing = locked.standing
     reversals = uow.ledger.reversals_of(found, reverses) if reverses and found else {}
-    totals = uow.events.totals(found, metrics) if metrics and found else {}
     return BatchInput(
         commands=changes,
         users=locked.users,
         new=new,
         rules=rules,
         accounts=standing.accounts,
-        totals=totals,
+        totals=standing.totals,
         remembered={scope: _remembered(s, rules) for scope, s in standing.keys.items()},
         reversals=reversals,
         id_seed=str(uuid.uuid4()),  # the batch's ids are drawn here, once

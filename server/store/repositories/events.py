@@ -8,6 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 from server.domain.model import Event
+from server.store.execution import Row
 from server.store.repositories.base import Repository
 
 
@@ -15,9 +16,9 @@ class SqlEventRepository(Repository):
     def totals(
         self, user_ids: Sequence[str], event_types: Sequence[str]
     ) -> dict[tuple[str, str, str], Decimal]:
-        params = {"user_ids": sorted(set(user_ids)), "event_types": sorted(set(event_types))}
-        rows = self.db.rows(self.sql.events.totals_of, params)
-        return {(r["user_id"], r["event_type"], r["reach"]): Decimal(r["total"]) for r in rows}
+        return totals_of(
+            self.db.rows(self.sql.events.totals_of, totals_params(user_ids, event_types))
+        )
 
     def save_totals(self, totals: Mapping[tuple[str, str, str], Decimal], now: datetime) -> None:
         if totals:
@@ -84,3 +85,13 @@ class SqlEventRepository(Repository):
             )
             for r in self.db.rows(statement, params)
         ]
+
+
+def totals_params(user_ids: Sequence[str], event_types: Sequence[str]) -> dict[str, Any]:
+    """The parameters of the running totals' read (statements.events: totals_of)."""
+    return {"user_ids": sorted(set(user_ids)), "event_types": sorted(set(event_types))}
+
+
+def totals_of(rows: Sequence[Row]) -> dict[tuple[str, str, str], Decimal]:
+    """Running totals by (user, event type, reach), from their read's rows."""
+    return {(r["user_id"], r["event_type"], r["reach"]): Decimal(r["total"]) for r in rows}

@@ -13,6 +13,7 @@ from server.domain.model import EntryType, User, Welcomed
 from server.services.ports import KeyScope, LockedUsers, Standing, UserView, ViewAsk
 from server.store.execution import Params, Row
 from server.store.repositories.base import Repository, config_version, rows_json
+from server.store.repositories.events import totals_of, totals_params
 from server.store.repositories.ledger import (
     by_page_shape,
     entry_of,
@@ -84,10 +85,14 @@ class SqlUserRepository(Repository):
         return views
 
     def lock(
-        self, user_ids: Sequence[str], create: Mapping[str, User], keys: Sequence[KeyScope] = ()
+        self,
+        user_ids: Sequence[str],
+        create: Mapping[str, User],
+        keys: Sequence[KeyScope] = (),
+        metrics: Sequence[str] = (),
     ) -> LockedUsers:
         ids = sorted({*user_ids, *create})
-        rows, standing = self._locked(ids, keys)
+        rows, standing = self._locked(ids, keys, metrics)
         found = {row["id"]: _user(row) for row in rows}
         version: int | None = rows[0]["config"] if rows else None
         created: set[str] = set()
@@ -121,10 +126,13 @@ class SqlUserRepository(Repository):
             version = config_version(self.db, self.sql)
         return LockedUsers(found, frozenset(created), version, standing)
 
-    def _locked(self, ids: list[str], keys: Sequence[KeyScope]) -> tuple[list[Row], Standing]:
+    def _locked(
+        self, ids: list[str], keys: Sequence[KeyScope], metrics: Sequence[str]
+    ) -> tuple[list[Row], Standing]:
         """Lock these users' rows (sorted ids) and return them, with the configuration's
-        version, and their standing, read by a statement sent with the lock's (one round
-        trip) and run after it: its own snapshot, which sees what the lock waited for."""
+        version, and their standing, read by statements sent with the lock's (one round
+        trip) and run after it: each its own snapshot, which sees what the lock waited
+        for."""
         parts = self._shard_parts(ids)
         if not parts:
             return [], Standing()
@@ -133,9 +141,15 @@ class SqlUserRepository(Repository):
             (self.sql.users.users_lock, {"ids": part}) for part in parts
         ]
         reads.append((self.sql.ledger.standing, standing_params(ids, keys)))
-        *locks, standing_rows = self.db.rows_together(reads)
-        rows = [row for part in locks for row in part]
-        return rows, standing_of(self.db, self.sql, standing_rows)
+        if metrics:
+            reads.append((self.sql.events.totals_of, totals_params(ids, metrics)))
+        read = self.db.rows_together(reads)
+        totals = totals_of(read.pop()) if metrics else {}
+        standing_rows = read.pop()
+        rows = [row for part in read for row in part]
+        standing = standing_of(self.db, self.sql, standing_rows)
+        standing.totals.update(totals)
+        return rows, standing
 
     def _shard_parts(self, ids: Sequence[str]) -> list[list[str]]:
         """Sorted ids in one part, or under Citus a part per shard (by shard, then id)."""
@@ -157,17 +171,22 @@ class SqlUserRepository(Repository):
         for ids in self._shard_parts(user_ids):
             self.db.run(self.sql.users.users_remove, {"ids": ids})
 
-    def read(self, user_ids: Sequence[str], keys: Sequence[KeyScope] = ()) -> LockedUsers:
+    def read(
+        self, user_ids: Sequence[str], keys: Sequence[KeyScope] = (), metrics: Sequence[str] = ()
+    ) -> LockedUsers:
         ids = sorted(set(user_ids))
-        found, standing, version = self.db.rows_together(  # one round trip
-            [
-                (self.sql.users.users_of, {"ids": ids}),
-                (self.sql.ledger.standing, standing_params(ids, keys)),
-                (self.sql.systems.config_version, {}),
-            ]
-        )
+        reads: list[tuple[Executable, Params]] = [
+            (self.sql.users.users_of, {"ids": ids}),
+            (self.sql.ledger.standing, standing_params(ids, keys)),
+            (self.sql.systems.config_version, {}),
+        ]
+        if metrics:
+            reads.append((self.sql.events.totals_of, totals_params(ids, metrics)))
+        found, standing, version, *totals = self.db.rows_together(reads)  # one round trip
         users = {row["id"]: _user(row) for row in found}
         read = standing_of(self.db, self.sql, standing)
+        if totals:
+            read.totals.update(totals_of(totals[0]))
         return LockedUsers(users, frozenset(), _version(version), read)
 
 

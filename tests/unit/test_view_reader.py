@@ -133,23 +133,26 @@ def test_each_ask_is_resolved_as_its_own_caller(counting: CountingStore) -> None
     assert len(counting.batches) == 2
 
 
-def held_first(release: threading.Event, inside: threading.Event) -> Any:
-    """A resolve that holds the lane (the first ask's) until `release`."""
+def hold_lane(pool: ThreadPoolExecutor, reader: ViewReader, release: threading.Event) -> Any:
+    """Ann's read, holding the reader's one lane until `release` (its future, once the
+    read is inside its resolve)."""
+    inside = threading.Event()
 
     def held(uow: UnitOfWork, ask: ViewAsk, view: UserView | None) -> int:
         inside.set()
         assert release.wait(WAIT)
         return balance_of(uow, ask, view)
 
-    return held
+    first = pool.submit(reader.read, ViewAsk("ann", "xp", 10), held)
+    assert inside.wait(WAIT)
+    return first
 
 
 def test_a_store_failure_is_every_queued_asks_each_its_own(counting: CountingStore) -> None:
     reader = ViewReader(counting, together=True)
-    inside, release = threading.Event(), threading.Event()
+    release = threading.Event()
     with ThreadPoolExecutor(4) as pool:
-        first = pool.submit(reader.read, ViewAsk("ann", "xp", 10), held_first(release, inside))
-        assert inside.wait(WAIT)
+        first = hold_lane(pool, reader, release)
         queued = [
             pool.submit(reader.read, ViewAsk(u, "xp", 10), balance_of) for u in ("bob", "cat")
         ]
@@ -168,10 +171,9 @@ def test_an_ask_that_breaks_its_batch_fails_alone(counting: CountingStore) -> No
     """A batch that fails but for the store (a row one ask's view cannot decode) is read
     again one ask at a time: only that ask fails."""
     reader = ViewReader(counting, together=True)
-    inside, release = threading.Event(), threading.Event()
+    release = threading.Event()
     with ThreadPoolExecutor(4) as pool:
-        first = pool.submit(reader.read, ViewAsk("ann", "xp", 10), held_first(release, inside))
-        assert inside.wait(WAIT)
+        first = hold_lane(pool, reader, release)
         queued = {
             u: pool.submit(reader.read, ViewAsk(u, "xp", 10), balance_of) for u in ("bob", "cat")
         }
@@ -189,14 +191,13 @@ def test_a_batch_dying_mid_way_answers_every_ask(counting: CountingStore) -> Non
     asks not yet resolved are told the outcome is unknown, never answered None, and the
     lane is given back."""
     reader = ViewReader(counting, together=True)
-    inside, release = threading.Event(), threading.Event()
+    release = threading.Event()
 
     def interrupted(_uow: UnitOfWork, _ask: ViewAsk, _view: UserView | None) -> int:
         raise KeyboardInterrupt
 
     with ThreadPoolExecutor(4) as pool:
-        first = pool.submit(reader.read, ViewAsk("ann", "xp", 10), held_first(release, inside))
-        assert inside.wait(WAIT)
+        first = hold_lane(pool, reader, release)
         second = pool.submit(reader.read, ViewAsk("bob", "xp", 10), interrupted)
         _wait_queued(reader, 1)
         third = pool.submit(reader.read, ViewAsk("cat", "xp", 10), balance_of)
@@ -214,7 +215,7 @@ def test_a_follower_that_stops_waiting_leaves_the_lane_free(
     counting: CountingStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     reader = ViewReader(counting, together=True)
-    inside, release = threading.Event(), threading.Event()
+    release = threading.Event()
 
     class Interrupted(threading.Event):
         def wait(self, timeout: float | None = None) -> bool:
@@ -231,8 +232,7 @@ def test_a_follower_that_stops_waiting_leaves_the_lane_free(
             caught.append(error)
 
     with ThreadPoolExecutor(1) as pool:
-        first = pool.submit(reader.read, ViewAsk("ann", "xp", 10), held_first(release, inside))
-        assert inside.wait(WAIT)
+        first = hold_lane(pool, reader, release)
         monkeypatch.setattr(threading, "Event", Interrupted)
         thread = threading.Thread(target=follower, name="interrupted")
         thread.start()
@@ -248,12 +248,11 @@ def test_a_follower_that_stops_waiting_leaves_the_lane_free(
 
 def test_a_batch_reads_at_most_sixteen_asks(counting: CountingStore) -> None:
     reader = ViewReader(counting, together=True)
-    inside, release = threading.Event(), threading.Event()
+    release = threading.Event()
     users = ["ann", "bob", "cat"] * 8
     balances = {"ann": 5, "bob": 7, "cat": 9}
     with ThreadPoolExecutor(30) as pool:
-        first = pool.submit(reader.read, ViewAsk("ann", "xp", 10), held_first(release, inside))
-        assert inside.wait(WAIT)
+        first = hold_lane(pool, reader, release)
         queued = [pool.submit(reader.read, ViewAsk(u, "xp", 10), balance_of) for u in users]
         _wait_queued(reader, len(users))
         release.set()
@@ -264,10 +263,9 @@ def test_a_batch_reads_at_most_sixteen_asks(counting: CountingStore) -> None:
 
 def test_big_later_and_typed_pages_read_alone_beside_the_lane(counting: CountingStore) -> None:
     reader = ViewReader(counting, together=True)
-    inside, release = threading.Event(), threading.Event()
+    release = threading.Event()
     with ThreadPoolExecutor(2) as pool:
-        first = pool.submit(reader.read, ViewAsk("ann", "xp", 10), held_first(release, inside))
-        assert inside.wait(WAIT)
+        first = hold_lane(pool, reader, release)
         # the lane is held, and yet these read now
         assert reader.read(ViewAsk("bob", "xp", 10, before_sequence=100), balance_of) == 7
         assert reader.read(ViewAsk("bob", "xp", TOGETHER_MAX_ENTRIES + 1), balance_of) == 7

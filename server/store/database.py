@@ -359,9 +359,14 @@ class SqlStore:
         return self.engine.dialect.name == "postgresql" and not self._on_citus()
 
     def _on_citus(self) -> bool:
+        """Whether the database is a Citus coordinator, asked once; a store that cannot
+        be reached to say is STORE_UNAVAILABLE to the call that asked (never INTERNAL)."""
         if self._citus is None:
-            with self.engine.connect() as connection:
-                self._citus = bool(connection.info.get(CITUS, False))
+            try:
+                with self.engine.connect() as connection:
+                    self._citus = bool(connection.info.get(CITUS, False))
+            except DBAPIError as exc:
+                raise StoreUnavailable() from exc
         return self._citus
 
     def snapshot(self) -> SqlUnitOfWork:

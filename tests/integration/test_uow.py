@@ -25,12 +25,14 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from tenacity import wait_none
 
+from server.domain import commands
 from server.domain.errors import InsufficientPoints, StoreUnavailable, TransientStoreError
 from server.domain.model import LevelBasis, PointsSystem, TriggerType
 from server.services import transactions
 from server.services.ports import UnitOfWork
 from server.services.tally import Tally
 from server.services.transactions import in_transaction
+from server.services.use_cases import reads
 from server.store import migrate
 from server.store.database import CITUS, SqlStore, create_store_engine
 from server.store.execution import Compiled, Executor
@@ -243,6 +245,20 @@ def test_a_write_on_an_unreachable_database_is_store_unavailable(fast_retries: N
     try:
         with pytest.raises(StoreUnavailable):
             in_transaction(store, lambda uow: uow.systems.get("xp"), write=True)
+    finally:
+        store.dispose()
+
+
+def test_a_balance_read_on_an_unreachable_database_is_store_unavailable(
+    fast_retries: None,
+) -> None:
+    """The first read of a process asks the store whether it reads views together (and
+    so whether it is Citus): unreachable, that is UNAVAILABLE too, not INTERNAL."""
+    store = SqlStore.from_url(UNREACHABLE_PG)
+    tally = Tally(store, clock=lambda: T0)
+    try:
+        with pytest.raises(StoreUnavailable):
+            reads.get_balance(tally, commands.GetBalance("xp", "ann", 10), T0)
     finally:
         store.dispose()
 
